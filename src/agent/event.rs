@@ -1,0 +1,188 @@
+//! The events `openmono agent` writes on stdout, one JSON object per line.
+//!
+//! The agent serializes them inside the container and the host deserializes the same
+//! lines, so this type is the whole protocol between the two: every line carries an
+//! `event` tag in snake case (`start`, `model_turn`, …), and `final` is always last.
+
+use serde::{Deserialize, Serialize};
+
+/// One thing that happened in the agent loop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum AgentEvent {
+    /// The loop is about to send its first request.
+    Start {
+        model: String,
+        model_url: String,
+        max_steps: u32,
+    },
+    /// The model answered one request.
+    ModelTurn {
+        step: u32,
+        /// The reply's text; `None` when the model sent none (often with tool calls).
+        content: Option<String>,
+        /// How many tool calls the reply asked for.
+        tool_calls: u32,
+        prompt_tokens: Option<u64>,
+        completion_tokens: Option<u64>,
+    },
+    /// The model asked for a tool; `arguments` is the raw JSON text it sent.
+    ToolCall {
+        step: u32,
+        id: String,
+        name: String,
+        arguments: String,
+    },
+    /// What a tool call gave back to the model, shortened for the event stream.
+    ToolResult {
+        step: u32,
+        id: String,
+        /// The command's exit code; `None` when it timed out, was killed by a signal,
+        /// could not start, or the call never reached a command.
+        exit_code: Option<i32>,
+        output: String,
+        /// Whether `output` is shorter than what the model was given.
+        truncated: bool,
+    },
+    /// The run is over; always the last event, on success and on failure.
+    Final {
+        answer: String,
+        steps: u32,
+        reason: EndReason,
+    },
+    /// Something went wrong talking to the model; a `Final` follows.
+    Error { message: String },
+}
+
+/// Why the agent loop stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// The model gave a final answer.
+    Done,
+    /// The step budget ran out before the model was done.
+    BudgetSpent,
+    /// The model server could not be reached (refused, timed out, unresolvable).
+    ModelUnreachable,
+    /// The model server answered, but with an error status or an unreadable reply.
+    ModelError,
+}
+
+impl EndReason {
+    /// The exit code of `openmono agent` for a run that ended this way.
+    #[must_use]
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Self::Done => 0,
+            Self::BudgetSpent => 2,
+            Self::ModelUnreachable | Self::ModelError => 3,
+        }
+    }
+}
+
+impl AgentEvent {
+    /// The event as one line of JSON, without the trailing newline.
+    #[must_use]
+    pub fn to_line(&self) -> String {
+        // Serializing these plain types cannot fail; the fallback keeps the stream
+        // well-formed rather than panicking should that ever change.
+        serde_json::to_string(self).unwrap_or_else(|error| {
+            serde_json::json!({ "event": "error", "message": format!("could not encode event: {error}") })
+                .to_string()
+        })
+    }
+
+    /// Reads one line back; `None` for anything that is not an event, so the host can
+    /// skip stray output instead of failing on it.
+    #[must_use]
+    pub fn parse_line(line: &str) -> Option<Self> {
+        serde_json::from_str(line.trim()).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples() -> Vec<AgentEvent> {
+        vec![
+            AgentEvent::Start {
+                model: "default".into(),
+                model_url: "http://coder:8080".into(),
+                max_steps: 20,
+            },
+            AgentEvent::ModelTurn {
+                step: 1,
+                content: None,
+                tool_calls: 2,
+                prompt_tokens: Some(120),
+                completion_tokens: None,
+            },
+            AgentEvent::ToolCall {
+                step: 1,
+                id: "call_1".into(),
+                name: "shell".into(),
+                arguments: r#"{"command":"ls\n"}"#.into(),
+            },
+            AgentEvent::ToolResult {
+                step: 1,
+                id: "call_1".into(),
+                exit_code: Some(0),
+                output: "exit code 0\na\tb \"c\" ✓".into(),
+                truncated: true,
+            },
+            AgentEvent::Final {
+                answer: String::new(),
+                steps: 3,
+                reason: EndReason::BudgetSpent,
+            },
+            AgentEvent::Error {
+                message: "model server returned 500".into(),
+            },
+        ]
+    }
+
+    #[test]
+    fn every_event_round_trips_through_one_line() {
+        for event in samples() {
+            let line = event.to_line();
+            assert!(!line.contains('\n'), "{line}");
+            assert_eq!(AgentEvent::parse_line(&line), Some(event));
+        }
+    }
+
+    #[test]
+    fn lines_carry_snake_case_tags() {
+        let line = AgentEvent::Final {
+            answer: "ok".into(),
+            steps: 1,
+            reason: EndReason::ModelUnreachable,
+        }
+        .to_line();
+        assert_eq!(
+            line,
+            r#"{"event":"final","answer":"ok","steps":1,"reason":"model_unreachable"}"#
+        );
+        let turn = AgentEvent::ModelTurn {
+            step: 1,
+            content: None,
+            tool_calls: 0,
+            prompt_tokens: None,
+            completion_tokens: None,
+        };
+        assert!(turn.to_line().starts_with(r#"{"event":"model_turn","#));
+    }
+
+    #[test]
+    fn parse_line_skips_what_is_not_an_event() {
+        assert_eq!(AgentEvent::parse_line(""), None);
+        assert_eq!(AgentEvent::parse_line("hello"), None);
+        assert_eq!(AgentEvent::parse_line(r#"{"event":"nope"}"#), None);
+        assert_eq!(
+            AgentEvent::parse_line("  {\"event\":\"error\",\"message\":\"x\"}\r\n"),
+            Some(AgentEvent::Error {
+                message: "x".into()
+            })
+        );
+    }
+}

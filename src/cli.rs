@@ -1,0 +1,165 @@
+//! The command line: clap definitions, and the mapping from outcomes to exit codes.
+//! Nothing else lives here.
+
+use std::{io::IsTerminal, path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Parser, Subcommand};
+use miette::{GraphicalReportHandler, GraphicalTheme};
+
+use crate::{
+    agent::{self, AgentArgs},
+    engine::{self, ApplyOptions},
+    plan::Plan,
+    playbook,
+};
+
+/// Exit codes, as documented in `openmono --help`.
+pub mod exit {
+    /// The run failed: a step or task failed, or teardown left something behind.
+    pub const RUN_FAILED: u8 = 1;
+    /// The playbook has problems (or the command line was wrong).
+    pub const PLAYBOOK: u8 = 2;
+    /// The environment is not ready: no engine, a missing image.
+    pub const ENVIRONMENT: u8 = 3;
+    /// Interrupted by Ctrl-C or SIGTERM; everything was torn down.
+    pub const INTERRUPTED: u8 = 130;
+}
+
+const AFTER_HELP: &str = "\
+Exit codes: 0 success, 1 the run failed, 2 the playbook has problems,
+3 the environment is not ready (no Docker engine, an image missing), 130 interrupted.
+
+Examples:
+  openmono plan                          # what `apply` would do with ./openmono.kdl
+  openmono apply playbooks/hello-agent.kdl";
+
+/// Run coding agents with local models in a sealed box.
+#[derive(Parser, Debug)]
+#[command(name = "openmono", version, about, after_help = AFTER_HELP)]
+pub struct Arguments {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Show every step `apply` would take, teardown included; touches nothing
+    #[command(after_help = "Example:\n  openmono plan playbooks/hello-agent.kdl")]
+    Plan {
+        /// The playbook
+        #[arg(default_value = "openmono.kdl")]
+        file: PathBuf,
+    },
+    /// Run the playbook on the Docker engine, then remove everything it created
+    #[command(after_help = "Example:\n  openmono apply playbooks/hello-agent.kdl")]
+    Apply {
+        /// The playbook
+        #[arg(default_value = "openmono.kdl")]
+        file: PathBuf,
+        /// Seconds a model may take to load before the run fails
+        #[arg(long, default_value_t = 300, env = "OPENMONO_MODEL_TIMEOUT")]
+        model_timeout: u64,
+    },
+    /// Run an agent loop (inside the agent container; started by `apply`)
+    #[command(hide = true)]
+    Agent(AgentArgs),
+    /// Ask a URL once: exit 0 on 200, 1 on 503, 2 otherwise (inside the box)
+    #[command(hide = true)]
+    Probe {
+        url: String,
+        #[arg(long, default_value_t = 2)]
+        timeout: u64,
+    },
+    /// Wait and reap children as a container's first process (inside the box)
+    #[command(hide = true)]
+    SandboxInit,
+}
+
+/// Parses the command line and runs it.
+#[must_use]
+pub fn main() -> ExitCode {
+    install_report_handler();
+    let arguments = Arguments::parse();
+    match arguments.command {
+        Command::Plan { file } => plan(&file),
+        Command::Apply {
+            file,
+            model_timeout,
+        } => apply(
+            &file,
+            &ApplyOptions {
+                model_timeout: Duration::from_secs(model_timeout),
+            },
+        ),
+        Command::Agent(args) => code(agent::run(&args)),
+        Command::Probe { url, timeout } => {
+            code(agent::probe::probe(&url, Duration::from_secs(timeout)))
+        }
+        Command::SandboxInit => agent::init::sandbox_init(),
+    }
+}
+
+fn load_plan(file: &std::path::Path) -> Result<Plan, ExitCode> {
+    let playbook = playbook::load(file).map_err(|e| report(e, exit::PLAYBOOK))?;
+    Plan::new(&playbook).map_err(|e| report(e, exit::PLAYBOOK))
+}
+
+fn plan(file: &std::path::Path) -> ExitCode {
+    match load_plan(file) {
+        Ok(plan) => {
+            print!("{plan}");
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+fn apply(file: &std::path::Path, options: &ApplyOptions) -> ExitCode {
+    let plan = match load_plan(file) {
+        Ok(plan) => plan,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::ENVIRONMENT);
+        }
+    };
+    match runtime.block_on(engine::apply(&plan, options)) {
+        Ok(report) => {
+            println!("{report}");
+            if report.interrupted {
+                ExitCode::from(exit::INTERRUPTED)
+            } else if report.succeeded() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(exit::RUN_FAILED)
+            }
+        }
+        Err(e) => report(e, exit::ENVIRONMENT),
+    }
+}
+
+/// Prints a diagnostic on stderr and returns `exit_code`.
+fn report(error: impl miette::Diagnostic + Send + Sync + 'static, exit_code: u8) -> ExitCode {
+    eprintln!("{:?}", miette::Report::new(error));
+    ExitCode::from(exit_code)
+}
+
+fn code(n: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(n).unwrap_or(1))
+}
+
+/// Colours and Unicode on a terminal; plain, stable text elsewhere (logs, tests).
+fn install_report_handler() {
+    let terminal = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let _ = miette::set_hook(Box::new(move |_| {
+        let theme = if terminal {
+            GraphicalTheme::unicode()
+        } else {
+            GraphicalTheme::unicode_nocolor()
+        };
+        Box::new(GraphicalReportHandler::new_themed(theme).with_width(100))
+    }));
+}

@@ -1,0 +1,384 @@
+//! The Docker engine, through bollard. This is the only file that imports bollard: the
+//! rest of openmono asks for networks, containers and execs in its own terms.
+
+use std::collections::HashMap;
+
+use bollard::{
+    Docker,
+    container::LogOutput,
+    errors::Error as BollardError,
+    exec::{CreateExecOptions, StartExecResults},
+    models::{
+        ContainerCreateBody, EndpointSettings, HostConfig, Mount, MountType, NetworkCreateRequest,
+        NetworkingConfig,
+    },
+    query_parameters::{
+        CreateContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
+        LogsOptionsBuilder, RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+    },
+};
+use futures_util::StreamExt;
+
+use super::EngineError;
+
+/// A connected engine.
+#[derive(Clone)]
+pub struct Engine {
+    docker: Docker,
+}
+
+/// A host path bind-mounted into a container.
+#[derive(Debug, Clone)]
+pub struct BindMount {
+    pub read_only: bool,
+    pub source: String,
+    pub target: String,
+}
+
+/// Everything openmono sets on a container it creates.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerSpec {
+    pub cmd: Vec<String>,
+    pub entrypoint: Option<Vec<String>>,
+    pub env: Vec<String>,
+    pub image: String,
+    pub labels: HashMap<String, String>,
+    pub mounts: Vec<BindMount>,
+    pub name: String,
+    /// The network's engine name and this container's aliases on it; none: no network.
+    pub network: Option<(String, Vec<String>)>,
+    pub read_only_rootfs: bool,
+    pub user: Option<String>,
+    pub working_dir: Option<String>,
+}
+
+/// Which stream a line of exec output came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stderr,
+    Stdout,
+}
+
+/// A container's state as far as waiting on it goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    Exited(i64),
+    Running,
+}
+
+impl Engine {
+    /// Connects as Docker's own tools would (`DOCKER_HOST`, else the local socket) and
+    /// agrees on an API version the engine speaks.
+    pub async fn connect() -> Result<Self, EngineError> {
+        let docker = Docker::connect_with_defaults()
+            .map_err(|source| EngineError::Connect { source })?
+            .negotiate_version()
+            .await
+            .map_err(|source| EngineError::Connect { source })?;
+        docker
+            .ping()
+            .await
+            .map_err(|source| EngineError::Connect { source })?;
+        Ok(Self { docker })
+    }
+
+    pub async fn image_exists(&self, image: &str) -> Result<bool, EngineError> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(EngineError::call(format!("inspect image `{image}`"))(e)),
+        }
+    }
+
+    /// An internal network whose bridge has no IPv4 address, so that the host itself is
+    /// unreachable from it (an internal network alone still lets containers reach the
+    /// host's addresses).
+    pub async fn create_network(
+        &self,
+        name: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<String, EngineError> {
+        let request = NetworkCreateRequest {
+            name: name.to_owned(),
+            driver: Some("bridge".into()),
+            internal: Some(true),
+            labels: Some(labels),
+            options: Some(HashMap::from([(
+                "com.docker.network.bridge.inhibit_ipv4".to_owned(),
+                "true".to_owned(),
+            )])),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_network(request)
+            .await
+            .map_err(EngineError::call(format!("create network `{name}`")))?;
+        Ok(created.id)
+    }
+
+    /// Removes a network; one that is already gone counts as removed.
+    pub async fn remove_network(&self, id: &str) -> Result<(), EngineError> {
+        match self.docker.remove_network(id).await {
+            Err(e) if !is_not_found(&e) => {
+                Err(EngineError::call(format!("remove network `{id}`"))(e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Creates (does not start) a hardened container: no capabilities, no new
+    /// privileges, a process limit, never privileged, no network unless one is given.
+    pub async fn create_container(&self, spec: ContainerSpec) -> Result<String, EngineError> {
+        let (network_mode, networking_config) = match &spec.network {
+            Some((net, aliases)) => (
+                net.clone(),
+                Some(NetworkingConfig {
+                    endpoints_config: Some(HashMap::from([(
+                        net.clone(),
+                        EndpointSettings {
+                            aliases: Some(aliases.clone()),
+                            ..Default::default()
+                        },
+                    )])),
+                }),
+            ),
+            None => ("none".to_owned(), None),
+        };
+        let host_config = HostConfig {
+            cap_drop: Some(vec!["ALL".into()]),
+            mounts: Some(
+                spec.mounts
+                    .iter()
+                    .map(|m| Mount {
+                        target: Some(m.target.clone()),
+                        source: Some(m.source.clone()),
+                        typ: Some(MountType::BIND),
+                        read_only: Some(m.read_only),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            network_mode: Some(network_mode),
+            pids_limit: Some(1024),
+            privileged: Some(false),
+            readonly_rootfs: Some(spec.read_only_rootfs),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            cmd: Some(spec.cmd),
+            entrypoint: spec.entrypoint,
+            env: Some(spec.env),
+            host_config: Some(host_config),
+            image: Some(spec.image),
+            labels: Some(spec.labels),
+            networking_config,
+            user: spec.user,
+            working_dir: spec.working_dir,
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::default()
+            .name(&spec.name)
+            .build();
+        let created = self
+            .docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(EngineError::call(format!("create container `{}`", spec.name)))?;
+        Ok(created.id)
+    }
+
+    /// Writes a tar archive into a container (before it starts: a read-only root
+    /// filesystem refuses it afterwards).
+    pub async fn upload(&self, id: &str, tar: Vec<u8>) -> Result<(), EngineError> {
+        let options = UploadToContainerOptionsBuilder::default().path("/").build();
+        self.docker
+            .upload_to_container(id, Some(options), bollard::body_full(tar.into()))
+            .await
+            .map_err(EngineError::call("copy openmono into the container"))
+    }
+
+    pub async fn start_container(&self, id: &str) -> Result<(), EngineError> {
+        self.docker
+            .start_container(id, None)
+            .await
+            .map_err(EngineError::call("start the container"))
+    }
+
+    /// Kills and removes a container; one that is already gone counts as removed.
+    pub async fn remove_container(&self, id: &str) -> Result<(), EngineError> {
+        let options = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        match self.docker.remove_container(id, Some(options)).await {
+            Err(e) if !is_not_found(&e) => {
+                Err(EngineError::call(format!("remove container `{id}`"))(e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub async fn liveness(&self, id: &str) -> Result<Liveness, EngineError> {
+        let info = self
+            .docker
+            .inspect_container(id, None)
+            .await
+            .map_err(EngineError::call("inspect a container"))?;
+        let state = info.state.unwrap_or_default();
+        Ok(if state.running == Some(true) {
+            Liveness::Running
+        } else {
+            Liveness::Exited(state.exit_code.unwrap_or(-1))
+        })
+    }
+
+    /// The last `lines` lines of a container's output, for failure reports.
+    pub async fn log_tail(&self, id: &str, lines: usize) -> String {
+        let options = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .tail(&lines.to_string())
+            .build();
+        let mut out = String::new();
+        let mut logs = self.docker.logs(id, Some(options));
+        while let Some(Ok(chunk)) = logs.next().await {
+            out.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+        }
+        out
+    }
+
+    /// Runs a command in a running container without a TTY and with stdin closed,
+    /// handing each output line to `on_line`; returns the command's exit code.
+    pub async fn exec(
+        &self,
+        id: &str,
+        cmd: Vec<String>,
+        working_dir: Option<&str>,
+        mut on_line: impl FnMut(Stream, &str),
+    ) -> Result<i64, EngineError> {
+        let config = CreateExecOptions {
+            attach_stdin: Some(false),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(false),
+            cmd: Some(cmd),
+            working_dir: working_dir.map(str::to_owned),
+            ..Default::default()
+        };
+        let exec = self
+            .docker
+            .create_exec(id, config)
+            .await
+            .map_err(EngineError::call("create an exec"))?;
+        let started = self
+            .docker
+            .start_exec(&exec.id, None)
+            .await
+            .map_err(EngineError::call("start an exec"))?;
+        if let StartExecResults::Attached { mut output, .. } = started {
+            let mut buffers = LineBuffers::default();
+            while let Some(chunk) = output.next().await {
+                let chunk = chunk.map_err(EngineError::call("read an exec's output"))?;
+                let (stream, bytes) = match chunk {
+                    LogOutput::StdErr { message } => (Stream::Stderr, message),
+                    LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                        (Stream::Stdout, message)
+                    }
+                    LogOutput::StdIn { .. } => continue,
+                };
+                buffers.push(stream, &bytes, &mut on_line);
+            }
+            buffers.finish(&mut on_line);
+        }
+        // The stream can end a moment before the engine records the exit code.
+        for _ in 0..100 {
+            let info = self
+                .docker
+                .inspect_exec(&exec.id)
+                .await
+                .map_err(EngineError::call("inspect an exec"))?;
+            if info.running != Some(true) {
+                return Ok(info.exit_code.unwrap_or(-1));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        Ok(-1)
+    }
+
+    /// Every container and network that carries `label=value`, as engine ids.
+    pub async fn labelled(
+        &self,
+        label: &str,
+        value: &str,
+    ) -> Result<(Vec<String>, Vec<String>), EngineError> {
+        let filters = HashMap::from([("label", vec![format!("{label}={value}")])]);
+        let containers = self
+            .docker
+            .list_containers(Some(
+                ListContainersOptionsBuilder::default()
+                    .all(true)
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .map_err(EngineError::call("list containers"))?
+            .into_iter()
+            .filter_map(|c| c.id)
+            .collect();
+        let networks = self
+            .docker
+            .list_networks(Some(
+                ListNetworksOptionsBuilder::default()
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .map_err(EngineError::call("list networks"))?
+            .into_iter()
+            .filter_map(|n| n.id)
+            .collect();
+        Ok((containers, networks))
+    }
+}
+
+fn is_not_found(e: &BollardError) -> bool {
+    matches!(
+        e,
+        BollardError::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+/// Splits an exec's byte chunks into lines per stream; a line may span chunks.
+#[derive(Default)]
+struct LineBuffers {
+    stderr: Vec<u8>,
+    stdout: Vec<u8>,
+}
+
+impl LineBuffers {
+    fn push(&mut self, stream: Stream, bytes: &[u8], on_line: &mut impl FnMut(Stream, &str)) {
+        let buffer = match stream {
+            Stream::Stderr => &mut self.stderr,
+            Stream::Stdout => &mut self.stdout,
+        };
+        buffer.extend_from_slice(bytes);
+        while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buffer.drain(..=end).collect();
+            on_line(stream, String::from_utf8_lossy(&line[..end]).trim_end_matches('\r'));
+        }
+    }
+
+    fn finish(&mut self, on_line: &mut impl FnMut(Stream, &str)) {
+        for (stream, buffer) in [(Stream::Stdout, &mut self.stdout), (Stream::Stderr, &mut self.stderr)] {
+            if !buffer.is_empty() {
+                on_line(stream, &String::from_utf8_lossy(buffer));
+                buffer.clear();
+            }
+        }
+    }
+}

@@ -1,0 +1,567 @@
+//! Runs a [`Plan`] on a Docker engine, one step after another, then tears down every
+//! object the run created: on success, on failure and on Ctrl-C or SIGTERM. Objects are
+//! named from the run id and labelled with it, so that teardown can also sweep what a
+//! cancelled step created but did not get to record.
+
+use std::{
+    collections::HashMap,
+    fs::File,
+    io::Write,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use crate::{
+    agent::event::AgentEvent,
+    plan::Plan,
+    step::{MODEL_MOUNT, MODEL_PORT, Step, WORKSPACE},
+};
+
+use super::{
+    BindMount, ContainerSpec, Engine, EngineError, Liveness, Progress, Report, Stream, TaskReport,
+    TaskStatus, run_dir,
+};
+
+/// Where the copied openmono binary lives inside task containers.
+pub const SELF_PATH: &str = "/.openmono/openmono";
+/// The label every object of a run carries, with the run id as its value.
+pub const RUN_LABEL: &str = "dev.openmono.run";
+
+/// Settings of one `apply`.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// How long a model may take to answer `/health` with 200.
+    pub model_timeout: Duration,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        Self {
+            model_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// An object the run created, in creation order.
+enum Created {
+    Container { id: String },
+    Network { id: String },
+}
+
+/// Why the steps stopped before the end.
+enum Stop {
+    Failed(String),
+    Interrupted,
+}
+
+struct Executor<'a> {
+    created: Vec<Created>,
+    /// Engine ids of containers and names of networks, by playbook name.
+    containers: HashMap<String, String>,
+    dir: PathBuf,
+    engine: Engine,
+    networks: HashMap<String, String>,
+    options: &'a ApplyOptions,
+    plan: &'a Plan,
+    progress: Progress,
+    run_id: String,
+    self_tar: Vec<u8>,
+    tasks: Vec<TaskReport>,
+}
+
+/// Applies `plan`: connects, checks images, runs the steps, tears down, and reports.
+pub async fn apply(plan: &Plan, options: &ApplyOptions) -> Result<Report, EngineError> {
+    let engine = Engine::connect().await?;
+    for step in &plan.steps {
+        if let Step::StartContainer { image, .. } | Step::StartModel { image, .. } = step {
+            if !engine.image_exists(image).await? {
+                return Err(EngineError::ImageMissing {
+                    image: image.clone(),
+                });
+            }
+        }
+    }
+    let self_tar = self_archive().map_err(|source| EngineError::SelfBinary { source })?;
+    let run_id = run_dir::new_run_id();
+    let dir = run_dir::state_dir().join("runs").join(&run_id);
+    std::fs::create_dir_all(&dir).map_err(|source| EngineError::SelfBinary { source })?;
+    let mut executor = Executor {
+        created: Vec::new(),
+        containers: HashMap::new(),
+        dir,
+        engine,
+        networks: HashMap::new(),
+        options,
+        plan,
+        progress: Progress::new(),
+        run_id,
+        self_tar,
+        tasks: Vec::new(),
+    };
+    Ok(executor.run().await)
+}
+
+impl Executor<'_> {
+    async fn run(&mut self) -> Report {
+        self.progress.line(&format!(
+            "Run {} of playbook `{}`; logs in {}",
+            self.run_id,
+            self.plan.playbook,
+            self.dir.display()
+        ));
+        let stop = tokio::select! {
+            result = self.steps() => result.err(),
+            () = shutdown_signal() => Some(Stop::Interrupted),
+        };
+        if let Some(Stop::Interrupted) = &stop {
+            self.progress.finish_step("interrupted", false, "tearing down");
+        }
+        let mut report = self.teardown().await;
+        report.tasks = std::mem::take(&mut self.tasks);
+        match stop {
+            Some(Stop::Failed(why)) => report.failure = Some(why),
+            Some(Stop::Interrupted) => report.interrupted = true,
+            None => {}
+        }
+        report.elapsed = self.progress.elapsed();
+        report
+    }
+
+    async fn steps(&mut self) -> Result<(), Stop> {
+        for step in &self.plan.steps {
+            let label = step.label();
+            self.progress.start_step(&label);
+            match self.step(step).await {
+                Ok(note) => self.progress.finish_step(&label, true, &note),
+                Err(why) => {
+                    self.progress.finish_step(&label, false, "failed");
+                    return Err(Stop::Failed(format!("{label}: {why}")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs one step; `Ok` carries a short note for the progress line.
+    async fn step(&mut self, step: &Step) -> Result<String, String> {
+        match step {
+            Step::CreateNetwork { name } => self.create_network(name).await,
+            Step::StartModel { .. } => self.start_model(step).await,
+            Step::StartContainer { .. } => self.start_container(step).await,
+            Step::WaitModel { from, model, url } => self.wait_model(from, model, url).await,
+            Step::AgentTask { .. } => self.agent_task(step).await,
+            Step::RunTask {
+                command,
+                container,
+                task,
+            } => self.run_task(task, container, command).await,
+        }
+    }
+
+    fn engine_name(&self, name: &str) -> String {
+        format!("openmono-{}-{name}", self.run_id)
+    }
+
+    fn labels(&self, resource: &str) -> HashMap<String, String> {
+        HashMap::from([
+            (RUN_LABEL.to_owned(), self.run_id.clone()),
+            ("dev.openmono.playbook".to_owned(), self.plan.playbook.clone()),
+            ("dev.openmono.resource".to_owned(), resource.to_owned()),
+            (
+                "dev.openmono.owner-pid".to_owned(),
+                std::process::id().to_string(),
+            ),
+        ])
+    }
+
+    async fn create_network(&mut self, name: &str) -> Result<String, String> {
+        let engine_name = self.engine_name(name);
+        let id = self
+            .engine
+            .create_network(&engine_name, self.labels(name))
+            .await
+            .map_err(|e| error_chain(&e))?;
+        self.created.push(Created::Network { id });
+        self.networks.insert(name.to_owned(), engine_name.clone());
+        Ok(engine_name)
+    }
+
+    async fn start_model(&mut self, step: &Step) -> Result<String, String> {
+        let Step::StartModel {
+            context,
+            gguf,
+            image,
+            jinja,
+            name,
+            network,
+            ..
+        } = step
+        else {
+            unreachable!("called for StartModel only")
+        };
+        let mut cmd: Vec<String> = [
+            "-m", MODEL_MOUNT, "--host", "0.0.0.0", "--port", &MODEL_PORT.to_string(), "-c",
+            &context.to_string(), "--alias", name,
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        if *jinja {
+            cmd.push("--jinja".into());
+        }
+        let spec = ContainerSpec {
+            cmd,
+            image: image.clone(),
+            labels: self.labels(name),
+            mounts: vec![BindMount {
+                read_only: true,
+                source: gguf.display().to_string(),
+                target: MODEL_MOUNT.to_owned(),
+            }],
+            name: self.engine_name(name),
+            network: Some((self.network(network)?, vec![name.clone()])),
+            read_only_rootfs: true,
+            user: Some("65534:65534".into()),
+            ..ContainerSpec::default()
+        };
+        let id = self.create(name, spec).await?;
+        self.engine.start_container(&id).await.map_err(|e| error_chain(&e))?;
+        Ok(String::new())
+    }
+
+    async fn start_container(&mut self, step: &Step) -> Result<String, String> {
+        let Step::StartContainer {
+            image,
+            name,
+            network,
+            workspace,
+        } = step
+        else {
+            unreachable!("called for StartContainer only")
+        };
+        let network = match network {
+            Some(net) => Some((self.network(net)?, vec![name.clone()])),
+            None => None,
+        };
+        // SAFETY: getuid and getgid cannot fail and touch no memory.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let spec = ContainerSpec {
+            cmd: vec!["sandbox-init".into()],
+            entrypoint: Some(vec![SELF_PATH.into()]),
+            env: vec!["HOME=/tmp".into()],
+            image: image.clone(),
+            labels: self.labels(name),
+            mounts: workspace
+                .iter()
+                .map(|w| BindMount {
+                    read_only: false,
+                    source: w.display().to_string(),
+                    target: WORKSPACE.to_owned(),
+                })
+                .collect(),
+            name: self.engine_name(name),
+            network,
+            user: Some(format!("{uid}:{gid}")),
+            working_dir: workspace.as_ref().map(|_| WORKSPACE.to_owned()),
+            ..ContainerSpec::default()
+        };
+        let id = self.create(name, spec).await?;
+        self.engine
+            .upload(&id, self.self_tar.clone())
+            .await
+            .map_err(|e| error_chain(&e))?;
+        self.engine.start_container(&id).await.map_err(|e| error_chain(&e))?;
+        Ok(String::new())
+    }
+
+    async fn create(&mut self, name: &str, spec: ContainerSpec) -> Result<String, String> {
+        let id = self
+            .engine
+            .create_container(spec)
+            .await
+            .map_err(|e| error_chain(&e))?;
+        self.created.push(Created::Container { id: id.clone() });
+        self.containers.insert(name.to_owned(), id.clone());
+        Ok(id)
+    }
+
+    fn network(&self, name: &str) -> Result<String, String> {
+        self.networks
+            .get(name)
+            .cloned()
+            .ok_or_else(|| format!("network `{name}` was not created"))
+    }
+
+    fn container(&self, name: &str) -> Result<String, String> {
+        self.containers
+            .get(name)
+            .cloned()
+            .ok_or_else(|| format!("container `{name}` was not started"))
+    }
+
+    /// Asks the model's `/health` from inside `from` until it answers 200; fails at once
+    /// when the model's container exits, with its last log lines.
+    async fn wait_model(&mut self, from: &str, model: &str, url: &str) -> Result<String, String> {
+        let model_id = self.container(model)?;
+        let from_id = self.container(from)?;
+        let deadline = Instant::now() + self.options.model_timeout;
+        let health = format!("{url}/health");
+        loop {
+            if let Liveness::Exited(code) = self
+                .engine
+                .liveness(&model_id)
+                .await
+                .map_err(|e| error_chain(&e))?
+            {
+                let tail = self.engine.log_tail(&model_id, 15).await;
+                return Err(format!(
+                    "the model server exited with code {code} while loading; its last lines:\n{}",
+                    indent(&tail)
+                ));
+            }
+            let cmd = vec![SELF_PATH.to_owned(), "probe".to_owned(), health.clone()];
+            let code = self
+                .engine
+                .exec(&from_id, cmd, None, |_, _| {})
+                .await
+                .map_err(|e| error_chain(&e))?;
+            match code {
+                0 => return Ok(format!("{url} answers")),
+                1 => self.progress.detail("loading the model (503)"),
+                _ => self.progress.detail("waiting for the server to listen"),
+            }
+            if Instant::now() > deadline {
+                let tail = self.engine.log_tail(&model_id, 15).await;
+                return Err(format!(
+                    "not ready after {}s; the server's last lines:\n{}",
+                    self.options.model_timeout.as_secs(),
+                    indent(&tail)
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn agent_task(&mut self, step: &Step) -> Result<String, String> {
+        let Step::AgentTask {
+            container,
+            max_steps,
+            model,
+            model_url,
+            prompt,
+            task,
+        } = step
+        else {
+            unreachable!("called for AgentTask only")
+        };
+        let id = self.container(container)?;
+        let transcript_path = self.dir.join(format!("{task}.jsonl"));
+        let log_path = self.dir.join(format!("{task}.log"));
+        let mut transcript = create_file(&transcript_path)?;
+        let mut log = create_file(&log_path)?;
+        let cmd = [
+            SELF_PATH, "agent", "--model-url", model_url, "--model", model, "--prompt", prompt,
+            "--max-steps", &max_steps.to_string(),
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let started = Instant::now();
+        let mut answer = None;
+        let progress = &self.progress;
+        let code = self
+            .engine
+            .exec(&id, cmd, Some(WORKSPACE), |stream, line| match stream {
+                Stream::Stdout => {
+                    let _ = writeln!(transcript, "{line}");
+                    match AgentEvent::parse_line(line) {
+                        Some(AgentEvent::Final { answer: a, .. }) => answer = Some(a),
+                        Some(event) => progress.detail(&describe(&event)),
+                        None => {
+                            let _ = writeln!(log, "{line}");
+                        }
+                    }
+                }
+                Stream::Stderr => {
+                    let _ = writeln!(log, "{line}");
+                }
+            })
+            .await
+            .map_err(|e| error_chain(&e))?;
+        let ok = code == 0;
+        self.tasks.push(TaskReport {
+            answer,
+            duration: started.elapsed(),
+            exit_code: Some(code),
+            kind: "agent",
+            log: log_path,
+            name: task.clone(),
+            output_tail: Vec::new(),
+            status: if ok { TaskStatus::Succeeded } else { TaskStatus::Failed },
+            transcript: Some(transcript_path),
+        });
+        if ok {
+            Ok("answered".into())
+        } else {
+            Err(format!("the agent ended with exit code {code}"))
+        }
+    }
+
+    async fn run_task(&mut self, task: &str, container: &str, command: &str) -> Result<String, String> {
+        const TAIL: usize = 20;
+        let id = self.container(container)?;
+        let log_path = self.dir.join(format!("{task}.log"));
+        let mut log = create_file(&log_path)?;
+        let mut tail: Vec<String> = Vec::new();
+        let started = Instant::now();
+        let cmd = vec!["/bin/sh".to_owned(), "-c".to_owned(), command.to_owned()];
+        let code = self
+            .engine
+            .exec(&id, cmd, None, |_, line| {
+                let _ = writeln!(log, "{line}");
+                if tail.len() == TAIL {
+                    tail.remove(0);
+                }
+                tail.push(line.to_owned());
+            })
+            .await
+            .map_err(|e| error_chain(&e))?;
+        let ok = code == 0;
+        self.tasks.push(TaskReport {
+            answer: None,
+            duration: started.elapsed(),
+            exit_code: Some(code),
+            kind: "run",
+            log: log_path,
+            name: task.to_owned(),
+            output_tail: tail,
+            status: if ok { TaskStatus::Succeeded } else { TaskStatus::Failed },
+            transcript: None,
+        });
+        match code {
+            0 => Ok("exit code 0".into()),
+            126 => Err("the command could not be started (exit code 126)".into()),
+            127 => Err("command not found (exit code 127)".into()),
+            _ => Err(format!("the command exited with code {code}")),
+        }
+    }
+
+    /// Removes what the run created, newest first, then sweeps anything else that carries
+    /// the run's label (created by a step that was cancelled before it could record it).
+    async fn teardown(&mut self) -> Report {
+        let mut report = Report {
+            dir: self.dir.clone(),
+            run_id: self.run_id.clone(),
+            ..Report::default()
+        };
+        let mut errors = Vec::new();
+        self.progress.start_step("teardown");
+        for created in self.created.drain(..).rev() {
+            match created {
+                Created::Container { id } => match self.engine.remove_container(&id).await {
+                    Ok(()) => report.removed_containers += 1,
+                    Err(e) => errors.push(error_chain(&e)),
+                },
+                Created::Network { id } => match self.engine.remove_network(&id).await {
+                    Ok(()) => report.removed_networks += 1,
+                    Err(e) => errors.push(error_chain(&e)),
+                },
+            }
+        }
+        if let Ok((containers, networks)) = self.engine.labelled(RUN_LABEL, &self.run_id).await {
+            for id in containers {
+                if self.engine.remove_container(&id).await.is_ok() {
+                    report.removed_containers += 1;
+                }
+            }
+            for id in networks {
+                if self.engine.remove_network(&id).await.is_ok() {
+                    report.removed_networks += 1;
+                }
+            }
+        }
+        match self.engine.labelled(RUN_LABEL, &self.run_id).await {
+            Ok((containers, networks)) => {
+                report.leftovers.extend(containers.iter().map(|c| format!("container {c}")));
+                report.leftovers.extend(networks.iter().map(|n| format!("network {n}")));
+            }
+            Err(e) => report.leftovers.push(format!("unknown: {}", error_chain(&e))),
+        }
+        let ok = report.leftovers.is_empty();
+        self.progress.finish_step("teardown", ok, &errors.join("; "));
+        report
+    }
+}
+
+/// The openmono binary as a tar archive holding `.openmono/openmono`, for upload into a
+/// container before it starts (a copy, never a mount of the host's file).
+fn self_archive() -> std::io::Result<Vec<u8>> {
+    let exe = std::env::current_exe()?;
+    let bytes = std::fs::read(&exe)?;
+    let mut builder = tar::Builder::new(Vec::with_capacity(bytes.len() + 4096));
+    let mut dir = tar::Header::new_gnu();
+    dir.set_entry_type(tar::EntryType::Directory);
+    dir.set_mode(0o755);
+    dir.set_size(0);
+    builder.append_data(&mut dir, ".openmono/", std::io::empty())?;
+    let mut file = tar::Header::new_gnu();
+    file.set_mode(0o755);
+    file.set_size(bytes.len() as u64);
+    builder.append_data(&mut file, ".openmono/openmono", bytes.as_slice())?;
+    builder.into_inner()
+}
+
+fn create_file(path: &Path) -> Result<File, String> {
+    File::create(path).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// An error and its causes on one line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// One line for the progress display of an agent event.
+fn describe(event: &AgentEvent) -> String {
+    match event {
+        AgentEvent::Start { model, .. } => format!("asking {model}"),
+        AgentEvent::ModelTurn { step, tool_calls, .. } => {
+            format!("step {step}: the model answered ({tool_calls} tool calls)")
+        }
+        AgentEvent::ToolCall { step, name, arguments, .. } => {
+            let args: String = arguments.chars().take(60).collect();
+            format!("step {step}: {name} {args}")
+        }
+        AgentEvent::ToolResult { step, exit_code, .. } => match exit_code {
+            Some(code) => format!("step {step}: exit code {code}"),
+            None => format!("step {step}: done"),
+        },
+        AgentEvent::Final { .. } => "done".into(),
+        AgentEvent::Error { message } => format!("error: {message}"),
+    }
+}
+
+/// Resolves on the first Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        // Without a SIGTERM handler, Ctrl-C still works.
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

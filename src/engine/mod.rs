@@ -1,0 +1,15 @@
+//! The executor and everything that talks to a Docker engine. `docker.rs` is the only
+//! file that imports bollard, so that other engines can stand behind the same calls.
+
+mod docker;
+mod engine_error;
+mod executor;
+mod progress;
+mod report;
+pub mod run_dir;
+
+pub use docker::{BindMount, ContainerSpec, Engine, Liveness, Stream};
+pub use engine_error::EngineError;
+pub use executor::{ApplyOptions, RUN_LABEL, SELF_PATH, apply};
+pub use progress::Progress;
+pub use report::{Report, TaskReport, TaskStatus};

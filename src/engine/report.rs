@@ -1,0 +1,116 @@
+//! What a run did, for the summary printed at its end.
+
+use std::{fmt, path::PathBuf, time::Duration};
+
+/// The outcome of a whole run.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// The folder with the run's logs and transcripts.
+    pub dir: PathBuf,
+    pub elapsed: Duration,
+    /// Why the run stopped early, if it did.
+    pub failure: Option<String>,
+    pub interrupted: bool,
+    /// Engine objects that teardown could not remove (should be empty).
+    pub leftovers: Vec<String>,
+    pub removed_containers: usize,
+    pub removed_networks: usize,
+    pub run_id: String,
+    pub tasks: Vec<TaskReport>,
+}
+
+/// One task's outcome.
+#[derive(Debug, Clone)]
+pub struct TaskReport {
+    /// The agent's final answer.
+    pub answer: Option<String>,
+    pub duration: Duration,
+    pub exit_code: Option<i64>,
+    pub kind: &'static str,
+    /// The task's output log.
+    pub log: PathBuf,
+    pub name: String,
+    /// The last lines of a `run` task's output.
+    pub output_tail: Vec<String>,
+    pub status: TaskStatus,
+    /// The agent's events, one JSON object per line.
+    pub transcript: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskStatus {
+    Failed,
+    Succeeded,
+}
+
+impl Report {
+    pub fn succeeded(&self) -> bool {
+        self.failure.is_none() && !self.interrupted && self.leftovers.is_empty()
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let outcome = if self.interrupted {
+            "interrupted"
+        } else if self.failure.is_some() {
+            "failed"
+        } else {
+            "succeeded"
+        };
+        writeln!(
+            f,
+            "Run {} {outcome} in {:.1}s",
+            self.run_id,
+            self.elapsed.as_secs_f64()
+        )?;
+        for task in &self.tasks {
+            let mark = match task.status {
+                TaskStatus::Succeeded => "✓",
+                TaskStatus::Failed => "✗",
+            };
+            write!(f, "  {mark} task `{}` ({}", task.name, task.kind)?;
+            if let Some(code) = task.exit_code {
+                write!(f, ", exit code {code}")?;
+            }
+            writeln!(f, ", {:.1}s)", task.duration.as_secs_f64())?;
+            if let Some(answer) = &task.answer {
+                let answer = answer.trim();
+                if answer.is_empty() {
+                    writeln!(f, "      answer: (empty)")?;
+                } else {
+                    writeln!(f, "      answer:")?;
+                    for line in answer.lines().take(20) {
+                        writeln!(f, "        {line}")?;
+                    }
+                }
+            }
+            if !task.output_tail.is_empty() {
+                writeln!(f, "      output (last {} lines):", task.output_tail.len())?;
+                for line in &task.output_tail {
+                    writeln!(f, "        {line}")?;
+                }
+            }
+            if let Some(t) = &task.transcript {
+                writeln!(f, "      transcript: {}", t.display())?;
+            }
+            writeln!(f, "      log: {}", task.log.display())?;
+        }
+        if let Some(failure) = &self.failure {
+            writeln!(f, "  failure: {failure}")?;
+        }
+        writeln!(
+            f,
+            "Teardown removed {} container(s) and {} network(s).",
+            self.removed_containers, self.removed_networks
+        )?;
+        if !self.leftovers.is_empty() {
+            writeln!(
+                f,
+                "Left behind (remove by hand, or run again): {}",
+                self.leftovers.join(", ")
+            )?;
+        }
+        write!(f, "Logs: {}", self.dir.display())
+    }
+}

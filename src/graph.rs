@@ -1,0 +1,276 @@
+//! The playbook's resources as a petgraph DAG: an edge goes from what is needed to what
+//! needs it. References (`network "x"`, `model="coder"`, `after="fix"`) become edges and
+//! are checked here; the step order of a plan is this graph's topological order.
+
+use std::collections::{BTreeSet, HashMap};
+
+use petgraph::{
+    Direction,
+    algo::tarjan_scc,
+    graph::{DiGraph, NodeIndex},
+};
+
+use crate::{
+    GraphError,
+    playbook::{Playbook, Spanned, TaskKind},
+};
+
+/// One node of the graph; the index is into the playbook's list of that kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Resource {
+    Network(usize),
+    Model(usize),
+    Container(usize),
+    /// A model's server answers `/health`, probed from container `.1`.
+    ModelReady(usize, usize),
+    Task(usize),
+}
+
+/// The checked graph and its order.
+#[derive(Debug)]
+pub struct ResourceGraph {
+    pub graph: DiGraph<Resource, ()>,
+    /// Every resource, dependencies first; ties keep the playbook's order.
+    pub order: Vec<Resource>,
+}
+
+/// Builds the graph of a decoded playbook, reporting every bad reference and cycle.
+pub fn build(playbook: &Playbook) -> Result<ResourceGraph, Vec<GraphError>> {
+    GraphBuilder::new(playbook).build()
+}
+
+struct GraphBuilder<'a> {
+    errors: Vec<GraphError>,
+    graph: DiGraph<Resource, ()>,
+    index: HashMap<Resource, NodeIndex>,
+    playbook: &'a Playbook,
+}
+
+impl<'a> GraphBuilder<'a> {
+    fn new(playbook: &'a Playbook) -> Self {
+        Self {
+            errors: Vec::new(),
+            graph: DiGraph::new(),
+            index: HashMap::new(),
+            playbook,
+        }
+    }
+
+    fn build(mut self) -> Result<ResourceGraph, Vec<GraphError>> {
+        let p = self.playbook;
+        for i in 0..p.networks.len() {
+            self.node(Resource::Network(i));
+        }
+        for (i, model) in p.models.iter().enumerate() {
+            let me = Resource::Model(i);
+            self.node(me);
+            if let Some(net) = &model.network {
+                self.edge_to_network(net, me);
+            }
+        }
+        for (i, container) in p.containers.iter().enumerate() {
+            let me = Resource::Container(i);
+            self.node(me);
+            if let Some(net) = &container.network {
+                self.edge_to_network(net, me);
+            }
+        }
+        for (i, task) in p.tasks.iter().enumerate() {
+            let me = Resource::Task(i);
+            self.node(me);
+            let container = self.lookup_container(task.kind.container());
+            if let Some(c) = container {
+                self.edge(Resource::Container(c), me);
+            }
+            if let TaskKind::Agent { model, .. } = &task.kind {
+                if let (Some(m), Some(c)) = (self.lookup_model(model), container) {
+                    self.model_for(m, c, model, me);
+                }
+            }
+            for after in &task.after {
+                match p.tasks.iter().position(|t| t.name.value == after.value) {
+                    Some(j) => self.edge(Resource::Task(j), me),
+                    None => self.unknown("task", after, p.tasks.iter().map(|t| &t.name.value)),
+                }
+            }
+        }
+        self.check_cycles();
+        if !self.errors.is_empty() {
+            return Err(self.errors);
+        }
+        let order = self.order();
+        Ok(ResourceGraph {
+            graph: self.graph,
+            order,
+        })
+    }
+
+    /// Task `me` uses model `m` from container `c`: both must share a network, and the
+    /// model must be ready (probed from `c`) before the task starts.
+    fn model_for(&mut self, m: usize, c: usize, reference: &Spanned<String>, me: Resource) {
+        let p = self.playbook;
+        let model_net = p.models[m].network.as_ref().map(|n| &n.value);
+        let container_net = p.containers[c].network.as_ref().map(|n| &n.value);
+        if model_net.is_none() || model_net != container_net {
+            let container = &p.containers[c].name.value;
+            self.errors.push(GraphError::UnreachableModel {
+                help: match model_net {
+                    Some(net) => format!("add `network \"{net}\"` to container `{container}`"),
+                    None => format!(
+                        "put model `{}` and container `{container}` on one network",
+                        reference.value
+                    ),
+                },
+                model: reference.value.clone(),
+                owner: format!("container `{container}`"),
+                span: reference.span,
+            });
+            return;
+        }
+        // One readiness node per model: the first task that uses it picks the prober.
+        let ready = self
+            .index
+            .keys()
+            .find(|r| matches!(r, Resource::ModelReady(mm, _) if *mm == m))
+            .copied()
+            .unwrap_or(Resource::ModelReady(m, c));
+        let Resource::ModelReady(_, prober) = ready else {
+            unreachable!("filtered to ModelReady above")
+        };
+        self.edge(Resource::Model(m), ready);
+        self.edge(Resource::Container(prober), ready);
+        self.edge(ready, me);
+    }
+
+    fn edge_to_network(&mut self, net: &Spanned<String>, to: Resource) {
+        let p = self.playbook;
+        match p.networks.iter().position(|n| n.name.value == net.value) {
+            Some(i) => self.edge(Resource::Network(i), to),
+            None => self.unknown("network", net, p.networks.iter().map(|n| &n.name.value)),
+        }
+    }
+
+    fn lookup_container(&mut self, name: &Spanned<String>) -> Option<usize> {
+        let p = self.playbook;
+        let found = p.containers.iter().position(|c| c.name.value == name.value);
+        if found.is_none() {
+            self.unknown("container", name, p.containers.iter().map(|c| &c.name.value));
+        }
+        found
+    }
+
+    fn lookup_model(&mut self, name: &Spanned<String>) -> Option<usize> {
+        let p = self.playbook;
+        let found = p.models.iter().position(|m| m.name.value == name.value);
+        if found.is_none() {
+            self.unknown("model", name, p.models.iter().map(|m| &m.name.value));
+        }
+        found
+    }
+
+    fn unknown<'n>(
+        &mut self,
+        kind: &'static str,
+        name: &Spanned<String>,
+        known: impl Iterator<Item = &'n String>,
+    ) {
+        let known: Vec<&String> = known.collect();
+        let close = known
+            .iter()
+            .map(|k| (strsim::levenshtein(&name.value, k), *k))
+            .filter(|(d, _)| *d < 3)
+            .min();
+        let help = match (close, known.is_empty()) {
+            (Some((_, k)), _) => format!("did you mean `{k}`?"),
+            (None, true) => format!("the playbook defines no {kind}: add `{kind} \"{}\"`", name.value),
+            (None, false) => format!(
+                "defined: {}",
+                known.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+            ),
+        };
+        self.errors.push(GraphError::UnknownReference {
+            help,
+            kind,
+            name: name.value.clone(),
+            span: name.span,
+        });
+    }
+
+    fn node(&mut self, r: Resource) -> NodeIndex {
+        *self.index.entry(r).or_insert_with(|| self.graph.add_node(r))
+    }
+
+    fn edge(&mut self, from: Resource, to: Resource) {
+        let (a, b) = (self.node(from), self.node(to));
+        self.graph.update_edge(a, b, ());
+    }
+
+    /// Only `after` can close a cycle; report each strongly connected set once, whole.
+    fn check_cycles(&mut self) {
+        for scc in tarjan_scc(&self.graph) {
+            let self_loop = scc.len() == 1 && self.graph.contains_edge(scc[0], scc[0]);
+            if scc.len() < 2 && !self_loop {
+                continue;
+            }
+            let mut tasks: Vec<usize> = scc
+                .iter()
+                .filter_map(|n| match self.graph[*n] {
+                    Resource::Task(i) => Some(i),
+                    _ => None,
+                })
+                .collect();
+            tasks.sort_unstable();
+            let members: BTreeSet<usize> = tasks.iter().copied().collect();
+            // Walk the cycle from its first task, following `after` inside the set.
+            let p = self.playbook;
+            let mut path = vec![tasks[0]];
+            let mut span = None;
+            loop {
+                let current = *path.last().expect("path starts non-empty");
+                let next = p.tasks[current].after.iter().find_map(|a| {
+                    let j = p.tasks.iter().position(|t| t.name.value == a.value)?;
+                    members.contains(&j).then_some((j, a.span))
+                });
+                let Some((j, s)) = next else { break };
+                span = Some(s);
+                if path.contains(&j) {
+                    path.push(j);
+                    break;
+                }
+                path.push(j);
+            }
+            let names: Vec<&str> = path.iter().rev().map(|i| p.tasks[*i].name.value.as_str()).collect();
+            self.errors.push(GraphError::Cycle {
+                path: names.join(" → "),
+                span: span.unwrap_or(p.tasks[tasks[0]].name.span),
+            });
+        }
+    }
+
+    /// Kahn's algorithm, always taking the ready resource that sorts first, so the order
+    /// is stable: networks, models, containers, readiness, tasks; each in playbook order.
+    fn order(&self) -> Vec<Resource> {
+        let mut indegree: HashMap<NodeIndex, usize> = self
+            .graph
+            .node_indices()
+            .map(|n| (n, self.graph.neighbors_directed(n, Direction::Incoming).count()))
+            .collect();
+        let mut ready: BTreeSet<(Resource, NodeIndex)> = indegree
+            .iter()
+            .filter(|(_, d)| **d == 0)
+            .map(|(n, _)| (self.graph[*n], *n))
+            .collect();
+        let mut order = Vec::with_capacity(indegree.len());
+        while let Some((r, n)) = ready.pop_first() {
+            order.push(r);
+            for next in self.graph.neighbors_directed(n, Direction::Outgoing) {
+                let d = indegree.get_mut(&next).expect("every node has an indegree");
+                *d -= 1;
+                if *d == 0 {
+                    ready.insert((self.graph[next], next));
+                }
+            }
+        }
+        order
+    }
+}

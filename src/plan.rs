@@ -1,0 +1,211 @@
+//! Playbook + graph → [`Plan`]: the steps `apply` takes, in order, and the teardown after
+//! them. Paths are resolved and checked here (on the host, touching nothing), so a plan
+//! that prints is a plan that can run. `Display` is the output of `openmono plan`.
+
+use std::{fmt, io::Read, path::PathBuf};
+
+use crate::{
+    GraphError, PlanError,
+    graph::{self, Resource},
+    playbook::{Playbook, Problems, TaskKind},
+    step::{MODEL_PORT, Step, Teardown},
+};
+
+/// What `apply` will do.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The playbook's name, for labels and reports.
+    pub playbook: String,
+    /// The playbook file as the user named it.
+    pub source: PathBuf,
+    pub steps: Vec<Step>,
+    pub teardown: Vec<Teardown>,
+}
+
+/// Why a plan could not be made; each carries all problems of its stage.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum PlanningError {
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Problems(Problems),
+}
+
+impl Plan {
+    /// Orders and resolves a decoded playbook.
+    pub fn new(playbook: &Playbook) -> Result<Self, PlanningError> {
+        let src = || playbook.source.named();
+        let graph = graph::build(playbook)
+            .map_err(|e: Vec<GraphError>| PlanningError::Problems(Problems::new(src(), e)))?;
+        let mut errors = Vec::new();
+        let mut steps = Vec::new();
+        for resource in &graph.order {
+            if let Some(step) = step_for(playbook, *resource, &mut errors) {
+                steps.push(step);
+            }
+        }
+        if !errors.is_empty() {
+            return Err(PlanningError::Problems(Problems::new(src(), errors)));
+        }
+        let mut teardown: Vec<Teardown> = steps
+            .iter()
+            .rev()
+            .filter_map(|s| match s {
+                Step::StartContainer { name, .. } | Step::StartModel { name, .. } => {
+                    Some(Teardown::RemoveContainer { name: name.clone() })
+                }
+                _ => None,
+            })
+            .collect();
+        teardown.extend(steps.iter().rev().filter_map(|s| match s {
+            Step::CreateNetwork { name } => Some(Teardown::RemoveNetwork { name: name.clone() }),
+            _ => None,
+        }));
+        Ok(Self {
+            playbook: playbook.name.clone(),
+            source: playbook.source.path.clone(),
+            steps,
+            teardown,
+        })
+    }
+}
+
+fn step_for(p: &Playbook, resource: Resource, errors: &mut Vec<PlanError>) -> Option<Step> {
+    Some(match resource {
+        Resource::Network(i) => Step::CreateNetwork {
+            name: p.networks[i].name.value.clone(),
+        },
+        Resource::Model(i) => {
+            let m = &p.models[i];
+            let (gguf, gguf_bytes) = check_gguf(p, &m.gguf, errors)?;
+            Step::StartModel {
+                context: m.context,
+                gguf,
+                gguf_bytes,
+                image: m.image.value.clone(),
+                jinja: p.tasks.iter().any(|t| {
+                    matches!(&t.kind, TaskKind::Agent { model, .. } if model.value == m.name.value)
+                }),
+                name: m.name.value.clone(),
+                // The graph refused a used model without a network; an unused one has none.
+                network: m.network.as_ref().map(|n| n.value.clone())?,
+            }
+        }
+        Resource::Container(i) => {
+            let c = &p.containers[i];
+            let workspace = match &c.workspace {
+                Some(w) => match std::fs::canonicalize(p.resolve(&w.value)) {
+                    Ok(path) if path.is_dir() => Some(path),
+                    _ => {
+                        errors.push(PlanError::WorkspaceMissing {
+                            path: w.value.clone(),
+                            span: w.span,
+                        });
+                        return None;
+                    }
+                },
+                None => None,
+            };
+            Step::StartContainer {
+                image: c.image.value.clone(),
+                name: c.name.value.clone(),
+                network: c.network.as_ref().map(|n| n.value.clone()),
+                workspace,
+            }
+        }
+        Resource::ModelReady(m, c) => {
+            let model = &p.models[m].name.value;
+            Step::WaitModel {
+                from: p.containers[c].name.value.clone(),
+                model: model.clone(),
+                url: model_url(model),
+            }
+        }
+        Resource::Task(i) => {
+            let t = &p.tasks[i];
+            match &t.kind {
+                TaskKind::Agent {
+                    container,
+                    max_steps,
+                    model,
+                    prompt,
+                } => Step::AgentTask {
+                    container: container.value.clone(),
+                    max_steps: *max_steps,
+                    model: model.value.clone(),
+                    model_url: model_url(&model.value),
+                    prompt: prompt.value.clone(),
+                    task: t.name.value.clone(),
+                },
+                TaskKind::Run { command, container } => Step::RunTask {
+                    command: command.value.clone(),
+                    container: container.value.clone(),
+                    task: t.name.value.clone(),
+                },
+            }
+        }
+    })
+}
+
+/// The model's URL inside its network: the engine gives its container this alias.
+pub fn model_url(model: &str) -> String {
+    format!("http://{model}:{MODEL_PORT}")
+}
+
+/// The GGUF file exists and starts with the magic bytes; returns its path and size.
+fn check_gguf(
+    p: &Playbook,
+    gguf: &crate::playbook::Spanned<String>,
+    errors: &mut Vec<PlanError>,
+) -> Option<(PathBuf, u64)> {
+    let Ok(path) = std::fs::canonicalize(p.resolve(&gguf.value)) else {
+        errors.push(PlanError::ModelMissing {
+            path: gguf.value.clone(),
+            span: gguf.span,
+        });
+        return None;
+    };
+    let not_gguf = |reason: String| PlanError::NotGguf {
+        path: gguf.value.clone(),
+        span: gguf.span,
+        reason,
+    };
+    let mut magic = [0u8; 4];
+    let read = std::fs::File::open(&path).and_then(|mut f| {
+        let size = f.metadata()?.len();
+        f.read_exact(&mut magic)?;
+        Ok(size)
+    });
+    match read {
+        Ok(size) if &magic == b"GGUF" => Some((path, size)),
+        Ok(_) => {
+            errors.push(not_gguf("does not start with `GGUF`".into()));
+            None
+        }
+        Err(e) => {
+            errors.push(not_gguf(format!("cannot read it: {e}")));
+            None
+        }
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "Plan for playbook `{}` ({}): {} steps, then teardown",
+            self.playbook,
+            self.source.display(),
+            self.steps.len()
+        )?;
+        writeln!(f)?;
+        for (i, step) in self.steps.iter().enumerate() {
+            writeln!(f, "{:>3}. {step}", i + 1)?;
+        }
+        writeln!(f)?;
+        writeln!(f, "Teardown, always, also when a step fails or is interrupted:")?;
+        for (i, step) in self.teardown.iter().enumerate() {
+            writeln!(f, "{:>3}. {step}", self.steps.len() + i + 1)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,41 @@
+//! Problems found when a playbook's paths are resolved on this machine.
+
+use miette::{Diagnostic, SourceSpan};
+use thiserror::Error;
+
+#[derive(Debug, Clone, Error, Diagnostic)]
+pub enum PlanError {
+    #[error("model file `{path}` does not exist")]
+    #[diagnostic(
+        code(openmono::plan::model_missing),
+        help("paths are relative to the playbook's folder; `images/fetch-model` downloads the example model")
+    )]
+    ModelMissing {
+        path: String,
+        #[label("no such file")]
+        span: SourceSpan,
+    },
+
+    #[error("`{path}` is not a GGUF model file")]
+    #[diagnostic(
+        code(openmono::plan::not_gguf),
+        help("llama-server loads GGUF files, which start with the bytes `GGUF`")
+    )]
+    NotGguf {
+        path: String,
+        #[label("{reason}")]
+        span: SourceSpan,
+        reason: String,
+    },
+
+    #[error("workspace `{path}` is not a folder")]
+    #[diagnostic(
+        code(openmono::plan::workspace_missing),
+        help("paths are relative to the playbook's folder; `.` is the folder the playbook is in")
+    )]
+    WorkspaceMissing {
+        path: String,
+        #[label("not a folder")]
+        span: SourceSpan,
+    },
+}

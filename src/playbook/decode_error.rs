@@ -1,0 +1,122 @@
+//! Everything that can be wrong in one playbook file before its references are checked.
+//! Each variant points at the exact span and says what to do about it.
+
+use miette::{Diagnostic, SourceSpan};
+use thiserror::Error;
+
+#[derive(Debug, Clone, Error, Diagnostic)]
+pub enum DecodeError {
+    #[error("{kind} `{name}` is defined twice")]
+    #[diagnostic(
+        code(openmono::decode::duplicate),
+        help("give each {kind} its own name")
+    )]
+    Duplicate {
+        kind: &'static str,
+        name: String,
+        #[label("defined again here")]
+        span: SourceSpan,
+        #[label("first defined here")]
+        first: SourceSpan,
+    },
+
+    #[error("`{node}` takes {expected}")]
+    #[diagnostic(code(openmono::decode::extra_argument))]
+    ExtraArgument {
+        expected: String,
+        #[help]
+        help: Option<String>,
+        node: String,
+        #[label("not expected")]
+        span: SourceSpan,
+    },
+
+    #[error("{message}")]
+    #[diagnostic(code(openmono::decode::invalid_value))]
+    InvalidValue {
+        #[help]
+        help: Option<String>,
+        message: String,
+        #[label("this value")]
+        span: SourceSpan,
+    },
+
+    #[error("`{node}` needs {expected}")]
+    #[diagnostic(code(openmono::decode::missing_argument))]
+    MissingArgument {
+        expected: String,
+        #[help]
+        help: Option<String>,
+        node: String,
+        #[label("here")]
+        span: SourceSpan,
+    },
+
+    #[error("{owner} has no `{child}`")]
+    #[diagnostic(code(openmono::decode::missing_child))]
+    MissingChild {
+        child: &'static str,
+        #[help]
+        help: Option<String>,
+        owner: String,
+        #[label("needs `{child}`")]
+        span: SourceSpan,
+    },
+
+    #[error("{message}")]
+    #[diagnostic(code(openmono::decode::syntax))]
+    Syntax {
+        #[help]
+        help: Option<String>,
+        label: String,
+        message: String,
+        #[label("{label}")]
+        span: SourceSpan,
+    },
+
+    #[error("task `{task}` says both `agent` and `run`")]
+    #[diagnostic(
+        code(openmono::decode::task_kind_conflict),
+        help("a task either runs an agent or runs a command: split it into two tasks")
+    )]
+    TaskKindConflict {
+        #[label("first kind")]
+        first: SourceSpan,
+        #[label("second kind")]
+        span: SourceSpan,
+        task: String,
+    },
+
+    #[error("unknown node `{name}` {place}")]
+    #[diagnostic(code(openmono::decode::unknown_node))]
+    UnknownNode {
+        #[help]
+        help: Option<String>,
+        name: String,
+        place: String,
+        #[label("unknown")]
+        span: SourceSpan,
+    },
+
+    #[error("unknown property `{name}` on `{node}`")]
+    #[diagnostic(code(openmono::decode::unknown_property))]
+    UnknownProperty {
+        #[help]
+        help: Option<String>,
+        name: String,
+        node: String,
+        #[label("unknown")]
+        span: SourceSpan,
+    },
+
+    #[error("expected {expected}, found {found}")]
+    #[diagnostic(code(openmono::decode::wrong_type))]
+    WrongType {
+        expected: &'static str,
+        found: &'static str,
+        #[help]
+        help: Option<String>,
+        #[label("expected {expected}")]
+        span: SourceSpan,
+    },
+}

@@ -1,0 +1,52 @@
+//! The playbook language: source text → KDL document → typed, spanned [`Playbook`].
+//! The reference for every node is in `grammar/`.
+
+mod decode_error;
+mod decoder;
+mod playbook;
+mod problems;
+mod source;
+mod spanned;
+
+use std::path::Path;
+
+pub use decode_error::DecodeError;
+pub use decoder::Decoder;
+pub use playbook::*;
+pub use problems::Problems;
+pub use source::Source;
+pub use spanned::Spanned;
+
+/// Decodes a source; all of its problems come back together.
+pub fn decode(source: &Source) -> Result<Playbook, Problems> {
+    Decoder::new(source)
+        .decode()
+        .map_err(|errors| Problems::new(source.named(), errors))
+}
+
+/// Reads and decodes a playbook file.
+pub fn load(path: &Path) -> Result<Playbook, LoadError> {
+    let source = Source::read(path).map_err(|source| LoadError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    decode(&source).map_err(LoadError::Problems)
+}
+
+/// Why a playbook could not be loaded.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum LoadError {
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Problems(Problems),
+    #[error("cannot read playbook `{path}`")]
+    #[diagnostic(
+        code(openmono::playbook::read),
+        help("give the playbook's path, or run in a folder with an `openmono.kdl`")
+    )]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,94 @@
+//! The typed playbook: what the decoder makes of the KDL document. Values the user wrote
+//! keep their spans; defaults are filled in here, so later stages never guess.
+
+use std::path::PathBuf;
+
+use super::{Source, Spanned};
+
+/// The llama.cpp server image a model runs in unless it names another.
+pub const DEFAULT_MODEL_IMAGE: &str = "openmono/llama-server:latest";
+/// The context size of a model that does not set one.
+pub const DEFAULT_CONTEXT: u32 = 4096;
+/// Most model turns of an agent task that does not set `max-steps`.
+pub const DEFAULT_MAX_STEPS: u32 = 20;
+
+/// A whole playbook.
+#[derive(Debug, Clone)]
+pub struct Playbook {
+    pub containers: Vec<Container>,
+    pub description: Option<String>,
+    pub models: Vec<Model>,
+    /// The `playbook` node's name, or the file's stem.
+    pub name: String,
+    pub networks: Vec<Network>,
+    pub source: Source,
+    pub tasks: Vec<Task>,
+}
+
+/// A private network; always internal in this version.
+#[derive(Debug, Clone)]
+pub struct Network {
+    pub name: Spanned<String>,
+}
+
+/// A local model served by llama.cpp's `llama-server` in its own container.
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub context: u32,
+    /// The GGUF file as written, relative to the playbook's folder.
+    pub gguf: Spanned<String>,
+    pub image: Spanned<String>,
+    pub name: Spanned<String>,
+    pub network: Option<Spanned<String>>,
+}
+
+/// A long-lived container that tasks run in.
+#[derive(Debug, Clone)]
+pub struct Container {
+    pub image: Spanned<String>,
+    pub name: Spanned<String>,
+    pub network: Option<Spanned<String>>,
+    /// The project folder mounted at `/workspace`, as written.
+    pub workspace: Option<Spanned<String>>,
+}
+
+/// One unit of work.
+#[derive(Debug, Clone)]
+pub struct Task {
+    /// Tasks that must have completed before this one starts.
+    pub after: Vec<Spanned<String>>,
+    pub kind: TaskKind,
+    pub name: Spanned<String>,
+}
+
+/// What a task does.
+#[derive(Debug, Clone)]
+pub enum TaskKind {
+    /// An agent loop inside `container`, talking to `model`.
+    Agent {
+        container: Spanned<String>,
+        max_steps: u32,
+        model: Spanned<String>,
+        prompt: Spanned<String>,
+    },
+    /// One shell command inside `container`.
+    Run {
+        command: Spanned<String>,
+        container: Spanned<String>,
+    },
+}
+
+impl TaskKind {
+    pub fn container(&self) -> &Spanned<String> {
+        match self {
+            Self::Agent { container, .. } | Self::Run { container, .. } => container,
+        }
+    }
+}
+
+impl Playbook {
+    /// Paths a model or workspace names, resolved against the playbook's folder.
+    pub fn resolve(&self, path: &str) -> PathBuf {
+        self.source.resolve(path)
+    }
+}
