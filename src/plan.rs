@@ -78,6 +78,7 @@ fn step_for(p: &Playbook, resource: Resource, errors: &mut Vec<PlanError>) -> Op
             let m = &p.models[i];
             let (gguf, gguf_bytes) = check_gguf(p, &m.gguf, errors)?;
             Step::StartModel {
+                args: m.args.iter().map(|a| a.value.clone()).collect(),
                 context: m.context,
                 gguf,
                 gguf_bytes,

@@ -33,6 +33,8 @@ pub enum Step {
     },
     /// A llama.cpp server for one model.
     StartModel {
+        /// Extra `llama-server` arguments from the playbook.
+        args: Vec<String>,
         context: u32,
         gguf: PathBuf,
         gguf_bytes: u64,
@@ -119,6 +121,7 @@ impl fmt::Display for Step {
                 write!(f, "\n      openmono copied in to run tasks")
             }
             Self::StartModel {
+                args,
                 context,
                 gguf,
                 gguf_bytes,
@@ -137,6 +140,9 @@ impl fmt::Display for Step {
                 write!(f, "\n      context {context}")?;
                 if *jinja {
                     write!(f, ", --jinja (tool calls)")?;
+                }
+                if !args.is_empty() {
+                    write!(f, ", {}", args.join(" "))?;
                 }
                 write!(f, ", served as http://{name}:{MODEL_PORT}")
             }

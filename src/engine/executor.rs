@@ -188,6 +188,7 @@ impl Executor<'_> {
 
     async fn start_model(&mut self, step: &Step) -> Result<String, String> {
         let Step::StartModel {
+            args,
             context,
             gguf,
             image,
@@ -208,6 +209,7 @@ impl Executor<'_> {
         if *jinja {
             cmd.push("--jinja".into());
         }
+        cmd.extend(args.iter().cloned());
         let spec = ContainerSpec {
             cmd,
             image: image.clone(),

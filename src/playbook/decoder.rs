@@ -125,8 +125,14 @@ impl<'a> Decoder<'a> {
         self.props(node, &[]);
         let name = self.name_arg(node, "model");
         let (mut context, mut gguf, mut image, mut network) = (None, None, None, None);
+        let mut args = Vec::new();
         for child in children(node) {
             match child.name().value() {
+                "args" => {
+                    self.props(child, &[]);
+                    self.no_children(child);
+                    args.extend(positional(child).into_iter().filter_map(|e| self.string_value(e)));
+                }
                 "context" => context = self.int_child(child, 1, 1 << 24),
                 "gguf" => gguf = self.string_child(child),
                 "image" => image = self.string_child(child),
@@ -135,7 +141,7 @@ impl<'a> Decoder<'a> {
                     child,
                     other,
                     "in `model`",
-                    &["gguf", "context", "image", "network"],
+                    &["gguf", "context", "image", "network", "args"],
                 ),
             }
         }
@@ -145,6 +151,7 @@ impl<'a> Decoder<'a> {
             "add `gguf \"path/to/model.gguf\"`: a GGUF file, relative to the playbook".into()
         })?;
         Some(Model {
+            args,
             context: context.map_or(DEFAULT_CONTEXT, |c| c.value),
             gguf,
             image: image.unwrap_or_else(|| {

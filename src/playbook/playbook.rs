@@ -34,6 +34,8 @@ pub struct Network {
 /// A local model served by llama.cpp's `llama-server` in its own container.
 #[derive(Debug, Clone)]
 pub struct Model {
+    /// Extra arguments for `llama-server`, after the ones openmono sets.
+    pub args: Vec<Spanned<String>>,
     pub context: u32,
     /// The GGUF file as written, relative to the playbook's folder.
     pub gguf: Spanned<String>,
