@@ -1,0 +1,8 @@
+//! Integration tests: the real `openmono` binary, and for `apply` the real Docker engine,
+//! the real images and the real model that `images/setup` provides.
+
+mod apply;
+mod diagnostics;
+mod isolation;
+mod plan;
+mod support;

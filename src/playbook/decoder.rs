@@ -38,7 +38,14 @@ impl<'a> Decoder<'a> {
     pub fn decode(mut self) -> Result<Playbook, Vec<DecodeError>> {
         let doc = match KdlDocument::parse_v2(&self.source.text) {
             Ok(doc) => doc,
-            Err(err) => return Err(err.diagnostics.into_iter().map(syntax_error).collect()),
+            Err(err) => {
+                let text = &self.source.text;
+                return Err(err
+                    .diagnostics
+                    .into_iter()
+                    .map(|d| syntax_error(text, d))
+                    .collect());
+            }
         };
         let mut playbook = Playbook {
             containers: Vec::new(),
@@ -572,9 +579,19 @@ fn list(names: &[&str]) -> String {
         .join(", ")
 }
 
-fn syntax_error(diag: kdl::KdlDiagnostic) -> DecodeError {
+fn syntax_error(text: &str, diag: kdl::KdlDiagnostic) -> DecodeError {
+    let start = diag.span.offset();
+    let word: String = text
+        .get(start..)
+        .unwrap_or_default()
+        .chars()
+        .take_while(|c| c.is_ascii_alphabetic())
+        .collect();
+    // KDL v1 wrote keywords bare; v2 needs the `#`.
+    let v1_habit = matches!(word.as_str(), "true" | "false" | "null")
+        .then(|| format!("KDL v2 writes this keyword with a `#`: `#{word}`"));
     DecodeError::Syntax {
-        help: diag.help,
+        help: v1_habit.or(diag.help),
         label: diag.label.unwrap_or_else(|| "here".into()),
         message: diag
             .message

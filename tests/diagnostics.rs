@@ -1,0 +1,319 @@
+//! Bad playbooks: each problem is a diagnostic with the file, the line and column, a
+//! label on the exact span and a help line; all problems of a stage come at once.
+
+use crate::support::Project;
+
+/// Plans `text` as `bad.kdl` and compares the whole rendered diagnostic.
+#[track_caller]
+fn assert_diagnostic(text: &str, expected: &str) {
+    let project = Project::new();
+    project.file("bad.kdl", text);
+    let run = project.run(&["plan", "bad.kdl"]);
+    run.expect_code(2);
+    assert_eq!(run.stdout, "", "nothing on stdout");
+    assert_eq!(run.stderr.trim_end(), expected.trim_end(), "\n{}", run.stderr);
+}
+
+#[test]
+fn syntax_error_names_line_and_column() {
+    assert_diagnostic(
+        "container \"box\" {\n    image \"x\n}\n",
+        r#"openmono::playbook
+
+  × `bad.kdl` has 1 problem
+
+Error: openmono::decode::syntax
+
+  × Unexpected newline in single-line quoted string
+   ╭─[bad.kdl:2:11]
+ 1 │ container "box" {
+ 2 │     image "x
+   ·           ─┬
+   ·            ╰── not quoted string
+ 3 │ }
+   ╰────
+  help: You can make a string multi-line by wrapping it in '"""', with a newline immediately after
+        the opening quotes.
+"#,
+    );
+}
+
+#[test]
+fn kdl_v1_boolean_points_at_the_value_and_says_how_to_write_it() {
+    assert_diagnostic(
+        "network \"sandbox\"\ncontainer \"box\" {\n    image \"x\" internal=true\n}\n",
+        r"openmono::playbook
+
+  × `bad.kdl` has 1 problem
+
+Error: openmono::decode::syntax
+
+  × Expected identifier string
+   ╭─[bad.kdl:3:24]
+ 2 │ container \x22box\x22 {
+ 3 │     image \x22x\x22 internal=true
+   ·                        ──┬─
+   ·                          ╰── not identifier string
+ 4 │ }
+   ╰────
+  help: KDL v2 writes this keyword with a `#`: `#true`
+"
+        .replace(r"\x22", "\"")
+        .as_str(),
+    );
+}
+
+#[test]
+fn every_decode_problem_is_reported_at_once() {
+    assert_diagnostic(
+        r#"network "sandbox"
+netwrk "other"
+container "box" {
+    imag "x"
+}
+container "box" {
+    image "y"
+}
+"#,
+        r#"openmono::playbook
+
+  × `bad.kdl` has 4 problems
+
+Error: openmono::decode::unknown_node
+
+  × unknown node `netwrk` at the top level
+   ╭─[bad.kdl:2:1]
+ 1 │ network "sandbox"
+ 2 │ netwrk "other"
+   · ───┬──
+   ·    ╰── unknown
+ 3 │ container "box" {
+   ╰────
+  help: did you mean `network`?
+
+Error: openmono::decode::unknown_node
+
+  × unknown node `imag` in `container`
+   ╭─[bad.kdl:4:5]
+ 3 │ container "box" {
+ 4 │     imag "x"
+   ·     ──┬─
+   ·       ╰── unknown
+ 5 │ }
+   ╰────
+  help: did you mean `image`?
+
+Error: openmono::decode::missing_child
+
+  × container `box` has no `image`
+   ╭─[bad.kdl:3:1]
+ 2 │ netwrk "other"
+ 3 │ container "box" {
+   · ────┬────
+   ·     ╰── needs `image`
+ 4 │     imag "x"
+   ╰────
+  help: add `image "openmono/agent:latest"` (built by `images/setup`)
+
+Error: openmono::decode::duplicate
+
+  × model or container `box` is defined twice
+   ╭─[bad.kdl:3:11]
+ 2 │ netwrk "other"
+ 3 │ container "box" {
+   ·           ──┬──
+   ·             ╰── first defined here
+ 4 │     imag "x"
+ 5 │ }
+ 6 │ container "box" {
+   ·           ──┬──
+   ·             ╰── defined again here
+ 7 │     image "y"
+   ╰────
+  help: give each model or container its own name
+"#,
+    );
+}
+
+#[test]
+fn unknown_references_and_a_whole_cycle() {
+    assert_diagnostic(
+        r#"container "box" {
+    image "x"
+}
+task "a" after="c" {
+    run "box" "true"
+}
+task "b" after="a" {
+    run "box" "true"
+}
+task "c" after="b" {
+    run "box" "true"
+}
+task "d" {
+    agent "bx" model="coder"
+    prompt "hi"
+}
+"#,
+        r#"openmono::playbook
+
+  × `bad.kdl` has 3 problems
+
+Error: openmono::graph::unknown_reference
+
+  × unknown container `bx`
+    ╭─[bad.kdl:14:11]
+ 13 │ task "d" {
+ 14 │     agent "bx" model="coder"
+    ·           ──┬─
+    ·             ╰── no container has this name
+ 15 │     prompt "hi"
+    ╰────
+  help: did you mean `box`?
+
+Error: openmono::graph::unknown_reference
+
+  × unknown model `coder`
+    ╭─[bad.kdl:14:16]
+ 13 │ task "d" {
+ 14 │     agent "bx" model="coder"
+    ·                ──────┬──────
+    ·                      ╰── no model has this name
+ 15 │     prompt "hi"
+    ╰────
+  help: the playbook defines no model: add `model "coder"`
+
+Error: openmono::graph::cycle
+
+  × tasks wait for each other in a cycle: a → b → c → a
+   ╭─[bad.kdl:7:10]
+ 6 │ }
+ 7 │ task "b" after="a" {
+   ·          ────┬────
+   ·              ╰── this `after` closes the cycle
+ 8 │     run "box" "true"
+   ╰────
+  help: remove one of these `after` references
+"#,
+    );
+}
+
+#[test]
+fn a_model_and_an_agent_on_different_networks() {
+    let project = Project::new();
+    project.file("m.gguf", "GGUF and then some");
+    project.file(
+        "bad.kdl",
+        r#"network "a"
+network "b"
+model "coder" {
+    gguf "m.gguf"
+    network "a"
+}
+container "box" {
+    image "x"
+    network "b"
+}
+task "t" {
+    agent "box" model="coder"
+    prompt "hi"
+}
+"#,
+    );
+    let run = project.run(&["plan", "bad.kdl"]);
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains("× container `box` cannot reach model `coder`: they share no network"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("help: add `network \"a\"` to container `box`"), "{}", run.stderr);
+}
+
+#[test]
+fn missing_model_file_and_a_file_that_is_not_gguf() {
+    let project = Project::new();
+    project.file("not-a-model.gguf", "<html>not a model</html>");
+    project.file(
+        "bad.kdl",
+        r#"network "n"
+model "one" {
+    gguf "models/missing.gguf"
+    network "n"
+}
+model "two" {
+    gguf "not-a-model.gguf"
+    network "n"
+}
+"#,
+    );
+    let run = project.run(&["plan", "bad.kdl"]);
+    run.expect_code(2);
+    assert_eq!(
+        run.stderr.trim_end(),
+        r#"openmono::playbook
+
+  × `bad.kdl` has 2 problems
+
+Error: openmono::plan::model_missing
+
+  × model file `models/missing.gguf` does not exist
+   ╭─[bad.kdl:3:10]
+ 2 │ model "one" {
+ 3 │     gguf "models/missing.gguf"
+   ·          ──────────┬──────────
+   ·                    ╰── no such file
+ 4 │     network "n"
+   ╰────
+  help: paths are relative to the playbook's folder; `images/fetch-model` downloads the example
+        model
+
+Error: openmono::plan::not_gguf
+
+  × `not-a-model.gguf` is not a GGUF model file
+   ╭─[bad.kdl:7:10]
+ 6 │ model "two" {
+ 7 │     gguf "not-a-model.gguf"
+   ·          ─────────┬────────
+   ·                   ╰── does not start with `GGUF`
+ 8 │     network "n"
+   ╰────
+  help: llama-server loads GGUF files, which start with the bytes `GGUF`"#
+    );
+}
+
+#[test]
+fn wrong_types_missing_values_and_unknown_properties() {
+    let project = Project::new();
+    project.file(
+        "bad.kdl",
+        r#"model "m" {
+    context "big"
+}
+container 42 {
+    image "x"
+}
+task "t" retries=3 {
+    agent "box"
+}
+"#,
+    );
+    let run = project.run(&["plan", "bad.kdl"]);
+    run.expect_code(2);
+    let expected = [
+        "× `bad.kdl` has 6 problems",
+        "× expected an integer, found a string",
+        "╭─[bad.kdl:2:13]",
+        "× model `m` has no `gguf`",
+        "× expected a string, found an integer",
+        "╭─[bad.kdl:4:11]",
+        "help: quote it: `\"42\"`",
+        "× unknown property `retries` on `task`",
+        "help: `task` takes: `after`",
+        "× `agent` needs a `model=` property",
+        "× task `t` has no `prompt`",
+    ];
+    for line in expected {
+        assert!(run.stderr.contains(line), "missing {line:?} in\n{}", run.stderr);
+    }
+}

@@ -1,0 +1,88 @@
+//! `openmono plan`: the steps in order, teardown included, with no engine needed.
+
+use crate::support::{Project, root};
+
+#[test]
+fn example_playbook_plan_lists_every_step_in_order() {
+    let project = Project::new();
+    let playbook = root().join("playbooks/hello-agent.kdl");
+    let mut cmd = project.command(&["plan", playbook.to_str().expect("utf-8 path")]);
+    // No engine at all: plan must not need one.
+    cmd.env("DOCKER_HOST", "unix:///nonexistent/docker.sock");
+    let run = crate::support::Run::from(cmd.output().expect("run"));
+    run.expect_code(0);
+    let root = root().display().to_string();
+    let stdout = run.stdout.replace(&root, "<root>");
+    assert_eq!(
+        stdout,
+        "\
+Plan for playbook `hello-agent` (<root>/playbooks/hello-agent.kdl): 6 steps, then teardown
+
+  1. + create network `sandbox`: internal, no route out, no host address
+  2. + start model `gemma`: llama-server from `openmono/llama-server:latest` on `sandbox`
+      mount <root>/models/gemma-3-270m-q4_k_m.gguf (241.4 MiB) at /models/model.gguf (read-only)
+      context 2048, --jinja (tool calls), served as http://gemma:8080
+  3. + start container `agent` from `openmono/agent:latest` on `sandbox`
+      mount <root> at /workspace (read-write), its only host mount
+      openmono copied in to run tasks
+  4. ~ wait for model `gemma`: GET http://gemma:8080/health answers 200, asked from `agent`
+  5. + run agent task `look` in `agent` with model `gemma` (at most 3 steps)
+      prompt: In one sentence: what is a sandbox for a coding agent?
+  6. + run task `files` in `agent`: ls /workspace && git -C /workspace status --short | head -n …
+
+Teardown, always, also when a step fails or is interrupted:
+  7. - remove container `agent`
+  8. - remove container `gemma`
+  9. - remove network `sandbox`
+"
+    );
+}
+
+#[test]
+fn plan_reads_openmono_kdl_by_default_and_orders_by_after() {
+    let project = Project::new();
+    project.file(
+        "openmono.kdl",
+        r#"
+container "box" {
+    image "openmono/agent:latest"
+}
+task "second" after="first" {
+    run "box" "echo 2"
+}
+task "first" {
+    run "box" "echo 1"
+}
+"#,
+    );
+    let run = project.run(&["plan"]);
+    run.expect_code(0);
+    assert_eq!(
+        run.stdout,
+        "\
+Plan for playbook `openmono` (openmono.kdl): 3 steps, then teardown
+
+  1. + start container `box` from `openmono/agent:latest` with no network
+      no host mounts
+      openmono copied in to run tasks
+  2. + run task `first` in `box`: echo 1
+  3. + run task `second` in `box`: echo 2
+
+Teardown, always, also when a step fails or is interrupted:
+  4. - remove container `box`
+"
+    );
+}
+
+#[test]
+fn a_missing_playbook_file_is_a_clear_error() {
+    let project = Project::new();
+    let run = project.run(&["plan"]);
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains("cannot read playbook `openmono.kdl`"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("No such file or directory"), "{}", run.stderr);
+}
