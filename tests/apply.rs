@@ -1,0 +1,233 @@
+//! `openmono apply` on the real engine: tasks run and report, failures stop the run, and
+//! after every run, whatever happened, nothing with the run's label is left.
+
+use std::{
+    io::{BufRead, BufReader},
+    os::unix::fs::MetadataExt,
+    process::Stdio,
+};
+
+use crate::support::{Project, Run, assert_nothing_left, assert_run_gone, docker, gemma, root};
+
+#[test]
+fn hello_agent_playbook_runs_end_to_end_with_the_real_model() {
+    if !docker() {
+        return;
+    }
+    let project = Project::new();
+    let playbook = root().join("playbooks/hello-agent.kdl");
+    let run = project.run(&["apply", playbook.to_str().expect("utf-8 path")]);
+    run.expect_code(0);
+    let id = run.run_id();
+    assert!(run.stdout.starts_with(&format!("Run {id} succeeded in ")), "{}", run.stdout);
+    assert!(run.stdout.contains("✓ task `look` (agent, exit code 0"), "{}", run.stdout);
+    assert!(run.stdout.contains("      answer:"), "{}", run.stdout);
+    assert!(run.stdout.contains("✓ task `files` (run, exit code 0"), "{}", run.stdout);
+    // `ls /workspace` inside the box lists this repository.
+    assert!(run.stdout.contains("        Cargo.toml\n"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("Teardown removed 2 container(s) and 1 network(s)."),
+        "{}",
+        run.stdout
+    );
+    // The transcript is kept outside the workspace, and ends with the final answer.
+    let transcript = project.state.path().join("runs").join(&id).join("look.jsonl");
+    let text = std::fs::read_to_string(&transcript).expect("transcript");
+    assert!(text.starts_with("{\"event\":\"start\",\"model\":\"gemma\""), "{text}");
+    let last = text.lines().last().expect("events");
+    assert!(last.starts_with("{\"event\":\"final\""), "{last}");
+    assert!(last.contains("\"reason\":\"done\""), "{last}");
+    assert!(run.stdout.contains(&format!("transcript: {}", transcript.display())));
+    assert_run_gone(&id);
+}
+
+#[test]
+fn run_tasks_report_output_and_exit_code_and_a_failure_stops_the_run() {
+    if !docker() {
+        return;
+    }
+    let project = Project::new();
+    project.file(
+        "openmono.kdl",
+        r#"
+playbook "it-run-tasks"
+container "box" {
+    image "openmono/agent:latest"
+    workspace "."
+}
+task "hello" {
+    run "box" "echo out-line; echo err-line >&2; echo made > made.txt"
+}
+task "fail" after="hello" {
+    run "box" "echo failing; exit 3"
+}
+task "never" after="fail" {
+    run "box" "echo never ran"
+}
+"#,
+    );
+    let run = project.run(&["apply"]);
+    run.expect_code(1);
+    let id = run.run_id();
+    let out = &run.stdout;
+    assert!(out.starts_with(&format!("Run {id} failed in ")), "{out}");
+    assert!(out.contains("✓ task `hello` (run, exit code 0"), "{out}");
+    assert!(out.contains("        out-line\n        err-line\n"), "{out}");
+    assert!(out.contains("✗ task `fail` (run, exit code 3"), "{out}");
+    assert!(out.contains("        failing\n"), "{out}");
+    assert!(
+        out.contains("  failure: run task `fail`: the command exited with code 3\n"),
+        "{out}"
+    );
+    assert!(!out.contains("never"), "a task after a failed one must not run: {out}");
+    // The file the task wrote is in the project, owned by the user who ran openmono.
+    let made = project.path().join("made.txt");
+    assert_eq!(std::fs::read_to_string(&made).expect("made.txt"), "made\n");
+    assert_eq!(
+        std::fs::metadata(&made).expect("stat").uid(),
+        std::fs::metadata(project.path()).expect("stat").uid()
+    );
+    // Logs are in the run's folder, not in the workspace.
+    let log = project.state.path().join("runs").join(&id).join("fail.log");
+    assert_eq!(std::fs::read_to_string(log).expect("log"), "failing\n");
+    assert_run_gone(&id);
+}
+
+#[test]
+fn command_not_found_is_told_apart() {
+    if !docker() {
+        return;
+    }
+    let project = Project::new();
+    project.file(
+        "openmono.kdl",
+        "container \"box\" {\n    image \"openmono/agent:latest\"\n}\ntask \"t\" {\n    run \"box\" \"no-such-command-anywhere\"\n}\n",
+    );
+    let run = project.run(&["apply"]);
+    run.expect_code(1);
+    assert!(run.stdout.contains("✗ task `t` (run, exit code 127"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("failure: run task `t`: command not found (exit code 127)"),
+        "{}",
+        run.stdout
+    );
+    assert_run_gone(&run.run_id());
+}
+
+#[test]
+fn a_missing_image_is_reported_before_anything_is_created() {
+    if !docker() {
+        return;
+    }
+    let project = Project::new();
+    project.file(
+        "openmono.kdl",
+        "playbook \"it-missing-image\"\nnetwork \"n\"\ncontainer \"box\" {\n    image \"openmono/no-such-image:never\"\n    network \"n\"\n}\n",
+    );
+    let run = project.run(&["apply"]);
+    run.expect_code(3);
+    assert!(
+        run.stderr.contains("× image `openmono/no-such-image:never` is not on this engine"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("`images/setup` builds"), "{}", run.stderr);
+    assert_eq!(run.stdout, "");
+    assert_nothing_left("dev.openmono.playbook=it-missing-image");
+    assert!(!project.state.path().join("runs").exists(), "no run folder for a run that never began");
+}
+
+#[test]
+fn a_model_that_cannot_load_fails_the_run_at_once_with_its_log() {
+    if !docker() {
+        return;
+    }
+    let project = Project::new();
+    // The right magic, then garbage: llama-server starts, fails to load it and exits.
+    let mut bytes = b"GGUF".to_vec();
+    bytes.extend(std::iter::repeat_n(0xAB_u8, 4096));
+    std::fs::write(project.path().join("broken.gguf"), bytes).expect("write");
+    project.file(
+        "openmono.kdl",
+        r#"
+network "n"
+model "broken" {
+    gguf "broken.gguf"
+    network "n"
+}
+container "box" {
+    image "openmono/agent:latest"
+    network "n"
+}
+task "t" {
+    agent "box" model="broken"
+    prompt "hi"
+}
+"#,
+    );
+    let mut cmd = project.command(&["apply"]);
+    cmd.env("OPENMONO_MODEL_TIMEOUT", "600");
+    let started = std::time::Instant::now();
+    let run = Run::from(cmd.output().expect("run"));
+    run.expect_code(1);
+    assert!(
+        run.stdout.contains(
+            "failure: model `broken` ready: the model server exited with code 1 while loading; its last lines:"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("gguf"), "the server's own words are shown: {}", run.stdout);
+    // Failing at once means not waiting out the ten-minute timeout.
+    assert!(started.elapsed().as_secs() < 300);
+    assert_run_gone(&run.run_id());
+}
+
+#[test]
+fn ctrl_c_tears_everything_down_and_exits_130() {
+    if !docker() {
+        return;
+    }
+    let project = Project::new();
+    project.file(
+        "openmono.kdl",
+        "network \"n\"\ncontainer \"box\" {\n    image \"openmono/agent:latest\"\n    network \"n\"\n}\ntask \"long\" {\n    run \"box\" \"sleep 300\"\n}\n",
+    );
+    let mut child = project
+        .command(&["apply"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut id = None;
+    for line in BufReader::new(stderr).lines() {
+        let line = line.expect("line");
+        if let Some(rest) = line.split("Run ").nth(1) {
+            id = rest.split_whitespace().next().map(str::to_owned);
+        }
+        if line.contains("▶ run task `long`") {
+            break;
+        }
+    }
+    let id = id.expect("run id announced");
+    let pid = libc::pid_t::try_from(child.id()).expect("pid");
+    // SAFETY: sends a signal to the child we spawned.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let output = child.wait_with_output().expect("wait");
+    assert_eq!(output.status.code(), Some(130));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.starts_with(&format!("Run {id} interrupted in ")), "{stdout}");
+    assert!(stdout.contains("Teardown removed 1 container(s) and 1 network(s)."), "{stdout}");
+    assert_run_gone(&id);
+}
+
+#[test]
+fn the_real_model_file_is_there() {
+    // The tests above and the isolation suite use it; say so plainly when it is missing.
+    assert!(
+        gemma().is_file() || std::env::var("CI").as_deref() != Ok("true"),
+        "{} is missing: run images/setup",
+        gemma().display()
+    );
+}
