@@ -82,10 +82,10 @@ impl<'a> GraphBuilder<'a> {
             if let Some(c) = container {
                 self.edge(Resource::Container(c), me);
             }
-            if let TaskKind::Agent { model, .. } = &task.kind {
-                if let (Some(m), Some(c)) = (self.lookup_model(model), container) {
-                    self.model_for(m, c, model, me);
-                }
+            if let TaskKind::Agent { model, .. } = &task.kind
+                && let (Some(m), Some(c)) = (self.lookup_model(model), container)
+            {
+                self.model_for(m, c, model, me);
             }
             for after in &task.after {
                 match p.tasks.iter().position(|t| t.name.value == after.value) {
@@ -154,7 +154,11 @@ impl<'a> GraphBuilder<'a> {
         let p = self.playbook;
         let found = p.containers.iter().position(|c| c.name.value == name.value);
         if found.is_none() {
-            self.unknown("container", name, p.containers.iter().map(|c| &c.name.value));
+            self.unknown(
+                "container",
+                name,
+                p.containers.iter().map(|c| &c.name.value),
+            );
         }
         found
     }
@@ -182,10 +186,17 @@ impl<'a> GraphBuilder<'a> {
             .min();
         let help = match (close, known.is_empty()) {
             (Some((_, k)), _) => format!("did you mean `{k}`?"),
-            (None, true) => format!("the playbook defines no {kind}: add `{kind} \"{}\"`", name.value),
+            (None, true) => format!(
+                "the playbook defines no {kind}: add `{kind} \"{}\"`",
+                name.value
+            ),
             (None, false) => format!(
                 "defined: {}",
-                known.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+                known
+                    .iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         };
         self.errors.push(GraphError::UnknownReference {
@@ -197,7 +208,10 @@ impl<'a> GraphBuilder<'a> {
     }
 
     fn node(&mut self, r: Resource) -> NodeIndex {
-        *self.index.entry(r).or_insert_with(|| self.graph.add_node(r))
+        *self
+            .index
+            .entry(r)
+            .or_insert_with(|| self.graph.add_node(r))
     }
 
     fn edge(&mut self, from: Resource, to: Resource) {
@@ -239,7 +253,11 @@ impl<'a> GraphBuilder<'a> {
                 }
                 path.push(j);
             }
-            let names: Vec<&str> = path.iter().rev().map(|i| p.tasks[*i].name.value.as_str()).collect();
+            let names: Vec<&str> = path
+                .iter()
+                .rev()
+                .map(|i| p.tasks[*i].name.value.as_str())
+                .collect();
             self.errors.push(GraphError::Cycle {
                 path: names.join(" → "),
                 span: span.unwrap_or(p.tasks[tasks[0]].name.span),
@@ -253,7 +271,14 @@ impl<'a> GraphBuilder<'a> {
         let mut indegree: HashMap<NodeIndex, usize> = self
             .graph
             .node_indices()
-            .map(|n| (n, self.graph.neighbors_directed(n, Direction::Incoming).count()))
+            .map(|n| {
+                (
+                    n,
+                    self.graph
+                        .neighbors_directed(n, Direction::Incoming)
+                        .count(),
+                )
+            })
             .collect();
         let mut ready: BTreeSet<(Resource, NodeIndex)> = indegree
             .iter()

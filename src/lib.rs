@@ -6,9 +6,9 @@
 //! (the loop that runs inside the agent container).
 
 pub mod agent;
-pub mod playbook;
 pub mod graph;
 mod graph_error;
+pub mod playbook;
 
 pub use graph_error::GraphError;
 pub mod plan;
@@ -16,5 +16,5 @@ mod plan_error;
 pub mod step;
 
 pub use plan_error::PlanError;
-pub mod engine;
 pub mod cli;
+pub mod engine;

@@ -203,7 +203,10 @@ impl fmt::Display for Plan {
             writeln!(f, "{:>3}. {step}", i + 1)?;
         }
         writeln!(f)?;
-        writeln!(f, "Teardown, always, also when a step fails or is interrupted:")?;
+        writeln!(
+            f,
+            "Teardown, always, also when a step fails or is interrupted:"
+        )?;
         for (i, step) in self.teardown.iter().enumerate() {
             writeln!(f, "{:>3}. {step}", self.steps.len() + i + 1)?;
         }

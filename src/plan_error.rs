@@ -8,7 +8,9 @@ pub enum PlanError {
     #[error("model file `{path}` does not exist")]
     #[diagnostic(
         code(openmono::plan::model_missing),
-        help("paths are relative to the playbook's folder; `images/fetch-model` downloads the example model")
+        help(
+            "paths are relative to the playbook's folder; `images/fetch-model` downloads the example model"
+        )
     )]
     ModelMissing {
         path: String,

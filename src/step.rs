@@ -97,7 +97,10 @@ impl fmt::Display for Step {
                 write!(f, "\n      prompt: {}", one_line(prompt, 70))
             }
             Self::CreateNetwork { name } => {
-                write!(f, "+ create network `{name}`: internal, no route out, no host address")
+                write!(
+                    f,
+                    "+ create network `{name}`: internal, no route out, no host address"
+                )
             }
             Self::StartContainer {
                 image,
@@ -130,7 +133,10 @@ impl fmt::Display for Step {
                 name,
                 network,
             } => {
-                write!(f, "+ start model `{name}`: llama-server from `{image}` on `{network}`")?;
+                write!(
+                    f,
+                    "+ start model `{name}`: llama-server from `{image}` on `{network}`"
+                )?;
                 write!(
                     f,
                     "\n      mount {} ({}) at {MODEL_MOUNT} (read-only)",
@@ -150,9 +156,16 @@ impl fmt::Display for Step {
                 command,
                 container,
                 task,
-            } => write!(f, "+ run task `{task}` in `{container}`: {}", one_line(command, 60)),
+            } => write!(
+                f,
+                "+ run task `{task}` in `{container}`: {}",
+                one_line(command, 60)
+            ),
             Self::WaitModel { from, model, url } => {
-                write!(f, "~ wait for model `{model}`: GET {url}/health answers 200, asked from `{from}`")
+                write!(
+                    f,
+                    "~ wait for model `{model}`: GET {url}/health answers 200, asked from `{from}`"
+                )
             }
         }
     }

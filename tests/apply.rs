@@ -19,25 +19,53 @@ fn hello_agent_playbook_runs_end_to_end_with_the_real_model() {
     let run = project.run(&["apply", playbook.to_str().expect("utf-8 path")]);
     run.expect_code(0);
     let id = run.run_id();
-    assert!(run.stdout.starts_with(&format!("Run {id} succeeded in ")), "{}", run.stdout);
-    assert!(run.stdout.contains("✓ task `look` (agent, exit code 0"), "{}", run.stdout);
-    assert!(run.stdout.contains("      answer:"), "{}", run.stdout);
-    assert!(run.stdout.contains("✓ task `files` (run, exit code 0"), "{}", run.stdout);
-    // `ls /workspace` inside the box lists this repository.
-    assert!(run.stdout.contains("        Cargo.toml\n"), "{}", run.stdout);
     assert!(
-        run.stdout.contains("Teardown removed 2 container(s) and 1 network(s)."),
+        run.stdout.starts_with(&format!("Run {id} succeeded in ")),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("✓ task `look` (agent, exit code 0"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("      answer:"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("✓ task `files` (run, exit code 0"),
+        "{}",
+        run.stdout
+    );
+    // `ls /workspace` inside the box lists this repository.
+    assert!(
+        run.stdout.contains("        Cargo.toml\n"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("Teardown removed 2 container(s) and 1 network(s)."),
         "{}",
         run.stdout
     );
     // The transcript is kept outside the workspace, and ends with the final answer.
-    let transcript = project.state.path().join("runs").join(&id).join("look.jsonl");
+    let transcript = project
+        .state
+        .path()
+        .join("runs")
+        .join(&id)
+        .join("look.jsonl");
     let text = std::fs::read_to_string(&transcript).expect("transcript");
-    assert!(text.starts_with("{\"event\":\"start\",\"model\":\"gemma\""), "{text}");
+    assert!(
+        text.starts_with("{\"event\":\"start\",\"model\":\"gemma\""),
+        "{text}"
+    );
     let last = text.lines().last().expect("events");
     assert!(last.starts_with("{\"event\":\"final\""), "{last}");
     assert!(last.contains("\"reason\":\"done\""), "{last}");
-    assert!(run.stdout.contains(&format!("transcript: {}", transcript.display())));
+    assert!(
+        run.stdout
+            .contains(&format!("transcript: {}", transcript.display()))
+    );
     assert_run_gone(&id);
 }
 
@@ -72,14 +100,20 @@ task "never" after="fail" {
     let out = &run.stdout;
     assert!(out.starts_with(&format!("Run {id} failed in ")), "{out}");
     assert!(out.contains("✓ task `hello` (run, exit code 0"), "{out}");
-    assert!(out.contains("        out-line\n        err-line\n"), "{out}");
+    assert!(
+        out.contains("        out-line\n        err-line\n"),
+        "{out}"
+    );
     assert!(out.contains("✗ task `fail` (run, exit code 3"), "{out}");
     assert!(out.contains("        failing\n"), "{out}");
     assert!(
         out.contains("  failure: run task `fail`: the command exited with code 3\n"),
         "{out}"
     );
-    assert!(!out.contains("never"), "a task after a failed one must not run: {out}");
+    assert!(
+        !out.contains("never"),
+        "a task after a failed one must not run: {out}"
+    );
     // The file the task wrote is in the project, owned by the user who ran openmono.
     let made = project.path().join("made.txt");
     assert_eq!(std::fs::read_to_string(&made).expect("made.txt"), "made\n");
@@ -105,9 +139,14 @@ fn command_not_found_is_told_apart() {
     );
     let run = project.run(&["apply"]);
     run.expect_code(1);
-    assert!(run.stdout.contains("✗ task `t` (run, exit code 127"), "{}", run.stdout);
     assert!(
-        run.stdout.contains("failure: run task `t`: command not found (exit code 127)"),
+        run.stdout.contains("✗ task `t` (run, exit code 127"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("failure: run task `t`: command not found (exit code 127)"),
         "{}",
         run.stdout
     );
@@ -127,14 +166,22 @@ fn a_missing_image_is_reported_before_anything_is_created() {
     let run = project.run(&["apply"]);
     run.expect_code(3);
     assert!(
-        run.stderr.contains("× image `openmono/no-such-image:never` is not on this engine"),
+        run.stderr
+            .contains("× image `openmono/no-such-image:never` is not on this engine"),
         "{}",
         run.stderr
     );
-    assert!(run.stderr.contains("`images/setup` builds"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("`images/setup` builds"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(run.stdout, "");
     assert_nothing_left("dev.openmono.playbook=it-missing-image");
-    assert!(!project.state.path().join("runs").exists(), "no run folder for a run that never began");
+    assert!(
+        !project.state.path().join("runs").exists(),
+        "no run folder for a run that never began"
+    );
 }
 
 #[test]
@@ -177,7 +224,11 @@ task "t" {
         "{}",
         run.stdout
     );
-    assert!(run.stdout.contains("gguf"), "the server's own words are shown: {}", run.stdout);
+    assert!(
+        run.stdout.contains("gguf"),
+        "the server's own words are shown: {}",
+        run.stdout
+    );
     // Failing at once means not waiting out the ten-minute timeout.
     assert!(started.elapsed().as_secs() < 300);
     assert_run_gone(&run.run_id());
@@ -217,8 +268,14 @@ fn ctrl_c_tears_everything_down_and_exits_130() {
     let output = child.wait_with_output().expect("wait");
     assert_eq!(output.status.code(), Some(130));
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.starts_with(&format!("Run {id} interrupted in ")), "{stdout}");
-    assert!(stdout.contains("Teardown removed 1 container(s) and 1 network(s)."), "{stdout}");
+    assert!(
+        stdout.starts_with(&format!("Run {id} interrupted in ")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Teardown removed 1 container(s) and 1 network(s)."),
+        "{stdout}"
+    );
     assert_run_gone(&id);
 }
 

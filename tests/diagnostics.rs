@@ -11,7 +11,12 @@ fn assert_diagnostic(text: &str, expected: &str) {
     let run = project.run(&["plan", "bad.kdl"]);
     run.expect_code(2);
     assert_eq!(run.stdout, "", "nothing on stdout");
-    assert_eq!(run.stderr.trim_end(), expected.trim_end(), "\n{}", run.stderr);
+    assert_eq!(
+        run.stderr.trim_end(),
+        expected.trim_end(),
+        "\n{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -223,11 +228,17 @@ task "t" {
     let run = project.run(&["plan", "bad.kdl"]);
     run.expect_code(2);
     assert!(
-        run.stderr.contains("× container `box` cannot reach model `coder`: they share no network"),
+        run.stderr
+            .contains("× container `box` cannot reach model `coder`: they share no network"),
         "{}",
         run.stderr
     );
-    assert!(run.stderr.contains("help: add `network \"a\"` to container `box`"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("help: add `network \"a\"` to container `box`"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -314,6 +325,10 @@ task "t" retries=3 {
         "× task `t` has no `prompt`",
     ];
     for line in expected {
-        assert!(run.stderr.contains(line), "missing {line:?} in\n{}", run.stderr);
+        assert!(
+            run.stderr.contains(line),
+            "missing {line:?} in\n{}",
+            run.stderr
+        );
     }
 }

@@ -51,7 +51,10 @@ fn host_listener() -> (u16, Arc<AtomicUsize>) {
 
 /// The host's own IPv4 addresses.
 fn host_addresses() -> Vec<String> {
-    let out = Command::new("hostname").arg("-I").output().expect("hostname -I");
+    let out = Command::new("hostname")
+        .arg("-I")
+        .output()
+        .expect("hostname -I");
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .filter(|a| a.parse::<std::net::Ipv4Addr>().is_ok())
@@ -101,15 +104,25 @@ task "reach-host" after="reach-model" {{
     let out = &run.stdout;
     assert!(out.contains("        MODEL-READY\n"), "{out}");
     for address in &addresses {
-        assert!(out.contains(&format!("        BLOCKED {address}\n")), "{address}: {out}");
+        assert!(
+            out.contains(&format!("        BLOCKED {address}\n")),
+            "{address}: {out}"
+        );
     }
     let gateway = out
         .lines()
         .find_map(|l| l.trim().strip_prefix("GATEWAY "))
         .unwrap_or_else(|| panic!("no gateway line: {out}"));
-    assert!(out.contains(&format!("        BLOCKED {gateway}\n")), "{out}");
+    assert!(
+        out.contains(&format!("        BLOCKED {gateway}\n")),
+        "{out}"
+    );
     assert!(!out.contains("REACHED"), "{out}");
-    assert_eq!(accepted.load(Ordering::SeqCst), 0, "the host listener was reached");
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        0,
+        "the host listener was reached"
+    );
     assert_run_gone(&run.run_id());
 }
 
@@ -121,18 +134,42 @@ fn control_a_plain_internal_network_does_reach_the_host() {
     let (port, accepted) = host_listener();
     let label = format!("dev.openmono.test=isolation-control-{}", std::process::id());
     let network = format!("openmono-test-control-{}", std::process::id());
-    docker_lines(&["network", "create", "--internal", "--label", &label, &network]);
+    docker_lines(&[
+        "network",
+        "create",
+        "--internal",
+        "--label",
+        &label,
+        &network,
+    ]);
     let project = Project::new();
     project.file("probe.sh", PROBE);
     let mount = format!("{}:/probe:ro", project.path().display());
     let out = Command::new("docker")
-        .args(["run", "--rm", "--label", &label, "--network", &network, "-v", &mount])
-        .args(["openmono/agent:latest", "bash", "/probe/probe.sh", &port.to_string()])
+        .args([
+            "run",
+            "--rm",
+            "--label",
+            &label,
+            "--network",
+            &network,
+            "-v",
+            &mount,
+        ])
+        .args([
+            "openmono/agent:latest",
+            "bash",
+            "/probe/probe.sh",
+            &port.to_string(),
+        ])
         .output()
         .expect("docker run");
     docker_lines(&["network", "rm", &network]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("REACHED"), "the probe must see the host here: {stdout}");
+    assert!(
+        stdout.contains("REACHED"),
+        "the probe must see the host here: {stdout}"
+    );
     std::thread::sleep(Duration::from_millis(100));
     assert!(accepted.load(Ordering::SeqCst) >= 1);
     assert_nothing_left(&label);

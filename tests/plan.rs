@@ -84,5 +84,9 @@ fn a_missing_playbook_file_is_a_clear_error() {
         "{}",
         run.stderr
     );
-    assert!(run.stderr.contains("No such file or directory"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("No such file or directory"),
+        "{}",
+        run.stderr
+    );
 }

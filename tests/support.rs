@@ -120,7 +120,11 @@ pub fn docker() -> bool {
 #[track_caller]
 pub fn docker_lines(args: &[&str]) -> Vec<String> {
     let out = Command::new("docker").args(args).output().expect("docker");
-    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::to_owned)

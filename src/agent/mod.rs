@@ -8,9 +8,9 @@
 //! server cannot be used; a tool that fails is an answer to the model, never an error.
 
 pub mod chat;
+pub mod event;
 pub mod init;
 pub mod probe;
-pub mod event;
 pub mod shell;
 
 use std::io::{self, Write};

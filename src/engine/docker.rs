@@ -185,7 +185,10 @@ impl Engine {
             .docker
             .create_container(Some(options), body)
             .await
-            .map_err(EngineError::call(format!("create container `{}`", spec.name)))?;
+            .map_err(EngineError::call(format!(
+                "create container `{}`",
+                spec.name
+            )))?;
         Ok(created.id)
     }
 
@@ -369,12 +372,18 @@ impl LineBuffers {
         buffer.extend_from_slice(bytes);
         while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = buffer.drain(..=end).collect();
-            on_line(stream, String::from_utf8_lossy(&line[..end]).trim_end_matches('\r'));
+            on_line(
+                stream,
+                String::from_utf8_lossy(&line[..end]).trim_end_matches('\r'),
+            );
         }
     }
 
     fn finish(&mut self, on_line: &mut impl FnMut(Stream, &str)) {
-        for (stream, buffer) in [(Stream::Stdout, &mut self.stdout), (Stream::Stderr, &mut self.stderr)] {
+        for (stream, buffer) in [
+            (Stream::Stdout, &mut self.stdout),
+            (Stream::Stderr, &mut self.stderr),
+        ] {
             if !buffer.is_empty() {
                 on_line(stream, &String::from_utf8_lossy(buffer));
                 buffer.clear();

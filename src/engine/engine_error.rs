@@ -28,7 +28,9 @@ pub enum EngineError {
     #[error("image `{image}` is not on this engine")]
     #[diagnostic(
         code(openmono::engine::image_missing),
-        help("`images/setup` builds openmono's images without a registry; `docker pull {image}` fetches it where there is one")
+        help(
+            "`images/setup` builds openmono's images without a registry; `docker pull {image}` fetches it where there is one"
+        )
     )]
     ImageMissing { image: String },
 

@@ -37,7 +37,7 @@ pub struct ApplyOptions {
 impl Default for ApplyOptions {
     fn default() -> Self {
         Self {
-            model_timeout: Duration::from_secs(300),
+            model_timeout: Duration::from_mins(5),
         }
     }
 }
@@ -73,12 +73,12 @@ struct Executor<'a> {
 pub async fn apply(plan: &Plan, options: &ApplyOptions) -> Result<Report, EngineError> {
     let engine = Engine::connect().await?;
     for step in &plan.steps {
-        if let Step::StartContainer { image, .. } | Step::StartModel { image, .. } = step {
-            if !engine.image_exists(image).await? {
-                return Err(EngineError::ImageMissing {
-                    image: image.clone(),
-                });
-            }
+        if let Step::StartContainer { image, .. } | Step::StartModel { image, .. } = step
+            && !engine.image_exists(image).await?
+        {
+            return Err(EngineError::ImageMissing {
+                image: image.clone(),
+            });
         }
     }
     let self_tar = self_archive().map_err(|source| EngineError::SelfBinary { source })?;
@@ -114,7 +114,8 @@ impl Executor<'_> {
             () = shutdown_signal() => Some(Stop::Interrupted),
         };
         if let Some(Stop::Interrupted) = &stop {
-            self.progress.finish_step("interrupted", false, "tearing down");
+            self.progress
+                .finish_step("interrupted", false, "tearing down");
         }
         let mut report = self.teardown().await;
         report.tasks = std::mem::take(&mut self.tasks);
@@ -165,7 +166,10 @@ impl Executor<'_> {
     fn labels(&self, resource: &str) -> HashMap<String, String> {
         HashMap::from([
             (RUN_LABEL.to_owned(), self.run_id.clone()),
-            ("dev.openmono.playbook".to_owned(), self.plan.playbook.clone()),
+            (
+                "dev.openmono.playbook".to_owned(),
+                self.plan.playbook.clone(),
+            ),
             ("dev.openmono.resource".to_owned(), resource.to_owned()),
             (
                 "dev.openmono.owner-pid".to_owned(),
@@ -201,8 +205,16 @@ impl Executor<'_> {
             unreachable!("called for StartModel only")
         };
         let mut cmd: Vec<String> = [
-            "-m", MODEL_MOUNT, "--host", "0.0.0.0", "--port", &MODEL_PORT.to_string(), "-c",
-            &context.to_string(), "--alias", name,
+            "-m",
+            MODEL_MOUNT,
+            "--host",
+            "0.0.0.0",
+            "--port",
+            &MODEL_PORT.to_string(),
+            "-c",
+            &context.to_string(),
+            "--alias",
+            name,
         ]
         .map(str::to_owned)
         .to_vec();
@@ -226,7 +238,10 @@ impl Executor<'_> {
             ..ContainerSpec::default()
         };
         let id = self.create(name, spec).await?;
-        self.engine.start_container(&id).await.map_err(|e| error_chain(&e))?;
+        self.engine
+            .start_container(&id)
+            .await
+            .map_err(|e| error_chain(&e))?;
         Ok(String::new())
     }
 
@@ -271,7 +286,10 @@ impl Executor<'_> {
             .upload(&id, self.self_tar.clone())
             .await
             .map_err(|e| error_chain(&e))?;
-        self.engine.start_container(&id).await.map_err(|e| error_chain(&e))?;
+        self.engine
+            .start_container(&id)
+            .await
+            .map_err(|e| error_chain(&e))?;
         Ok(String::new())
     }
 
@@ -361,8 +379,16 @@ impl Executor<'_> {
         let mut transcript = create_file(&transcript_path)?;
         let mut log = create_file(&log_path)?;
         let cmd = [
-            SELF_PATH, "agent", "--model-url", model_url, "--model", model, "--prompt", prompt,
-            "--max-steps", &max_steps.to_string(),
+            SELF_PATH,
+            "agent",
+            "--model-url",
+            model_url,
+            "--model",
+            model,
+            "--prompt",
+            prompt,
+            "--max-steps",
+            &max_steps.to_string(),
         ]
         .map(str::to_owned)
         .to_vec();
@@ -397,7 +423,11 @@ impl Executor<'_> {
             log: log_path,
             name: task.clone(),
             output_tail: Vec::new(),
-            status: if ok { TaskStatus::Succeeded } else { TaskStatus::Failed },
+            status: if ok {
+                TaskStatus::Succeeded
+            } else {
+                TaskStatus::Failed
+            },
             transcript: Some(transcript_path),
         });
         if ok {
@@ -407,7 +437,12 @@ impl Executor<'_> {
         }
     }
 
-    async fn run_task(&mut self, task: &str, container: &str, command: &str) -> Result<String, String> {
+    async fn run_task(
+        &mut self,
+        task: &str,
+        container: &str,
+        command: &str,
+    ) -> Result<String, String> {
         const TAIL: usize = 20;
         let id = self.container(container)?;
         let log_path = self.dir.join(format!("{task}.log"));
@@ -435,7 +470,11 @@ impl Executor<'_> {
             log: log_path,
             name: task.to_owned(),
             output_tail: tail,
-            status: if ok { TaskStatus::Succeeded } else { TaskStatus::Failed },
+            status: if ok {
+                TaskStatus::Succeeded
+            } else {
+                TaskStatus::Failed
+            },
             transcript: None,
         });
         match code {
@@ -482,13 +521,20 @@ impl Executor<'_> {
         }
         match self.engine.labelled(RUN_LABEL, &self.run_id).await {
             Ok((containers, networks)) => {
-                report.leftovers.extend(containers.iter().map(|c| format!("container {c}")));
-                report.leftovers.extend(networks.iter().map(|n| format!("network {n}")));
+                report
+                    .leftovers
+                    .extend(containers.iter().map(|c| format!("container {c}")));
+                report
+                    .leftovers
+                    .extend(networks.iter().map(|n| format!("network {n}")));
             }
-            Err(e) => report.leftovers.push(format!("unknown: {}", error_chain(&e))),
+            Err(e) => report
+                .leftovers
+                .push(format!("unknown: {}", error_chain(&e))),
         }
         let ok = report.leftovers.is_empty();
-        self.progress.finish_step("teardown", ok, &errors.join("; "));
+        self.progress
+            .finish_step("teardown", ok, &errors.join("; "));
         report
     }
 }
@@ -538,14 +584,23 @@ fn indent(text: &str) -> String {
 fn describe(event: &AgentEvent) -> String {
     match event {
         AgentEvent::Start { model, .. } => format!("asking {model}"),
-        AgentEvent::ModelTurn { step, tool_calls, .. } => {
+        AgentEvent::ModelTurn {
+            step, tool_calls, ..
+        } => {
             format!("step {step}: the model answered ({tool_calls} tool calls)")
         }
-        AgentEvent::ToolCall { step, name, arguments, .. } => {
+        AgentEvent::ToolCall {
+            step,
+            name,
+            arguments,
+            ..
+        } => {
             let args: String = arguments.chars().take(60).collect();
             format!("step {step}: {name} {args}")
         }
-        AgentEvent::ToolResult { step, exit_code, .. } => match exit_code {
+        AgentEvent::ToolResult {
+            step, exit_code, ..
+        } => match exit_code {
             Some(code) => format!("step {step}: exit code {code}"),
             None => format!("step {step}: done"),
         },

@@ -67,7 +67,11 @@ impl Progress {
         }
         let mark = if ok { "✓" } else { "✗" };
         let took = self.step_start.elapsed().as_secs_f64();
-        let note = if note.is_empty() { String::new() } else { format!(": {note}") };
+        let note = if note.is_empty() {
+            String::new()
+        } else {
+            format!(": {note}")
+        };
         self.plain(&format!("{mark} {label} ({took:.1}s){note}"));
     }
 

@@ -51,11 +51,10 @@ impl<'a> Decoder<'a> {
             containers: Vec::new(),
             description: None,
             models: Vec::new(),
-            name: self
-                .source
-                .path
-                .file_stem()
-                .map_or_else(|| "playbook".to_owned(), |s| s.to_string_lossy().into_owned()),
+            name: self.source.path.file_stem().map_or_else(
+                || "playbook".to_owned(),
+                |s| s.to_string_lossy().into_owned(),
+            ),
             networks: Vec::new(),
             source: self.source.clone(),
             tasks: Vec::new(),
@@ -135,11 +134,7 @@ impl<'a> Decoder<'a> {
         let mut args = Vec::new();
         for child in children(node) {
             match child.name().value() {
-                "args" => {
-                    self.props(child, &[]);
-                    self.no_children(child);
-                    args.extend(positional(child).into_iter().filter_map(|e| self.string_value(e)));
-                }
+                "args" => args.extend(self.string_list(child, "at least one argument")),
                 "context" => context = self.int_child(child, 1, 1 << 24),
                 "gguf" => gguf = self.string_child(child),
                 "image" => image = self.string_child(child),
@@ -154,9 +149,13 @@ impl<'a> Decoder<'a> {
         }
         let name = name?;
         self.define("host", &name);
-        let gguf = self.require(gguf, node, &format!("model `{}`", name.value), "gguf", || {
-            "add `gguf \"path/to/model.gguf\"`: a GGUF file, relative to the playbook".into()
-        })?;
+        let gguf = self.require(
+            gguf,
+            node,
+            &format!("model `{}`", name.value),
+            "gguf",
+            || "add `gguf \"path/to/model.gguf\"`: a GGUF file, relative to the playbook".into(),
+        )?;
         Some(Model {
             args,
             context: context.map_or(DEFAULT_CONTEXT, |c| c.value),
@@ -217,15 +216,7 @@ impl<'a> Decoder<'a> {
         for child in children(node) {
             let child_name = child.name().value();
             match child_name {
-                "after" => {
-                    self.props(child, &[]);
-                    self.no_children(child);
-                    let args = positional(child);
-                    if args.is_empty() {
-                        self.missing_arg(child, "at least one task name");
-                    }
-                    after.extend(args.into_iter().filter_map(|e| self.string_value(e)));
-                }
+                "after" => after.extend(self.string_list(child, "at least one task name")),
                 "agent" | "run" => {
                     if let (Some(first), Some(task)) = (kind_span, &name) {
                         self.errors.push(DecodeError::TaskKindConflict {
@@ -237,21 +228,8 @@ impl<'a> Decoder<'a> {
                     }
                     kind_span = Some(child.name().span());
                     if child_name == "agent" {
-                        let props = self.props(child, &["model"]);
-                        self.no_children(child);
-                        let container = self.name_arg(child, "agent");
-                        agent_model = props.get("model").and_then(|e| self.string_value(e));
-                        if agent_model.is_none() && !props.contains_key("model") {
-                            self.errors.push(DecodeError::MissingArgument {
-                                expected: "a `model=` property".into(),
-                                help: Some(
-                                    "name the model the agent talks to: `agent \"box\" model=\"coder\"`"
-                                        .into(),
-                                ),
-                                node: "agent".into(),
-                                span: child.span(),
-                            });
-                        }
+                        let (container, model) = self.decode_agent(child);
+                        agent_model = model;
                         // Filled in below, once the prompt is known.
                         kind = container.map(|container| TaskKind::Agent {
                             container,
@@ -289,7 +267,10 @@ impl<'a> Decoder<'a> {
                 }
             }
             Some(run @ TaskKind::Run { .. }) => {
-                for (value, what) in [(prompt.map(|p| p.span), "prompt"), (max_steps.map(|m| m.span), "max-steps")] {
+                for (value, what) in [
+                    (prompt.map(|p| p.span), "prompt"),
+                    (max_steps.map(|m| m.span), "max-steps"),
+                ] {
                     if let Some(span) = value {
                         self.errors.push(DecodeError::InvalidValue {
                             help: Some(format!("`{what}` belongs to agent tasks; remove it")),
@@ -318,12 +299,37 @@ impl<'a> Decoder<'a> {
         Some(Task { after, kind, name })
     }
 
+    /// `agent "box" model="coder"`: the container and the model.
+    fn decode_agent(
+        &mut self,
+        node: &KdlNode,
+    ) -> (Option<Spanned<String>>, Option<Spanned<String>>) {
+        let props = self.props(node, &["model"]);
+        self.no_children(node);
+        let container = self.name_arg(node, "agent");
+        let model = props.get("model").and_then(|e| self.string_value(e));
+        if !props.contains_key("model") {
+            self.errors.push(DecodeError::MissingArgument {
+                expected: "a `model=` property".into(),
+                help: Some(
+                    "name the model the agent talks to: `agent \"box\" model=\"coder\"`".into(),
+                ),
+                node: "agent".into(),
+                span: node.span(),
+            });
+        }
+        (container, model)
+    }
+
     fn decode_run(&mut self, node: &KdlNode) -> Option<TaskKind> {
         self.props(node, &[]);
         self.no_children(node);
         let args = positional(node);
         if args.len() < 2 {
-            self.missing_arg(node, "a container and a command: `run \"box\" \"make test\"`");
+            self.missing_arg(
+                node,
+                "a container and a command: `run \"box\" \"make test\"`",
+            );
             return None;
         }
         for extra in &args[2..] {
@@ -403,13 +409,28 @@ impl<'a> Decoder<'a> {
             || name.value.starts_with('-')
         {
             self.errors.push(DecodeError::InvalidValue {
-                help: Some("use letters, digits, `-` and `_`, starting with a letter or digit".into()),
+                help: Some(
+                    "use letters, digits, `-` and `_`, starting with a letter or digit".into(),
+                ),
                 message: format!("`{}` is not a valid name", name.value),
                 span: name.span,
             });
             return None;
         }
         Some(name)
+    }
+
+    /// A child like `after "a" "b"`: one or more strings, nothing else.
+    fn string_list(&mut self, node: &KdlNode, expected: &str) -> Vec<Spanned<String>> {
+        self.props(node, &[]);
+        self.no_children(node);
+        let args = positional(node);
+        if args.is_empty() {
+            self.missing_arg(node, expected);
+        }
+        args.into_iter()
+            .filter_map(|e| self.string_value(e))
+            .collect()
     }
 
     /// A child like `image "x"`: exactly one string argument, nothing else.
@@ -544,7 +565,10 @@ impl<'a> Decoder<'a> {
 }
 
 fn positional(node: &KdlNode) -> Vec<&KdlEntry> {
-    node.entries().iter().filter(|e| e.name().is_none()).collect()
+    node.entries()
+        .iter()
+        .filter(|e| e.name().is_none())
+        .collect()
 }
 
 fn children(node: &KdlNode) -> impl Iterator<Item = &KdlNode> {
@@ -585,7 +609,7 @@ fn syntax_error(text: &str, diag: kdl::KdlDiagnostic) -> DecodeError {
         .get(start..)
         .unwrap_or_default()
         .chars()
-        .take_while(|c| c.is_ascii_alphabetic())
+        .take_while(char::is_ascii_alphabetic)
         .collect();
     // KDL v1 wrote keywords bare; v2 needs the `#`.
     let v1_habit = matches!(word.as_str(), "true" | "false" | "null")

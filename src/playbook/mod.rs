@@ -3,8 +3,8 @@
 
 mod decode_error;
 mod decoder;
-mod playbook;
 mod problems;
+mod resources;
 mod source;
 mod spanned;
 
@@ -12,8 +12,8 @@ use std::path::Path;
 
 pub use decode_error::DecodeError;
 pub use decoder::Decoder;
-pub use playbook::*;
 pub use problems::Problems;
+pub use resources::*;
 pub use source::Source;
 pub use spanned::Spanned;
 
