@@ -299,3 +299,73 @@ impl<'a> GraphBuilder<'a> {
         order
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+    use crate::playbook::{Decoder, Source};
+
+    fn playbook(text: &str) -> Playbook {
+        let source = Source::from_text(Path::new("t.kdl"), PathBuf::from("/p"), text.to_owned());
+        Decoder::new(&source).decode().expect("decodes")
+    }
+
+    const BOX: &str = "network \"n\"\nmodel \"m\" {\n    gguf \"g\"\n    network \"n\"\n}\ncontainer \"c\" {\n    image \"i\"\n    network \"n\"\n}\n";
+
+    #[test]
+    fn dependencies_come_first_and_readiness_before_the_agent() {
+        let p = playbook(&format!(
+            "{BOX}task \"late\" after=\"agent\" {{\n    run \"c\" \"x\"\n}}\ntask \"agent\" {{\n    agent \"c\" model=\"m\"\n    prompt \"p\"\n}}\n"
+        ));
+        let graph = build(&p).expect("builds");
+        assert_eq!(
+            graph.order,
+            [
+                Resource::Network(0),
+                Resource::Model(0),
+                Resource::Container(0),
+                Resource::ModelReady(0, 0),
+                Resource::Task(1),
+                Resource::Task(0),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_task_waiting_for_itself_is_a_cycle() {
+        let p = playbook(
+            "container \"c\" {\n    image \"i\"\n}\ntask \"a\" after=\"a\" {\n    run \"c\" \"x\"\n}\n",
+        );
+        let errors = build(&p).expect_err("cycle");
+        assert!(
+            matches!(&errors[..], [GraphError::Cycle { path, .. }] if path == "a → a"),
+            "{errors:#?}"
+        );
+    }
+
+    #[test]
+    fn a_cycle_is_shown_whole_and_once() {
+        let p = playbook(
+            "container \"c\" {\n    image \"i\"\n}\ntask \"a\" after=\"b\" {\n    run \"c\" \"x\"\n}\ntask \"b\" after=\"a\" {\n    run \"c\" \"x\"\n}\ntask \"free\" {\n    run \"c\" \"x\"\n}\n",
+        );
+        let errors = build(&p).expect_err("cycle");
+        assert!(
+            matches!(&errors[..], [GraphError::Cycle { path, .. }] if path == "a → b → a"),
+            "{errors:#?}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_network_suggests_the_close_name() {
+        let p = playbook(
+            "network \"sandbox\"\ncontainer \"c\" {\n    image \"i\"\n    network \"sandbx\"\n}\n",
+        );
+        let errors = build(&p).expect_err("unknown");
+        assert!(
+            matches!(&errors[..], [GraphError::UnknownReference { kind: "network", help, .. }] if help == "did you mean `sandbox`?"),
+            "{errors:#?}"
+        );
+    }
+}

@@ -623,3 +623,214 @@ fn syntax_error(text: &str, diag: kdl::KdlDiagnostic) -> DecodeError {
         span: diag.span,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+
+    fn decode(text: &str) -> Result<Playbook, Vec<DecodeError>> {
+        let source = Source::from_text(Path::new("t.kdl"), PathBuf::from("/p"), text.to_owned());
+        Decoder::new(&source).decode()
+    }
+
+    /// The span of the `nth` occurrence of `needle` in `text`.
+    fn span_of(text: &str, needle: &str, nth: usize) -> SourceSpan {
+        let offset = text.match_indices(needle).nth(nth).expect("needle").0;
+        (offset, needle.len()).into()
+    }
+
+    /// Decodes `text` and expects exactly one error; returns it.
+    #[track_caller]
+    fn one_error(text: &str) -> DecodeError {
+        let mut errors = decode(text).expect_err("should fail");
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        errors.remove(0)
+    }
+
+    /// One error of this kind, with a label on the `nth` occurrence of `needle`.
+    macro_rules! error {
+        ($name:ident, $text:expr, $pattern:pat, $needle:expr) => {
+            error!($name, $text, $pattern, $needle, 0);
+        };
+        ($name:ident, $text:expr, $pattern:pat, $needle:expr, $nth:expr) => {
+            #[test]
+            fn $name() {
+                let text = $text;
+                let error = one_error(text);
+                assert!(matches!(error, $pattern), "{error:#?}");
+                let labels: Vec<SourceSpan> = miette::Diagnostic::labels(&error)
+                    .expect("labels")
+                    .map(|l| *l.inner())
+                    .collect();
+                assert!(labels.contains(&span_of(text, $needle, $nth)), "{error:#?}");
+            }
+        };
+    }
+
+    #[test]
+    fn a_whole_playbook_with_defaults_filled_in() {
+        let playbook = decode(
+            r#"playbook "demo" {
+    description "d"
+}
+network "n"
+model "m" {
+    gguf "m.gguf"
+    network "n"
+    args "--flag" "x"
+}
+container "c" {
+    image "img"
+    network "n"
+    workspace "."
+}
+task "a" {
+    agent "c" model="m"
+    prompt "go"
+}
+task "b" after="a" {
+    run "c" "make"
+    after "a"
+}
+"#,
+        )
+        .expect("decodes");
+        assert_eq!(playbook.name, "demo");
+        assert_eq!(playbook.description.as_deref(), Some("d"));
+        let model = &playbook.models[0];
+        assert_eq!(model.context, DEFAULT_CONTEXT);
+        assert_eq!(model.image.value, DEFAULT_MODEL_IMAGE);
+        let args: Vec<&str> = model.args.iter().map(|a| a.value.as_str()).collect();
+        assert_eq!(args, ["--flag", "x"]);
+        assert_eq!(
+            playbook.containers[0]
+                .workspace
+                .as_ref()
+                .map(|w| w.value.as_str()),
+            Some(".")
+        );
+        match &playbook.tasks[0].kind {
+            TaskKind::Agent {
+                max_steps,
+                model,
+                prompt,
+                ..
+            } => {
+                assert_eq!(*max_steps, DEFAULT_MAX_STEPS);
+                assert_eq!(model.value, "m");
+                assert_eq!(prompt.value, "go");
+            }
+            TaskKind::Run { .. } => panic!("an agent task"),
+        }
+        let after: Vec<&str> = playbook.tasks[1]
+            .after
+            .iter()
+            .map(|a| a.value.as_str())
+            .collect();
+        assert_eq!(after, ["a", "a"]);
+    }
+
+    #[test]
+    fn the_name_defaults_to_the_file_stem() {
+        assert_eq!(decode("network \"n\"").expect("decodes").name, "t");
+    }
+
+    #[test]
+    fn crlf_line_endings_never_reach_a_value() {
+        let text = "container \"c\" {\r\n    image \"i\"\r\n}\r\ntask \"t\" {\r\n    run \"c\" \"\"\"\r\n        echo a\r\n        echo b\r\n        \"\"\"\r\n}\r\n";
+        let playbook = decode(text).expect("decodes");
+        let TaskKind::Run { command, .. } = &playbook.tasks[0].kind else {
+            panic!("a run task")
+        };
+        assert_eq!(command.value, "echo a\necho b");
+    }
+
+    error!(
+        unknown_top_level_node,
+        "netwrk \"n\"",
+        DecodeError::UnknownNode { .. },
+        "netwrk"
+    );
+    error!(
+        unknown_property_on_a_network,
+        "network \"n\" egres=#true",
+        DecodeError::UnknownProperty { .. },
+        "egres=#true"
+    );
+    error!(
+        context_must_be_an_integer,
+        "model \"m\" {\n    gguf \"x\"\n    context \"big\"\n}",
+        DecodeError::WrongType {
+            expected: "an integer",
+            ..
+        },
+        "\"big\""
+    );
+    error!(
+        context_out_of_range,
+        "model \"m\" {\n    gguf \"x\"\n    context 0\n}",
+        DecodeError::InvalidValue { .. },
+        "0"
+    );
+    error!(
+        a_second_image_argument,
+        "container \"c\" {\n    image \"a\" \"b\"\n}",
+        DecodeError::ExtraArgument { .. },
+        "\"b\""
+    );
+    error!(
+        a_duplicate_labels_the_second_definition,
+        "network \"n\"\nnetwork \"n\"",
+        DecodeError::Duplicate { .. },
+        "\"n\"",
+        1
+    );
+    error!(
+        a_run_task_needs_a_command,
+        "task \"t\" {\n    run \"c\"\n}",
+        DecodeError::MissingArgument { .. },
+        "run"
+    );
+    error!(
+        a_task_cannot_be_both_kinds,
+        "task \"t\" {\n    run \"c\" \"x\"\n    agent \"c\" model=\"m\"\n}",
+        DecodeError::TaskKindConflict { .. },
+        "agent"
+    );
+    error!(
+        a_task_needs_a_kind,
+        "task \"t\" {\n    prompt \"p\"\n}",
+        DecodeError::MissingChild { .. },
+        "task"
+    );
+    error!(
+        names_are_restricted,
+        "network \"a b\"",
+        DecodeError::InvalidValue { .. },
+        "\"a b\""
+    );
+    error!(
+        prompt_means_nothing_for_a_run_task,
+        "task \"t\" {\n    run \"c\" \"x\"\n    prompt \"p\"\n}",
+        DecodeError::InvalidValue { .. },
+        "\"p\""
+    );
+    error!(
+        a_bare_keyword_is_a_kdl_v1_habit,
+        "network \"n\" egress=true",
+        DecodeError::Syntax { help: Some(_), .. },
+        "true"
+    );
+
+    #[test]
+    fn duplicate_points_at_both_places() {
+        let text = "container \"x\" {\n    image \"i\"\n}\nmodel \"x\" {\n    gguf \"g\"\n}";
+        let DecodeError::Duplicate { span, first, .. } = one_error(text) else {
+            panic!("a duplicate")
+        };
+        assert_eq!(first, span_of(text, "\"x\"", 0));
+        assert_eq!(span, span_of(text, "\"x\"", 1));
+    }
+}
