@@ -107,7 +107,7 @@ fn load_plan(file: &std::path::Path) -> Result<Plan, ExitCode> {
 fn plan(file: &std::path::Path) -> ExitCode {
     match load_plan(file) {
         Ok(plan) => {
-            print!("{plan}");
+            print_out(&plan);
             ExitCode::SUCCESS
         }
         Err(code) => code,
@@ -128,7 +128,7 @@ fn apply(file: &std::path::Path, options: &ApplyOptions) -> ExitCode {
     };
     match runtime.block_on(engine::apply(&plan, options)) {
         Ok(report) => {
-            println!("{report}");
+            print_out(&format!("{report}\n"));
             if report.interrupted {
                 ExitCode::from(exit::INTERRUPTED)
             } else if report.succeeded() {
@@ -139,6 +139,13 @@ fn apply(file: &std::path::Path, options: &ApplyOptions) -> ExitCode {
         }
         Err(e) => report(e, exit::ENVIRONMENT),
     }
+}
+
+/// Prints on stdout. A reader that went away (`openmono plan | head`) is not an error:
+/// there is no one left to tell.
+fn print_out(text: &dyn std::fmt::Display) {
+    use std::io::Write;
+    let _ = write!(std::io::stdout().lock(), "{text}");
 }
 
 /// Prints a diagnostic on stderr and returns `exit_code`.

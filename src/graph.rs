@@ -64,9 +64,7 @@ impl<'a> GraphBuilder<'a> {
         for (i, model) in p.models.iter().enumerate() {
             let me = Resource::Model(i);
             self.node(me);
-            if let Some(net) = &model.network {
-                self.edge_to_network(net, me);
-            }
+            self.edge_to_network(&model.network, me);
         }
         for (i, container) in p.containers.iter().enumerate() {
             let me = Resource::Container(i);
@@ -109,18 +107,12 @@ impl<'a> GraphBuilder<'a> {
     /// model must be ready (probed from `c`) before the task starts.
     fn model_for(&mut self, m: usize, c: usize, reference: &Spanned<String>, me: Resource) {
         let p = self.playbook;
-        let model_net = p.models[m].network.as_ref().map(|n| &n.value);
+        let model_net = &p.models[m].network.value;
         let container_net = p.containers[c].network.as_ref().map(|n| &n.value);
-        if model_net.is_none() || model_net != container_net {
+        if Some(model_net) != container_net {
             let container = &p.containers[c].name.value;
             self.errors.push(GraphError::UnreachableModel {
-                help: match model_net {
-                    Some(net) => format!("add `network \"{net}\"` to container `{container}`"),
-                    None => format!(
-                        "put model `{}` and container `{container}` on one network",
-                        reference.value
-                    ),
-                },
+                help: format!("add `network \"{model_net}\"` to container `{container}`"),
                 model: reference.value.clone(),
                 owner: format!("container `{container}`"),
                 span: reference.span,
@@ -179,13 +171,9 @@ impl<'a> GraphBuilder<'a> {
         known: impl Iterator<Item = &'n String>,
     ) {
         let known: Vec<&String> = known.collect();
-        let close = known
-            .iter()
-            .map(|k| (strsim::levenshtein(&name.value, k), *k))
-            .filter(|(d, _)| *d < 3)
-            .min();
+        let close = crate::playbook::closest(&name.value, known.iter().map(|k| k.as_str()));
         let help = match (close, known.is_empty()) {
-            (Some((_, k)), _) => format!("did you mean `{k}`?"),
+            (Some(k), _) => format!("did you mean `{k}`?"),
             (None, true) => format!(
                 "the playbook defines no {kind}: add `{kind} \"{}\"`",
                 name.value

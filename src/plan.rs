@@ -14,6 +14,8 @@ use crate::{
 /// What `apply` will do.
 #[derive(Debug, Clone)]
 pub struct Plan {
+    /// The playbook's `description`, if it has one.
+    pub description: Option<String>,
     /// The playbook's name, for labels and reports.
     pub playbook: String,
     /// The playbook file as the user named it.
@@ -61,6 +63,7 @@ impl Plan {
             _ => None,
         }));
         Ok(Self {
+            description: playbook.description.clone(),
             playbook: playbook.name.clone(),
             source: playbook.source.path.clone(),
             steps,
@@ -87,8 +90,7 @@ fn step_for(p: &Playbook, resource: Resource, errors: &mut Vec<PlanError>) -> Op
                     matches!(&t.kind, TaskKind::Agent { model, .. } if model.value == m.name.value)
                 }),
                 name: m.name.value.clone(),
-                // The graph refused a used model without a network; an unused one has none.
-                network: m.network.as_ref().map(|n| n.value.clone())?,
+                network: m.network.value.clone(),
             }
         }
         Resource::Container(i) => {
@@ -198,6 +200,9 @@ impl fmt::Display for Plan {
             self.source.display(),
             self.steps.len()
         )?;
+        if let Some(description) = &self.description {
+            writeln!(f, "  {description}")?;
+        }
         writeln!(f)?;
         for (i, step) in self.steps.iter().enumerate() {
             writeln!(f, "{:>3}. {step}", i + 1)?;

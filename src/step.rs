@@ -94,7 +94,7 @@ impl fmt::Display for Step {
                     f,
                     "+ run agent task `{task}` in `{container}` with model `{model}` (at most {max_steps} steps)"
                 )?;
-                write!(f, "\n      prompt: {}", one_line(prompt, 70))
+                lines(f, "      prompt: ", prompt)
             }
             Self::CreateNetwork { name } => {
                 write!(
@@ -156,11 +156,10 @@ impl fmt::Display for Step {
                 command,
                 container,
                 task,
-            } => write!(
-                f,
-                "+ run task `{task}` in `{container}`: {}",
-                one_line(command, 60)
-            ),
+            } => {
+                write!(f, "+ run task `{task}` in `{container}`")?;
+                lines(f, "      $ ", command)
+            }
             Self::WaitModel { from, model, url } => {
                 write!(
                     f,
@@ -180,14 +179,15 @@ impl fmt::Display for Teardown {
     }
 }
 
-fn one_line(text: &str, max: usize) -> String {
-    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if flat.chars().count() > max {
-        let cut: String = flat.chars().take(max).collect();
-        format!("{cut}…")
-    } else {
-        flat
+/// Writes `text` whole, each line on its own, the first after `lead` and the others
+/// aligned under it: a plan shows exactly what will run.
+fn lines(f: &mut fmt::Formatter<'_>, lead: &str, text: &str) -> fmt::Result {
+    let pad = " ".repeat(lead.chars().count());
+    for (i, line) in text.lines().enumerate() {
+        let prefix = if i == 0 { lead } else { &pad };
+        write!(f, "\n{prefix}{line}")?;
     }
+    Ok(())
 }
 
 /// `253113024` → `241.4 MiB`.

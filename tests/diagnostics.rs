@@ -312,10 +312,11 @@ task "t" retries=3 {
     let run = project.run(&["plan", "bad.kdl"]);
     run.expect_code(2);
     let expected = [
-        "× `bad.kdl` has 6 problems",
+        "× `bad.kdl` has 7 problems",
         "× expected an integer, found a string",
         "╭─[bad.kdl:2:13]",
         "× model `m` has no `gguf`",
+        "× model `m` has no `network`",
         "× expected a string, found an integer",
         "╭─[bad.kdl:4:11]",
         "help: quote it: `\"42\"`",

@@ -17,6 +17,7 @@ fn example_playbook_plan_lists_every_step_in_order() {
         stdout,
         "\
 Plan for playbook `hello-agent` (<root>/playbooks/hello-agent.kdl): 6 steps, then teardown
+  The smallest complete run: a model, an agent, a private network
 
   1. + create network `sandbox`: internal, no route out, no host address
   2. + start model `gemma`: llama-server from `openmono/llama-server:latest` on `sandbox`
@@ -28,7 +29,8 @@ Plan for playbook `hello-agent` (<root>/playbooks/hello-agent.kdl): 6 steps, the
   4. ~ wait for model `gemma`: GET http://gemma:8080/health answers 200, asked from `agent`
   5. + run agent task `look` in `agent` with model `gemma` (at most 3 steps)
       prompt: In one sentence: what is a sandbox for a coding agent?
-  6. + run task `files` in `agent`: ls /workspace && git -C /workspace status --short | head -n …
+  6. + run task `files` in `agent`
+      $ ls /workspace && git -C /workspace status --short | head -n 5
 
 Teardown, always, also when a step fails or is interrupted:
   7. - remove container `agent`
@@ -51,7 +53,10 @@ task "second" after="first" {
     run "box" "echo 2"
 }
 task "first" {
-    run "box" "echo 1"
+    run "box" """
+        echo 1
+        echo one
+        """
 }
 "#,
     );
@@ -65,8 +70,11 @@ Plan for playbook `openmono` (openmono.kdl): 3 steps, then teardown
   1. + start container `box` from `openmono/agent:latest` with no network
       no host mounts
       openmono copied in to run tasks
-  2. + run task `first` in `box`: echo 1
-  3. + run task `second` in `box`: echo 2
+  2. + run task `first` in `box`
+      $ echo 1
+        echo one
+  3. + run task `second` in `box`
+      $ echo 2
 
 Teardown, always, also when a step fails or is interrupted:
   4. - remove container `box`
@@ -89,4 +97,22 @@ fn a_missing_playbook_file_is_a_clear_error() {
         "{}",
         run.stderr
     );
+}
+
+#[test]
+fn a_reader_that_goes_away_is_not_an_error() {
+    let project = Project::new();
+    let playbook = root().join("playbooks/hello-agent.kdl");
+    let mut child = project
+        .command(&["plan", playbook.to_str().expect("utf-8 path")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Close the pipe before openmono writes to it, as `openmono plan | head -0` would.
+    drop(child.stdout.take());
+    let output = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert_eq!(stderr, "");
 }

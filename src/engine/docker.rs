@@ -252,13 +252,13 @@ impl Engine {
         out
     }
 
-    /// Runs a command in a running container without a TTY and with stdin closed,
+    /// Runs a command in a running container, in its working directory, without a TTY
+    /// and with stdin closed,
     /// handing each output line to `on_line`; returns the command's exit code.
     pub async fn exec(
         &self,
         id: &str,
         cmd: Vec<String>,
-        working_dir: Option<&str>,
         mut on_line: impl FnMut(Stream, &str),
     ) -> Result<i64, EngineError> {
         let config = CreateExecOptions {
@@ -267,7 +267,6 @@ impl Engine {
             attach_stderr: Some(true),
             tty: Some(false),
             cmd: Some(cmd),
-            working_dir: working_dir.map(str::to_owned),
             ..Default::default()
         };
         let exec = self

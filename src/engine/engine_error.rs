@@ -34,6 +34,17 @@ pub enum EngineError {
     )]
     ImageMissing { image: String },
 
+    #[error("cannot create the run's folder `{path}`")]
+    #[diagnostic(
+        code(openmono::engine::run_dir),
+        help("OPENMONO_STATE_DIR or XDG_STATE_HOME choose another place")
+    )]
+    RunDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error("cannot read the openmono binary to copy into the container")]
     #[diagnostic(code(openmono::engine::self_binary))]
     SelfBinary {

@@ -84,7 +84,10 @@ pub async fn apply(plan: &Plan, options: &ApplyOptions) -> Result<Report, Engine
     let self_tar = self_archive().map_err(|source| EngineError::SelfBinary { source })?;
     let run_id = run_dir::new_run_id();
     let dir = run_dir::state_dir().join("runs").join(&run_id);
-    std::fs::create_dir_all(&dir).map_err(|source| EngineError::SelfBinary { source })?;
+    std::fs::create_dir_all(&dir).map_err(|source| EngineError::RunDir {
+        path: dir.display().to_string(),
+        source,
+    })?;
     let mut executor = Executor {
         created: Vec::new(),
         containers: HashMap::new(),
@@ -125,6 +128,11 @@ impl Executor<'_> {
             None => {}
         }
         report.elapsed = self.progress.elapsed();
+        // The summary stays with the logs; the run goes on even if it cannot be written.
+        if let Err(e) = std::fs::write(self.dir.join("report.txt"), format!("{report}\n")) {
+            self.progress
+                .line(&format!("cannot write the run's report: {e}"));
+        }
         report
     }
 
@@ -341,7 +349,7 @@ impl Executor<'_> {
             let cmd = vec![SELF_PATH.to_owned(), "probe".to_owned(), health.clone()];
             let code = self
                 .engine
-                .exec(&from_id, cmd, None, |_, _| {})
+                .exec(&from_id, cmd, |_, _| {})
                 .await
                 .map_err(|e| error_chain(&e))?;
             match code {
@@ -397,7 +405,7 @@ impl Executor<'_> {
         let progress = &self.progress;
         let code = self
             .engine
-            .exec(&id, cmd, Some(WORKSPACE), |stream, line| match stream {
+            .exec(&id, cmd, |stream, line| match stream {
                 Stream::Stdout => {
                     let _ = writeln!(transcript, "{line}");
                     match AgentEvent::parse_line(line) {
@@ -449,10 +457,16 @@ impl Executor<'_> {
         let mut log = create_file(&log_path)?;
         let mut tail: Vec<String> = Vec::new();
         let started = Instant::now();
-        let cmd = vec!["/bin/sh".to_owned(), "-c".to_owned(), command.to_owned()];
+        // The engine keeps stdout and stderr apart and cannot say which line came first;
+        // one stream keeps the output in the order it was written.
+        let cmd = vec![
+            "/bin/sh".to_owned(),
+            "-c".to_owned(),
+            format!("exec 2>&1\n{command}"),
+        ];
         let code = self
             .engine
-            .exec(&id, cmd, None, |_, line| {
+            .exec(&id, cmd, |_, line| {
                 let _ = writeln!(log, "{line}");
                 if tail.len() == TAIL {
                     tail.remove(0);

@@ -149,13 +149,14 @@ impl<'a> Decoder<'a> {
         }
         let name = name?;
         self.define("host", &name);
-        let gguf = self.require(
-            gguf,
-            node,
-            &format!("model `{}`", name.value),
-            "gguf",
-            || "add `gguf \"path/to/model.gguf\"`: a GGUF file, relative to the playbook".into(),
-        )?;
+        let owner = format!("model `{}`", name.value);
+        let gguf = self.require(gguf, node, &owner, "gguf", || {
+            "add `gguf \"path/to/model.gguf\"`: a GGUF file, relative to the playbook".into()
+        });
+        let network = self.require(network, node, &owner, "network", || {
+            "a model serves only its own network: add `network \"sandbox\"`".into()
+        });
+        let (gguf, network) = (gguf?, network?);
         Some(Model {
             args,
             context: context.map_or(DEFAULT_CONTEXT, |c| c.value),
@@ -401,13 +402,10 @@ impl<'a> Decoder<'a> {
             });
         }
         let name = self.string_value(first)?;
-        if name.value.is_empty()
-            || !name
-                .value
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            || name.value.starts_with('-')
-        {
+        let mut chars = name.value.chars();
+        let valid = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !valid {
             self.errors.push(DecodeError::InvalidValue {
                 help: Some(
                     "use letters, digits, `-` and `_`, starting with a letter or digit".into(),
@@ -587,12 +585,19 @@ fn type_name(value: &KdlValue) -> &'static str {
 
 /// "did you mean `x`?" for a name close to one the grammar knows.
 fn suggest(name: &str, known: &[&str]) -> Option<String> {
+    closest(name, known.iter().copied()).map(|k| format!("did you mean `{k}`?"))
+}
+
+/// The known name closest to `name`, if it is close enough to be a typo: at most two
+/// edits, and fewer for short names, so that `zz` does not suggest `s`.
+pub fn closest<'k>(name: &str, known: impl IntoIterator<Item = &'k str>) -> Option<&'k str> {
+    let limit = (name.chars().count() / 3).clamp(1, 2);
     known
-        .iter()
+        .into_iter()
         .map(|k| (strsim::levenshtein(name, k), k))
-        .filter(|(d, _)| *d < 3)
+        .filter(|(d, _)| *d <= limit)
         .min()
-        .map(|(_, k)| format!("did you mean `{k}`?"))
+        .map(|(_, k)| k)
 }
 
 fn list(names: &[&str]) -> String {
@@ -732,6 +737,16 @@ task "b" after="a" {
         assert_eq!(after, ["a", "a"]);
     }
 
+    error!(
+        a_model_needs_a_network,
+        "model \"m\" {\n    gguf \"x\"\n}",
+        DecodeError::MissingChild {
+            child: "network",
+            ..
+        },
+        "model"
+    );
+
     #[test]
     fn the_name_defaults_to_the_file_stem() {
         assert_eq!(decode("network \"n\"").expect("decodes").name, "t");
@@ -761,7 +776,7 @@ task "b" after="a" {
     );
     error!(
         context_must_be_an_integer,
-        "model \"m\" {\n    gguf \"x\"\n    context \"big\"\n}",
+        "model \"m\" {\n    gguf \"x\"\n    network \"n\"\n    context \"big\"\n}",
         DecodeError::WrongType {
             expected: "an integer",
             ..
@@ -770,7 +785,7 @@ task "b" after="a" {
     );
     error!(
         context_out_of_range,
-        "model \"m\" {\n    gguf \"x\"\n    context 0\n}",
+        "model \"m\" {\n    gguf \"x\"\n    network \"n\"\n    context 0\n}",
         DecodeError::InvalidValue { .. },
         "0"
     );
@@ -826,7 +841,7 @@ task "b" after="a" {
 
     #[test]
     fn duplicate_points_at_both_places() {
-        let text = "container \"x\" {\n    image \"i\"\n}\nmodel \"x\" {\n    gguf \"g\"\n}";
+        let text = "container \"x\" {\n    image \"i\"\n}\nmodel \"x\" {\n    gguf \"g\"\n    network \"n\"\n}";
         let DecodeError::Duplicate { span, first, .. } = one_error(text) else {
             panic!("a duplicate")
         };

@@ -11,7 +11,7 @@ mod spanned;
 use std::path::Path;
 
 pub use decode_error::DecodeError;
-pub use decoder::Decoder;
+pub use decoder::{Decoder, closest};
 pub use problems::Problems;
 pub use resources::*;
 pub use source::Source;

@@ -41,7 +41,7 @@ pub struct Model {
     pub gguf: Spanned<String>,
     pub image: Spanned<String>,
     pub name: Spanned<String>,
-    pub network: Option<Spanned<String>>,
+    pub network: Spanned<String>,
 }
 
 /// A long-lived container that tasks run in.
