@@ -3,6 +3,7 @@
 
 mod apply;
 mod diagnostics;
+mod docs;
 mod isolation;
 mod plan;
 mod support;
