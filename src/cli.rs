@@ -100,8 +100,11 @@ pub fn main() -> ExitCode {
 }
 
 fn load_plan(file: &std::path::Path) -> Result<Plan, ExitCode> {
-    let playbook = playbook::load(file).map_err(|e| report(e, exit::PLAYBOOK))?;
-    Plan::new(&playbook).map_err(|e| report(e, exit::PLAYBOOK))
+    let decoded = playbook::load(file).map_err(|e| report(e, exit::PLAYBOOK))?;
+    if let Some(warnings) = decoded.warnings() {
+        eprintln!("{:?}", miette::Report::new(warnings));
+    }
+    Plan::new(&decoded.playbook).map_err(|e| report(e, exit::PLAYBOOK))
 }
 
 fn plan(file: &std::path::Path) -> ExitCode {

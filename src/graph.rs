@@ -297,7 +297,7 @@ mod tests {
 
     fn playbook(text: &str) -> Playbook {
         let source = Source::from_text(Path::new("t.kdl"), PathBuf::from("/p"), text.to_owned());
-        Decoder::new(&source).decode().expect("decodes")
+        Decoder::new(&source).decode().expect("decodes").playbook
     }
 
     const BOX: &str = "network \"n\"\nmodel \"m\" {\n    gguf \"g\"\n    network \"n\"\n}\ncontainer \"c\" {\n    image \"i\"\n    network \"n\"\n}\n";

@@ -118,7 +118,7 @@ Error: openmono::decode::missing_child
    ·     ╰── needs `image`
  4 │     imag "x"
    ╰────
-  help: add `image "openmono/agent:latest"` (built by `images/setup`)
+  help: add `image "openmono/agent:latest"`: the image to run
 
 Error: openmono::decode::duplicate
 

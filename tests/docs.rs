@@ -1,4 +1,4 @@
-//! Docs cannot rot: every playbook in `playbooks/` plans, and every ```kdl block in the
+//! Docs cannot rot: every playbook in `playbooks/` plans, every `kdl` code block in the
 //! README, `grammar/` and `book/` decodes and has a sound graph.
 
 use std::path::{Path, PathBuf};
@@ -10,7 +10,7 @@ use openmono::{
 
 use crate::support::{Project, root};
 
-/// The ```kdl blocks of a Markdown file, with the line each starts on.
+/// The `kdl` code blocks of a Markdown file, with the line each starts on.
 fn kdl_blocks(text: &str) -> Vec<(usize, String)> {
     let mut blocks = Vec::new();
     let mut current: Option<(usize, String)> = None;
@@ -32,7 +32,7 @@ fn kdl_blocks(text: &str) -> Vec<(usize, String)> {
 }
 
 fn markdown_files() -> Vec<PathBuf> {
-    let mut files = vec![root().join("README.md"), root().join("grammar/README.md")];
+    let mut files = vec![root().join("README.md"), root().join("grammar/rules.md")];
     let book = root().join("book/src");
     for entry in std::fs::read_dir(&book).expect("book/src") {
         let path = entry.expect("entry").path();
@@ -53,7 +53,7 @@ fn every_kdl_block_in_the_docs_decodes_and_builds_its_graph() {
             let source = Source::from_text(Path::new(&name), root(), block);
             let decoded = playbook::decode(&source)
                 .unwrap_or_else(|e| panic!("{name}: {:?}", miette::Report::new(e)));
-            if let Err(errors) = graph::build(&decoded) {
+            if let Err(errors) = graph::build(&decoded.playbook) {
                 panic!("{name}: {errors:#?}");
             }
             seen += 1;
@@ -75,4 +75,18 @@ fn every_example_playbook_plans() {
         seen += 1;
     }
     assert!(seen >= 1);
+}
+
+#[test]
+fn the_grammar_reference_is_generated_from_the_code() {
+    let path = root().join("grammar/README.md");
+    let generated = openmono::playbook::grammar::markdown();
+    if std::env::var_os("OPENMONO_BLESS").is_some() {
+        std::fs::write(&path, &generated).expect("write grammar");
+    }
+    let checked_in = std::fs::read_to_string(&path).expect("grammar/README.md");
+    assert!(
+        checked_in == generated,
+        "grammar/README.md differs from the language table; run `OPENMONO_BLESS=1 cargo test grammar` and commit it"
+    );
 }

@@ -63,6 +63,18 @@ pub enum DecodeError {
         span: SourceSpan,
     },
 
+    #[error("{what} is given twice; the last one wins")]
+    #[diagnostic(code(openmono::decode::overridden), severity(Warning))]
+    Overridden {
+        #[label("first given here")]
+        first: SourceSpan,
+        #[help]
+        help: String,
+        #[label("this one wins")]
+        span: SourceSpan,
+        what: String,
+    },
+
     #[error("{message}")]
     #[diagnostic(code(openmono::decode::syntax))]
     Syntax {
@@ -119,4 +131,11 @@ pub enum DecodeError {
         #[label("expected {expected}")]
         span: SourceSpan,
     },
+}
+
+impl DecodeError {
+    /// A warning tells of something the playbook probably did not mean, but it decodes.
+    pub fn is_warning(&self) -> bool {
+        matches!(self, Self::Overridden { .. })
+    }
 }

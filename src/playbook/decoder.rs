@@ -1,8 +1,11 @@
-//! KDL document → typed [`Playbook`]. The decoder records every problem and keeps going
-//! (substituting nothing for what is wrong), so a user sees all mistakes of a file at once.
+//! KDL document → typed [`Playbook`]. The checker first validates the document against
+//! the language's table and reports every problem; the decoder then reads the values,
+//! checks what the table cannot say (names defined twice, a task's kind and the children
+//! that go with it) and fills in defaults. Problems never stop it early, so a user sees
+//! all mistakes of a file at once.
 //!
-//! Methods named `decode_*` turn one node kind into its struct; `arg`/`prop` helpers read
-//! one value and report a typed error when it is not what the grammar says.
+//! `decode_*` methods turn one node kind into its struct; the free functions below read
+//! values whose shape the checker has already vouched for, and return `None` otherwise.
 
 use std::collections::HashMap;
 
@@ -11,15 +14,27 @@ use miette::SourceSpan;
 
 use super::{
     Container, DEFAULT_CONTEXT, DEFAULT_MAX_STEPS, DEFAULT_MODEL_IMAGE, DecodeError, Model,
-    Network, Playbook, Source, Spanned, Task, TaskKind,
+    Network, Playbook, Source, Spanned, Task, TaskKind, checker::Checker, schema,
 };
 
-/// Top-level node names, in the order the grammar lists them.
-const TOP_LEVEL: &[&str] = &["playbook", "network", "model", "container", "task"];
+/// A decoded playbook and the warnings it gave.
+#[derive(Debug)]
+pub struct Decoded {
+    pub playbook: Playbook,
+    pub warnings: Vec<DecodeError>,
+}
 
-/// Decodes one parsed document, collecting problems in `errors`.
+impl Decoded {
+    /// The warnings as one report with the source, if there are any.
+    pub fn warnings(&self) -> Option<super::Problems> {
+        (!self.warnings.is_empty())
+            .then(|| super::Problems::new(self.playbook.source.named(), self.warnings.clone()))
+    }
+}
+
+/// Decodes one source, collecting problems in `problems`.
 pub struct Decoder<'a> {
-    errors: Vec<DecodeError>,
+    problems: Vec<DecodeError>,
     /// First definition of each name, per namespace, for duplicate reports.
     seen: HashMap<(&'static str, String), SourceSpan>,
     source: &'a Source,
@@ -28,14 +43,15 @@ pub struct Decoder<'a> {
 impl<'a> Decoder<'a> {
     pub fn new(source: &'a Source) -> Self {
         Self {
-            errors: Vec::new(),
+            problems: Vec::new(),
             seen: HashMap::new(),
             source,
         }
     }
 
-    /// Parses and decodes the source; every problem comes back at once.
-    pub fn decode(mut self) -> Result<Playbook, Vec<DecodeError>> {
+    /// Parses and decodes the source. On failure, every problem (warnings included)
+    /// comes back at once.
+    pub fn decode(mut self) -> Result<Decoded, Vec<DecodeError>> {
         let doc = match KdlDocument::parse_v2(&self.source.text) {
             Ok(doc) => doc,
             Err(err) => {
@@ -47,6 +63,10 @@ impl<'a> Decoder<'a> {
                     .collect());
             }
         };
+        Checker {
+            problems: &mut self.problems,
+        }
+        .check_nodes(doc.nodes(), schema::TOP_LEVEL, None);
         let mut playbook = Playbook {
             containers: Vec::new(),
             description: None,
@@ -59,301 +79,38 @@ impl<'a> Decoder<'a> {
             source: self.source.clone(),
             tasks: Vec::new(),
         };
-        let mut header: Option<SourceSpan> = None;
         for node in doc.nodes() {
             match node.name().value() {
                 "playbook" => {
-                    if let Some(first) = header {
-                        self.errors.push(DecodeError::Duplicate {
-                            kind: "playbook header",
-                            name: "playbook".into(),
-                            span: node.name().span(),
-                            first,
-                        });
+                    if let Some(name) = str_arg(node, 0) {
+                        playbook.name = name.value;
                     }
-                    header = Some(node.name().span());
-                    self.decode_header(node, &mut playbook);
+                    playbook.description = child_str(node, "description").map(|d| d.value);
                 }
-                "network" => {
-                    if let Some(n) = self.decode_network(node) {
-                        playbook.networks.push(n);
-                    }
-                }
-                "model" => {
-                    if let Some(m) = self.decode_model(node) {
-                        playbook.models.push(m);
-                    }
-                }
-                "container" => {
-                    if let Some(c) = self.decode_container(node) {
-                        playbook.containers.push(c);
-                    }
-                }
-                "task" => {
-                    if let Some(t) = self.decode_task(node) {
-                        playbook.tasks.push(t);
-                    }
-                }
-                other => self.unknown_node(node, other, "at the top level", TOP_LEVEL),
+                "network" => playbook.networks.extend(self.decode_network(node)),
+                "model" => playbook.models.extend(self.decode_model(node)),
+                "container" => playbook.containers.extend(self.decode_container(node)),
+                "task" => playbook.tasks.extend(self.decode_task(node)),
+                // The checker reported it.
+                _ => {}
             }
         }
-        if self.errors.is_empty() {
-            Ok(playbook)
+        if self.problems.iter().all(DecodeError::is_warning) {
+            Ok(Decoded {
+                playbook,
+                warnings: self.problems,
+            })
         } else {
-            Err(self.errors)
+            Err(self.problems)
         }
     }
 
-    fn decode_header(&mut self, node: &KdlNode, playbook: &mut Playbook) {
-        self.props(node, &[]);
-        if let Some(name) = self.name_arg(node, "playbook") {
-            playbook.name = name.value;
-        }
-        for child in children(node) {
-            match child.name().value() {
-                "description" => playbook.description = self.string_child(child).map(|s| s.value),
-                other => self.unknown_node(child, other, "in `playbook`", &["description"]),
-            }
-        }
-    }
-
-    fn decode_network(&mut self, node: &KdlNode) -> Option<Network> {
-        self.props(node, &[]);
-        let name = self.name_arg(node, "network")?;
-        self.define("network", &name);
-        for child in children(node) {
-            self.unknown_node(child, child.name().value(), "in `network`", &[]);
-        }
-        Some(Network { name })
-    }
-
-    fn decode_model(&mut self, node: &KdlNode) -> Option<Model> {
-        self.props(node, &[]);
-        let name = self.name_arg(node, "model");
-        let (mut context, mut gguf, mut image, mut network) = (None, None, None, None);
-        let mut args = Vec::new();
-        for child in children(node) {
-            match child.name().value() {
-                "args" => args.extend(self.string_list(child, "at least one argument")),
-                "context" => context = self.int_child(child, 1, 1 << 24),
-                "gguf" => gguf = self.string_child(child),
-                "image" => image = self.string_child(child),
-                "network" => network = self.string_child(child),
-                other => self.unknown_node(
-                    child,
-                    other,
-                    "in `model`",
-                    &["gguf", "context", "image", "network", "args"],
-                ),
-            }
-        }
-        let name = name?;
-        self.define("host", &name);
-        let owner = format!("model `{}`", name.value);
-        let gguf = self.require(gguf, node, &owner, "gguf", || {
-            "add `gguf \"path/to/model.gguf\"`: a GGUF file, relative to the playbook".into()
-        });
-        let network = self.require(network, node, &owner, "network", || {
-            "a model serves only its own network: add `network \"sandbox\"`".into()
-        });
-        let (gguf, network) = (gguf?, network?);
-        Some(Model {
-            args,
-            context: context.map_or(DEFAULT_CONTEXT, |c| c.value),
-            gguf,
-            image: image.unwrap_or_else(|| {
-                Spanned::new(DEFAULT_MODEL_IMAGE.to_owned(), node.name().span())
-            }),
-            name,
-            network,
-        })
-    }
-
-    fn decode_container(&mut self, node: &KdlNode) -> Option<Container> {
-        self.props(node, &[]);
-        let name = self.name_arg(node, "container");
-        let (mut image, mut network, mut workspace) = (None, None, None);
-        for child in children(node) {
-            match child.name().value() {
-                "image" => image = self.string_child(child),
-                "network" => network = self.string_child(child),
-                "workspace" => workspace = self.string_child(child),
-                other => self.unknown_node(
-                    child,
-                    other,
-                    "in `container`",
-                    &["image", "network", "workspace"],
-                ),
-            }
-        }
-        let name = name?;
-        self.define("host", &name);
-        let image = self.require(
-            image,
-            node,
-            &format!("container `{}`", name.value),
-            "image",
-            || "add `image \"openmono/agent:latest\"` (built by `images/setup`)".into(),
-        )?;
-        Some(Container {
-            image,
-            name,
-            network,
-            workspace,
-        })
-    }
-
-    fn decode_task(&mut self, node: &KdlNode) -> Option<Task> {
-        let props = self.props(node, &["after"]);
-        let mut after: Vec<Spanned<String>> = props
-            .get("after")
-            .and_then(|e| self.string_value(e))
-            .into_iter()
-            .collect();
-        let name = self.name_arg(node, "task");
-        let (mut kind, mut kind_span): (Option<TaskKind>, Option<SourceSpan>) = (None, None);
-        let (mut prompt, mut max_steps) = (None, None);
-        let mut agent_model = None;
-        for child in children(node) {
-            let child_name = child.name().value();
-            match child_name {
-                "after" => after.extend(self.string_list(child, "at least one task name")),
-                "agent" | "run" => {
-                    if let (Some(first), Some(task)) = (kind_span, &name) {
-                        self.errors.push(DecodeError::TaskKindConflict {
-                            first,
-                            span: child.name().span(),
-                            task: task.value.clone(),
-                        });
-                        continue;
-                    }
-                    kind_span = Some(child.name().span());
-                    if child_name == "agent" {
-                        let (container, model) = self.decode_agent(child);
-                        agent_model = model;
-                        // Filled in below, once the prompt is known.
-                        kind = container.map(|container| TaskKind::Agent {
-                            container,
-                            max_steps: DEFAULT_MAX_STEPS,
-                            model: Spanned::new(String::new(), child.span()),
-                            prompt: Spanned::new(String::new(), child.span()),
-                        });
-                    } else {
-                        kind = self.decode_run(child);
-                    }
-                }
-                "max-steps" => max_steps = self.int_child(child, 1, 10_000),
-                "prompt" => prompt = self.string_child(child),
-                other => self.unknown_node(
-                    child,
-                    other,
-                    "in `task`",
-                    &["agent", "run", "prompt", "max-steps", "after"],
-                ),
-            }
-        }
-        let name = name?;
-        self.define("task", &name);
-        let owner = format!("task `{}`", name.value);
-        let kind = match kind {
-            Some(TaskKind::Agent { container, .. }) => {
-                let prompt = self.require(prompt, node, &owner, "prompt", || {
-                    "tell the agent what to do: `prompt \"Make the tests pass\"`".into()
-                })?;
-                TaskKind::Agent {
-                    container,
-                    max_steps: max_steps.map_or(DEFAULT_MAX_STEPS, |m| m.value),
-                    model: agent_model?,
-                    prompt,
-                }
-            }
-            Some(run @ TaskKind::Run { .. }) => {
-                for (value, what) in [
-                    (prompt.map(|p| p.span), "prompt"),
-                    (max_steps.map(|m| m.span), "max-steps"),
-                ] {
-                    if let Some(span) = value {
-                        self.errors.push(DecodeError::InvalidValue {
-                            help: Some(format!("`{what}` belongs to agent tasks; remove it")),
-                            message: format!("`{what}` has no meaning for a `run` task"),
-                            span,
-                        });
-                    }
-                }
-                run
-            }
-            None => {
-                if kind_span.is_none() {
-                    self.errors.push(DecodeError::MissingChild {
-                        child: "agent` or `run",
-                        help: Some(
-                            "say what the task does: `agent \"box\" model=\"coder\"` or `run \"box\" \"make test\"`"
-                                .into(),
-                        ),
-                        owner,
-                        span: node.name().span(),
-                    });
-                }
-                return None;
-            }
-        };
-        Some(Task { after, kind, name })
-    }
-
-    /// `agent "box" model="coder"`: the container and the model.
-    fn decode_agent(
-        &mut self,
-        node: &KdlNode,
-    ) -> (Option<Spanned<String>>, Option<Spanned<String>>) {
-        let props = self.props(node, &["model"]);
-        self.no_children(node);
-        let container = self.name_arg(node, "agent");
-        let model = props.get("model").and_then(|e| self.string_value(e));
-        if !props.contains_key("model") {
-            self.errors.push(DecodeError::MissingArgument {
-                expected: "a `model=` property".into(),
-                help: Some(
-                    "name the model the agent talks to: `agent \"box\" model=\"coder\"`".into(),
-                ),
-                node: "agent".into(),
-                span: node.span(),
-            });
-        }
-        (container, model)
-    }
-
-    fn decode_run(&mut self, node: &KdlNode) -> Option<TaskKind> {
-        self.props(node, &[]);
-        self.no_children(node);
-        let args = positional(node);
-        if args.len() < 2 {
-            self.missing_arg(
-                node,
-                "a container and a command: `run \"box\" \"make test\"`",
-            );
-            return None;
-        }
-        for extra in &args[2..] {
-            self.errors.push(DecodeError::ExtraArgument {
-                expected: "two arguments, a container and a command".into(),
-                help: Some("quote the whole command as one string".into()),
-                node: "run".into(),
-                span: extra.span(),
-            });
-        }
-        let container = self.string_value(args[0]);
-        let command = self.string_value(args[1]);
-        Some(TaskKind::Run {
-            command: command?,
-            container: container?,
-        })
-    }
-
-    /// Records `name` in `namespace`, reporting a duplicate with both places.
-    fn define(&mut self, namespace: &'static str, name: &Spanned<String>) {
+    /// The resource's name, recorded in `namespace` so that a second one is reported.
+    fn name(&mut self, node: &KdlNode, namespace: &'static str) -> Option<Spanned<String>> {
+        let name = str_arg(node, 0).filter(|n| super::checker::is_name(&n.value))?;
         let key = (namespace, name.value.clone());
         if let Some(first) = self.seen.get(&key) {
-            self.errors.push(DecodeError::Duplicate {
+            self.problems.push(DecodeError::Duplicate {
                 kind: match namespace {
                     "host" => "model or container",
                     other => other,
@@ -365,227 +122,183 @@ impl<'a> Decoder<'a> {
         } else {
             self.seen.insert(key, name.span);
         }
-    }
-
-    fn require<T>(
-        &mut self,
-        value: Option<T>,
-        node: &KdlNode,
-        owner: &str,
-        child: &'static str,
-        help: impl FnOnce() -> String,
-    ) -> Option<T> {
-        if value.is_none() {
-            self.errors.push(DecodeError::MissingChild {
-                child,
-                help: Some(help()),
-                owner: owner.to_owned(),
-                span: node.name().span(),
-            });
-        }
-        value
-    }
-
-    /// The single string argument that names a resource.
-    fn name_arg(&mut self, node: &KdlNode, what: &str) -> Option<Spanned<String>> {
-        let args = positional(node);
-        let Some(first) = args.first() else {
-            self.missing_arg(node, &format!("a name: `{what} \"name\"`"));
-            return None;
-        };
-        for extra in &args[1..] {
-            self.errors.push(DecodeError::ExtraArgument {
-                expected: "one argument, its name".into(),
-                help: None,
-                node: node.name().value().to_owned(),
-                span: extra.span(),
-            });
-        }
-        let name = self.string_value(first)?;
-        let mut chars = name.value.chars();
-        let valid = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-            && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if !valid {
-            self.errors.push(DecodeError::InvalidValue {
-                help: Some(
-                    "use letters, digits, `-` and `_`, starting with a letter or digit".into(),
-                ),
-                message: format!("`{}` is not a valid name", name.value),
-                span: name.span,
-            });
-            return None;
-        }
         Some(name)
     }
 
-    /// A child like `after "a" "b"`: one or more strings, nothing else.
-    fn string_list(&mut self, node: &KdlNode, expected: &str) -> Vec<Spanned<String>> {
-        self.props(node, &[]);
-        self.no_children(node);
-        let args = positional(node);
-        if args.is_empty() {
-            self.missing_arg(node, expected);
-        }
-        args.into_iter()
-            .filter_map(|e| self.string_value(e))
-            .collect()
+    fn decode_network(&mut self, node: &KdlNode) -> Option<Network> {
+        Some(Network {
+            name: self.name(node, "network")?,
+        })
     }
 
-    /// A child like `image "x"`: exactly one string argument, nothing else.
-    fn string_child(&mut self, node: &KdlNode) -> Option<Spanned<String>> {
-        self.single_arg(node).and_then(|e| self.string_value(e))
+    fn decode_model(&mut self, node: &KdlNode) -> Option<Model> {
+        let name = self.name(node, "host")?;
+        Some(Model {
+            args: children(node, "args").flat_map(strs).collect(),
+            context: child_int(node, "context").map_or(DEFAULT_CONTEXT, |c| c.value),
+            gguf: child_str(node, "gguf")?,
+            image: child_str(node, "image").unwrap_or_else(|| {
+                Spanned::new(DEFAULT_MODEL_IMAGE.to_owned(), node.name().span())
+            }),
+            name,
+            network: child_str(node, "network")?,
+        })
     }
 
-    /// A child like `context 4096`: exactly one integer in `min..=max`.
-    fn int_child(&mut self, node: &KdlNode, min: u32, max: u32) -> Option<Spanned<u32>> {
-        let entry = self.single_arg(node)?;
-        let KdlValue::Integer(n) = entry.value() else {
-            self.wrong_type(entry, "an integer");
-            return None;
-        };
-        match u32::try_from(*n) {
-            Ok(v) if (min..=max).contains(&v) => Some(Spanned::new(v, entry.span())),
-            _ => {
-                self.errors.push(DecodeError::InvalidValue {
-                    help: Some(format!("use a number from {min} to {max}")),
-                    message: format!("`{}` is out of range", node.name().value()),
-                    span: entry.span(),
+    fn decode_container(&mut self, node: &KdlNode) -> Option<Container> {
+        let name = self.name(node, "host")?;
+        Some(Container {
+            image: child_str(node, "image")?,
+            name,
+            network: child_str(node, "network"),
+            workspace: child_str(node, "workspace"),
+        })
+    }
+
+    fn decode_task(&mut self, node: &KdlNode) -> Option<Task> {
+        let name = self.name(node, "task");
+        let mut after: Vec<Spanned<String>> = prop_str(node, "after").into_iter().collect();
+        after.extend(children(node, "after").flat_map(strs));
+        let agent = last_child(node, "agent");
+        let run = last_child(node, "run");
+        let prompt = child_str(node, "prompt");
+        let max_steps = child_int(node, "max-steps");
+        let owner = format!("task `{}`", name.as_ref().map_or("?", |n| n.value.as_str()));
+        let kind = match (agent, run) {
+            (Some(agent), Some(run)) => {
+                let (first, second) = if agent.span().offset() < run.span().offset() {
+                    (agent, run)
+                } else {
+                    (run, agent)
+                };
+                self.problems.push(DecodeError::TaskKindConflict {
+                    first: first.name().span(),
+                    span: second.name().span(),
+                    task: name.as_ref().map_or_else(String::new, |n| n.value.clone()),
                 });
                 None
             }
-        }
-    }
-
-    fn single_arg<'n>(&mut self, node: &'n KdlNode) -> Option<&'n KdlEntry> {
-        self.props(node, &[]);
-        self.no_children(node);
-        let args = positional(node);
-        let name = node.name().value();
-        for extra in args.iter().skip(1) {
-            self.errors.push(DecodeError::ExtraArgument {
-                expected: "one argument".into(),
-                help: None,
-                node: name.to_owned(),
-                span: extra.span(),
-            });
-        }
-        if args.is_empty() {
-            self.missing_arg(node, "one argument");
-        }
-        args.first().copied()
-    }
-
-    fn string_value(&mut self, entry: &KdlEntry) -> Option<Spanned<String>> {
-        if let KdlValue::String(s) = entry.value() {
-            Some(Spanned::new(s.clone(), entry.span()))
-        } else {
-            self.wrong_type(entry, "a string");
-            None
-        }
-    }
-
-    /// The node's properties, unknown ones reported. A repeated property: the last wins.
-    fn props<'n>(&mut self, node: &'n KdlNode, allowed: &[&str]) -> HashMap<&'n str, &'n KdlEntry> {
-        let mut found = HashMap::new();
-        for entry in node.entries() {
-            let Some(name) = entry.name() else { continue };
-            if allowed.contains(&name.value()) {
-                found.insert(name.value(), entry);
-            } else {
-                self.errors.push(DecodeError::UnknownProperty {
-                    help: Some(suggest(name.value(), allowed).unwrap_or_else(|| {
-                        if allowed.is_empty() {
-                            format!("`{}` takes no properties", node.name().value())
-                        } else {
-                            format!("`{}` takes: {}", node.name().value(), list(allowed))
-                        }
-                    })),
-                    name: name.value().to_owned(),
-                    node: node.name().value().to_owned(),
-                    span: entry.span(),
+            (Some(agent), None) => {
+                let model = prop_str(agent, "model");
+                if agent.entry("model").is_none() {
+                    self.problems.push(DecodeError::MissingArgument {
+                        expected: "a `model=` property".into(),
+                        help: Some(
+                            "name the model the agent talks to: `agent \"box\" model=\"coder\"`"
+                                .into(),
+                        ),
+                        node: "agent".into(),
+                        span: agent.span(),
+                    });
+                }
+                if prompt.is_none() {
+                    self.problems.push(DecodeError::MissingChild {
+                        child: "prompt",
+                        help: Some(
+                            "tell the agent what to do: `prompt \"Make the tests pass\"`".into(),
+                        ),
+                        owner,
+                        span: node.name().span(),
+                    });
+                }
+                Some(TaskKind::Agent {
+                    container: str_arg(agent, 0)?,
+                    max_steps: max_steps.map_or(DEFAULT_MAX_STEPS, |m| m.value),
+                    model: model?,
+                    prompt: prompt?,
+                })
+            }
+            (None, Some(run)) => {
+                for (span, what) in [
+                    (prompt.map(|p| p.span), "prompt"),
+                    (max_steps.map(|m| m.span), "max-steps"),
+                ] {
+                    if let Some(span) = span {
+                        self.problems.push(DecodeError::InvalidValue {
+                            help: Some(format!("`{what}` belongs to agent tasks; remove it")),
+                            message: format!("`{what}` has no meaning for a `run` task"),
+                            span,
+                        });
+                    }
+                }
+                Some(TaskKind::Run {
+                    command: str_arg(run, 1)?,
+                    container: str_arg(run, 0)?,
+                })
+            }
+            (None, None) => {
+                self.problems.push(DecodeError::MissingChild {
+                    child: "agent` or `run",
+                    help: Some(
+                        "say what the task does: `agent \"box\" model=\"coder\"` or `run \"box\" \"make test\"`"
+                            .into(),
+                    ),
+                    owner,
+                    span: node.name().span(),
                 });
+                None
             }
-        }
-        found
-    }
-
-    fn no_children(&mut self, node: &KdlNode) {
-        for child in children(node) {
-            self.unknown_node(
-                child,
-                child.name().value(),
-                &format!("in `{}`", node.name().value()),
-                &[],
-            );
-        }
-    }
-
-    fn unknown_node(&mut self, node: &KdlNode, name: &str, place: &str, known: &[&str]) {
-        let help = suggest(name, known).or_else(|| {
-            if known.is_empty() {
-                Some(format!("nothing goes {place}"))
-            } else {
-                Some(format!("expected one of: {}", list(known)))
-            }
-        });
-        self.errors.push(DecodeError::UnknownNode {
-            help,
-            name: name.to_owned(),
-            place: place.to_owned(),
-            span: node.name().span(),
-        });
-    }
-
-    fn missing_arg(&mut self, node: &KdlNode, expected: &str) {
-        self.errors.push(DecodeError::MissingArgument {
-            expected: expected.to_owned(),
-            help: None,
-            node: node.name().value().to_owned(),
-            span: node.name().span(),
-        });
-    }
-
-    fn wrong_type(&mut self, entry: &KdlEntry, expected: &'static str) {
-        let value = entry.value();
-        let help = match value {
-            KdlValue::Integer(_) | KdlValue::Float(_) if expected == "a string" => {
-                Some(format!("quote it: `\"{value}\"`"))
-            }
-            _ => None,
         };
-        self.errors.push(DecodeError::WrongType {
-            expected,
-            found: type_name(value),
-            help,
-            span: entry.span(),
-        });
+        Some(Task {
+            after,
+            kind: kind?,
+            name: name?,
+        })
     }
 }
 
-fn positional(node: &KdlNode) -> Vec<&KdlEntry> {
+fn positional(node: &KdlNode) -> impl Iterator<Item = &KdlEntry> {
+    node.entries().iter().filter(|e| e.name().is_none())
+}
+
+fn as_str(entry: &KdlEntry) -> Option<Spanned<String>> {
+    match entry.value() {
+        KdlValue::String(s) => Some(Spanned::new(s.clone(), entry.span())),
+        _ => None,
+    }
+}
+
+/// The `i`th positional argument, if it is a string.
+fn str_arg(node: &KdlNode, i: usize) -> Option<Spanned<String>> {
+    positional(node).nth(i).and_then(as_str)
+}
+
+/// Every positional string argument.
+fn strs(node: &KdlNode) -> Vec<Spanned<String>> {
+    positional(node).filter_map(as_str).collect()
+}
+
+/// The last value of property `name` (KDL: the last one wins), if it is a string.
+fn prop_str(node: &KdlNode, name: &str) -> Option<Spanned<String>> {
     node.entries()
         .iter()
-        .filter(|e| e.name().is_none())
-        .collect()
+        .rev()
+        .find(|e| e.name().is_some_and(|n| n.value() == name))
+        .and_then(as_str)
 }
 
-fn children(node: &KdlNode) -> impl Iterator<Item = &KdlNode> {
-    node.children().into_iter().flat_map(KdlDocument::nodes)
+fn children<'n>(node: &'n KdlNode, name: &'n str) -> impl Iterator<Item = &'n KdlNode> {
+    node.children()
+        .into_iter()
+        .flat_map(KdlDocument::nodes)
+        .filter(move |c| c.name().value() == name)
 }
 
-fn type_name(value: &KdlValue) -> &'static str {
-    match value {
-        KdlValue::Bool(_) => "a boolean",
-        KdlValue::Float(_) => "a number",
-        KdlValue::Integer(_) => "an integer",
-        KdlValue::Null => "#null",
-        KdlValue::String(_) => "a string",
+/// The last child called `name`: a repeated child overrides the earlier ones.
+fn last_child<'n>(node: &'n KdlNode, name: &'n str) -> Option<&'n KdlNode> {
+    children(node, name).last()
+}
+
+fn child_str(node: &KdlNode, name: &str) -> Option<Spanned<String>> {
+    last_child(node, name).and_then(|c| str_arg(c, 0))
+}
+
+fn child_int(node: &KdlNode, name: &str) -> Option<Spanned<u32>> {
+    let entry = positional(last_child(node, name)?).next()?;
+    match entry.value() {
+        KdlValue::Integer(n) => Some(Spanned::new(u32::try_from(*n).ok()?, entry.span())),
+        _ => None,
     }
-}
-
-/// "did you mean `x`?" for a name close to one the grammar knows.
-fn suggest(name: &str, known: &[&str]) -> Option<String> {
-    closest(name, known.iter().copied()).map(|k| format!("did you mean `{k}`?"))
 }
 
 /// The known name closest to `name`, if it is close enough to be a typo: at most two
@@ -598,14 +311,6 @@ pub fn closest<'k>(name: &str, known: impl IntoIterator<Item = &'k str>) -> Opti
         .filter(|(d, _)| *d <= limit)
         .min()
         .map(|(_, k)| k)
-}
-
-fn list(names: &[&str]) -> String {
-    names
-        .iter()
-        .map(|n| format!("`{n}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 fn syntax_error(text: &str, diag: kdl::KdlDiagnostic) -> DecodeError {
@@ -637,7 +342,7 @@ mod tests {
 
     fn decode(text: &str) -> Result<Playbook, Vec<DecodeError>> {
         let source = Source::from_text(Path::new("t.kdl"), PathBuf::from("/p"), text.to_owned());
-        Decoder::new(&source).decode()
+        Decoder::new(&source).decode().map(|d| d.playbook)
     }
 
     /// The span of the `nth` occurrence of `needle` in `text`.

@@ -1,31 +1,34 @@
 //! The playbook language: source text → KDL document → typed, spanned [`Playbook`].
 //! The reference for every node is in `grammar/`.
 
+mod checker;
 mod decode_error;
 mod decoder;
+pub mod grammar;
 mod problems;
 mod resources;
+pub mod schema;
 mod source;
 mod spanned;
 
 use std::path::Path;
 
 pub use decode_error::DecodeError;
-pub use decoder::{Decoder, closest};
+pub use decoder::{Decoded, Decoder, closest};
 pub use problems::Problems;
 pub use resources::*;
 pub use source::Source;
 pub use spanned::Spanned;
 
 /// Decodes a source; all of its problems come back together.
-pub fn decode(source: &Source) -> Result<Playbook, Problems> {
+pub fn decode(source: &Source) -> Result<Decoded, Problems> {
     Decoder::new(source)
         .decode()
         .map_err(|errors| Problems::new(source.named(), errors))
 }
 
 /// Reads and decodes a playbook file.
-pub fn load(path: &Path) -> Result<Playbook, LoadError> {
+pub fn load(path: &Path) -> Result<Decoded, LoadError> {
     let source = Source::read(path).map_err(|source| LoadError::Read {
         path: path.display().to_string(),
         source,

@@ -2,7 +2,7 @@
 
 use std::{fmt, sync::Arc};
 
-use miette::{Diagnostic, NamedSource, SourceCode};
+use miette::{Diagnostic, NamedSource, Severity, SourceCode};
 
 /// One file's problems of one stage, each a diagnostic with its own span.
 #[derive(Debug)]
@@ -26,11 +26,37 @@ impl Problems {
     }
 }
 
+impl Problems {
+    fn warnings(&self) -> usize {
+        self.items
+            .iter()
+            .filter(|e| e.severity() == Some(Severity::Warning))
+            .count()
+    }
+}
+
 impl fmt::Display for Problems {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.items.len();
-        let s = if n == 1 { "" } else { "s" };
-        write!(f, "`{}` has {n} problem{s}", self.src.name())
+        let plural = |n: usize, what: &str| {
+            if n == 1 {
+                format!("1 {what}")
+            } else {
+                format!("{n} {what}s")
+            }
+        };
+        let warnings = self.warnings();
+        let errors = self.items.len() - warnings;
+        let name = self.src.name();
+        match (errors, warnings) {
+            (0, w) => write!(f, "`{name}` has {}", plural(w, "warning")),
+            (e, 0) => write!(f, "`{name}` has {}", plural(e, "problem")),
+            (e, w) => write!(
+                f,
+                "`{name}` has {} and {}",
+                plural(e, "problem"),
+                plural(w, "warning")
+            ),
+        }
     }
 }
 
@@ -39,6 +65,10 @@ impl std::error::Error for Problems {}
 impl Diagnostic for Problems {
     fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
         Some(Box::new("openmono::playbook"))
+    }
+
+    fn severity(&self) -> Option<Severity> {
+        (self.warnings() == self.items.len()).then_some(Severity::Warning)
     }
 
     fn source_code(&self) -> Option<&dyn SourceCode> {

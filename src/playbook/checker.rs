@@ -1,0 +1,282 @@
+//! Checks a KDL document against the language's table ([`schema`](super::schema)):
+//! known nodes and properties, the number and types of arguments, required children and
+//! overrides. It reports everything it finds and changes nothing; the decoder then reads
+//! values knowing their shape is right.
+
+use std::collections::HashMap;
+
+use kdl::{KdlEntry, KdlNode, KdlValue};
+use miette::SourceSpan;
+
+use super::{
+    DecodeError, closest,
+    schema::{Node, Times, Ty},
+};
+
+/// Walks a document, collecting problems (errors and warnings) in `problems`.
+pub struct Checker<'p> {
+    pub problems: &'p mut Vec<DecodeError>,
+}
+
+impl Checker<'_> {
+    /// Checks `nodes`, the children of `owner` (or the top level), against `schemas`.
+    pub fn check_nodes(&mut self, nodes: &[KdlNode], schemas: &[Node], owner: Option<&KdlNode>) {
+        let place = owner.map_or_else(
+            || "at the top level".to_owned(),
+            |o| format!("in `{}`", o.name().value()),
+        );
+        let mut first: HashMap<&str, SourceSpan> = HashMap::new();
+        for node in nodes {
+            let name = node.name().value();
+            let Some(schema) = schemas.iter().find(|s| s.name == name) else {
+                self.unknown_node(node, &place, schemas);
+                continue;
+            };
+            if matches!(schema.times, Times::Once | Times::Required) {
+                if let Some(earlier) = first.get(name) {
+                    self.problems.push(DecodeError::Overridden {
+                        first: *earlier,
+                        help: format!("remove one `{name}`: the last one is used"),
+                        span: node.name().span(),
+                        what: format!("`{name}` {place}"),
+                    });
+                }
+                first.insert(schema.name, node.name().span());
+            }
+            self.check_node(node, schema);
+        }
+        if let Some(owner) = owner {
+            for schema in schemas.iter().filter(|s| s.times == Times::Required) {
+                if !first.contains_key(schema.name) {
+                    self.problems.push(DecodeError::MissingChild {
+                        child: schema.name,
+                        help: Some(if schema.example.is_empty() {
+                            format!("add `{}`: {}", schema.name, schema.doc)
+                        } else {
+                            format!("add `{}`: {}", schema.example, schema.doc)
+                        }),
+                        owner: describe(owner),
+                        span: owner.name().span(),
+                    });
+                }
+            }
+        }
+    }
+
+    fn check_node(&mut self, node: &KdlNode, schema: &Node) {
+        let mut props: HashMap<&str, SourceSpan> = HashMap::new();
+        let mut args = Vec::new();
+        for entry in node.entries() {
+            let Some(key) = entry.name() else {
+                args.push(entry);
+                continue;
+            };
+            let Some(prop) = schema.prop(key.value()) else {
+                self.unknown_property(node, entry, schema);
+                continue;
+            };
+            if let Some(earlier) = props.insert(prop.name, entry.span()) {
+                self.problems.push(DecodeError::Overridden {
+                    first: earlier,
+                    help: format!("remove one `{}=`: the last one is used", prop.name),
+                    span: entry.span(),
+                    what: format!("property `{}` on `{}`", prop.name, schema.name),
+                });
+            }
+            self.check_value(entry, prop.ty);
+        }
+        self.check_args(node, schema, &args);
+        let children = node.children().map_or(&[][..], kdl::KdlDocument::nodes);
+        if schema.children.is_empty() {
+            for child in children {
+                self.problems.push(DecodeError::UnknownNode {
+                    help: Some(format!("`{}` has no children", schema.name)),
+                    name: child.name().value().to_owned(),
+                    place: format!("in `{}`", schema.name),
+                    span: child.name().span(),
+                });
+            }
+        } else {
+            self.check_nodes(children, schema.children, Some(node));
+        }
+    }
+
+    fn check_args(&mut self, node: &KdlNode, schema: &Node, args: &[&KdlEntry]) {
+        let (least, most) = schema.arity();
+        if args.len() < least {
+            let missing: Vec<&str> = schema
+                .args
+                .iter()
+                .chain(schema.rest.iter())
+                .skip(args.len())
+                .map(|a| a.name)
+                .collect();
+            self.problems.push(DecodeError::MissingArgument {
+                expected: expected_args(schema),
+                help: Some(format!("add {}", missing.join(", "))),
+                node: schema.name.to_owned(),
+                span: node.name().span(),
+            });
+        }
+        for (i, entry) in args.iter().enumerate() {
+            if most.is_some_and(|m| i >= m) {
+                self.problems.push(DecodeError::ExtraArgument {
+                    expected: expected_args(schema),
+                    help: (schema.args.last().is_some_and(|a| a.ty == Ty::String))
+                        .then(|| "quote a value with spaces as one string".to_owned()),
+                    node: schema.name.to_owned(),
+                    span: entry.span(),
+                });
+                continue;
+            }
+            let ty = schema
+                .args
+                .get(i)
+                .or(schema.rest.as_ref())
+                .map_or(Ty::String, |a| a.ty);
+            self.check_value(entry, ty);
+        }
+    }
+
+    fn check_value(&mut self, entry: &KdlEntry, ty: Ty) {
+        let value = entry.value();
+        let expected = match ty {
+            Ty::Bool => "a boolean (`#true` or `#false`)",
+            Ty::Int { .. } => "an integer",
+            Ty::Name | Ty::Path | Ty::Ref(_) | Ty::String => "a string",
+        };
+        match (ty, value) {
+            (Ty::Bool, KdlValue::Bool(_))
+            | (Ty::Path | Ty::Ref(_) | Ty::String, KdlValue::String(_)) => {}
+            (Ty::Int { max, min }, KdlValue::Integer(n)) => {
+                if *n < i128::from(min) || *n > i128::from(max) {
+                    self.problems.push(DecodeError::InvalidValue {
+                        help: Some(format!("use a number from {min} to {max}")),
+                        message: format!("{n} is out of range"),
+                        span: entry.span(),
+                    });
+                }
+            }
+            (Ty::Name, KdlValue::String(s)) => {
+                if !is_name(s) {
+                    self.problems.push(DecodeError::InvalidValue {
+                        help: Some(
+                            "use letters, digits, `-` and `_`, starting with a letter or digit"
+                                .into(),
+                        ),
+                        message: format!("`{s}` is not a valid name"),
+                        span: entry.span(),
+                    });
+                }
+            }
+            _ => self.problems.push(DecodeError::WrongType {
+                expected,
+                found: type_name(value),
+                help: match value {
+                    KdlValue::Integer(_) | KdlValue::Float(_) if expected == "a string" => {
+                        Some(format!("quote it: `\"{value}\"`"))
+                    }
+                    KdlValue::String(s)
+                        if ty == Ty::Bool && matches!(s.as_str(), "true" | "false") =>
+                    {
+                        Some(format!("KDL v2 writes booleans as `#{s}`"))
+                    }
+                    _ => None,
+                },
+                span: entry.span(),
+            }),
+        }
+    }
+
+    fn unknown_node(&mut self, node: &KdlNode, place: &str, schemas: &[Node]) {
+        let name = node.name().value();
+        let known: Vec<&str> = schemas.iter().map(|s| s.name).collect();
+        let help = closest(name, known.iter().copied()).map_or_else(
+            || {
+                if known.is_empty() {
+                    format!("nothing goes {place}")
+                } else {
+                    format!("expected one of: {}", list(&known))
+                }
+            },
+            |k| format!("did you mean `{k}`?"),
+        );
+        self.problems.push(DecodeError::UnknownNode {
+            help: Some(help),
+            name: name.to_owned(),
+            place: place.to_owned(),
+            span: node.name().span(),
+        });
+    }
+
+    fn unknown_property(&mut self, node: &KdlNode, entry: &KdlEntry, schema: &Node) {
+        let name = entry.name().map_or("", |n| n.value());
+        let known: Vec<&str> = schema.props.iter().map(|p| p.name).collect();
+        let help = closest(name, known.iter().copied()).map_or_else(
+            || {
+                if known.is_empty() {
+                    format!("`{}` takes no properties", schema.name)
+                } else {
+                    format!("`{}` takes: {}", schema.name, list(&known))
+                }
+            },
+            |k| format!("did you mean `{k}`?"),
+        );
+        self.problems.push(DecodeError::UnknownProperty {
+            help: Some(help),
+            name: name.to_owned(),
+            node: node.name().value().to_owned(),
+            span: entry.span(),
+        });
+    }
+}
+
+/// Letters, digits, `-` and `_`, starting with a letter or digit.
+pub fn is_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// "container `box`" for a node whose first argument is its name.
+pub fn describe(node: &KdlNode) -> String {
+    match node
+        .entries()
+        .iter()
+        .find(|e| e.name().is_none())
+        .map(KdlEntry::value)
+    {
+        Some(KdlValue::String(name)) => format!("{} `{name}`", node.name().value()),
+        _ => format!("`{}`", node.name().value()),
+    }
+}
+
+fn expected_args(schema: &Node) -> String {
+    let mut names: Vec<String> = schema.args.iter().map(|a| a.name.to_owned()).collect();
+    if let Some(rest) = &schema.rest {
+        names.push(format!("one or more {}", rest.name));
+    }
+    match names.len() {
+        0 => "no arguments".to_owned(),
+        1 => format!("one argument: {}", names[0]),
+        n => format!("{n} arguments: {}", names.join(", ")),
+    }
+}
+
+fn type_name(value: &KdlValue) -> &'static str {
+    match value {
+        KdlValue::Bool(_) => "a boolean",
+        KdlValue::Float(_) => "a number",
+        KdlValue::Integer(_) => "an integer",
+        KdlValue::Null => "#null",
+        KdlValue::String(_) => "a string",
+    }
+}
+
+fn list(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,315 @@
+//! The language's one table: every node, its arguments, properties and children, with
+//! types, defaults and a one-line meaning. The checker validates documents against it,
+//! the decoder suggests names from it, and `grammar/README.md` is generated from it, so
+//! the three cannot drift apart.
+
+/// The type of one value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ty {
+    Bool,
+    /// A whole number in `min..=max`.
+    Int {
+        max: i64,
+        min: i64,
+    },
+    /// A resource name: letters, digits, `-` and `_`, starting with a letter or digit.
+    Name,
+    /// A host path, relative to the playbook's folder.
+    Path,
+    /// The name of another resource of this kind.
+    Ref(&'static str),
+    String,
+}
+
+/// A positional argument.
+#[derive(Debug, Clone, Copy)]
+pub struct Arg {
+    pub doc: &'static str,
+    pub name: &'static str,
+    pub ty: Ty,
+}
+
+/// A `key=value` property.
+#[derive(Debug, Clone, Copy)]
+pub struct Prop {
+    /// The default, as the grammar shows it; `None` when absent means "not set".
+    pub default: Option<&'static str>,
+    pub doc: &'static str,
+    pub name: &'static str,
+    pub ty: Ty,
+}
+
+/// How often a child may appear in its parent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Times {
+    /// Any number; each adds to the others.
+    Many,
+    /// At most once; a second one overrides the first, with a warning.
+    Once,
+    /// Exactly once.
+    Required,
+}
+
+/// One node kind.
+#[derive(Debug, Clone, Copy)]
+pub struct Node {
+    /// Positional arguments, in order; all required.
+    pub args: &'static [Arg],
+    pub children: &'static [Node],
+    pub doc: &'static str,
+    /// How it is written, for help lines and the grammar; empty when obvious.
+    pub example: &'static str,
+    pub name: &'static str,
+    pub props: &'static [Prop],
+    /// After `args`, any number (at least one) more of this.
+    pub rest: Option<Arg>,
+    pub times: Times,
+}
+
+impl Node {
+    pub fn child(&self, name: &str) -> Option<&'static Node> {
+        self.children.iter().find(|c| c.name == name)
+    }
+
+    pub fn prop(&self, name: &str) -> Option<&'static Prop> {
+        self.props.iter().find(|p| p.name == name)
+    }
+
+    /// The number of positional arguments this node takes: at least, at most.
+    pub fn arity(&self) -> (usize, Option<usize>) {
+        let fixed = self.args.len();
+        match self.rest {
+            Some(_) => (fixed + 1, None),
+            None => (fixed, Some(fixed)),
+        }
+    }
+}
+
+/// A child that holds one or more plain values and nothing else.
+const fn leaf(name: &'static str, doc: &'static str, args: &'static [Arg], times: Times) -> Node {
+    Node {
+        args,
+        children: &[],
+        doc,
+        example: "",
+        name,
+        props: &[],
+        rest: None,
+        times,
+    }
+}
+
+impl Node {
+    /// The same node with an example of how it is written.
+    const fn example(self, example: &'static str) -> Self {
+        Self { example, ..self }
+    }
+}
+
+const fn arg(name: &'static str, ty: Ty) -> Arg {
+    Arg { doc: "", name, ty }
+}
+
+const STRING: &[Arg] = &[arg("value", Ty::String)];
+const PATH: &[Arg] = &[arg("path", Ty::Path)];
+const NETWORK: &[Arg] = &[arg("network", Ty::Ref("network"))];
+const TOKENS: &[Arg] = &[arg(
+    "tokens",
+    Ty::Int {
+        max: 16_777_216,
+        min: 1,
+    },
+)];
+const STEPS: &[Arg] = &[arg(
+    "steps",
+    Ty::Int {
+        max: 10_000,
+        min: 1,
+    },
+)];
+
+/// A resource's name, the first argument of every top-level resource.
+const NAME: Arg = Arg {
+    doc: "its name",
+    name: "name",
+    ty: Ty::Name,
+};
+
+/// Every top-level node, in the order the grammar lists them.
+pub const TOP_LEVEL: &[Node] = &[
+    Node {
+        args: &[NAME],
+        children: &[leaf(
+            "description",
+            "what the playbook is for; `plan` prints it",
+            STRING,
+            Times::Once,
+        )],
+        doc: "names the playbook (default: the file's name without `.kdl`)",
+        example: "",
+        name: "playbook",
+        props: &[],
+        rest: None,
+        times: Times::Once,
+    },
+    Node {
+        args: &[NAME],
+        children: &[],
+        doc: "a private network: internal, no route out, no address on the host",
+        example: "",
+        name: "network",
+        props: &[],
+        rest: None,
+        times: Times::Many,
+    },
+    Node {
+        args: &[NAME],
+        children: &[
+            leaf(
+                "gguf",
+                "the GGUF model file, mounted read-only",
+                PATH,
+                Times::Required,
+            )
+            .example("gguf \"models/model.gguf\""),
+            leaf(
+                "network",
+                "the network it serves, as `http://NAME:8080`",
+                NETWORK,
+                Times::Required,
+            )
+            .example("network \"sandbox\""),
+            leaf(
+                "context",
+                "context size in tokens (default 4096)",
+                TOKENS,
+                Times::Once,
+            ),
+            leaf(
+                "image",
+                "the llama-server image (default `openmono/llama-server:latest`)",
+                STRING,
+                Times::Once,
+            ),
+            Node {
+                args: &[],
+                children: &[],
+                doc: "extra `llama-server` arguments, after openmono's own",
+                example: "",
+                name: "args",
+                props: &[],
+                rest: Some(arg("argument", Ty::String)),
+                times: Times::Many,
+            },
+        ],
+        doc: "a local model, served by llama.cpp's `llama-server` in its own container",
+        example: "",
+        name: "model",
+        props: &[],
+        rest: None,
+        times: Times::Many,
+    },
+    Node {
+        args: &[NAME],
+        children: &[
+            leaf("image", "the image to run", STRING, Times::Required)
+                .example("image \"openmono/agent:latest\""),
+            leaf(
+                "network",
+                "the network to join (default: no network at all)",
+                NETWORK,
+                Times::Once,
+            ),
+            leaf(
+                "workspace",
+                "the project folder, mounted read-write at `/workspace`",
+                PATH,
+                Times::Once,
+            ),
+        ],
+        doc: "a container that tasks run in; openmono's binary is copied into it",
+        example: "",
+        name: "container",
+        props: &[],
+        rest: None,
+        times: Times::Many,
+    },
+    Node {
+        args: &[NAME],
+        children: &[
+            Node {
+                args: &[Arg {
+                    doc: "the container",
+                    name: "container",
+                    ty: Ty::Ref("container"),
+                }],
+                children: &[],
+                doc: "run an agent loop in the container, talking to `model`",
+                example: "",
+                name: "agent",
+                props: &[Prop {
+                    default: None,
+                    doc: "the model the agent talks to (required)",
+                    name: "model",
+                    ty: Ty::Ref("model"),
+                }],
+                rest: None,
+                times: Times::Once,
+            },
+            leaf(
+                "prompt",
+                "what the agent is asked to do (agent tasks)",
+                STRING,
+                Times::Once,
+            ),
+            leaf(
+                "max-steps",
+                "most model turns (agent tasks; default 20)",
+                STEPS,
+                Times::Once,
+            ),
+            Node {
+                args: &[
+                    Arg {
+                        doc: "the container",
+                        name: "container",
+                        ty: Ty::Ref("container"),
+                    },
+                    Arg {
+                        doc: "a shell command, run with `/bin/sh -c`",
+                        name: "command",
+                        ty: Ty::String,
+                    },
+                ],
+                children: &[],
+                doc: "run one shell command in the container",
+                example: "",
+                name: "run",
+                props: &[],
+                rest: None,
+                times: Times::Once,
+            },
+            Node {
+                args: &[],
+                children: &[],
+                doc: "tasks that must succeed first",
+                example: "",
+                name: "after",
+                props: &[],
+                rest: Some(arg("task", Ty::Ref("task"))),
+                times: Times::Many,
+            },
+        ],
+        doc: "one unit of work: an `agent` or a `run`",
+        example: "",
+        name: "task",
+        props: &[Prop {
+            default: None,
+            doc: "a task that must succeed first",
+            name: "after",
+            ty: Ty::Ref("task"),
+        }],
+        rest: None,
+        times: Times::Many,
+    },
+];
