@@ -129,11 +129,13 @@ fn step_for(p: &Playbook, resource: Resource, errors: &mut Vec<PlanError>) -> Op
                 TaskKind::Agent {
                     container,
                     max_steps,
+                    max_tokens,
                     model,
                     prompt,
                 } => Step::AgentTask {
                     container: container.value.clone(),
                     max_steps: *max_steps,
+                    max_tokens: *max_tokens,
                     model: model.value.clone(),
                     model_url: model_url(&model.value),
                     prompt: prompt.value.clone(),

@@ -17,6 +17,7 @@ pub enum Step {
     AgentTask {
         container: String,
         max_steps: u32,
+        max_tokens: u32,
         model: String,
         model_url: String,
         prompt: String,
@@ -85,6 +86,7 @@ impl fmt::Display for Step {
             Self::AgentTask {
                 container,
                 max_steps,
+                max_tokens,
                 model,
                 prompt,
                 task,
@@ -92,7 +94,7 @@ impl fmt::Display for Step {
             } => {
                 write!(
                     f,
-                    "+ run agent task `{task}` in `{container}` with model `{model}` (at most {max_steps} steps)"
+                    "+ run agent task `{task}` in `{container}` with model `{model}` (at most {max_steps} steps of {max_tokens} tokens)"
                 )?;
                 lines(f, "      prompt: ", prompt)
             }

@@ -27,7 +27,7 @@ Plan for playbook `hello-agent` (<root>/playbooks/hello-agent.kdl): 6 steps, the
       mount <root> at /workspace (read-write), its only host mount
       openmono copied in to run tasks
   4. ~ wait for model `gemma`: GET http://gemma:8080/health answers 200, asked from `agent`
-  5. + run agent task `look` in `agent` with model `gemma` (at most 3 steps)
+  5. + run agent task `look` in `agent` with model `gemma` (at most 3 steps of 96 tokens)
       prompt: In one sentence: what is a sandbox for a coding agent?
   6. + run task `files` in `agent`
       $ ls /workspace && git -C /workspace status --short | head -n 5

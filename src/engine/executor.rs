@@ -373,6 +373,7 @@ impl Executor<'_> {
         let Step::AgentTask {
             container,
             max_steps,
+            max_tokens,
             model,
             model_url,
             prompt,
@@ -397,6 +398,8 @@ impl Executor<'_> {
             prompt,
             "--max-steps",
             &max_steps.to_string(),
+            "--max-tokens",
+            &max_tokens.to_string(),
         ]
         .map(str::to_owned)
         .to_vec();

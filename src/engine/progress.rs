@@ -11,6 +11,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 /// Progress of one run, on stderr.
 pub struct Progress {
     bar: Option<ProgressBar>,
+    /// The last detail printed in plain mode, so that a repeated one is not.
+    last_detail: std::cell::RefCell<String>,
     start: Instant,
     step_start: Instant,
     terminal: bool,
@@ -20,6 +22,7 @@ impl Progress {
     pub fn new() -> Self {
         Self {
             bar: None,
+            last_detail: std::cell::RefCell::default(),
             start: Instant::now(),
             step_start: Instant::now(),
             terminal: std::io::stderr().is_terminal(),
@@ -57,7 +60,13 @@ impl Progress {
     pub fn detail(&self, text: &str) {
         match &self.bar {
             Some(bar) => bar.set_message(text.to_owned()),
-            None => self.plain(&format!("  {text}")),
+            None => {
+                let mut last = self.last_detail.borrow_mut();
+                if *last != text {
+                    text.clone_into(&mut last);
+                    self.plain(&format!("  {text}"));
+                }
+            }
         }
     }
 

@@ -13,8 +13,9 @@ use kdl::{KdlDocument, KdlEntry, KdlNode, KdlValue};
 use miette::SourceSpan;
 
 use super::{
-    Container, DEFAULT_CONTEXT, DEFAULT_MAX_STEPS, DEFAULT_MODEL_IMAGE, DecodeError, Model,
-    Network, Playbook, Source, Spanned, Task, TaskKind, checker::Checker, schema,
+    Container, DEFAULT_CONTEXT, DEFAULT_MAX_STEPS, DEFAULT_MAX_TOKENS, DEFAULT_MODEL_IMAGE,
+    DecodeError, Model, Network, Playbook, Source, Spanned, Task, TaskKind, checker::Checker,
+    schema,
 };
 
 /// A decoded playbook and the warnings it gave.
@@ -163,6 +164,7 @@ impl<'a> Decoder<'a> {
         let run = last_child(node, "run");
         let prompt = child_str(node, "prompt");
         let max_steps = child_int(node, "max-steps");
+        let max_tokens = child_int(node, "max-tokens");
         let owner = format!("task `{}`", name.as_ref().map_or("?", |n| n.value.as_str()));
         let kind = match (agent, run) {
             (Some(agent), Some(run)) => {
@@ -204,6 +206,7 @@ impl<'a> Decoder<'a> {
                 Some(TaskKind::Agent {
                     container: str_arg(agent, 0)?,
                     max_steps: max_steps.map_or(DEFAULT_MAX_STEPS, |m| m.value),
+                    max_tokens: max_tokens.map_or(DEFAULT_MAX_TOKENS, |m| m.value),
                     model: model?,
                     prompt: prompt?,
                 })
@@ -212,6 +215,7 @@ impl<'a> Decoder<'a> {
                 for (span, what) in [
                     (prompt.map(|p| p.span), "prompt"),
                     (max_steps.map(|m| m.span), "max-steps"),
+                    (max_tokens.map(|m| m.span), "max-tokens"),
                 ] {
                     if let Some(span) = span {
                         self.problems.push(DecodeError::InvalidValue {

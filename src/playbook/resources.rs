@@ -11,6 +11,8 @@ pub const DEFAULT_MODEL_IMAGE: &str = "openmono/llama-server:latest";
 pub const DEFAULT_CONTEXT: u32 = 4096;
 /// Most model turns of an agent task that does not set `max-steps`.
 pub const DEFAULT_MAX_STEPS: u32 = 20;
+/// Most tokens in one model reply of an agent task that does not set `max-tokens`.
+pub const DEFAULT_MAX_TOKENS: u32 = 1024;
 
 /// A whole playbook.
 #[derive(Debug, Clone)]
@@ -70,6 +72,7 @@ pub enum TaskKind {
     Agent {
         container: Spanned<String>,
         max_steps: u32,
+        max_tokens: u32,
         model: Spanned<String>,
         prompt: Spanned<String>,
     },

@@ -127,6 +127,13 @@ const STEPS: &[Arg] = &[arg(
         min: 1,
     },
 )];
+const REPLY_TOKENS: &[Arg] = &[arg(
+    "tokens",
+    Ty::Int {
+        max: 1_000_000,
+        min: 1,
+    },
+)];
 
 /// A resource's name, the first argument of every top-level resource.
 const NAME: Arg = Arg {
@@ -266,6 +273,12 @@ pub const TOP_LEVEL: &[Node] = &[
                 "max-steps",
                 "most model turns (agent tasks; default 20)",
                 STEPS,
+                Times::Once,
+            ),
+            leaf(
+                "max-tokens",
+                "most tokens in one model reply (agent tasks; default 1024)",
+                REPLY_TOKENS,
                 Times::Once,
             ),
             Node {
