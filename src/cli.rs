@@ -9,6 +9,7 @@ use miette::{GraphicalReportHandler, GraphicalTheme};
 use crate::{
     agent::{self, AgentArgs},
     engine::{self, ApplyOptions},
+    graph_format::{GraphFormat, render},
     plan::Plan,
     playbook,
 };
@@ -31,7 +32,8 @@ Exit codes: 0 success, 1 the run failed, 2 the playbook has problems,
 
 Examples:
   openmono plan                          # what `apply` would do with ./openmono.kdl
-  openmono apply playbooks/hello-agent.kdl";
+  openmono apply playbooks/hello-agent.kdl
+  openmono validate playbooks/*.kdl";
 
 /// Run coding agents with local models in a sealed box.
 #[derive(Parser, Debug)]
@@ -60,6 +62,25 @@ pub enum Command {
         #[arg(long, default_value_t = 300, env = "OPENMONO_MODEL_TIMEOUT")]
         model_timeout: u64,
     },
+    /// Check playbooks without running anything: exit 0, or the diagnostics
+    #[command(after_help = "Example:\n  openmono validate playbooks/*.kdl")]
+    Validate {
+        /// The playbooks
+        #[arg(default_value = "openmono.kdl", num_args = 1..)]
+        files: Vec<PathBuf>,
+    },
+    /// Print the playbook's resource graph (dependencies point at dependents)
+    #[command(
+        after_help = "Examples:\n  openmono graph playbooks/hello-agent.kdl | dot -Tsvg > graph.svg\n  openmono graph --format mermaid"
+    )]
+    Graph {
+        /// The playbook
+        #[arg(default_value = "openmono.kdl")]
+        file: PathBuf,
+        /// The output format
+        #[arg(long, value_enum, default_value = "dot")]
+        format: GraphFormat,
+    },
     /// Run an agent loop (inside the agent container; started by `apply`)
     #[command(hide = true)]
     Agent(AgentArgs),
@@ -82,6 +103,8 @@ pub fn main() -> ExitCode {
     let arguments = Arguments::parse();
     match arguments.command {
         Command::Plan { file } => plan(&file),
+        Command::Validate { files } => validate(&files),
+        Command::Graph { file, format } => graph(&file, format),
         Command::Apply {
             file,
             model_timeout,
@@ -114,6 +137,39 @@ fn plan(file: &std::path::Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(code) => code,
+    }
+}
+
+fn validate(files: &[PathBuf]) -> ExitCode {
+    let mut failed = false;
+    for file in files {
+        if load_plan(file).is_err() {
+            failed = true;
+        } else {
+            eprintln!("{}: ok", file.display());
+        }
+    }
+    if failed {
+        ExitCode::from(exit::PLAYBOOK)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn graph(file: &std::path::Path, format: GraphFormat) -> ExitCode {
+    let decoded = match playbook::load(file) {
+        Ok(decoded) => decoded,
+        Err(e) => return report(e, exit::PLAYBOOK),
+    };
+    match crate::graph::build(&decoded.playbook) {
+        Ok(graph) => {
+            print_out(&render(&graph, &decoded.playbook, format));
+            ExitCode::SUCCESS
+        }
+        Err(errors) => report(
+            playbook::Problems::new(decoded.playbook.source.named(), errors),
+            exit::PLAYBOOK,
+        ),
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod graph;
+pub mod graph_format;
 mod graph_error;
 pub mod playbook;
 

@@ -116,3 +116,38 @@ fn a_reader_that_goes_away_is_not_an_error() {
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     assert_eq!(stderr, "");
 }
+
+#[test]
+fn validate_checks_every_file_and_fails_if_one_is_bad() {
+    let project = Project::new();
+    project.file("good.kdl", "network \"n\"\n");
+    project.file("bad.kdl", "network \"n\"\nnetwork \"n\"\n");
+    let run = project.run(&["validate", "good.kdl", "bad.kdl"]);
+    run.expect_code(2);
+    assert_eq!(run.stdout, "");
+    assert!(run.stderr.starts_with("good.kdl: ok\n"), "{}", run.stderr);
+    assert!(run.stderr.contains("× network `n` is defined twice"), "{}", run.stderr);
+    let run = project.run(&["validate", "good.kdl"]);
+    run.expect_code(0);
+}
+
+#[test]
+fn graph_prints_dot_and_mermaid() {
+    let project = Project::new();
+    project.file(
+        "openmono.kdl",
+        "network \"n\"\ncontainer \"c\" {\n    image \"i\"\n    network \"n\"\n}\ntask \"a\" {\n    run \"c\" \"x\"\n}\ntask \"b\" after=\"a\" {\n    run \"c\" \"y\"\n}\n",
+    );
+    let run = project.run(&["graph"]);
+    run.expect_code(0);
+    assert_eq!(
+        run.stdout,
+        "digraph \"openmono\" {\n    rankdir=LR;\n    n0 [label=\"network n\"];\n    n1 [label=\"container c\"];\n    n2 [label=\"task a\"];\n    n3 [label=\"task b\"];\n    n0 -> n1;\n    n1 -> n2;\n    n1 -> n3;\n    n2 -> n3;\n}\n"
+    );
+    let run = project.run(&["graph", "--format", "mermaid"]);
+    run.expect_code(0);
+    assert_eq!(
+        run.stdout,
+        "flowchart LR\n    n0[\"network n\"]\n    n1[\"container c\"]\n    n2[\"task a\"]\n    n3[\"task b\"]\n    n0 --> n1\n    n1 --> n2\n    n1 --> n3\n    n2 --> n3\n"
+    );
+}
