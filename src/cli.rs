@@ -11,7 +11,7 @@ use crate::{
     engine::{self, ApplyOptions},
     graph_format::{GraphFormat, render},
     plan::Plan,
-    playbook,
+    playbook::{self, Inputs},
 };
 
 /// Exit codes, as documented in `openmono --help`.
@@ -51,6 +51,8 @@ pub enum Command {
         /// The playbook
         #[arg(default_value = "openmono.kdl")]
         file: PathBuf,
+        #[command(flatten)]
+        vars: Vars,
     },
     /// Run the playbook on the Docker engine, then remove everything it created
     #[command(after_help = "Example:\n  openmono apply playbooks/hello-agent.kdl")]
@@ -61,6 +63,8 @@ pub enum Command {
         /// Seconds a model may take to load before the run fails
         #[arg(long, default_value_t = 300, env = "OPENMONO_MODEL_TIMEOUT")]
         model_timeout: u64,
+        #[command(flatten)]
+        vars: Vars,
     },
     /// Check playbooks without running anything: exit 0, or the diagnostics
     #[command(after_help = "Example:\n  openmono validate playbooks/*.kdl")]
@@ -68,6 +72,8 @@ pub enum Command {
         /// The playbooks
         #[arg(default_value = "openmono.kdl", num_args = 1..)]
         files: Vec<PathBuf>,
+        #[command(flatten)]
+        vars: Vars,
     },
     /// Print the playbook's resource graph (dependencies point at dependents)
     #[command(
@@ -96,24 +102,62 @@ pub enum Command {
     SandboxInit,
 }
 
+/// The values of a playbook's `var`s.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct Vars {
+    /// Set a var (repeatable); `OPENMONO_VAR_NAME=VALUE` in the environment does too
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
+    pub values: Vec<(String, String)>,
+}
+
+fn parse_var(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .ok_or_else(|| format!("`{text}` is not NAME=VALUE"))
+}
+
+impl Vars {
+    /// What the templates get: `OPENMONO_VAR_…` first, then `--var`, which wins.
+    fn inputs(&self, run_id: &str) -> Inputs {
+        let mut values: Vec<(String, String)> = std::env::vars()
+            .filter_map(|(k, v)| Some((k.strip_prefix("OPENMONO_VAR_")?.to_owned(), v)))
+            .collect();
+        values.extend(self.values.iter().cloned());
+        Inputs {
+            cwd: std::env::current_dir().unwrap_or_default(),
+            run_id: run_id.to_owned(),
+            values,
+        }
+    }
+}
+
+/// What `plan` shows where a template uses the run's id, which `apply` makes up.
+const PLAN_RUN_ID: &str = "<run-id>";
+
 /// Parses the command line and runs it.
 #[must_use]
 pub fn main() -> ExitCode {
     install_report_handler();
     let arguments = Arguments::parse();
     match arguments.command {
-        Command::Plan { file } => plan(&file),
-        Command::Validate { files } => validate(&files),
+        Command::Plan { file, vars } => plan(&file, &vars),
+        Command::Validate { files, vars } => validate(&files, &vars),
         Command::Graph { file, format } => graph(&file, format),
         Command::Apply {
             file,
             model_timeout,
-        } => apply(
-            &file,
-            &ApplyOptions {
-                model_timeout: Duration::from_secs(model_timeout),
-            },
-        ),
+            vars,
+        } => {
+            let run_id = engine::run_dir::new_run_id();
+            apply(
+                &file,
+                &vars.inputs(&run_id),
+                &ApplyOptions {
+                    model_timeout: Duration::from_secs(model_timeout),
+                    run_id,
+                },
+            )
+        }
         Command::Agent(args) => code(agent::run(&args)),
         Command::Probe { url, timeout } => {
             code(agent::probe::probe(&url, Duration::from_secs(timeout)))
@@ -122,16 +166,24 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn load_plan(file: &std::path::Path) -> Result<Plan, ExitCode> {
+/// The pipeline up to the plan: decode, render templates, build the graph, resolve paths.
+fn load_plan(file: &std::path::Path, inputs: &Inputs) -> Result<Plan, ExitCode> {
     let decoded = playbook::load(file).map_err(|e| report(e, exit::PLAYBOOK))?;
     if let Some(warnings) = decoded.warnings() {
         eprintln!("{:?}", miette::Report::new(warnings));
     }
-    Plan::new(&decoded.playbook).map_err(|e| report(e, exit::PLAYBOOK))
+    let mut playbook = decoded.playbook;
+    if let Err(errors) = playbook::render(&mut playbook, inputs) {
+        return Err(report(
+            playbook::Problems::new(playbook.source.named(), errors),
+            exit::PLAYBOOK,
+        ));
+    }
+    Plan::new(&playbook).map_err(|e| report(e, exit::PLAYBOOK))
 }
 
-fn plan(file: &std::path::Path) -> ExitCode {
-    match load_plan(file) {
+fn plan(file: &std::path::Path, vars: &Vars) -> ExitCode {
+    match load_plan(file, &vars.inputs(PLAN_RUN_ID)) {
         Ok(plan) => {
             print_out(&plan);
             ExitCode::SUCCESS
@@ -140,10 +192,11 @@ fn plan(file: &std::path::Path) -> ExitCode {
     }
 }
 
-fn validate(files: &[PathBuf]) -> ExitCode {
+fn validate(files: &[PathBuf], vars: &Vars) -> ExitCode {
+    let inputs = vars.inputs(PLAN_RUN_ID);
     let mut failed = false;
     for file in files {
-        if load_plan(file).is_err() {
+        if load_plan(file, &inputs).is_err() {
             failed = true;
         } else {
             eprintln!("{}: ok", file.display());
@@ -173,8 +226,8 @@ fn graph(file: &std::path::Path, format: GraphFormat) -> ExitCode {
     }
 }
 
-fn apply(file: &std::path::Path, options: &ApplyOptions) -> ExitCode {
-    let plan = match load_plan(file) {
+fn apply(file: &std::path::Path, inputs: &Inputs, options: &ApplyOptions) -> ExitCode {
+    let plan = match load_plan(file, inputs) {
         Ok(plan) => plan,
         Err(code) => return code,
     };

@@ -37,7 +37,12 @@ pub fn render(graph: &ResourceGraph, playbook: &Playbook, format: GraphFormat) -
         GraphFormat::Mermaid => {
             out.push_str("flowchart LR\n");
             for r in &graph.order {
-                let _ = writeln!(out, "    {}[\"{}\"]", id(*r), label(*r, playbook).replace('"', "#quot;"));
+                let _ = writeln!(
+                    out,
+                    "    {}[\"{}\"]",
+                    id(*r),
+                    label(*r, playbook).replace('"', "#quot;")
+                );
             }
         }
     }

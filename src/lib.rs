@@ -7,8 +7,8 @@
 
 pub mod agent;
 pub mod graph;
-pub mod graph_format;
 mod graph_error;
+pub mod graph_format;
 pub mod playbook;
 
 pub use graph_error::GraphError;

@@ -83,8 +83,9 @@ container "box" {
     image "openmono/agent:latest"
     workspace "."
 }
+var "file" default="made.txt"
 task "hello" {
-    run "box" "echo out-line; echo err-line >&2; echo made > made.txt"
+    run "box" "echo out-line; echo err-line >&2; echo {{ run.id }} > {{ var.file }}"
 }
 task "fail" after="hello" {
     run "box" "echo failing; exit 3"
@@ -116,7 +117,11 @@ task "never" after="fail" {
     );
     // The file the task wrote is in the project, owned by the user who ran openmono.
     let made = project.path().join("made.txt");
-    assert_eq!(std::fs::read_to_string(&made).expect("made.txt"), "made\n");
+    // Templates saw the run's real id.
+    assert_eq!(
+        std::fs::read_to_string(&made).expect("made.txt"),
+        format!("{id}\n")
+    );
     assert_eq!(
         std::fs::metadata(&made).expect("stat").uid(),
         std::fs::metadata(project.path()).expect("stat").uid()

@@ -126,7 +126,11 @@ fn validate_checks_every_file_and_fails_if_one_is_bad() {
     run.expect_code(2);
     assert_eq!(run.stdout, "");
     assert!(run.stderr.starts_with("good.kdl: ok\n"), "{}", run.stderr);
-    assert!(run.stderr.contains("× network `n` is defined twice"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("× network `n` is defined twice"),
+        "{}",
+        run.stderr
+    );
     let run = project.run(&["validate", "good.kdl"]);
     run.expect_code(0);
 }
@@ -149,5 +153,58 @@ fn graph_prints_dot_and_mermaid() {
     assert_eq!(
         run.stdout,
         "flowchart LR\n    n0[\"network n\"]\n    n1[\"container c\"]\n    n2[\"task a\"]\n    n3[\"task b\"]\n    n0 --> n1\n    n1 --> n2\n    n1 --> n3\n    n2 --> n3\n"
+    );
+}
+
+#[test]
+fn vars_come_from_defaults_the_environment_and_the_command_line() {
+    let project = Project::new();
+    project.file(
+        "openmono.kdl",
+        r#"var "who" default="default"
+var "n" type="int" default=1
+container "box" {
+    image "openmono/agent:latest"
+}
+task "t" {
+    run "box" "echo {{ var.who }} {{ var.n * 10 }} {{ run.id }}"
+}
+"#,
+    );
+    let step = |run: &crate::support::Run| {
+        run.expect_code(0);
+        run.stdout
+            .lines()
+            .find(|l| l.contains("$ echo"))
+            .expect("the command")
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(step(&project.run(&["plan"])), "$ echo default 10 <run-id>");
+    let mut cmd = project.command(&["plan"]);
+    cmd.env("OPENMONO_VAR_who", "env")
+        .env("OPENMONO_VAR_n", "2");
+    assert_eq!(
+        step(&crate::support::Run::from(cmd.output().expect("run"))),
+        "$ echo env 20 <run-id>"
+    );
+    let mut cmd = project.command(&["plan", "--var", "who=flag"]);
+    cmd.env("OPENMONO_VAR_who", "env");
+    assert_eq!(
+        step(&crate::support::Run::from(cmd.output().expect("run"))),
+        "$ echo flag 10 <run-id>"
+    );
+    let run = project.run(&["plan", "--var", "whom=x"]);
+    run.expect_code(2);
+    assert!(
+        run.stderr
+            .contains("× `--var whom=…` names no var of this playbook"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("help: did you mean `who`?"),
+        "{}",
+        run.stderr
     );
 }

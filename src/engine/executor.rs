@@ -32,14 +32,8 @@ pub const RUN_LABEL: &str = "dev.openmono.run";
 pub struct ApplyOptions {
     /// How long a model may take to answer `/health` with 200.
     pub model_timeout: Duration,
-}
-
-impl Default for ApplyOptions {
-    fn default() -> Self {
-        Self {
-            model_timeout: Duration::from_mins(5),
-        }
-    }
+    /// The run's id, from [`run_dir::new_run_id`]; templates may have used it.
+    pub run_id: String,
 }
 
 /// An object the run created, in creation order.
@@ -82,7 +76,7 @@ pub async fn apply(plan: &Plan, options: &ApplyOptions) -> Result<Report, Engine
         }
     }
     let self_tar = self_archive().map_err(|source| EngineError::SelfBinary { source })?;
-    let run_id = run_dir::new_run_id();
+    let run_id = options.run_id.clone();
     let dir = run_dir::state_dir().join("runs").join(&run_id);
     std::fs::create_dir_all(&dir).map_err(|source| EngineError::RunDir {
         path: dir.display().to_string(),

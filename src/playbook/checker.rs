@@ -143,11 +143,29 @@ impl Checker<'_> {
         let expected = match ty {
             Ty::Bool => "a boolean (`#true` or `#false`)",
             Ty::Int { .. } => "an integer",
-            Ty::Name | Ty::Path | Ty::Ref(_) | Ty::String => "a string",
+            Ty::Choice(_) | Ty::Name | Ty::Path | Ty::Ref(_) | Ty::String => "a string",
+            Ty::Scalar => "a string, an integer or a boolean",
         };
         match (ty, value) {
             (Ty::Bool, KdlValue::Bool(_))
-            | (Ty::Path | Ty::Ref(_) | Ty::String, KdlValue::String(_)) => {}
+            | (Ty::Path | Ty::Ref(_) | Ty::String, KdlValue::String(_))
+            | (Ty::Scalar, KdlValue::String(_) | KdlValue::Integer(_) | KdlValue::Bool(_)) => {}
+            (Ty::Choice(choices), KdlValue::String(s)) => {
+                if !choices.contains(&s.as_str()) {
+                    self.problems.push(DecodeError::InvalidValue {
+                        help: Some(format!(
+                            "use one of: {}",
+                            choices
+                                .iter()
+                                .map(|c| format!("`{c}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )),
+                        message: format!("`{s}` is not one of the choices"),
+                        span: entry.span(),
+                    });
+                }
+            }
             (Ty::Int { max, min }, KdlValue::Integer(n)) => {
                 if *n < i128::from(min) || *n > i128::from(max) {
                     self.problems.push(DecodeError::InvalidValue {

@@ -14,8 +14,8 @@ use miette::SourceSpan;
 
 use super::{
     Container, DEFAULT_CONTEXT, DEFAULT_MAX_STEPS, DEFAULT_MAX_TOKENS, DEFAULT_MODEL_IMAGE,
-    DecodeError, Model, Network, Playbook, Source, Spanned, Task, TaskKind, checker::Checker,
-    schema,
+    DecodeError, Model, Network, Playbook, Source, Spanned, Task, TaskKind, Var, VarType, VarValue,
+    checker::Checker, schema,
 };
 
 /// A decoded playbook and the warnings it gave.
@@ -79,6 +79,7 @@ impl<'a> Decoder<'a> {
             networks: Vec::new(),
             source: self.source.clone(),
             tasks: Vec::new(),
+            vars: Vec::new(),
         };
         for node in doc.nodes() {
             match node.name().value() {
@@ -89,6 +90,7 @@ impl<'a> Decoder<'a> {
                     playbook.description = child_str(node, "description").map(|d| d.value);
                 }
                 "network" => playbook.networks.extend(self.decode_network(node)),
+                "var" => playbook.vars.extend(self.decode_var(node)),
                 "model" => playbook.models.extend(self.decode_model(node)),
                 "container" => playbook.containers.extend(self.decode_container(node)),
                 "task" => playbook.tasks.extend(self.decode_task(node)),
@@ -129,6 +131,44 @@ impl<'a> Decoder<'a> {
     fn decode_network(&mut self, node: &KdlNode) -> Option<Network> {
         Some(Network {
             name: self.name(node, "network")?,
+        })
+    }
+
+    fn decode_var(&mut self, node: &KdlNode) -> Option<Var> {
+        let name = self.name(node, "var")?;
+        let ty = match prop_str(node, "type").as_deref().map(String::as_str) {
+            Some("bool") => VarType::Bool,
+            Some("int") => VarType::Int,
+            Some("path") => VarType::Path,
+            _ => VarType::String,
+        };
+        let default = prop(node, "default").and_then(|entry| {
+            let value = match (ty, entry.value()) {
+                (VarType::Bool, KdlValue::Bool(b)) => VarValue::Bool(*b),
+                (VarType::Int, KdlValue::Integer(n)) => VarValue::Int(i64::try_from(*n).ok()?),
+                (VarType::Path | VarType::String, KdlValue::String(s)) => {
+                    VarValue::String(s.clone())
+                }
+                _ => {
+                    self.problems.push(DecodeError::InvalidValue {
+                        help: Some("give a default of the var's `type=`".into()),
+                        message: format!("the default of var `{}` is not of its type", name.value),
+                        span: entry.span(),
+                    });
+                    return None;
+                }
+            };
+            Some(Spanned::new(value, entry.span()))
+        });
+        let required = matches!(
+            prop(node, "required").map(KdlEntry::value),
+            Some(KdlValue::Bool(true))
+        );
+        Some(Var {
+            default,
+            name,
+            required,
+            ty,
         })
     }
 
@@ -182,7 +222,7 @@ impl<'a> Decoder<'a> {
             }
             (Some(agent), None) => {
                 let model = prop_str(agent, "model");
-                if agent.entry("model").is_none() {
+                if prop(agent, "model").is_none() {
                     self.problems.push(DecodeError::MissingArgument {
                         expected: "a `model=` property".into(),
                         help: Some(
@@ -272,13 +312,16 @@ fn strs(node: &KdlNode) -> Vec<Spanned<String>> {
     positional(node).filter_map(as_str).collect()
 }
 
-/// The last value of property `name` (KDL: the last one wins), if it is a string.
-fn prop_str(node: &KdlNode, name: &str) -> Option<Spanned<String>> {
+/// Property `name`; given twice, the last one (as the KDL spec says).
+fn prop<'n>(node: &'n KdlNode, name: &str) -> Option<&'n KdlEntry> {
     node.entries()
         .iter()
         .rev()
         .find(|e| e.name().is_some_and(|n| n.value() == name))
-        .and_then(as_str)
+}
+
+fn prop_str(node: &KdlNode, name: &str) -> Option<Spanned<String>> {
+    prop(node, name).and_then(as_str)
 }
 
 fn children<'n>(node: &'n KdlNode, name: &'n str) -> impl Iterator<Item = &'n KdlNode> {

@@ -125,6 +125,12 @@ fn args_summary(node: &Node) -> String {
 fn ty(ty: Ty) -> String {
     match ty {
         Ty::Bool => "boolean (`#true`, `#false`)".to_owned(),
+        Ty::Choice(choices) => choices
+            .iter()
+            .map(|c| format!("`\"{c}\"`"))
+            .collect::<Vec<_>>()
+            .join(" or "),
+        Ty::Scalar => "string, integer or boolean".to_owned(),
         Ty::Int { max, min } => format!("integer, {min} to {max}"),
         Ty::Name => "name".to_owned(),
         Ty::Path => "path".to_owned(),

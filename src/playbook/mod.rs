@@ -6,19 +6,23 @@ mod decode_error;
 mod decoder;
 pub mod grammar;
 mod problems;
+mod renderer;
 mod resources;
 pub mod schema;
 mod source;
 mod spanned;
+mod template_error;
 
 use std::path::Path;
 
 pub use decode_error::DecodeError;
 pub use decoder::{Decoded, Decoder, closest};
 pub use problems::Problems;
+pub use renderer::{Inputs, render};
 pub use resources::*;
 pub use source::Source;
 pub use spanned::Spanned;
+pub use template_error::TemplateError;
 
 /// Decodes a source; all of its problems come back together.
 pub fn decode(source: &Source) -> Result<Decoded, Problems> {

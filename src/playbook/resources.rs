@@ -25,6 +25,35 @@ pub struct Playbook {
     pub networks: Vec<Network>,
     pub source: Source,
     pub tasks: Vec<Task>,
+    pub vars: Vec<Var>,
+}
+
+/// An input of the playbook, for templates.
+#[derive(Debug, Clone)]
+pub struct Var {
+    pub default: Option<Spanned<VarValue>>,
+    pub name: Spanned<String>,
+    /// A value must be given, even if there is a default.
+    pub required: bool,
+    pub ty: VarType,
+}
+
+/// What a `var` holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VarType {
+    Bool,
+    Int,
+    /// A host path, made absolute.
+    Path,
+    String,
+}
+
+/// A `var`'s value as written in the playbook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VarValue {
+    Bool(bool),
+    Int(i64),
+    String(String),
 }
 
 /// A private network; always internal in this version.

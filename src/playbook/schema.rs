@@ -7,6 +7,8 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ty {
     Bool,
+    /// One of these strings.
+    Choice(&'static [&'static str]),
     /// A whole number in `min..=max`.
     Int {
         max: i64,
@@ -18,6 +20,8 @@ pub enum Ty {
     Path,
     /// The name of another resource of this kind.
     Ref(&'static str),
+    /// A string, an integer or a boolean.
+    Scalar,
     String,
 }
 
@@ -142,6 +146,9 @@ const NAME: Arg = Arg {
     ty: Ty::Name,
 };
 
+/// The types a `var` may have.
+pub const VAR_TYPES: &[&str] = &["string", "int", "bool", "path"];
+
 /// Every top-level node, in the order the grammar lists them.
 pub const TOP_LEVEL: &[Node] = &[
     Node {
@@ -158,6 +165,41 @@ pub const TOP_LEVEL: &[Node] = &[
         props: &[],
         rest: None,
         times: Times::Once,
+    },
+    Node {
+        args: &[NAME],
+        children: &[],
+        doc: "an input of the playbook, used in templates as `{{ var.NAME }}`; set with `--var NAME=VALUE` or `OPENMONO_VAR_NAME`",
+        example: "var \"model\" type=\"path\" default=\"models/model.gguf\"",
+        name: "var",
+        props: &[
+            Prop {
+                default: Some("string"),
+                doc: "`string`, `int`, `bool` or `path` (a path is made absolute: a default against the playbook's folder, a given value against the current folder)",
+                name: "type",
+                ty: Ty::Choice(VAR_TYPES),
+            },
+            Prop {
+                default: None,
+                doc: "the value when none is given",
+                name: "default",
+                ty: Ty::Scalar,
+            },
+            Prop {
+                default: None,
+                doc: "what it is for",
+                name: "description",
+                ty: Ty::String,
+            },
+            Prop {
+                default: Some("#false"),
+                doc: "a value must be given (a var without a default is required anyway)",
+                name: "required",
+                ty: Ty::Bool,
+            },
+        ],
+        rest: None,
+        times: Times::Many,
     },
     Node {
         args: &[NAME],

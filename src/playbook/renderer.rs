@@ -1,0 +1,375 @@
+//! Vars and templates: resolves each `var` (from `--var`, `OPENMONO_VAR_…` or its
+//! default), then renders every templated string of the playbook with minijinja, in
+//! strict mode, so an undefined name is an error that points at it. The host's
+//! environment is not visible to templates: only what a `var` takes in.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use miette::SourceSpan;
+use minijinja::{Environment, UndefinedBehavior, Value};
+
+use super::{Playbook, Spanned, TaskKind, TemplateError, VarType, VarValue, closest};
+use crate::plan::model_url;
+
+/// What a run brings to its templates from outside the playbook.
+#[derive(Debug, Clone)]
+pub struct Inputs {
+    /// Where a relative path given as a var's value is resolved.
+    pub cwd: PathBuf,
+    /// The run's id (`plan` shows a placeholder).
+    pub run_id: String,
+    /// Given var values, in increasing precedence (environment first, then `--var`).
+    pub values: Vec<(String, String)>,
+}
+
+/// Resolves vars and renders every templated string, reporting all problems at once.
+pub fn render(playbook: &mut Playbook, inputs: &Inputs) -> Result<(), Vec<TemplateError>> {
+    let mut errors = Vec::new();
+    let vars = resolve_vars(playbook, inputs, &mut errors);
+    // Templates that use a var in error would only repeat its error.
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let context = context(playbook, inputs, vars);
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    // Keeps error ranges in release builds, so that errors can point at the name.
+    env.set_debug(true);
+    // Values land in shell commands and paths: booleans as the shell writes them.
+    env.set_formatter(|out, state, value| {
+        if value.kind() == minijinja::value::ValueKind::Bool {
+            out.write_str(if value.is_true() { "true" } else { "false" })?;
+            Ok(())
+        } else {
+            minijinja::escape_formatter(out, state, value)
+        }
+    });
+    let text = std::sync::Arc::clone(&playbook.source.text);
+    let mut render = |value: &mut Spanned<String>| {
+        if !value.value.contains("{{") && !value.value.contains("{%") {
+            return;
+        }
+        match env.render_str(&value.value, &context) {
+            Ok(rendered) => value.value = rendered,
+            Err(e) => errors.push(template_error(&e, value, &text, &context)),
+        }
+    };
+    for model in &mut playbook.models {
+        render(&mut model.gguf);
+        render(&mut model.image);
+        model.args.iter_mut().for_each(&mut render);
+    }
+    for container in &mut playbook.containers {
+        render(&mut container.image);
+        if let Some(w) = &mut container.workspace {
+            render(w);
+        }
+    }
+    for task in &mut playbook.tasks {
+        match &mut task.kind {
+            TaskKind::Agent { prompt, .. } => render(prompt),
+            TaskKind::Run { command, .. } => render(command),
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+fn resolve_vars(
+    playbook: &Playbook,
+    inputs: &Inputs,
+    errors: &mut Vec<TemplateError>,
+) -> BTreeMap<String, Value> {
+    for (name, _) in &inputs.values {
+        if !playbook.vars.iter().any(|v| v.name.value == *name) {
+            let names: Vec<&str> = playbook
+                .vars
+                .iter()
+                .map(|v| v.name.value.as_str())
+                .collect();
+            errors.push(TemplateError::UnknownVar {
+                help: closest(name, names.iter().copied()).map_or_else(
+                    || {
+                        if names.is_empty() {
+                            "the playbook declares no `var`".to_owned()
+                        } else {
+                            format!("its vars: {}", names.join(", "))
+                        }
+                    },
+                    |k| format!("did you mean `{k}`?"),
+                ),
+                name: name.clone(),
+            });
+        }
+    }
+    let mut vars = BTreeMap::new();
+    for var in &playbook.vars {
+        let name = &var.name.value;
+        let given = inputs
+            .values
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v);
+        let value = match (given, &var.default) {
+            (Some(given), _) => {
+                parse(var.ty, given, &inputs.cwd).ok_or_else(|| TemplateError::BadValue {
+                    help: match var.ty {
+                        VarType::Bool => "give `true` or `false`".to_owned(),
+                        _ => "give a whole number".to_owned(),
+                    },
+                    name: name.clone(),
+                    span: var.name.span,
+                    ty: match var.ty {
+                        VarType::Bool => "boolean",
+                        _ => "integer",
+                    },
+                    value: given.clone(),
+                })
+            }
+            (None, Some(default)) if !var.required => Ok(match &default.value {
+                VarValue::Bool(b) => Value::from(*b),
+                VarValue::Int(n) => Value::from(*n),
+                VarValue::String(s) if var.ty == VarType::Path => {
+                    Value::from(absolute(&playbook.source.dir, s))
+                }
+                VarValue::String(s) => Value::from(s.clone()),
+            }),
+            (None, _) => Err(TemplateError::MissingVar {
+                help: format!(
+                    "give it with `--var {name}=VALUE` or the environment variable `OPENMONO_VAR_{name}`"
+                ),
+                name: name.clone(),
+                span: var.name.span,
+            }),
+        };
+        match value {
+            Ok(v) => {
+                vars.insert(name.clone(), v);
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    vars
+}
+
+fn parse(ty: VarType, text: &str, cwd: &Path) -> Option<Value> {
+    Some(match ty {
+        VarType::Bool => match text {
+            "true" => Value::from(true),
+            "false" => Value::from(false),
+            _ => return None,
+        },
+        VarType::Int => Value::from(text.parse::<i64>().ok()?),
+        VarType::Path => Value::from(absolute(cwd, text)),
+        VarType::String => Value::from(text),
+    })
+}
+
+fn absolute(base: &Path, path: &str) -> String {
+    base.join(path).display().to_string()
+}
+
+fn context(playbook: &Playbook, inputs: &Inputs, vars: BTreeMap<String, Value>) -> Value {
+    let models: BTreeMap<String, Value> = playbook
+        .models
+        .iter()
+        .map(|m| {
+            let fields = BTreeMap::from([
+                ("name", Value::from(m.name.value.clone())),
+                ("url", Value::from(model_url(&m.name.value))),
+            ]);
+            (m.name.value.clone(), Value::from(fields))
+        })
+        .collect();
+    Value::from(BTreeMap::from([
+        ("var", Value::from(vars)),
+        ("models", Value::from(models)),
+        (
+            "project",
+            Value::from(BTreeMap::from([(
+                "dir",
+                Value::from(playbook.source.dir.display().to_string()),
+            )])),
+        ),
+        (
+            "run",
+            Value::from(BTreeMap::from([("id", Value::from(inputs.run_id.clone()))])),
+        ),
+    ]))
+}
+
+/// Points a minijinja error at the part of the playbook's text it is about: the failing
+/// expression when it can be found inside the string's span, else the whole string.
+fn template_error(
+    e: &minijinja::Error,
+    value: &Spanned<String>,
+    text: &str,
+    context: &Value,
+) -> TemplateError {
+    let expression = e.range().and_then(|r| value.value.get(r)).unwrap_or("");
+    let literal = text
+        .get(value.span.offset()..value.span.offset() + value.span.len())
+        .unwrap_or("");
+    let span: SourceSpan = match (!expression.is_empty())
+        .then(|| literal.find(expression))
+        .flatten()
+    {
+        Some(at) => (value.span.offset() + at, expression.len()).into(),
+        None => value.span,
+    };
+    if e.kind() == minijinja::ErrorKind::UndefinedError {
+        return TemplateError::Undefined {
+            help: format!("defined: {}", names(context).join(", ")),
+            name: expression.trim().to_owned(),
+            span,
+        };
+    }
+    TemplateError::Render {
+        help: Some(
+            "templates use minijinja (Jinja2) syntax; `{% raw %}…{% endraw %}` keeps `{{` as text"
+                .into(),
+        ),
+        message: e.detail().map_or_else(|| e.to_string(), str::to_owned),
+        span,
+    }
+}
+
+/// Every name a template can use, as `var.x`, `models.m.url`, …
+fn names(context: &Value) -> Vec<String> {
+    fn walk(prefix: &str, value: &Value, out: &mut Vec<String>) {
+        match value.try_iter() {
+            Ok(keys) if value.kind() == minijinja::value::ValueKind::Map => {
+                for key in keys {
+                    let path = if prefix.is_empty() {
+                        key.to_string()
+                    } else {
+                        format!("{prefix}.{key}")
+                    };
+                    match value.get_item(&key) {
+                        Ok(child) => walk(&path, &child, out),
+                        Err(_) => out.push(path),
+                    }
+                }
+            }
+            _ => out.push(prefix.to_owned()),
+        }
+    }
+    let mut out = Vec::new();
+    walk("", context, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+    use crate::playbook::{Decoder, Source};
+
+    const TEXT: &str = r#"var "who" default="world"
+var "n" type="int" default=2
+var "flag" type="bool" default=#false
+var "dir" type="path" default="data"
+network "net"
+model "coder" {
+    gguf "{{ var.dir }}/m.gguf"
+    network "net"
+}
+container "box" {
+    image "img"
+}
+task "t" {
+    run "box" "echo {{ var.who }} {{ var.n + 1 }} {{ var.flag }} {{ models.coder.url }} {{ run.id }} {{ project.dir }}"
+}
+"#;
+
+    fn rendered(text: &str, values: &[(&str, &str)]) -> Result<Playbook, Vec<TemplateError>> {
+        let source = Source::from_text(Path::new("t.kdl"), PathBuf::from("/proj"), text.to_owned());
+        let mut playbook = Decoder::new(&source).decode().expect("decodes").playbook;
+        let inputs = Inputs {
+            cwd: PathBuf::from("/cwd"),
+            run_id: "r1".into(),
+            values: values
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        };
+        render(&mut playbook, &inputs).map(|()| playbook)
+    }
+
+    fn command(playbook: &Playbook) -> &str {
+        match &playbook.tasks[0].kind {
+            TaskKind::Run { command, .. } => &command.value,
+            TaskKind::Agent { .. } => panic!("a run task"),
+        }
+    }
+
+    #[test]
+    fn defaults_and_the_context_fill_the_templates() {
+        let p = rendered(TEXT, &[]).expect("renders");
+        assert_eq!(command(&p), "echo world 3 false http://coder:8080 r1 /proj");
+        // A path default is made absolute against the playbook's folder.
+        assert_eq!(p.models[0].gguf.value, "/proj/data/m.gguf");
+    }
+
+    #[test]
+    fn given_values_win_the_last_one_first_and_paths_resolve_against_the_current_folder() {
+        let p = rendered(
+            TEXT,
+            &[
+                ("who", "env"),
+                ("who", "cli"),
+                ("n", "41"),
+                ("flag", "true"),
+                ("dir", "d"),
+            ],
+        )
+        .expect("renders");
+        assert_eq!(command(&p), "echo cli 42 true http://coder:8080 r1 /proj");
+        assert_eq!(p.models[0].gguf.value, "/cwd/d/m.gguf");
+    }
+
+    #[test]
+    fn an_undefined_name_points_at_itself() {
+        let text = "container \"box\" {\n    image \"img\"\n}\ntask \"t\" {\n    run \"box\" \"echo {{ var.nope }}\"\n}\n";
+        let errors = rendered(text, &[]).expect_err("undefined");
+        let [TemplateError::Undefined { name, span, .. }] = &errors[..] else {
+            panic!("{errors:#?}")
+        };
+        assert_eq!(name, "var.nope");
+        assert_eq!(&text[span.offset()..span.offset() + span.len()], "var.nope");
+    }
+
+    #[test]
+    fn var_problems_are_reported_together_and_alone() {
+        let text = "var \"need\"\nvar \"n\" type=\"int\" default=1\ncontainer \"box\" {\n    image \"img\"\n}\ntask \"t\" {\n    run \"box\" \"echo {{ var.n * 2 }}\"\n}\n";
+        let errors = rendered(text, &[("n", "many"), ("nedd", "x")]).expect_err("fails");
+        assert!(
+            matches!(
+                &errors[..],
+                [
+                    TemplateError::UnknownVar { help: h1, .. },
+                    TemplateError::MissingVar { .. },
+                    TemplateError::BadValue { .. },
+                ] if h1 == "did you mean `need`?"
+            ),
+            "{errors:#?}"
+        );
+    }
+
+    #[test]
+    fn the_host_environment_is_not_visible() {
+        let text = "container \"box\" {\n    image \"img\"\n}\ntask \"t\" {\n    run \"box\" \"echo {{ env.HOME }}\"\n}\n";
+        assert!(matches!(
+            &rendered(text, &[]).expect_err("undefined")[..],
+            [TemplateError::Undefined { .. }]
+        ));
+    }
+}
