@@ -97,6 +97,14 @@ pub enum Command {
         #[arg(long, default_value_t = 2)]
         timeout: u64,
     },
+    /// Run a task's command, killing its process group at the timeout (inside the box)
+    #[command(hide = true)]
+    Supervise {
+        #[arg(long)]
+        timeout_ms: Option<u64>,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// Wait and reap children as a container's first process (inside the box)
     #[command(hide = true)]
     SandboxInit,
@@ -162,6 +170,13 @@ pub fn main() -> ExitCode {
         Command::Probe { url, timeout } => {
             code(agent::probe::probe(&url, Duration::from_secs(timeout)))
         }
+        Command::Supervise {
+            timeout_ms,
+            command,
+        } => code(agent::supervise::supervise(
+            timeout_ms.map(Duration::from_millis),
+            &command,
+        )),
         Command::SandboxInit => agent::init::sandbox_init(),
     }
 }

@@ -7,8 +7,8 @@ use std::{fmt, io::Read, path::PathBuf};
 use crate::{
     GraphError, PlanError,
     graph::{self, Resource},
-    playbook::{Playbook, Problems, TaskKind},
-    step::{MODEL_PORT, Step, Teardown},
+    playbook::{EnvVar, Playbook, Problems, TaskKind},
+    step::{MODEL_PORT, Step, TaskSettings, Teardown},
 };
 
 /// What `apply` will do.
@@ -59,7 +59,9 @@ impl Plan {
             })
             .collect();
         teardown.extend(steps.iter().rev().filter_map(|s| match s {
-            Step::CreateNetwork { name } => Some(Teardown::RemoveNetwork { name: name.clone() }),
+            Step::CreateNetwork { name, .. } => {
+                Some(Teardown::RemoveNetwork { name: name.clone() })
+            }
             _ => None,
         }));
         Ok(Self {
@@ -75,13 +77,25 @@ impl Plan {
 fn step_for(p: &Playbook, resource: Resource, errors: &mut Vec<PlanError>) -> Option<Step> {
     Some(match resource {
         Resource::Network(i) => Step::CreateNetwork {
+            egress: p.networks[i].egress.as_ref().is_some_and(|e| e.value),
             name: p.networks[i].name.value.clone(),
         },
         Resource::Model(i) => {
             let m = &p.models[i];
             let (gguf, gguf_bytes) = check_gguf(p, &m.gguf, errors)?;
+            let mut args = Vec::new();
+            for (flag, value) in [
+                ("--threads", m.threads),
+                ("--parallel", m.parallel),
+                ("--n-gpu-layers", m.gpu_layers),
+            ] {
+                if let Some(value) = value {
+                    args.extend([flag.to_owned(), value.to_string()]);
+                }
+            }
+            args.extend(m.args.iter().map(|a| a.value.clone()));
             Step::StartModel {
-                args: m.args.iter().map(|a| a.value.clone()).collect(),
+                args,
                 context: m.context,
                 gguf,
                 gguf_bytes,
@@ -109,9 +123,13 @@ fn step_for(p: &Playbook, resource: Resource, errors: &mut Vec<PlanError>) -> Op
                 None => None,
             };
             Step::StartContainer {
+                env: pairs(&c.env),
                 image: c.image.value.clone(),
+                limits: c.limits,
                 name: c.name.value.clone(),
                 network: c.network.as_ref().map(|n| n.value.clone()),
+                user: c.user.as_ref().map(|u| u.value.clone()),
+                workdir: c.workdir.as_ref().map(|w| w.value.clone()),
                 workspace,
             }
         }
@@ -125,6 +143,11 @@ fn step_for(p: &Playbook, resource: Resource, errors: &mut Vec<PlanError>) -> Op
         }
         Resource::Task(i) => {
             let t = &p.tasks[i];
+            let settings = TaskSettings {
+                continue_on_error: t.continue_on_error,
+                env: pairs(&t.env),
+                timeout: t.timeout,
+            };
             match &t.kind {
                 TaskKind::Agent {
                     container,
@@ -139,16 +162,24 @@ fn step_for(p: &Playbook, resource: Resource, errors: &mut Vec<PlanError>) -> Op
                     model: model.value.clone(),
                     model_url: model_url(&model.value),
                     prompt: prompt.value.clone(),
+                    settings,
                     task: t.name.value.clone(),
                 },
                 TaskKind::Run { command, container } => Step::RunTask {
                     command: command.value.clone(),
                     container: container.value.clone(),
+                    settings,
                     task: t.name.value.clone(),
                 },
             }
         }
     })
+}
+
+fn pairs(env: &[EnvVar]) -> Vec<(String, String)> {
+    env.iter()
+        .map(|(k, v)| (k.value.clone(), v.value.clone()))
+        .collect()
 }
 
 /// The model's URL inside its network: the engine gives its container this alias.

@@ -1,7 +1,9 @@
 //! One step of a plan, and one step of its teardown. `label` and `Display` are what
 //! `openmono plan` prints; the executor runs the very same values.
 
-use std::{fmt, path::PathBuf};
+use std::{fmt, path::PathBuf, time::Duration};
+
+use crate::playbook::Limits;
 
 /// The port every model server listens on inside its network.
 pub const MODEL_PORT: u16 = 8080;
@@ -21,15 +23,21 @@ pub enum Step {
         model: String,
         model_url: String,
         prompt: String,
+        settings: TaskSettings,
         task: String,
     },
-    /// An internal network, private to the run.
-    CreateNetwork { name: String },
+    /// A network private to the run; internal unless `egress`.
+    CreateNetwork { egress: bool, name: String },
     /// A container that tasks run in; it idles until the run ends.
     StartContainer {
+        env: Vec<(String, String)>,
         image: String,
+        limits: Limits,
         name: String,
         network: Option<String>,
+        /// `UID:GID`; none: the user who runs openmono.
+        user: Option<String>,
+        workdir: Option<String>,
         workspace: Option<PathBuf>,
     },
     /// A llama.cpp server for one model.
@@ -49,6 +57,7 @@ pub enum Step {
     RunTask {
         command: String,
         container: String,
+        settings: TaskSettings,
         task: String,
     },
     /// Wait until the model answers `GET /health` with 200, asked from `from`.
@@ -59,6 +68,19 @@ pub enum Step {
     },
 }
 
+/// What every task may set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskSettings {
+    /// A failure does not stop the run.
+    pub continue_on_error: bool,
+    pub env: Vec<(String, String)>,
+    /// Then the task's processes are killed and it fails.
+    pub timeout: Option<Duration>,
+}
+
+/// The process limit of a container whose playbook sets none.
+pub const DEFAULT_PIDS: u32 = 1024;
+
 /// Something teardown removes; it runs after the steps, whatever happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Teardown {
@@ -67,11 +89,21 @@ pub enum Teardown {
 }
 
 impl Step {
+    /// Whether the run goes on when this step fails (`continue-on-error`).
+    pub fn continues_on_error(&self) -> bool {
+        match self {
+            Self::AgentTask { settings, .. } | Self::RunTask { settings, .. } => {
+                settings.continue_on_error
+            }
+            _ => false,
+        }
+    }
+
     /// A short name for progress lines and reports.
     pub fn label(&self) -> String {
         match self {
             Self::AgentTask { task, .. } => format!("agent task `{task}`"),
-            Self::CreateNetwork { name } => format!("network `{name}`"),
+            Self::CreateNetwork { name, .. } => format!("network `{name}`"),
             Self::StartContainer { name, .. } => format!("container `{name}`"),
             Self::StartModel { name, .. } => format!("model `{name}`"),
             Self::RunTask { task, .. } => format!("run task `{task}`"),
@@ -89,6 +121,7 @@ impl fmt::Display for Step {
                 max_tokens,
                 model,
                 prompt,
+                settings,
                 task,
                 ..
             } => {
@@ -96,35 +129,23 @@ impl fmt::Display for Step {
                     f,
                     "+ run agent task `{task}` in `{container}` with model `{model}` (at most {max_steps} steps of {max_tokens} tokens)"
                 )?;
-                lines(f, "      prompt: ", prompt)
+                lines(f, "      prompt: ", prompt)?;
+                write!(f, "{settings}")
             }
-            Self::CreateNetwork { name } => {
-                write!(
-                    f,
-                    "+ create network `{name}`: internal, no route out, no host address"
-                )
-            }
-            Self::StartContainer {
-                image,
-                name,
-                network,
-                workspace,
-            } => {
-                write!(f, "+ start container `{name}` from `{image}`")?;
-                match network {
-                    Some(net) => write!(f, " on `{net}`")?,
-                    None => write!(f, " with no network")?,
-                }
-                match workspace {
-                    Some(w) => write!(
+            Self::CreateNetwork { egress, name } => {
+                if *egress {
+                    write!(
                         f,
-                        "\n      mount {} at {WORKSPACE} (read-write), its only host mount",
-                        w.display()
-                    )?,
-                    None => write!(f, "\n      no host mounts")?,
+                        "+ create network `{name}`: EGRESS ALLOWED: containers on it can reach the internet, the LAN and the host"
+                    )
+                } else {
+                    write!(
+                        f,
+                        "+ create network `{name}`: internal, no route out, no host address"
+                    )
                 }
-                write!(f, "\n      openmono copied in to run tasks")
             }
+            Self::StartContainer { .. } => self.fmt_container(f),
             Self::StartModel {
                 args,
                 context,
@@ -157,10 +178,12 @@ impl fmt::Display for Step {
             Self::RunTask {
                 command,
                 container,
+                settings,
                 task,
             } => {
                 write!(f, "+ run task `{task}` in `{container}`")?;
-                lines(f, "      $ ", command)
+                lines(f, "      $ ", command)?;
+                write!(f, "{settings}")
             }
             Self::WaitModel { from, model, url } => {
                 write!(
@@ -169,6 +192,87 @@ impl fmt::Display for Step {
                 )
             }
         }
+    }
+}
+
+impl Step {
+    fn fmt_container(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self::StartContainer {
+            env,
+            image,
+            limits,
+            name,
+            network,
+            user,
+            workdir,
+            workspace,
+        } = self
+        else {
+            return Ok(());
+        };
+        write!(f, "+ start container `{name}` from `{image}`")?;
+        match network {
+            Some(net) => write!(f, " on `{net}`")?,
+            None => write!(f, " with no network")?,
+        }
+        match workspace {
+            Some(w) => write!(
+                f,
+                "\n      mount {} at {WORKSPACE} (read-write), its only host mount",
+                w.display()
+            )?,
+            None => write!(f, "\n      no host mounts")?,
+        }
+        match user {
+            Some(user) => write!(f, "\n      runs as {user}")?,
+            None => write!(f, "\n      runs as the user who runs openmono")?,
+        }
+        if let Some(dir) = workdir {
+            write!(f, ", in {dir}")?;
+        }
+        write!(f, "; no capabilities, no new privileges")?;
+        write!(f, "\n      limits: {}", LimitsDisplay(limits))?;
+        for (key, value) in env {
+            write!(f, "\n      env {key}={value}")?;
+        }
+        write!(f, "\n      openmono copied in to run tasks")
+    }
+}
+
+/// A task's settings, each on its own line, nothing when all are defaults.
+impl fmt::Display for TaskSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(timeout) = self.timeout {
+            write!(
+                f,
+                "\n      timeout {}s: then its processes are killed",
+                timeout.as_secs()
+            )?;
+        }
+        if self.continue_on_error {
+            write!(f, "\n      a failure does not stop the run")?;
+        }
+        for (key, value) in &self.env {
+            write!(f, "\n      env {key}={value}")?;
+        }
+        Ok(())
+    }
+}
+
+struct LimitsDisplay<'a>(&'a Limits);
+
+impl fmt::Display for LimitsDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Limits { cpus, memory, pids } = self.0;
+        match memory {
+            Some(bytes) => write!(f, "memory {}", human_bytes(*bytes))?,
+            None => write!(f, "memory unlimited")?,
+        }
+        match cpus {
+            Some(n) => write!(f, ", {n} CPUs")?,
+            None => write!(f, ", all CPUs")?,
+        }
+        write!(f, ", {} processes", pids.unwrap_or(DEFAULT_PIDS))
     }
 }
 

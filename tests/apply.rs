@@ -293,3 +293,128 @@ fn the_real_model_file_is_there() {
         gemma().display()
     );
 }
+
+#[test]
+fn container_and_task_settings_reach_the_processes() {
+    if !docker() {
+        return;
+    }
+    let project = Project::new();
+    project.file(
+        "openmono.kdl",
+        r#"
+container "box" {
+    image "openmono/agent:latest"
+    env "FROM_CONTAINER" "c-value"
+    user "1234:2345"
+    workdir "/tmp"
+    limits memory="256MiB" cpus=1 pids=100
+}
+task "look" {
+    env "FROM_TASK" "t-value"
+    run "box" """
+        echo "env $FROM_CONTAINER $FROM_TASK"
+        echo "ids $(id -u):$(id -g) in $(pwd)"
+        echo "memory $(cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes)"
+        echo "pids $(cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max)"
+        echo "caps $(grep CapEff /proc/self/status)"
+        echo "nnp $(grep NoNewPrivs /proc/self/status)"
+        """
+}
+"#,
+    );
+    let run = project.run(&["apply"]);
+    run.expect_code(0);
+    let out = &run.stdout;
+    for line in [
+        "        env c-value t-value\n",
+        "        ids 1234:2345 in /tmp\n",
+        "        memory 268435456\n",
+        "        pids 100\n",
+        "        caps CapEff:\t0000000000000000\n",
+        "        nnp NoNewPrivs:\t1\n",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in\n{out}");
+    }
+    assert_run_gone(&run.run_id());
+}
+
+#[test]
+fn a_timeout_kills_the_task_and_fails_the_run() {
+    if !docker() {
+        return;
+    }
+    let project = Project::new();
+    project.file(
+        "openmono.kdl",
+        "container \"box\" {\n    image \"openmono/agent:latest\"\n}\ntask \"slow\" {\n    run \"box\" \"echo started; sleep 120\"\n    timeout \"2s\"\n}\n",
+    );
+    let started = std::time::Instant::now();
+    let run = project.run(&["apply"]);
+    run.expect_code(1);
+    assert!(
+        started.elapsed().as_secs() < 60,
+        "the timeout did not end the task"
+    );
+    assert!(
+        run.stdout.contains("✗ task `slow` (run, exit code 124"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("failure: run task `slow`: timed out after 2s; its processes were killed"),
+        "{}",
+        run.stdout
+    );
+    assert_run_gone(&run.run_id());
+}
+
+#[test]
+fn continue_on_error_lets_the_run_go_on_and_egress_networks_work() {
+    if !docker() {
+        return;
+    }
+    let project = Project::new();
+    project.file(
+        "openmono.kdl",
+        r#"
+network "open" egress=#true
+container "box" {
+    image "openmono/agent:latest"
+    network "open"
+}
+task "flaky" {
+    run "box" "exit 5"
+    continue-on-error #true
+}
+task "next" after="flaky" {
+    run "box" "echo next ran"
+}
+"#,
+    );
+    let plan = project.run(&["plan"]);
+    plan.expect_code(0);
+    assert!(
+        plan.stdout.contains(
+            "+ create network `open`: EGRESS ALLOWED: containers on it can reach the internet, the LAN and the host"
+        ),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout
+            .contains("      a failure does not stop the run\n"),
+        "{}",
+        plan.stdout
+    );
+    let run = project.run(&["apply"]);
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains("✗ task `flaky` (run, exit code 5"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("        next ran\n"), "{}", run.stdout);
+    assert_run_gone(&run.run_id());
+}

@@ -333,3 +333,31 @@ task "t" retries=3 {
         );
     }
 }
+
+#[test]
+fn an_override_that_weakens_isolation_says_so() {
+    let project = Project::new();
+    project.file("w.kdl", "network \"n\" egress=#false egress=#true\n");
+    let run = project.run(&["plan", "w.kdl"]);
+    run.expect_code(0);
+    assert_eq!(
+        run.stderr.trim_end(),
+        r"openmono::playbook
+
+  ⚠ `w.kdl` has 1 warning
+
+Warning: openmono::decode::overridden
+
+  ⚠ property `egress` on `network` is given twice; the last one wins
+   ╭─[w.kdl:1:13]
+ 1 │ network \x22n\x22 egress=#false egress=#true
+   ·             ──────┬────── ──────┬─────
+   ·                   │             ╰── this one wins
+   ·                   ╰── first given here
+   ╰────
+  help: this override WEAKENS ISOLATION: the network is not internal, and containers on it can
+        reach the internet, the LAN and the host"
+            .replace(r"\x22", "\"")
+    );
+    assert!(run.stdout.contains("EGRESS ALLOWED"), "{}", run.stdout);
+}

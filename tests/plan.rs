@@ -25,6 +25,8 @@ Plan for playbook `hello-agent` (<root>/playbooks/hello-agent.kdl): 6 steps, the
       context 2048, --jinja (tool calls), served as http://gemma:8080
   3. + start container `agent` from `openmono/agent:latest` on `sandbox`
       mount <root> at /workspace (read-write), its only host mount
+      runs as the user who runs openmono; no capabilities, no new privileges
+      limits: memory unlimited, all CPUs, 1024 processes
       openmono copied in to run tasks
   4. ~ wait for model `gemma`: GET http://gemma:8080/health answers 200, asked from `agent`
   5. + run agent task `look` in `agent` with model `gemma` (at most 3 steps of 96 tokens)
@@ -69,6 +71,8 @@ Plan for playbook `openmono` (openmono.kdl): 3 steps, then teardown
 
   1. + start container `box` from `openmono/agent:latest` with no network
       no host mounts
+      runs as the user who runs openmono; no capabilities, no new privileges
+      limits: memory unlimited, all CPUs, 1024 processes
       openmono copied in to run tasks
   2. + run task `first` in `box`
       $ echo 1

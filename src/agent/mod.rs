@@ -12,6 +12,7 @@ pub mod event;
 pub mod init;
 pub mod probe;
 pub mod shell;
+pub mod supervise;
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};

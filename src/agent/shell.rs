@@ -175,31 +175,39 @@ impl Shell {
         (captured, done_rx)
     }
 
-    /// Waits for the command until the time limit, then kills its process group.
     fn wait(&self, child: &mut Child) -> Exit {
-        let deadline = Instant::now() + self.timeout;
-        // Start polling fast so quick commands return quickly, then back off.
-        let mut pause = Duration::from_millis(1);
-        loop {
-            match child.try_wait() {
-                Ok(Some(status)) => return Exit::from_status(status),
-                Ok(None) => {}
-                Err(error) => {
-                    kill_group(child);
-                    let _ = child.wait();
-                    return Exit::Lost(error.to_string());
-                }
+        wait_until(child, Some(self.timeout))
+    }
+}
+
+/// Waits for a child that leads its own process group until `timeout` (none: for ever),
+/// then kills the whole group.
+pub fn wait_until(child: &mut Child, timeout: Option<Duration>) -> Exit {
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    // Start polling fast so quick commands return quickly, then back off.
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Exit::from_status(status),
+            Ok(None) => {}
+            Err(error) => {
+                kill_group(child);
+                let _ = child.wait();
+                return Exit::Lost(error.to_string());
             }
-            let now = Instant::now();
+        }
+        let now = Instant::now();
+        if let Some(deadline) = deadline {
             if now >= deadline {
                 kill_group(child);
                 // Reap the shell so it does not linger as a zombie.
                 let _ = child.wait();
-                return Exit::TimedOut(self.timeout);
+                return Exit::TimedOut(timeout.unwrap_or_default());
             }
-            thread::sleep(pause.min(deadline - now));
-            pause = (pause * 2).min(Duration::from_millis(25));
+            pause = pause.min(deadline - now);
         }
+        thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(25));
     }
 }
 

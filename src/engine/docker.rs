@@ -20,6 +20,7 @@ use bollard::{
 use futures_util::StreamExt;
 
 use super::EngineError;
+use crate::{playbook::Limits, step::DEFAULT_PIDS};
 
 /// A connected engine.
 #[derive(Clone)]
@@ -43,6 +44,7 @@ pub struct ContainerSpec {
     pub env: Vec<String>,
     pub image: String,
     pub labels: HashMap<String, String>,
+    pub limits: Limits,
     pub mounts: Vec<BindMount>,
     pub name: String,
     /// The network's engine name and this container's aliases on it; none: no network.
@@ -97,16 +99,21 @@ impl Engine {
         &self,
         name: &str,
         labels: HashMap<String, String>,
+        egress: bool,
     ) -> Result<String, EngineError> {
         let request = NetworkCreateRequest {
             name: name.to_owned(),
             driver: Some("bridge".into()),
-            internal: Some(true),
+            internal: Some(!egress),
             labels: Some(labels),
-            options: Some(HashMap::from([(
-                "com.docker.network.bridge.inhibit_ipv4".to_owned(),
-                "true".to_owned(),
-            )])),
+            // A network with egress routes through the host's bridge address; one
+            // without needs none.
+            options: (!egress).then(|| {
+                HashMap::from([(
+                    "com.docker.network.bridge.inhibit_ipv4".to_owned(),
+                    "true".to_owned(),
+                )])
+            }),
             ..Default::default()
         };
         let created = self
@@ -159,8 +166,10 @@ impl Engine {
                     })
                     .collect(),
             ),
+            memory: spec.limits.memory.and_then(|m| i64::try_from(m).ok()),
+            nano_cpus: spec.limits.cpus.map(|c| i64::from(c) * 1_000_000_000),
             network_mode: Some(network_mode),
-            pids_limit: Some(1024),
+            pids_limit: Some(i64::from(spec.limits.pids.unwrap_or(DEFAULT_PIDS))),
             privileged: Some(false),
             readonly_rootfs: Some(spec.read_only_rootfs),
             security_opt: Some(vec!["no-new-privileges".into()]),
@@ -259,6 +268,7 @@ impl Engine {
         &self,
         id: &str,
         cmd: Vec<String>,
+        env: &[String],
         mut on_line: impl FnMut(Stream, &str),
     ) -> Result<i64, EngineError> {
         let config = CreateExecOptions {
@@ -267,6 +277,7 @@ impl Engine {
             attach_stderr: Some(true),
             tty: Some(false),
             cmd: Some(cmd),
+            env: Some(env.to_vec()),
             ..Default::default()
         };
         let exec = self

@@ -13,8 +13,9 @@ use std::{
 
 use crate::{
     agent::event::AgentEvent,
+    agent::supervise::TIMED_OUT,
     plan::Plan,
-    step::{MODEL_MOUNT, MODEL_PORT, Step, WORKSPACE},
+    step::{MODEL_MOUNT, MODEL_PORT, Step, TaskSettings, WORKSPACE},
 };
 
 use super::{
@@ -136,6 +137,13 @@ impl Executor<'_> {
             self.progress.start_step(&label);
             match self.step(step).await {
                 Ok(note) => self.progress.finish_step(&label, true, &note),
+                Err(why) if step.continues_on_error() => {
+                    self.progress.finish_step(
+                        &label,
+                        false,
+                        &format!("{why}; the run goes on (continue-on-error)"),
+                    );
+                }
                 Err(why) => {
                     self.progress.finish_step(&label, false, "failed");
                     return Err(Stop::Failed(format!("{label}: {why}")));
@@ -148,7 +156,7 @@ impl Executor<'_> {
     /// Runs one step; `Ok` carries a short note for the progress line.
     async fn step(&mut self, step: &Step) -> Result<String, String> {
         match step {
-            Step::CreateNetwork { name } => self.create_network(name).await,
+            Step::CreateNetwork { egress, name } => self.create_network(name, *egress).await,
             Step::StartModel { .. } => self.start_model(step).await,
             Step::StartContainer { .. } => self.start_container(step).await,
             Step::WaitModel { from, model, url } => self.wait_model(from, model, url).await,
@@ -156,8 +164,9 @@ impl Executor<'_> {
             Step::RunTask {
                 command,
                 container,
+                settings,
                 task,
-            } => self.run_task(task, container, command).await,
+            } => self.run_task(task, container, command, settings).await,
         }
     }
 
@@ -180,11 +189,11 @@ impl Executor<'_> {
         ])
     }
 
-    async fn create_network(&mut self, name: &str) -> Result<String, String> {
+    async fn create_network(&mut self, name: &str, egress: bool) -> Result<String, String> {
         let engine_name = self.engine_name(name);
         let id = self
             .engine
-            .create_network(&engine_name, self.labels(name))
+            .create_network(&engine_name, self.labels(name), egress)
             .await
             .map_err(|e| error_chain(&e))?;
         self.created.push(Created::Network { id });
@@ -249,9 +258,13 @@ impl Executor<'_> {
 
     async fn start_container(&mut self, step: &Step) -> Result<String, String> {
         let Step::StartContainer {
+            env,
             image,
+            limits,
             name,
             network,
+            user,
+            workdir,
             workspace,
         } = step
         else {
@@ -263,10 +276,13 @@ impl Executor<'_> {
         };
         // SAFETY: getuid and getgid cannot fail and touch no memory.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let mut environment = vec!["HOME=/tmp".to_owned()];
+        environment.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
         let spec = ContainerSpec {
             cmd: vec!["sandbox-init".into()],
             entrypoint: Some(vec![SELF_PATH.into()]),
-            env: vec!["HOME=/tmp".into()],
+            env: environment,
+            limits: *limits,
             image: image.clone(),
             labels: self.labels(name),
             mounts: workspace
@@ -279,8 +295,10 @@ impl Executor<'_> {
                 .collect(),
             name: self.engine_name(name),
             network,
-            user: Some(format!("{uid}:{gid}")),
-            working_dir: workspace.as_ref().map(|_| WORKSPACE.to_owned()),
+            user: Some(user.clone().unwrap_or_else(|| format!("{uid}:{gid}"))),
+            working_dir: workdir
+                .clone()
+                .or_else(|| workspace.as_ref().map(|_| WORKSPACE.to_owned())),
             ..ContainerSpec::default()
         };
         let id = self.create(name, spec).await?;
@@ -343,7 +361,7 @@ impl Executor<'_> {
             let cmd = vec![SELF_PATH.to_owned(), "probe".to_owned(), health.clone()];
             let code = self
                 .engine
-                .exec(&from_id, cmd, |_, _| {})
+                .exec(&from_id, cmd, &[], |_, _| {})
                 .await
                 .map_err(|e| error_chain(&e))?;
             match code {
@@ -371,6 +389,7 @@ impl Executor<'_> {
             model,
             model_url,
             prompt,
+            settings,
             task,
         } = step
         else {
@@ -397,12 +416,13 @@ impl Executor<'_> {
         ]
         .map(str::to_owned)
         .to_vec();
+        let cmd = supervised(settings, cmd);
         let started = Instant::now();
         let mut answer = None;
         let progress = &self.progress;
         let code = self
             .engine
-            .exec(&id, cmd, |stream, line| match stream {
+            .exec(&id, cmd, &env_list(settings), |stream, line| match stream {
                 Stream::Stdout => {
                     let _ = writeln!(transcript, "{line}");
                     match AgentEvent::parse_line(line) {
@@ -435,10 +455,10 @@ impl Executor<'_> {
             },
             transcript: Some(transcript_path),
         });
-        if ok {
-            Ok("answered".into())
-        } else {
-            Err(format!("the agent ended with exit code {code}"))
+        match code {
+            0 => Ok("answered".into()),
+            c if c == i64::from(TIMED_OUT) => Err(timed_out(settings)),
+            _ => Err(format!("the agent ended with exit code {code}")),
         }
     }
 
@@ -447,6 +467,7 @@ impl Executor<'_> {
         task: &str,
         container: &str,
         command: &str,
+        settings: &TaskSettings,
     ) -> Result<String, String> {
         const TAIL: usize = 20;
         let id = self.container(container)?;
@@ -456,14 +477,17 @@ impl Executor<'_> {
         let started = Instant::now();
         // The engine keeps stdout and stderr apart and cannot say which line came first;
         // one stream keeps the output in the order it was written.
-        let cmd = vec![
-            "/bin/sh".to_owned(),
-            "-c".to_owned(),
-            format!("exec 2>&1\n{command}"),
-        ];
+        let cmd = supervised(
+            settings,
+            vec![
+                "/bin/sh".to_owned(),
+                "-c".to_owned(),
+                format!("exec 2>&1\n{command}"),
+            ],
+        );
         let code = self
             .engine
-            .exec(&id, cmd, |_, line| {
+            .exec(&id, cmd, &env_list(settings), |_, line| {
                 let _ = writeln!(log, "{line}");
                 if tail.len() == TAIL {
                     tail.remove(0);
@@ -491,6 +515,9 @@ impl Executor<'_> {
         match code {
             0 => Ok("exit code 0".into()),
             126 => Err("the command could not be started (exit code 126)".into()),
+            c if c == i64::from(TIMED_OUT) && settings.timeout.is_some() => {
+                Err(timed_out(settings))
+            }
             127 => Err("command not found (exit code 127)".into()),
             _ => Err(format!("the command exited with code {code}")),
         }
@@ -548,6 +575,30 @@ impl Executor<'_> {
             .finish_step("teardown", ok, &errors.join("; "));
         report
     }
+}
+
+/// `argv` under `openmono supervise`, which enforces the task's timeout inside the box.
+fn supervised(settings: &TaskSettings, argv: Vec<String>) -> Vec<String> {
+    let mut cmd = vec![SELF_PATH.to_owned(), "supervise".to_owned()];
+    if let Some(timeout) = settings.timeout {
+        cmd.extend(["--timeout-ms".to_owned(), timeout.as_millis().to_string()]);
+    }
+    cmd.push("--".to_owned());
+    cmd.extend(argv);
+    cmd
+}
+
+fn env_list(settings: &TaskSettings) -> Vec<String> {
+    settings
+        .env
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect()
+}
+
+fn timed_out(settings: &TaskSettings) -> String {
+    let secs = settings.timeout.unwrap_or_default().as_secs();
+    format!("timed out after {secs}s; its processes were killed")
 }
 
 /// The openmono binary as a tar archive holding `.openmono/openmono`, for upload into a

@@ -58,7 +58,9 @@ impl Progress {
 
     /// A passing detail of the current step: the spinner shows it; plain output prints it.
     pub fn detail(&self, text: &str) {
-        if let Some(bar) = &self.bar { bar.set_message(text.to_owned()) } else {
+        if let Some(bar) = &self.bar {
+            bar.set_message(text.to_owned());
+        } else {
             let mut last = self.last_detail.borrow_mut();
             if *last != text {
                 text.clone_into(&mut last);

@@ -76,9 +76,14 @@ impl Checker<'_> {
                 continue;
             };
             if let Some(earlier) = props.insert(prop.name, entry.span()) {
+                let opens = prop.name == "egress" && matches!(entry.value(), KdlValue::Bool(true));
                 self.problems.push(DecodeError::Overridden {
                     first: earlier,
-                    help: format!("remove one `{}=`: the last one is used", prop.name),
+                    help: if opens {
+                        "this override WEAKENS ISOLATION: the network is not internal, and containers on it can reach the internet, the LAN and the host".to_owned()
+                    } else {
+                        format!("remove one `{}=`: the last one is used", prop.name)
+                    },
                     span: entry.span(),
                     what: format!("property `{}` on `{}`", prop.name, schema.name),
                 });
@@ -144,11 +149,29 @@ impl Checker<'_> {
             Ty::Bool => "a boolean (`#true` or `#false`)",
             Ty::Int { .. } => "an integer",
             Ty::Choice(_) | Ty::Name | Ty::Path | Ty::Ref(_) | Ty::String => "a string",
+            Ty::Duration => "a duration such as `\"30m\"`",
+            Ty::Size => "a size such as `\"4GiB\"`",
             Ty::Scalar => "a string, an integer or a boolean",
         };
         match (ty, value) {
+            (Ty::Duration, KdlValue::String(s)) if super::units::parse_duration(s).is_none() => {
+                self.problems.push(DecodeError::InvalidValue {
+                    help: Some(
+                        "write a whole number and a unit: `90s`, `30m`, `1h30m`, `500ms`".into(),
+                    ),
+                    message: format!("`{s}` is not a duration"),
+                    span: entry.span(),
+                });
+            }
+            (Ty::Size, KdlValue::String(s)) if super::units::parse_size(s).is_none() => {
+                self.problems.push(DecodeError::InvalidValue {
+                    help: Some("write a whole number and a unit: `512MiB`, `4GiB`, `1G`".into()),
+                    message: format!("`{s}` is not a size"),
+                    span: entry.span(),
+                });
+            }
             (Ty::Bool, KdlValue::Bool(_))
-            | (Ty::Path | Ty::Ref(_) | Ty::String, KdlValue::String(_))
+            | (Ty::Duration | Ty::Path | Ty::Ref(_) | Ty::Size | Ty::String, KdlValue::String(_))
             | (Ty::Scalar, KdlValue::String(_) | KdlValue::Integer(_) | KdlValue::Bool(_)) => {}
             (Ty::Choice(choices), KdlValue::String(s)) => {
                 if !choices.contains(&s.as_str()) {

@@ -14,8 +14,8 @@ use miette::SourceSpan;
 
 use super::{
     Container, DEFAULT_CONTEXT, DEFAULT_MAX_STEPS, DEFAULT_MAX_TOKENS, DEFAULT_MODEL_IMAGE,
-    DecodeError, Model, Network, Playbook, Source, Spanned, Task, TaskKind, Var, VarType, VarValue,
-    checker::Checker, schema,
+    DecodeError, Limits, Model, Network, Playbook, Source, Spanned, Task, TaskKind, Var, VarType,
+    VarValue, checker::Checker, schema, units,
 };
 
 /// A decoded playbook and the warnings it gave.
@@ -130,8 +130,37 @@ impl<'a> Decoder<'a> {
 
     fn decode_network(&mut self, node: &KdlNode) -> Option<Network> {
         Some(Network {
+            egress: prop(node, "egress").and_then(|e| match e.value() {
+                KdlValue::Bool(b) => Some(Spanned::new(*b, e.span())),
+                _ => None,
+            }),
             name: self.name(node, "network")?,
         })
+    }
+
+    /// `env "NAME" "VALUE"` children; a name the shell could not use is an error.
+    fn env(&mut self, node: &KdlNode) -> Vec<super::EnvVar> {
+        let mut vars = Vec::new();
+        for child in children(node, "env") {
+            let (Some(name), Some(value)) = (str_arg(child, 0), str_arg(child, 1)) else {
+                continue;
+            };
+            let mut chars = name.value.chars();
+            let valid = chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if valid {
+                vars.push((name, value));
+            } else {
+                self.problems.push(DecodeError::InvalidValue {
+                    help: Some("use letters, digits and `_`, not starting with a digit".into()),
+                    message: format!("`{}` is not a valid environment variable name", name.value),
+                    span: name.span,
+                });
+            }
+        }
+        vars
     }
 
     fn decode_var(&mut self, node: &KdlNode) -> Option<Var> {
@@ -178,20 +207,32 @@ impl<'a> Decoder<'a> {
             args: children(node, "args").flat_map(strs).collect(),
             context: child_int(node, "context").map_or(DEFAULT_CONTEXT, |c| c.value),
             gguf: child_str(node, "gguf")?,
+            gpu_layers: child_int(node, "gpu-layers").map(|n| n.value),
             image: child_str(node, "image").unwrap_or_else(|| {
                 Spanned::new(DEFAULT_MODEL_IMAGE.to_owned(), node.name().span())
             }),
             name,
             network: child_str(node, "network")?,
+            parallel: child_int(node, "parallel").map(|n| n.value),
+            threads: child_int(node, "threads").map(|n| n.value),
         })
     }
 
     fn decode_container(&mut self, node: &KdlNode) -> Option<Container> {
         let name = self.name(node, "host")?;
+        let limits = last_child(node, "limits").map_or_else(Limits::default, |l| Limits {
+            cpus: prop_int(l, "cpus"),
+            memory: prop_str(l, "memory").and_then(|m| units::parse_size(&m.value)),
+            pids: prop_int(l, "pids"),
+        });
         Some(Container {
+            env: self.env(node),
             image: child_str(node, "image")?,
+            limits,
             name,
             network: child_str(node, "network"),
+            user: child_str(node, "user"),
+            workdir: child_str(node, "workdir"),
             workspace: child_str(node, "workspace"),
         })
     }
@@ -283,10 +324,16 @@ impl<'a> Decoder<'a> {
                 None
             }
         };
+        let env = self.env(node);
         Some(Task {
             after,
+            continue_on_error: last_child(node, "continue-on-error")
+                .and_then(|c| positional(c).next())
+                .is_some_and(|e| matches!(e.value(), KdlValue::Bool(true))),
+            env,
             kind: kind?,
             name: name?,
+            timeout: child_str(node, "timeout").and_then(|t| units::parse_duration(&t.value)),
         })
     }
 }
@@ -322,6 +369,13 @@ fn prop<'n>(node: &'n KdlNode, name: &str) -> Option<&'n KdlEntry> {
 
 fn prop_str(node: &KdlNode, name: &str) -> Option<Spanned<String>> {
     prop(node, name).and_then(as_str)
+}
+
+fn prop_int(node: &KdlNode, name: &str) -> Option<u32> {
+    match prop(node, name)?.value() {
+        KdlValue::Integer(n) => u32::try_from(*n).ok(),
+        _ => None,
+    }
 }
 
 fn children<'n>(node: &'n KdlNode, name: &'n str) -> impl Iterator<Item = &'n KdlNode> {
@@ -498,6 +552,50 @@ task "b" after="a" {
         },
         "model"
     );
+
+    error!(
+        an_env_name_the_shell_cannot_use,
+        "container \"c\" {\n    image \"i\"\n    env \"1BAD\" \"x\"\n}",
+        DecodeError::InvalidValue { .. },
+        "\"1BAD\""
+    );
+    error!(
+        a_timeout_that_is_not_a_duration,
+        "task \"t\" {\n    run \"c\" \"x\"\n    timeout \"soon\"\n}",
+        DecodeError::InvalidValue { .. },
+        "\"soon\""
+    );
+    error!(
+        a_memory_limit_that_is_not_a_size,
+        "container \"c\" {\n    image \"i\"\n    limits memory=\"lots\"\n}",
+        DecodeError::InvalidValue { .. },
+        "memory=\"lots\""
+    );
+    error!(
+        a_var_type_that_does_not_exist,
+        "var \"v\" type=\"float\"",
+        DecodeError::InvalidValue { .. },
+        "type=\"float\""
+    );
+
+    #[test]
+    fn a_property_given_twice_warns_and_the_last_wins() {
+        let text = "network \"n\" egress=#true egress=#false";
+        let source = Source::from_text(Path::new("t.kdl"), PathBuf::from("/p"), text.to_owned());
+        let decoded = Decoder::new(&source).decode().expect("decodes");
+        assert_eq!(
+            decoded.playbook.networks[0]
+                .egress
+                .as_ref()
+                .map(|e| e.value),
+            Some(false)
+        );
+        let [DecodeError::Overridden { first, span, .. }] = &decoded.warnings[..] else {
+            panic!("{:#?}", decoded.warnings)
+        };
+        assert_eq!(*first, span_of(text, "egress=#true", 0));
+        assert_eq!(*span, span_of(text, "egress=#false", 0));
+    }
 
     #[test]
     fn the_name_defaults_to_the_file_stem() {

@@ -12,6 +12,7 @@ pub mod schema;
 mod source;
 mod spanned;
 mod template_error;
+pub mod units;
 
 use std::path::Path;
 

@@ -64,11 +64,19 @@ pub fn render(playbook: &mut Playbook, inputs: &Inputs) -> Result<(), Vec<Templa
     }
     for container in &mut playbook.containers {
         render(&mut container.image);
+        container
+            .env
+            .iter_mut()
+            .for_each(|(_, value)| render(value));
+        if let Some(dir) = &mut container.workdir {
+            render(dir);
+        }
         if let Some(w) = &mut container.workspace {
             render(w);
         }
     }
     for task in &mut playbook.tasks {
+        task.env.iter_mut().for_each(|(_, value)| render(value));
         match &mut task.kind {
             TaskKind::Agent { prompt, .. } => render(prompt),
             TaskKind::Run { command, .. } => render(command),

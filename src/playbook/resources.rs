@@ -56,10 +56,24 @@ pub enum VarValue {
     String(String),
 }
 
-/// A private network; always internal in this version.
+/// A private network: internal unless it allows egress.
 #[derive(Debug, Clone)]
 pub struct Network {
+    /// Traffic may leave the network (`egress=#true`).
+    pub egress: Option<Spanned<bool>>,
     pub name: Spanned<String>,
+}
+
+/// An environment variable: a name and a value.
+pub type EnvVar = (Spanned<String>, Spanned<String>);
+
+/// A container's resource limits; unset means the engine's default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub cpus: Option<u32>,
+    /// Bytes.
+    pub memory: Option<u64>,
+    pub pids: Option<u32>,
 }
 
 /// A local model served by llama.cpp's `llama-server` in its own container.
@@ -70,17 +84,25 @@ pub struct Model {
     pub context: u32,
     /// The GGUF file as written, relative to the playbook's folder.
     pub gguf: Spanned<String>,
+    pub gpu_layers: Option<u32>,
     pub image: Spanned<String>,
     pub name: Spanned<String>,
+    pub parallel: Option<u32>,
+    pub threads: Option<u32>,
     pub network: Spanned<String>,
 }
 
 /// A long-lived container that tasks run in.
 #[derive(Debug, Clone)]
 pub struct Container {
+    pub env: Vec<EnvVar>,
     pub image: Spanned<String>,
+    pub limits: Limits,
     pub name: Spanned<String>,
     pub network: Option<Spanned<String>>,
+    /// `UID:GID`; none: the user who runs openmono.
+    pub user: Option<Spanned<String>>,
+    pub workdir: Option<Spanned<String>>,
     /// The project folder mounted at `/workspace`, as written.
     pub workspace: Option<Spanned<String>>,
 }
@@ -90,8 +112,12 @@ pub struct Container {
 pub struct Task {
     /// Tasks that must have completed before this one starts.
     pub after: Vec<Spanned<String>>,
+    /// A failure does not stop the run.
+    pub continue_on_error: bool,
+    pub env: Vec<EnvVar>,
     pub kind: TaskKind,
     pub name: Spanned<String>,
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// What a task does.

@@ -22,6 +22,10 @@ pub enum Ty {
     Ref(&'static str),
     /// A string, an integer or a boolean.
     Scalar,
+    /// A size such as `4GiB`, `512M` or a number of bytes.
+    Size,
+    /// A duration such as `90s`, `30m` or `1h30m`.
+    Duration,
     String,
 }
 
@@ -115,6 +119,17 @@ const fn arg(name: &'static str, ty: Ty) -> Arg {
 }
 
 const STRING: &[Arg] = &[arg("value", Ty::String)];
+const BOOL: &[Arg] = &[arg("value", Ty::Bool)];
+const DURATION: &[Arg] = &[arg("duration", Ty::Duration)];
+const KEY_VALUE: &[Arg] = &[arg("name", Ty::String), arg("value", Ty::String)];
+const THREADS: &[Arg] = &[arg("count", Ty::Int { max: 1024, min: 1 })];
+const LAYERS: &[Arg] = &[arg(
+    "layers",
+    Ty::Int {
+        max: 100_000,
+        min: 0,
+    },
+)];
 const PATH: &[Arg] = &[arg("path", Ty::Path)];
 const NETWORK: &[Arg] = &[arg("network", Ty::Ref("network"))];
 const TOKENS: &[Arg] = &[arg(
@@ -207,7 +222,12 @@ pub const TOP_LEVEL: &[Node] = &[
         doc: "a private network: internal, no route out, no address on the host",
         example: "",
         name: "network",
-        props: &[],
+        props: &[Prop {
+            default: Some("#false"),
+            doc: "let containers on it reach the internet, the LAN and the host; `plan` warns",
+            name: "egress",
+            ty: Ty::Bool,
+        }],
         rest: None,
         times: Times::Many,
     },
@@ -232,6 +252,24 @@ pub const TOP_LEVEL: &[Node] = &[
                 "context",
                 "context size in tokens (default 4096)",
                 TOKENS,
+                Times::Once,
+            ),
+            leaf(
+                "threads",
+                "CPU threads for generation (`--threads`)",
+                THREADS,
+                Times::Once,
+            ),
+            leaf(
+                "parallel",
+                "requests served at once (`--parallel`)",
+                THREADS,
+                Times::Once,
+            ),
+            leaf(
+                "gpu-layers",
+                "layers to offload to a GPU (`--n-gpu-layers`)",
+                LAYERS,
                 Times::Once,
             ),
             leaf(
@@ -275,6 +313,57 @@ pub const TOP_LEVEL: &[Node] = &[
                 PATH,
                 Times::Once,
             ),
+            leaf(
+                "env",
+                "an environment variable for everything run in it",
+                KEY_VALUE,
+                Times::Many,
+            )
+            .example("env \"RUST_LOG\" \"debug\""),
+            leaf(
+                "user",
+                "the user to run as, `UID:GID` (default: the user who runs openmono)",
+                STRING,
+                Times::Once,
+            ),
+            leaf(
+                "workdir",
+                "the working directory (default `/workspace` with a workspace, else `/`)",
+                STRING,
+                Times::Once,
+            ),
+            Node {
+                args: &[],
+                children: &[],
+                doc: "resource limits",
+                example: "limits memory=\"4GiB\" cpus=2 pids=512",
+                name: "limits",
+                props: &[
+                    Prop {
+                        default: None,
+                        doc: "most memory, e.g. `4GiB`",
+                        name: "memory",
+                        ty: Ty::Size,
+                    },
+                    Prop {
+                        default: None,
+                        doc: "most CPUs",
+                        name: "cpus",
+                        ty: Ty::Int { max: 1024, min: 1 },
+                    },
+                    Prop {
+                        default: Some("1024"),
+                        doc: "most processes",
+                        name: "pids",
+                        ty: Ty::Int {
+                            max: 1_000_000,
+                            min: 1,
+                        },
+                    },
+                ],
+                rest: None,
+                times: Times::Once,
+            },
         ],
         doc: "a container that tasks run in; openmono's binary is copied into it",
         example: "",
@@ -344,6 +433,25 @@ pub const TOP_LEVEL: &[Node] = &[
                 rest: None,
                 times: Times::Once,
             },
+            leaf(
+                "env",
+                "an environment variable for the task",
+                KEY_VALUE,
+                Times::Many,
+            ),
+            leaf(
+                "timeout",
+                "how long the task may run; then its processes are killed",
+                DURATION,
+                Times::Once,
+            )
+            .example("timeout \"30m\""),
+            leaf(
+                "continue-on-error",
+                "a failure of this task does not stop the run",
+                BOOL,
+                Times::Once,
+            ),
             Node {
                 args: &[],
                 children: &[],
