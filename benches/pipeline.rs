@@ -4,6 +4,9 @@
 //!
 //! Run: `cargo bench --bench pipeline`. Results go to stdout as a Markdown table.
 
+// A bench builds text and prints numbers; precision to the last byte does not matter.
+#![allow(clippy::format_push_string, clippy::cast_precision_loss)]
+
 use std::{
     alloc::{GlobalAlloc, Layout, System},
     path::Path,
@@ -54,7 +57,11 @@ fn playbook(n: usize) -> String {
             ));
         }
         for t in 0..6 {
-            let after = if t == 0 { String::new() } else { format!(" after=\"t{g}-{}\"", t - 1) };
+            let after = if t == 0 {
+                String::new()
+            } else {
+                format!(" after=\"t{g}-{}\"", t - 1)
+            };
             text.push_str(&format!(
                 "task \"t{g}-{t}\"{after} {{\n    run \"c{g}-{}\" \"{{{{ var.cmd }}}} {t}\"\n}}\n",
                 t % 3
@@ -83,7 +90,11 @@ fn compose(n: usize) -> String {
 }
 
 fn pipeline(text: &str) -> Plan {
-    let source = Source::from_text(Path::new("bench.kdl"), std::env::temp_dir(), text.to_owned());
+    let source = Source::from_text(
+        Path::new("bench.kdl"),
+        std::env::temp_dir(),
+        text.to_owned(),
+    );
     let mut decoded = playbook::decode(&source).expect("decodes").playbook;
     let inputs = Inputs {
         cwd: std::env::temp_dir(),
@@ -136,7 +147,10 @@ fn main() {
         let text = playbook(n);
         let runs = if n >= 10_000 { 5 } else { 21 };
         let plan = pipeline(&text);
-        assert!(plan.steps.len() >= n * 9 / 10, "the playbook has about {n} resources");
+        assert!(
+            plan.steps.len() >= n * 9 / 10,
+            "the playbook has about {n} resources"
+        );
         let before = LIVE.load(Ordering::Relaxed);
         PEAK.store(before, Ordering::Relaxed);
         let time = median(runs, || {

@@ -26,14 +26,25 @@ pub mod exit {
     pub const INTERRUPTED: u8 = 130;
 }
 
-const AFTER_HELP: &str = "\
-Exit codes: 0 success, 1 the run failed, 2 the playbook has problems,
+/// Exit codes and where state goes, for every command's `--help`.
+macro_rules! footer {
+    () => {
+        "Exit codes: 0 success, 1 the run failed, 2 the playbook has problems,
 3 the environment is not ready (no Docker engine, an image missing), 130 interrupted.
+Runs keep their logs in $OPENMONO_STATE_DIR, else $XDG_STATE_HOME/openmono, else
+~/.local/state/openmono; DOCKER_HOST selects the engine."
+    };
+}
 
-Examples:
+const AFTER_HELP: &str = concat!(
+    "Examples:
   openmono plan                          # what `apply` would do with ./openmono.kdl
   openmono apply playbooks/hello-agent.kdl
-  openmono validate playbooks/*.kdl";
+  openmono validate playbooks/*.kdl
+
+",
+    footer!()
+);
 
 /// Run coding agents with local models in a sealed box.
 #[derive(Parser, Debug)]
@@ -46,7 +57,7 @@ pub struct Arguments {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Show every step `apply` would take, teardown included; touches nothing
-    #[command(after_help = "Example:\n  openmono plan playbooks/hello-agent.kdl")]
+    #[command(after_help = concat!("Example:\n  openmono plan playbooks/hello-agent.kdl\n\n", footer!()))]
     Plan {
         /// The playbook
         #[arg(default_value = "openmono.kdl")]
@@ -55,19 +66,20 @@ pub enum Command {
         vars: Vars,
     },
     /// Run the playbook on the Docker engine, then remove everything it created
-    #[command(after_help = "Example:\n  openmono apply playbooks/hello-agent.kdl")]
+    #[command(after_help = concat!("Example:\n  openmono apply playbooks/hello-agent.kdl\n\n", footer!()))]
     Apply {
         /// The playbook
         #[arg(default_value = "openmono.kdl")]
         file: PathBuf,
         /// Seconds a model may take to load before the run fails
-        #[arg(long, default_value_t = 300, env = "OPENMONO_MODEL_TIMEOUT")]
+        #[arg(long, default_value_t = 300, env = "OPENMONO_MODEL_TIMEOUT",
+              value_parser = clap::value_parser!(u64).range(1..=604_800))]
         model_timeout: u64,
         #[command(flatten)]
         vars: Vars,
     },
     /// Check playbooks without running anything: exit 0, or the diagnostics
-    #[command(after_help = "Example:\n  openmono validate playbooks/*.kdl")]
+    #[command(after_help = concat!("Example:\n  openmono validate playbooks/*.kdl\n\n", footer!()))]
     Validate {
         /// The playbooks
         #[arg(default_value = "openmono.kdl", num_args = 1..)]
@@ -77,7 +89,7 @@ pub enum Command {
     },
     /// Print the playbook's resource graph (dependencies point at dependents)
     #[command(
-        after_help = "Examples:\n  openmono graph playbooks/hello-agent.kdl | dot -Tsvg > graph.svg\n  openmono graph --format mermaid"
+        after_help = concat!("Examples:\n  openmono graph playbooks/hello-agent.kdl | dot -Tsvg > graph.svg\n  openmono graph --format mermaid\n\n", footer!())
     )]
     Graph {
         /// The playbook
@@ -145,7 +157,6 @@ const PLAN_RUN_ID: &str = "<run-id>";
 /// Parses the command line and runs it.
 #[must_use]
 pub fn main() -> ExitCode {
-    install_report_handler();
     let arguments = Arguments::parse();
     match arguments.command {
         Command::Plan { file, vars } => plan(&file, &vars),
@@ -183,26 +194,23 @@ pub fn main() -> ExitCode {
 
 /// The pipeline up to the plan: decode, render templates, build the graph, resolve paths.
 fn load_plan(file: &std::path::Path, inputs: &Inputs) -> Result<Plan, ExitCode> {
-    let decoded = playbook::load(file).map_err(|e| report(e, exit::PLAYBOOK))?;
+    let decoded = playbook::load(file).map_err(|e| report(&e, exit::PLAYBOOK))?;
     if let Some(warnings) = decoded.warnings() {
-        eprintln!("{:?}", miette::Report::new(warnings));
+        print_err(&render_diagnostic(&warnings));
     }
     let mut playbook = decoded.playbook;
     if let Err(errors) = playbook::render(&mut playbook, inputs) {
         return Err(report(
-            playbook::Problems::new(playbook.source.named(), errors),
+            &playbook::Problems::new(playbook.source.named(), errors),
             exit::PLAYBOOK,
         ));
     }
-    Plan::new(&playbook).map_err(|e| report(e, exit::PLAYBOOK))
+    Plan::new(&playbook).map_err(|e| report(&e, exit::PLAYBOOK))
 }
 
 fn plan(file: &std::path::Path, vars: &Vars) -> ExitCode {
     match load_plan(file, &vars.inputs(PLAN_RUN_ID)) {
-        Ok(plan) => {
-            print_out(&plan);
-            ExitCode::SUCCESS
-        }
+        Ok(plan) => print_out(&plan),
         Err(code) => code,
     }
 }
@@ -214,7 +222,7 @@ fn validate(files: &[PathBuf], vars: &Vars) -> ExitCode {
         if load_plan(file, &inputs).is_err() {
             failed = true;
         } else {
-            eprintln!("{}: ok", file.display());
+            print_err(&format!("{}: ok\n", file.display()));
         }
     }
     if failed {
@@ -227,15 +235,12 @@ fn validate(files: &[PathBuf], vars: &Vars) -> ExitCode {
 fn graph(file: &std::path::Path, format: GraphFormat) -> ExitCode {
     let decoded = match playbook::load(file) {
         Ok(decoded) => decoded,
-        Err(e) => return report(e, exit::PLAYBOOK),
+        Err(e) => return report(&e, exit::PLAYBOOK),
     };
     match crate::graph::build(&decoded.playbook) {
-        Ok(graph) => {
-            print_out(&render(&graph, &decoded.playbook, format));
-            ExitCode::SUCCESS
-        }
+        Ok(graph) => print_out(&render(&graph, &decoded.playbook, format)),
         Err(errors) => report(
-            playbook::Problems::new(decoded.playbook.source.named(), errors),
+            &playbook::Problems::new(decoded.playbook.source.named(), errors),
             exit::PLAYBOOK,
         ),
     }
@@ -249,51 +254,84 @@ fn apply(file: &std::path::Path, inputs: &Inputs, options: &ApplyOptions) -> Exi
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            print_err(&format!("error: cannot start the async runtime: {e}\n"));
             return ExitCode::from(exit::ENVIRONMENT);
         }
     };
     match runtime.block_on(engine::apply(&plan, options)) {
         Ok(report) => {
-            print_out(&format!("{report}\n"));
+            let printed = print_out(&format!("{report}\n"));
             if report.interrupted {
                 ExitCode::from(exit::INTERRUPTED)
             } else if report.succeeded() {
-                ExitCode::SUCCESS
+                printed
             } else {
                 ExitCode::from(exit::RUN_FAILED)
             }
         }
-        Err(e) => report(e, exit::ENVIRONMENT),
+        Err(e) => report(&e, exit::ENVIRONMENT),
     }
 }
 
 /// Prints on stdout. A reader that went away (`openmono plan | head`) is not an error:
-/// there is no one left to tell.
-fn print_out(text: &dyn std::fmt::Display) {
+/// there is no one left to tell; any other failure to write is.
+fn print_out(text: &dyn std::fmt::Display) -> ExitCode {
     use std::io::Write;
-    let _ = write!(std::io::stdout().lock(), "{text}");
+    let mut out = std::io::stdout().lock();
+    match write!(out, "{text}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            print_err(&format!("error: cannot write the output: {e}\n"));
+            ExitCode::from(exit::RUN_FAILED)
+        }
+        _ => ExitCode::SUCCESS,
+    }
+}
+
+/// Prints on stderr, never failing: with stderr gone there is no one left to tell.
+fn print_err(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
 /// Prints a diagnostic on stderr and returns `exit_code`.
-fn report(error: impl miette::Diagnostic + Send + Sync + 'static, exit_code: u8) -> ExitCode {
-    eprintln!("{:?}", miette::Report::new(error));
+fn report(error: &dyn miette::Diagnostic, exit_code: u8) -> ExitCode {
+    print_err(&render_diagnostic(error));
     ExitCode::from(exit_code)
+}
+
+/// A diagnostic as text. The graphical report first; should it fail on some input
+/// (very long lines trip it), the plain narrated one; never a panic.
+fn render_diagnostic(diagnostic: &dyn miette::Diagnostic) -> String {
+    let terminal = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let theme = if terminal {
+        GraphicalTheme::unicode()
+    } else {
+        GraphicalTheme::unicode_nocolor()
+    };
+    let graphical = GraphicalReportHandler::new_themed(theme).with_width(100);
+    let silent = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let rendered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut out = String::new();
+        graphical.render_report(&mut out, diagnostic).map(|()| out)
+    }))
+    .ok()
+    .and_then(Result::ok)
+    .or_else(|| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut out = String::new();
+            miette::NarratableReportHandler::new()
+                .render_report(&mut out, diagnostic)
+                .map(|()| out)
+        }))
+        .ok()
+        .and_then(Result::ok)
+    })
+    .unwrap_or_else(|| format!("error: {diagnostic}\n"));
+    std::panic::set_hook(silent);
+    rendered
 }
 
 fn code(n: i32) -> ExitCode {
     ExitCode::from(u8::try_from(n).unwrap_or(1))
-}
-
-/// Colours and Unicode on a terminal; plain, stable text elsewhere (logs, tests).
-fn install_report_handler() {
-    let terminal = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let _ = miette::set_hook(Box::new(move |_| {
-        let theme = if terminal {
-            GraphicalTheme::unicode()
-        } else {
-            GraphicalTheme::unicode_nocolor()
-        };
-        Box::new(GraphicalReportHandler::new_themed(theme).with_width(100))
-    }));
 }

@@ -145,14 +145,24 @@ impl<'a> GraphBuilder<'a> {
     fn lookup_container(&mut self, name: &Spanned<String>) -> Option<usize> {
         let p = self.playbook;
         let found = p.containers.iter().position(|c| c.name.value == name.value);
-        if found.is_none() {
+        if found.is_some() {
+            return found;
+        }
+        if p.models.iter().any(|m| m.name.value == name.value) {
+            self.errors.push(GraphError::UnknownReference {
+                help: format!("`{}` is a model; tasks run in a `container`", name.value),
+                kind: "container",
+                name: name.value.clone(),
+                span: name.span,
+            });
+        } else {
             self.unknown(
                 "container",
                 name,
                 p.containers.iter().map(|c| &c.name.value),
             );
         }
-        found
+        None
     }
 
     fn lookup_model(&mut self, name: &Spanned<String>) -> Option<usize> {

@@ -80,41 +80,20 @@ fn step_for(p: &Playbook, resource: Resource, errors: &mut Vec<PlanError>) -> Op
             egress: p.networks[i].egress.as_ref().is_some_and(|e| e.value),
             name: p.networks[i].name.value.clone(),
         },
-        Resource::Model(i) => {
-            let m = &p.models[i];
-            let (gguf, gguf_bytes) = check_gguf(p, &m.gguf, errors)?;
-            let mut args = Vec::new();
-            for (flag, value) in [
-                ("--threads", m.threads),
-                ("--parallel", m.parallel),
-                ("--n-gpu-layers", m.gpu_layers),
-            ] {
-                if let Some(value) = value {
-                    args.extend([flag.to_owned(), value.to_string()]);
-                }
-            }
-            args.extend(m.args.iter().map(|a| a.value.clone()));
-            Step::StartModel {
-                args,
-                context: m.context,
-                gguf,
-                gguf_bytes,
-                image: m.image.value.clone(),
-                jinja: p.tasks.iter().any(|t| {
-                    matches!(&t.kind, TaskKind::Agent { model, .. } if model.value == m.name.value)
-                }),
-                name: m.name.value.clone(),
-                network: m.network.value.clone(),
-            }
-        }
+        Resource::Model(i) => model_step(p, i, errors)?,
         Resource::Container(i) => {
             let c = &p.containers[i];
             let workspace = match &c.workspace {
                 Some(w) => match std::fs::canonicalize(p.resolve(&w.value)) {
                     Ok(path) if path.is_dir() => Some(path),
-                    _ => {
+                    found => {
                         errors.push(PlanError::WorkspaceMissing {
                             path: w.value.clone(),
+                            reason: if found.is_ok() {
+                                "not a folder"
+                            } else {
+                                "does not exist"
+                            },
                             span: w.span,
                         });
                         return None;
@@ -176,6 +155,35 @@ fn step_for(p: &Playbook, resource: Resource, errors: &mut Vec<PlanError>) -> Op
     })
 }
 
+/// A model's server, with its settings turned into `llama-server` arguments.
+fn model_step(p: &Playbook, i: usize, errors: &mut Vec<PlanError>) -> Option<Step> {
+    let m = &p.models[i];
+    let (gguf, gguf_bytes) = check_gguf(p, &m.gguf, errors)?;
+    let mut args = Vec::new();
+    for (flag, value) in [
+        ("--threads", m.threads),
+        ("--parallel", m.parallel),
+        ("--n-gpu-layers", m.gpu_layers),
+    ] {
+        if let Some(value) = value {
+            args.extend([flag.to_owned(), value.to_string()]);
+        }
+    }
+    args.extend(m.args.iter().map(|a| a.value.clone()));
+    Some(Step::StartModel {
+        args,
+        context: m.context,
+        gguf,
+        gguf_bytes,
+        image: m.image.value.clone(),
+        jinja: p.tasks.iter().any(
+            |t| matches!(&t.kind, TaskKind::Agent { model, .. } if model.value == m.name.value),
+        ),
+        name: m.name.value.clone(),
+        network: m.network.value.clone(),
+    })
+}
+
 fn pairs(env: &[EnvVar]) -> Vec<(String, String)> {
     env.iter()
         .map(|(k, v)| (k.value.clone(), v.value.clone()))
@@ -205,6 +213,11 @@ fn check_gguf(
         span: gguf.span,
         reason,
     };
+    // Only a regular file: opening a FIFO or a device would block or read for ever.
+    if !path.is_file() {
+        errors.push(not_gguf("not a regular file".into()));
+        return None;
+    }
     let mut magic = [0u8; 4];
     let read = std::fs::File::open(&path).and_then(|mut f| {
         let size = f.metadata()?.len();
@@ -215,6 +228,10 @@ fn check_gguf(
         Ok(size) if &magic == b"GGUF" => Some((path, size)),
         Ok(_) => {
             errors.push(not_gguf("does not start with `GGUF`".into()));
+            None
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            errors.push(not_gguf("too short to be a model".into()));
             None
         }
         Err(e) => {

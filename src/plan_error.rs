@@ -30,14 +30,15 @@ pub enum PlanError {
         reason: String,
     },
 
-    #[error("workspace `{path}` is not a folder")]
+    #[error("workspace `{path}` {reason}")]
     #[diagnostic(
         code(openmono::plan::workspace_missing),
         help("paths are relative to the playbook's folder; `.` is the folder the playbook is in")
     )]
     WorkspaceMissing {
         path: String,
-        #[label("not a folder")]
+        reason: &'static str,
+        #[label("{reason}")]
         span: SourceSpan,
     },
 }

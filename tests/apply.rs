@@ -111,8 +111,9 @@ task "never" after="fail" {
         out.contains("  failure: run task `fail`: the command exited with code 3\n"),
         "{out}"
     );
+    assert!(out.contains("  - task `never` (run): not run\n"), "{out}");
     assert!(
-        !out.contains("never"),
+        !out.contains("never ran"),
         "a task after a failed one must not run: {out}"
     );
     // The file the task wrote is in the project, owned by the user who ran openmono.
@@ -319,6 +320,8 @@ task "look" {
         echo "pids $(cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max)"
         echo "caps $(grep CapEff /proc/self/status)"
         echo "nnp $(grep NoNewPrivs /proc/self/status)"
+        echo "binary $(stat -c '%u %a' /.openmono/openmono)"
+        rm -f /.openmono/openmono 2>/dev/null || echo "binary stays"
         """
 }
 "#,
@@ -333,6 +336,9 @@ task "look" {
         "        pids 100\n",
         "        caps CapEff:\t0000000000000000\n",
         "        nnp NoNewPrivs:\t1\n",
+        // Tasks cannot replace the binary that later tasks and the agent run as.
+        "        binary 65534 555\n",
+        "        binary stays\n",
     ] {
         assert!(out.contains(line), "missing {line:?} in\n{out}");
     }

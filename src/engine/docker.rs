@@ -72,11 +72,15 @@ impl Engine {
     /// Connects as Docker's own tools would (`DOCKER_HOST`, else the local socket) and
     /// agrees on an API version the engine speaks.
     pub async fn connect() -> Result<Self, EngineError> {
-        let docker = Docker::connect_with_defaults()
-            .map_err(|source| EngineError::Connect { source })?
-            .negotiate_version()
-            .await
-            .map_err(|source| EngineError::Connect { source })?;
+        // `DOCKER_HOST=` (set but empty) means the default, as for the docker CLI.
+        let docker = match std::env::var("DOCKER_HOST") {
+            Ok(host) if !host.is_empty() => Docker::connect_with_host(&host),
+            _ => Docker::connect_with_local_defaults(),
+        }
+        .map_err(|source| EngineError::Connect { source })?
+        .negotiate_version()
+        .await
+        .map_err(|source| EngineError::Connect { source })?;
         docker
             .ping()
             .await
@@ -204,6 +208,8 @@ impl Engine {
     /// Writes a tar archive into a container (before it starts: a read-only root
     /// filesystem refuses it afterwards).
     pub async fn upload(&self, id: &str, tar: Vec<u8>) -> Result<(), EngineError> {
+        // The engine keeps the owners the archive gives (`copyUIDGID` would instead give
+        // everything to the container's user).
         let options = UploadToContainerOptionsBuilder::default().path("/").build();
         self.docker
             .upload_to_container(id, Some(options), bollard::body_full(tar.into()))
@@ -320,12 +326,23 @@ impl Engine {
         Ok(-1)
     }
 
-    /// Every container and network that carries `label=value`, as engine ids.
+    /// Names of the containers attached to a network, for an error that says who holds it.
+    pub async fn network_users(&self, id: &str) -> Vec<String> {
+        self.docker
+            .inspect_network(id, None)
+            .await
+            .ok()
+            .and_then(|n| n.containers)
+            .map(|c| c.into_values().filter_map(|e| e.name).collect())
+            .unwrap_or_default()
+    }
+
+    /// Every container and network that carries `label=value`, as (id, name) pairs.
     pub async fn labelled(
         &self,
         label: &str,
         value: &str,
-    ) -> Result<(Vec<String>, Vec<String>), EngineError> {
+    ) -> Result<(Vec<(String, String)>, Vec<(String, String)>), EngineError> {
         let filters = HashMap::from([("label", vec![format!("{label}={value}")])]);
         let containers = self
             .docker
@@ -338,7 +355,10 @@ impl Engine {
             .await
             .map_err(EngineError::call("list containers"))?
             .into_iter()
-            .filter_map(|c| c.id)
+            .filter_map(|c| {
+                let name = c.names?.first()?.trim_start_matches('/').to_owned();
+                Some((c.id?, name))
+            })
             .collect();
         let networks = self
             .docker
@@ -350,7 +370,7 @@ impl Engine {
             .await
             .map_err(EngineError::call("list networks"))?
             .into_iter()
-            .filter_map(|n| n.id)
+            .filter_map(|n| Some((n.id?, n.name?)))
             .collect();
         Ok((containers, networks))
     }

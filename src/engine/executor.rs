@@ -11,6 +11,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use futures_util::FutureExt;
+
 use crate::{
     agent::event::AgentEvent,
     agent::supervise::TIMED_OUT,
@@ -39,8 +41,14 @@ pub struct ApplyOptions {
 
 /// An object the run created, in creation order.
 enum Created {
-    Container { id: String },
-    Network { id: String },
+    /// `log`: where to keep the container's output when it is removed.
+    Container {
+        id: String,
+        log: Option<PathBuf>,
+    },
+    Network {
+        id: String,
+    },
 }
 
 /// Why the steps stopped before the end.
@@ -60,23 +68,31 @@ struct Executor<'a> {
     plan: &'a Plan,
     progress: Progress,
     run_id: String,
-    self_tar: Vec<u8>,
+    /// The openmono binary, read once, copied into every task container.
+    self_binary: Vec<u8>,
     tasks: Vec<TaskReport>,
 }
 
 /// Applies `plan`: connects, checks images, runs the steps, tears down, and reports.
 pub async fn apply(plan: &Plan, options: &ApplyOptions) -> Result<Report, EngineError> {
     let engine = Engine::connect().await?;
+    let mut missing: Vec<String> = Vec::new();
     for step in &plan.steps {
         if let Step::StartContainer { image, .. } | Step::StartModel { image, .. } = step
+            && !missing.contains(image)
             && !engine.image_exists(image).await?
         {
-            return Err(EngineError::ImageMissing {
-                image: image.clone(),
-            });
+            missing.push(image.clone());
         }
     }
-    let self_tar = self_archive().map_err(|source| EngineError::SelfBinary { source })?;
+    if !missing.is_empty() {
+        return Err(EngineError::ImageMissing {
+            image: missing.join("`, `"),
+        });
+    }
+    let self_binary = std::env::current_exe()
+        .and_then(std::fs::read)
+        .map_err(|source| EngineError::SelfBinary { source })?;
     let run_id = options.run_id.clone();
     let dir = run_dir::state_dir().join("runs").join(&run_id);
     std::fs::create_dir_all(&dir).map_err(|source| EngineError::RunDir {
@@ -93,7 +109,7 @@ pub async fn apply(plan: &Plan, options: &ApplyOptions) -> Result<Report, Engine
         plan,
         progress: Progress::new(),
         run_id,
-        self_tar,
+        self_binary,
         tasks: Vec::new(),
     };
     Ok(executor.run().await)
@@ -107,10 +123,27 @@ impl Executor<'_> {
             self.plan.playbook,
             self.dir.display()
         ));
-        let stop = tokio::select! {
-            result = self.steps() => result.err(),
-            () = shutdown_signal() => Some(Stop::Interrupted),
+        let (interrupt, interrupted) = tokio::sync::watch::channel(false);
+        let listener = tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = interrupt.send(true);
+        });
+        // A panic in a step must still end in teardown.
+        let stop = match std::panic::AssertUnwindSafe(self.steps(interrupted))
+            .catch_unwind()
+            .await
+        {
+            Ok(result) => result.err(),
+            Err(panic) => Some(Stop::Failed(format!(
+                "internal error: {}",
+                panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("a panic")
+            ))),
         };
+        listener.abort();
         if let Some(Stop::Interrupted) = &stop {
             self.progress
                 .finish_step("interrupted", false, "tearing down");
@@ -131,11 +164,36 @@ impl Executor<'_> {
         report
     }
 
-    async fn steps(&mut self) -> Result<(), Stop> {
-        for step in &self.plan.steps {
+    /// Runs the steps in order until one fails or an interrupt comes. Steps that create
+    /// something run to their end (a second or two), so that nothing is created behind
+    /// teardown's back; steps that wait (models, tasks) stop at once.
+    async fn steps(
+        &mut self,
+        mut interrupted: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), Stop> {
+        for (i, step) in self.plan.steps.iter().enumerate() {
+            if *interrupted.borrow() {
+                self.skipped(i);
+                return Err(Stop::Interrupted);
+            }
             let label = step.label();
             self.progress.start_step(&label);
-            match self.step(step).await {
+            let result = if matches!(
+                step,
+                Step::WaitModel { .. } | Step::AgentTask { .. } | Step::RunTask { .. }
+            ) {
+                tokio::select! {
+                    result = self.step(step) => result,
+                    _ = interrupted.wait_for(|i| *i) => {
+                        self.progress.finish_step(&label, false, "interrupted");
+                        self.skipped(i);
+                        return Err(Stop::Interrupted);
+                    }
+                }
+            } else {
+                self.step(step).await
+            };
+            match result {
                 Ok(note) => self.progress.finish_step(&label, true, &note),
                 Err(why) if step.continues_on_error() => {
                     self.progress.finish_step(
@@ -146,11 +204,39 @@ impl Executor<'_> {
                 }
                 Err(why) => {
                     self.progress.finish_step(&label, false, "failed");
+                    self.skipped(i + 1);
                     return Err(Stop::Failed(format!("{label}: {why}")));
                 }
             }
         }
         Ok(())
+    }
+
+    /// Reports the tasks from step `from` on that did not run or did not finish.
+    fn skipped(&mut self, from: usize) {
+        for step in &self.plan.steps[from..] {
+            let (Step::AgentTask { task, .. } | Step::RunTask { task, .. }) = step else {
+                continue;
+            };
+            if self.tasks.iter().any(|t| t.name == *task) {
+                continue;
+            }
+            self.tasks.push(TaskReport {
+                answer: None,
+                duration: Duration::ZERO,
+                exit_code: None,
+                kind: if matches!(step, Step::AgentTask { .. }) {
+                    "agent"
+                } else {
+                    "run"
+                },
+                log: self.dir.join(format!("{task}.log")),
+                name: task.clone(),
+                output_tail: Vec::new(),
+                status: TaskStatus::NotRun,
+                transcript: None,
+            });
+        }
     }
 
     /// Runs one step; `Ok` carries a short note for the progress line.
@@ -233,10 +319,12 @@ impl Executor<'_> {
             cmd.push("--jinja".into());
         }
         cmd.extend(args.iter().cloned());
+        let mut labels = self.labels(name);
+        labels.insert("dev.openmono.kind".to_owned(), "model".to_owned());
         let spec = ContainerSpec {
             cmd,
             image: image.clone(),
-            labels: self.labels(name),
+            labels,
             mounts: vec![BindMount {
                 read_only: true,
                 source: gguf.display().to_string(),
@@ -276,6 +364,9 @@ impl Executor<'_> {
         };
         // SAFETY: getuid and getgid cannot fail and touch no memory.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let user = user.clone().unwrap_or_else(|| format!("{uid}:{gid}"));
+        let archive = self_archive(&self.self_binary, &user)
+            .map_err(|e| format!("cannot pack the openmono binary: {e}"))?;
         let mut environment = vec!["HOME=/tmp".to_owned()];
         environment.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
         let spec = ContainerSpec {
@@ -295,7 +386,7 @@ impl Executor<'_> {
                 .collect(),
             name: self.engine_name(name),
             network,
-            user: Some(user.clone().unwrap_or_else(|| format!("{uid}:{gid}"))),
+            user: Some(user),
             working_dir: workdir
                 .clone()
                 .or_else(|| workspace.as_ref().map(|_| WORKSPACE.to_owned())),
@@ -303,7 +394,7 @@ impl Executor<'_> {
         };
         let id = self.create(name, spec).await?;
         self.engine
-            .upload(&id, self.self_tar.clone())
+            .upload(&id, archive)
             .await
             .map_err(|e| error_chain(&e))?;
         self.engine
@@ -314,12 +405,21 @@ impl Executor<'_> {
     }
 
     async fn create(&mut self, name: &str, spec: ContainerSpec) -> Result<String, String> {
+        // A model server's output is its only account of a load that went wrong.
+        let log = spec
+            .labels
+            .get("dev.openmono.kind")
+            .filter(|kind| *kind == "model")
+            .map(|_| self.dir.join(format!("{name}.server.log")));
         let id = self
             .engine
             .create_container(spec)
             .await
             .map_err(|e| error_chain(&e))?;
-        self.created.push(Created::Container { id: id.clone() });
+        self.created.push(Created::Container {
+            id: id.clone(),
+            log,
+        });
         self.containers.insert(name.to_owned(), id.clone());
         Ok(id)
     }
@@ -343,7 +443,8 @@ impl Executor<'_> {
     async fn wait_model(&mut self, from: &str, model: &str, url: &str) -> Result<String, String> {
         let model_id = self.container(model)?;
         let from_id = self.container(from)?;
-        let deadline = Instant::now() + self.options.model_timeout;
+        // A timeout too large to add is no timeout at all.
+        let deadline = Instant::now().checked_add(self.options.model_timeout);
         let health = format!("{url}/health");
         loop {
             if let Liveness::Exited(code) = self
@@ -369,7 +470,7 @@ impl Executor<'_> {
                 1 => self.progress.detail("loading the model (503)"),
                 _ => self.progress.detail("waiting for the server to listen"),
             }
-            if Instant::now() > deadline {
+            if deadline.is_some_and(|d| Instant::now() > d) {
                 let tail = self.engine.log_tail(&model_id, 15).await;
                 return Err(format!(
                     "not ready after {}s; the server's last lines:\n{}",
@@ -423,16 +524,19 @@ impl Executor<'_> {
         let code = self
             .engine
             .exec(&id, cmd, &env_list(settings), |stream, line| match stream {
-                Stream::Stdout => {
-                    let _ = writeln!(transcript, "{line}");
-                    match AgentEvent::parse_line(line) {
-                        Some(AgentEvent::Final { answer: a, .. }) => answer = Some(a),
-                        Some(event) => progress.detail(&describe(&event)),
-                        None => {
-                            let _ = writeln!(log, "{line}");
+                Stream::Stdout => match AgentEvent::parse_line(line) {
+                    Some(event) => {
+                        // The transcript holds events only, one JSON object a line.
+                        let _ = writeln!(transcript, "{}", event.to_line());
+                        match event {
+                            AgentEvent::Final { answer: a, .. } => answer = Some(a),
+                            event => progress.detail(&describe(&event)),
                         }
                     }
-                }
+                    None => {
+                        let _ = writeln!(log, "{line}");
+                    }
+                },
                 Stream::Stderr => {
                     let _ = writeln!(log, "{line}");
                 }
@@ -458,6 +562,11 @@ impl Executor<'_> {
         match code {
             0 => Ok("answered".into()),
             c if c == i64::from(TIMED_OUT) => Err(timed_out(settings)),
+            2 => Err("the agent used up its steps (exit code 2)".into()),
+            3 => Err("the model could not be reached or answered with an error (exit code 3); see the transcript".into()),
+            126 | 127 => Err(format!(
+                "the openmono binary in the container could not run (exit code {code}); something in the box removed or broke {SELF_PATH}"
+            )),
             _ => Err(format!("the agent ended with exit code {code}")),
         }
     }
@@ -535,23 +644,40 @@ impl Executor<'_> {
         self.progress.start_step("teardown");
         for created in self.created.drain(..).rev() {
             match created {
-                Created::Container { id } => match self.engine.remove_container(&id).await {
-                    Ok(()) => report.removed_containers += 1,
-                    Err(e) => errors.push(error_chain(&e)),
-                },
+                Created::Container { id, log } => {
+                    if let Some(path) = log {
+                        let text = self.engine.log_tail(&id, 10_000).await;
+                        let _ = std::fs::write(path, text);
+                    }
+                    match self.engine.remove_container(&id).await {
+                        Ok(()) => report.removed_containers += 1,
+                        Err(e) => errors.push(error_chain(&e)),
+                    }
+                }
                 Created::Network { id } => match self.engine.remove_network(&id).await {
                     Ok(()) => report.removed_networks += 1,
-                    Err(e) => errors.push(error_chain(&e)),
+                    Err(e) => {
+                        let users = self.engine.network_users(&id).await;
+                        errors.push(if users.is_empty() {
+                            error_chain(&e)
+                        } else {
+                            format!(
+                                "{}; containers still attached: {}",
+                                error_chain(&e),
+                                users.join(", ")
+                            )
+                        });
+                    }
                 },
             }
         }
         if let Ok((containers, networks)) = self.engine.labelled(RUN_LABEL, &self.run_id).await {
-            for id in containers {
+            for (id, _) in containers {
                 if self.engine.remove_container(&id).await.is_ok() {
                     report.removed_containers += 1;
                 }
             }
-            for id in networks {
+            for (id, _) in networks {
                 if self.engine.remove_network(&id).await.is_ok() {
                     report.removed_networks += 1;
                 }
@@ -559,12 +685,14 @@ impl Executor<'_> {
         }
         match self.engine.labelled(RUN_LABEL, &self.run_id).await {
             Ok((containers, networks)) => {
+                report.leftovers.extend(
+                    containers
+                        .iter()
+                        .map(|(_, name)| format!("container {name}")),
+                );
                 report
                     .leftovers
-                    .extend(containers.iter().map(|c| format!("container {c}")));
-                report
-                    .leftovers
-                    .extend(networks.iter().map(|n| format!("network {n}")));
+                    .extend(networks.iter().map(|(_, name)| format!("network {name}")));
             }
             Err(e) => report
                 .leftovers
@@ -602,20 +730,31 @@ fn timed_out(settings: &TaskSettings) -> String {
 }
 
 /// The openmono binary as a tar archive holding `.openmono/openmono`, for upload into a
-/// container before it starts (a copy, never a mount of the host's file).
-fn self_archive() -> std::io::Result<Vec<u8>> {
-    let exe = std::env::current_exe()?;
-    let bytes = std::fs::read(&exe)?;
+/// container before it starts (a copy, never a mount of the host's file). Both belong
+/// to `nobody` and are read-only: tasks run as another user without capabilities, so
+/// they cannot replace the binary that later tasks and the agent run as.
+fn self_archive(bytes: &[u8], task_user: &str) -> std::io::Result<Vec<u8>> {
+    let uid = task_user.split(':').next().unwrap_or_default();
+    let owner: u64 = match uid {
+        "65534" => 65533,
+        // A user known by name only: root owns the binary, and a named user is not root.
+        name if !name.is_empty() && name != "root" && name.parse::<u32>().is_err() => 0,
+        _ => 65534,
+    };
     let mut builder = tar::Builder::new(Vec::with_capacity(bytes.len() + 4096));
     let mut dir = tar::Header::new_gnu();
     dir.set_entry_type(tar::EntryType::Directory);
-    dir.set_mode(0o755);
+    dir.set_mode(0o555);
+    dir.set_uid(owner);
+    dir.set_gid(owner);
     dir.set_size(0);
     builder.append_data(&mut dir, ".openmono/", std::io::empty())?;
     let mut file = tar::Header::new_gnu();
-    file.set_mode(0o755);
+    file.set_uid(owner);
+    file.set_gid(owner);
+    file.set_mode(0o555);
     file.set_size(bytes.len() as u64);
-    builder.append_data(&mut file, ".openmono/openmono", bytes.as_slice())?;
+    builder.append_data(&mut file, ".openmono/openmono", bytes)?;
     builder.into_inner()
 }
 
@@ -671,16 +810,23 @@ fn describe(event: &AgentEvent) -> String {
     }
 }
 
-/// Resolves on the first Ctrl-C or SIGTERM.
+/// Resolves on the first Ctrl-C, SIGTERM, SIGHUP (the terminal went away) or SIGQUIT:
+/// each of them ends the run with a teardown instead of killing openmono outright.
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        // Without a SIGTERM handler, Ctrl-C still works.
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    let mut streams: Vec<_> = [
+        SignalKind::interrupt(),
+        SignalKind::terminate(),
+        SignalKind::hangup(),
+        SignalKind::quit(),
+    ]
+    .into_iter()
+    .filter_map(|kind| signal(kind).ok())
+    .collect();
+    if streams.is_empty() {
+        // No handler could be installed: never resolve rather than resolve at once.
+        std::future::pending::<()>().await;
     }
+    let waits = streams.iter_mut().map(|s| Box::pin(s.recv()));
+    futures_util::future::select_all(waits).await;
 }

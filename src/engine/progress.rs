@@ -58,6 +58,9 @@ impl Progress {
 
     /// A passing detail of the current step: the spinner shows it; plain output prints it.
     pub fn detail(&self, text: &str) {
+        // Details can come from inside the box: never let them drive the terminal.
+        let text = super::report::printable(text);
+        let text = text.as_str();
         if let Some(bar) = &self.bar {
             bar.set_message(text.to_owned());
         } else {

@@ -40,6 +40,8 @@ pub struct TaskReport {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TaskStatus {
     Failed,
+    /// An earlier failure or an interrupt stopped the run first.
+    NotRun,
     Succeeded,
 }
 
@@ -55,6 +57,8 @@ impl fmt::Display for Report {
             "interrupted"
         } else if self.failure.is_some() {
             "failed"
+        } else if !self.leftovers.is_empty() {
+            "failed to tear down"
         } else {
             "succeeded"
         };
@@ -68,6 +72,10 @@ impl fmt::Display for Report {
             let mark = match task.status {
                 TaskStatus::Succeeded => "✓",
                 TaskStatus::Failed => "✗",
+                TaskStatus::NotRun => {
+                    writeln!(f, "  - task `{}` ({}): not run", task.name, task.kind)?;
+                    continue;
+                }
             };
             write!(f, "  {mark} task `{}` ({}", task.name, task.kind)?;
             if let Some(code) = task.exit_code {
@@ -81,14 +89,16 @@ impl fmt::Display for Report {
                 } else {
                     writeln!(f, "      answer:")?;
                     for line in answer.lines().take(20) {
-                        writeln!(f, "        {line}")?;
+                        writeln!(f, "        {}", printable(line))?;
                     }
                 }
             }
             if !task.output_tail.is_empty() {
-                writeln!(f, "      output (last {} lines):", task.output_tail.len())?;
+                let n = task.output_tail.len();
+                let lines = if n == 1 { "line" } else { "lines" };
+                writeln!(f, "      output (last {n} {lines}):")?;
                 for line in &task.output_tail {
-                    writeln!(f, "        {line}")?;
+                    writeln!(f, "        {}", printable(line))?;
                 }
             }
             if let Some(t) = &task.transcript {
@@ -97,7 +107,7 @@ impl fmt::Display for Report {
             writeln!(f, "      log: {}", task.log.display())?;
         }
         if let Some(failure) = &self.failure {
-            writeln!(f, "  failure: {failure}")?;
+            writeln!(f, "  failure: {}", printable(failure))?;
         }
         writeln!(
             f,
@@ -107,10 +117,51 @@ impl fmt::Display for Report {
         if !self.leftovers.is_empty() {
             writeln!(
                 f,
-                "Left behind (remove by hand, or run again): {}",
+                "Left behind; remove by hand (`docker rm -f NAME`, `docker network rm NAME`): {}",
                 self.leftovers.join(", ")
             )?;
         }
         write!(f, "Logs: {}", self.dir.display())
+    }
+}
+
+/// Longest line of task output a report shows; the log has it whole.
+const LINE_LIMIT: usize = 500;
+
+/// Text from inside the box, made safe to print on the user's terminal: control
+/// characters (escape sequences could rewrite the screen or the window title) are shown
+/// as `\u{…}` escapes, and a very long line is cut.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(LINE_LIMIT + 8));
+    for (i, c) in text.chars().enumerate() {
+        if i == LINE_LIMIT {
+            out.push_str(" […]");
+            break;
+        }
+        if c.is_control() && c != '\t' {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_sequences_are_shown_not_obeyed() {
+        assert_eq!(
+            printable("\u{1b}]0;PWNED\u{7}red\tok"),
+            "\\u{1b}]0;PWNED\\u{7}red\tok"
+        );
+    }
+
+    #[test]
+    fn long_lines_are_cut() {
+        let line = "x".repeat(10_000);
+        assert_eq!(printable(&line).chars().count(), LINE_LIMIT + 4);
     }
 }

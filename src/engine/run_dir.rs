@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 /// The folder that holds every run's folder.
 pub fn state_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("OPENMONO_STATE_DIR") {
+    // An empty value counts as unset, as with other tools' variables.
+    if let Some(dir) = std::env::var_os("OPENMONO_STATE_DIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir);
     }
     let base = std::env::var_os("XDG_STATE_HOME")

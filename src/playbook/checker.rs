@@ -127,8 +127,11 @@ impl Checker<'_> {
             if most.is_some_and(|m| i >= m) {
                 self.problems.push(DecodeError::ExtraArgument {
                     expected: expected_args(schema),
-                    help: (schema.args.last().is_some_and(|a| a.ty == Ty::String))
-                        .then(|| "quote a value with spaces as one string".to_owned()),
+                    help: (schema
+                        .args
+                        .last()
+                        .is_some_and(|a| matches!(a.ty, Ty::String | Ty::Text)))
+                    .then(|| "quote a value with spaces as one string".to_owned()),
                     node: schema.name.to_owned(),
                     span: entry.span(),
                 });
@@ -148,12 +151,19 @@ impl Checker<'_> {
         let expected = match ty {
             Ty::Bool => "a boolean (`#true` or `#false`)",
             Ty::Int { .. } => "an integer",
-            Ty::Choice(_) | Ty::Name | Ty::Path | Ty::Ref(_) | Ty::String => "a string",
+            Ty::Choice(_) | Ty::Name | Ty::Path | Ty::Ref(_) | Ty::String | Ty::Text => "a string",
             Ty::Duration => "a duration such as `\"30m\"`",
             Ty::Size => "a size such as `\"4GiB\"`",
             Ty::Scalar => "a string, an integer or a boolean",
         };
         match (ty, value) {
+            (Ty::Path | Ty::Ref(_) | Ty::Text, KdlValue::String(s)) if s.trim().is_empty() => {
+                self.problems.push(DecodeError::InvalidValue {
+                    help: Some("give a value, or leave the node out".into()),
+                    message: "this value is empty".into(),
+                    span: entry.span(),
+                });
+            }
             (Ty::Duration, KdlValue::String(s)) if super::units::parse_duration(s).is_none() => {
                 self.problems.push(DecodeError::InvalidValue {
                     help: Some(
@@ -171,7 +181,10 @@ impl Checker<'_> {
                 });
             }
             (Ty::Bool, KdlValue::Bool(_))
-            | (Ty::Duration | Ty::Path | Ty::Ref(_) | Ty::Size | Ty::String, KdlValue::String(_))
+            | (
+                Ty::Duration | Ty::Path | Ty::Ref(_) | Ty::Size | Ty::String | Ty::Text,
+                KdlValue::String(_),
+            )
             | (Ty::Scalar, KdlValue::String(_) | KdlValue::Integer(_) | KdlValue::Bool(_)) => {}
             (Ty::Choice(choices), KdlValue::String(s)) => {
                 if !choices.contains(&s.as_str()) {
@@ -201,10 +214,9 @@ impl Checker<'_> {
             (Ty::Name, KdlValue::String(s)) => {
                 if !is_name(s) {
                     self.problems.push(DecodeError::InvalidValue {
-                        help: Some(
-                            "use letters, digits, `-` and `_`, starting with a letter or digit"
-                                .into(),
-                        ),
+                        help: Some(format!(
+                            "use up to {MAX_NAME} letters, digits, `-` and `_`, starting with a letter or digit"
+                        )),
                         message: format!("`{s}` is not a valid name"),
                         span: entry.span(),
                     });
@@ -272,10 +284,15 @@ impl Checker<'_> {
     }
 }
 
-/// Letters, digits, `-` and `_`, starting with a letter or digit.
+/// The longest name: names become host names on networks (a DNS label is at most 63
+/// bytes) and file names in the run's folder.
+pub const MAX_NAME: usize = 63;
+
+/// Letters, digits, `-` and `_`, starting with a letter or digit, at most [`MAX_NAME`].
 pub fn is_name(s: &str) -> bool {
     let mut chars = s.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+    s.len() <= MAX_NAME
+        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 

@@ -53,6 +53,17 @@ impl<'a> Decoder<'a> {
     /// Parses and decodes the source. On failure, every problem (warnings included)
     /// comes back at once.
     pub fn decode(mut self) -> Result<Decoded, Vec<DecodeError>> {
+        if let Some(at) = super::nesting::too_deep(&self.source.text) {
+            return Err(vec![DecodeError::Syntax {
+                help: Some("a playbook nests two or three levels; check for unclosed `{`".into()),
+                label: "too deep".into(),
+                message: format!(
+                    "children are nested more than {} levels deep",
+                    super::nesting::MAX_DEPTH
+                ),
+                span: (at, 1).into(),
+            }]);
+        }
         let doc = match KdlDocument::parse_v2(&self.source.text) {
             Ok(doc) => doc,
             Err(err) => {
@@ -422,9 +433,18 @@ fn syntax_error(text: &str, diag: kdl::KdlDiagnostic) -> DecodeError {
         .chars()
         .take_while(char::is_ascii_alphabetic)
         .collect();
-    // KDL v1 wrote keywords bare; v2 needs the `#`.
-    let v1_habit = matches!(word.as_str(), "true" | "false" | "null")
-        .then(|| format!("KDL v2 writes this keyword with a `#`: `#{word}`"));
+    // KDL v1 wrote keywords bare and raw strings as `r"…"`; v2 needs the `#`.
+    let v1_habit = if matches!(word.as_str(), "true" | "false" | "null") {
+        Some(format!("KDL v2 writes this keyword with a `#`: `#{word}`"))
+    } else if word == "r"
+        && text
+            .get(start + 1..start + 2)
+            .is_some_and(|c| c == "\"" || c == "#")
+    {
+        Some("KDL v2 writes raw strings as `#\"…\"#`, without the `r`".to_owned())
+    } else {
+        None
+    };
     DecodeError::Syntax {
         help: v1_habit.or(diag.help),
         label: diag.label.unwrap_or_else(|| "here".into()),

@@ -138,6 +138,7 @@ fn ty(ty: Ty) -> String {
         Ty::Path => "path".to_owned(),
         Ty::Ref(kind) => format!("{kind} name"),
         Ty::String => "string".to_owned(),
+        Ty::Text => "string, not empty".to_owned(),
     }
 }
 

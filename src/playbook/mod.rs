@@ -5,6 +5,7 @@ mod checker;
 mod decode_error;
 mod decoder;
 pub mod grammar;
+mod nesting;
 mod problems;
 mod renderer;
 mod resources;
@@ -35,6 +36,13 @@ pub fn decode(source: &Source) -> Result<Decoded, Problems> {
 /// Reads and decodes a playbook file.
 pub fn load(path: &Path) -> Result<Decoded, LoadError> {
     let source = Source::read(path).map_err(|source| LoadError::Read {
+        help: match source.kind() {
+            std::io::ErrorKind::InvalidData => "a playbook is UTF-8 text; convert the file".into(),
+            std::io::ErrorKind::PermissionDenied => {
+                "openmono may not read it: check the file's permissions".into()
+            }
+            _ => "give the playbook's path, or run in a folder with an `openmono.kdl`".into(),
+        },
         path: path.display().to_string(),
         source,
     })?;
@@ -48,11 +56,10 @@ pub enum LoadError {
     #[diagnostic(transparent)]
     Problems(Problems),
     #[error("cannot read playbook `{path}`")]
-    #[diagnostic(
-        code(openmono::playbook::read),
-        help("give the playbook's path, or run in a folder with an `openmono.kdl`")
-    )]
+    #[diagnostic(code(openmono::playbook::read))]
     Read {
+        #[help]
+        help: String,
         path: String,
         #[source]
         source: std::io::Error,

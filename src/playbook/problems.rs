@@ -8,19 +8,28 @@ use miette::{Diagnostic, NamedSource, Severity, SourceCode};
 #[derive(Debug)]
 pub struct Problems {
     pub items: Vec<Box<dyn Diagnostic + Send + Sync + 'static>>,
+    /// How many more there were than are shown.
+    pub more: usize,
     pub src: NamedSource<Arc<String>>,
 }
+
+/// Most problems shown at once: a file with thousands of them is one mistake repeated,
+/// and printing them all would take longer than fixing it.
+const SHOWN: usize = 50;
 
 impl Problems {
     pub fn new<E: Diagnostic + Send + Sync + 'static>(
         src: NamedSource<Arc<String>>,
         items: Vec<E>,
     ) -> Self {
+        let more = items.len().saturating_sub(SHOWN);
         Self {
             items: items
                 .into_iter()
+                .take(SHOWN)
                 .map(|e| Box::new(e) as Box<dyn Diagnostic + Send + Sync>)
                 .collect(),
+            more,
             src,
         }
     }
@@ -48,15 +57,19 @@ impl fmt::Display for Problems {
         let errors = self.items.len() - warnings;
         let name = self.src.name();
         match (errors, warnings) {
-            (0, w) => write!(f, "`{name}` has {}", plural(w, "warning")),
-            (e, 0) => write!(f, "`{name}` has {}", plural(e, "problem")),
+            (0, w) => write!(f, "`{name}` has {}", plural(w, "warning"))?,
+            (e, 0) => write!(f, "`{name}` has {}", plural(e, "problem"))?,
             (e, w) => write!(
                 f,
                 "`{name}` has {} and {}",
                 plural(e, "problem"),
                 plural(w, "warning")
-            ),
+            )?,
         }
+        if self.more > 0 {
+            write!(f, " shown below, and {} more", self.more)?;
+        }
+        Ok(())
     }
 }
 

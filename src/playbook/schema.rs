@@ -22,6 +22,8 @@ pub enum Ty {
     Ref(&'static str),
     /// A string, an integer or a boolean.
     Scalar,
+    /// A string that is not empty.
+    Text,
     /// A size such as `4GiB`, `512M` or a number of bytes.
     Size,
     /// A duration such as `90s`, `30m` or `1h30m`.
@@ -118,10 +120,10 @@ const fn arg(name: &'static str, ty: Ty) -> Arg {
     Arg { doc: "", name, ty }
 }
 
-const STRING: &[Arg] = &[arg("value", Ty::String)];
+const STRING: &[Arg] = &[arg("value", Ty::Text)];
 const BOOL: &[Arg] = &[arg("value", Ty::Bool)];
 const DURATION: &[Arg] = &[arg("duration", Ty::Duration)];
-const KEY_VALUE: &[Arg] = &[arg("name", Ty::String), arg("value", Ty::String)];
+const KEY_VALUE: &[Arg] = &[arg("name", Ty::Text), arg("value", Ty::String)];
 const THREADS: &[Arg] = &[arg("count", Ty::Int { max: 1024, min: 1 })];
 const LAYERS: &[Arg] = &[arg(
     "layers",
@@ -136,7 +138,7 @@ const TOKENS: &[Arg] = &[arg(
     "tokens",
     Ty::Int {
         max: 16_777_216,
-        min: 1,
+        min: 64,
     },
 )];
 const STEPS: &[Arg] = &[arg(
@@ -285,7 +287,7 @@ pub const TOP_LEVEL: &[Node] = &[
                 example: "",
                 name: "args",
                 props: &[],
-                rest: Some(arg("argument", Ty::String)),
+                rest: Some(arg("argument", Ty::Text)),
                 times: Times::Many,
             },
         ],
@@ -422,7 +424,7 @@ pub const TOP_LEVEL: &[Node] = &[
                     Arg {
                         doc: "a shell command, run with `/bin/sh -c`",
                         name: "command",
-                        ty: Ty::String,
+                        ty: Ty::Text,
                     },
                 ],
                 children: &[],
