@@ -241,48 +241,76 @@ task "t" {
 }
 
 #[test]
-fn ctrl_c_tears_everything_down_and_exits_130() {
+fn every_stop_signal_tears_everything_down_and_exits_130() {
     if !docker() {
         return;
     }
     let project = Project::new();
     project.file(
         "openmono.kdl",
-        "network \"n\"\ncontainer \"box\" {\n    image \"openmono/agent:latest\"\n    network \"n\"\n}\ntask \"long\" {\n    run \"box\" \"sleep 300\"\n}\n",
+        "network \"n\"\ncontainer \"box\" {\n    image \"openmono/agent:latest\"\n    network \"n\"\n}\ntask \"long\" {\n    run \"box\" \"sleep 300\"\n}\ntask \"later\" after=\"long\" {\n    run \"box\" \"true\"\n}\n",
     );
-    let mut child = project
-        .command(&["apply"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut id = None;
-    for line in BufReader::new(stderr).lines() {
-        let line = line.expect("line");
-        if let Some(rest) = line.split("Run ").nth(1) {
-            id = rest.split_whitespace().next().map(str::to_owned);
+    // Ctrl-C, a service manager's stop, a closed terminal, Ctrl-\\.
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+        let mut child = project
+            .command(&["apply"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut id = None;
+        for line in BufReader::new(stderr).lines() {
+            let line = line.expect("line");
+            if let Some(rest) = line.split("Run ").nth(1) {
+                id = rest.split_whitespace().next().map(str::to_owned);
+            }
+            if line.contains("▶ run task `long`") {
+                break;
+            }
         }
-        if line.contains("▶ run task `long`") {
-            break;
-        }
+        let id = id.expect("run id announced");
+        let pid = libc::pid_t::try_from(child.id()).expect("pid");
+        // SAFETY: sends a signal to the child we spawned.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+        let output = child.wait_with_output().expect("wait");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(output.status.code(), Some(130), "signal {signal}: {stdout}");
+        assert!(
+            stdout.starts_with(&format!("Run {id} interrupted in ")),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains("  - task `later` (run): not run\n"),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains("Teardown removed 1 container(s) and 1 network(s)."),
+            "{stdout}"
+        );
+        assert_run_gone(&id);
     }
-    let id = id.expect("run id announced");
-    let pid = libc::pid_t::try_from(child.id()).expect("pid");
-    // SAFETY: sends a signal to the child we spawned.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
-    let output = child.wait_with_output().expect("wait");
-    assert_eq!(output.status.code(), Some(130));
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        stdout.starts_with(&format!("Run {id} interrupted in ")),
-        "{stdout}"
+}
+
+#[test]
+fn output_from_the_box_cannot_drive_the_terminal() {
+    if !docker() {
+        return;
+    }
+    let project = Project::new();
+    project.file(
+        "openmono.kdl",
+        "container \"box\" {\n    image \"openmono/agent:latest\"\n}\ntask \"t\" {\n    run \"box\" #\"printf '\\033]0;PWNED\\007\\033[2Jred\\n'\"#\n}\n",
     );
+    let run = project.run(&["apply"]);
+    run.expect_code(0);
+    assert!(!run.stdout.contains('\u{1b}'), "{:?}", run.stdout);
     assert!(
-        stdout.contains("Teardown removed 1 container(s) and 1 network(s)."),
-        "{stdout}"
+        run.stdout.contains("\\u{1b}]0;PWNED\\u{7}\\u{1b}[2Jred"),
+        "{}",
+        run.stdout
     );
-    assert_run_gone(&id);
+    assert_run_gone(&run.run_id());
 }
 
 #[test]

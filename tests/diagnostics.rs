@@ -361,3 +361,61 @@ Warning: openmono::decode::overridden
     );
     assert!(run.stdout.contains("EGRESS ALLOWED"), "{}", run.stdout);
 }
+
+#[test]
+fn hostile_files_get_an_error_not_a_crash() {
+    let project = Project::new();
+    // An error far along one very long line, and children nested hundreds deep.
+    project.file(
+        "long.kdl",
+        &format!("network \"{}\" junk=1\n", "a".repeat(70_000)),
+    );
+    project.file(
+        "deep.kdl",
+        &format!(
+            "container \"box\" {}{}",
+            "{ a ".repeat(300),
+            "}".repeat(300)
+        ),
+    );
+    project.file(
+        "empty.kdl",
+        "container \"box\" {\n    image \"\"\n}\ntask \"t\" {\n    run \"box\" \"\"\n}\n",
+    );
+    for (file, expected) in [
+        ("long.kdl", "unknown property `junk` on `network`"),
+        ("deep.kdl", "children are nested more than 64 levels deep"),
+        ("empty.kdl", "this value is empty"),
+    ] {
+        let run = project.run(&["plan", file]);
+        run.expect_code(2);
+        assert!(run.stderr.contains(expected), "{file}: {}", run.stderr);
+        assert!(!run.stderr.contains("panicked"), "{file}: {}", run.stderr);
+    }
+}
+
+#[test]
+fn a_closed_stderr_or_a_full_disk_is_not_a_crash() {
+    let project = Project::new();
+    project.file("bad.kdl", "netwrk \"n\"\n");
+    project.file("good.kdl", "network \"n\"\n");
+    let mut child = project
+        .command(&["plan", "bad.kdl"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    drop(child.stderr.take());
+    assert_eq!(child.wait().expect("wait").code(), Some(2));
+    let full = std::fs::File::create("/dev/full").expect("/dev/full");
+    let status = project
+        .command(&["plan", "good.kdl"])
+        .stdout(full)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("run");
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "output that cannot be written is a failure"
+    );
+}
