@@ -143,7 +143,15 @@ fn compose_config(text: &str) -> Option<Duration> {
 fn main() {
     println!("| resources | openmono parse→plan | peak heap | docker-compose config | ratio |");
     println!("| ---: | ---: | ---: | ---: | ---: |");
-    for n in [10, 100, 1_000, 10_000] {
+    // `cargo bench --bench pipeline -- 1000 --no-peer` measures one size alone (for a
+    // profiler); by default every size, with the peer.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let peer = !args.iter().any(|a| a == "--no-peer");
+    let mut sizes: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
+    if sizes.is_empty() {
+        sizes = vec![10, 100, 1_000, 10_000];
+    }
+    for n in sizes {
         let text = playbook(n);
         let runs = if n >= 10_000 { 5 } else { 21 };
         let plan = pipeline(&text);
@@ -157,7 +165,7 @@ fn main() {
             std::hint::black_box(pipeline(&text));
         });
         let peak = PEAK.load(Ordering::Relaxed) - before;
-        let (peer, ratio) = match compose_config(&compose(n)) {
+        let (peer, ratio) = match peer.then(|| compose_config(&compose(n))).flatten() {
             Some(t) => (
                 format!("{:.2} ms", t.as_secs_f64() * 1e3),
                 format!("{:.3}", time.as_secs_f64() / t.as_secs_f64()),

@@ -127,7 +127,8 @@ impl fmt::Display for Step {
             } => {
                 write!(
                     f,
-                    "+ run agent task `{task}` in `{container}` with model `{model}` (at most {max_steps} steps of {max_tokens} tokens)"
+                    "+ run agent task `{task}` in `{container}` with model `{model}` (at most {max_steps} {} of {max_tokens} tokens)",
+                    if *max_steps == 1 { "step" } else { "steps" }
                 )?;
                 lines(f, "      prompt: ", prompt)?;
                 write!(f, "{settings}")
