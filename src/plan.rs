@@ -84,7 +84,7 @@ fn step_for(p: &Playbook, resource: Resource, errors: &mut Vec<PlanError>) -> Op
         Resource::Container(i) => {
             let c = &p.containers[i];
             let workspace = match &c.workspace {
-                Some(w) => match std::fs::canonicalize(p.resolve(&w.value)) {
+                Some(w) => match std::fs::canonicalize(p.resolve(w)) {
                     Ok(path) if path.is_dir() => Some(path),
                     found => {
                         errors.push(PlanError::WorkspaceMissing {
@@ -201,7 +201,7 @@ fn check_gguf(
     gguf: &crate::playbook::Spanned<String>,
     errors: &mut Vec<PlanError>,
 ) -> Option<(PathBuf, u64)> {
-    let Ok(path) = std::fs::canonicalize(p.resolve(&gguf.value)) else {
+    let Ok(path) = std::fs::canonicalize(p.resolve(gguf)) else {
         errors.push(PlanError::ModelMissing {
             path: gguf.value.clone(),
             span: gguf.span,

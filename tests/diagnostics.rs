@@ -419,3 +419,77 @@ fn a_closed_stderr_or_a_full_disk_is_not_a_crash() {
         "output that cannot be written is a failure"
     );
 }
+
+#[test]
+fn included_files_join_the_playbook_and_their_problems_name_them() {
+    let project = Project::new();
+    project.file(
+        "main.kdl",
+        "include \"sub/box.kdl\"\ninclude \"sub/box.kdl\"\ntask \"t\" {\n    run \"box\" \"echo hi\"\n}\n",
+    );
+    // Paths in an included file are relative to it; a file included twice is read once.
+    project.file(
+        "sub/box.kdl",
+        "container \"box\" {\n    image \"openmono/agent:latest\"\n    workspace \".\"\n}\n",
+    );
+    let run = project.run(&["plan", "main.kdl"]);
+    run.expect_code(0);
+    let sub = std::fs::canonicalize(project.path().join("sub")).expect("sub");
+    assert!(
+        run.stdout
+            .contains(&format!("      mount {} at /workspace", sub.display())),
+        "{}",
+        run.stdout
+    );
+
+    project.file("a.kdl", "include \"b.kdl\"\nnetwork \"n\"\n");
+    project.file("b.kdl", "include \"a.kdl\"\nnetwork \"n\"\n");
+    project.file("top.kdl", "include \"a.kdl\"\ninclude \"missing.kdl\"\n");
+    let run = project.run(&["plan", "top.kdl"]);
+    run.expect_code(2);
+    assert_eq!(
+        run.stderr.trim_end(),
+        r#"openmono::playbook
+
+  × `top.kdl` has 3 problems
+
+Error: openmono::decode::include_loop
+
+  × files include each other in a loop: a.kdl → b.kdl → a.kdl
+   ╭─[b.kdl:1:9]
+ 1 │ include "a.kdl"
+   ·         ───┬───
+   ·            ╰── this `include` closes the loop
+ 2 │ network "n"
+   ╰────
+  help: remove one of these `include`s
+
+Error: openmono::decode::duplicate
+
+  × network `n` is defined twice
+   ╭─[a.kdl:2:9]
+ 1 │ include "b.kdl"
+ 2 │ network "n"
+   ·         ─┬─
+   ·          ╰── defined again here
+   ╰────
+   ╭─[b.kdl:2:9]
+ 1 │ include "a.kdl"
+ 2 │ network "n"
+   ·         ─┬─
+   ·          ╰── first defined here
+   ╰────
+  help: give each network its own name
+
+Error: openmono::decode::include_missing
+
+  × cannot include `missing.kdl`: No such file or directory (os error 2)
+   ╭─[top.kdl:2:9]
+ 1 │ include "a.kdl"
+ 2 │ include "missing.kdl"
+   ·         ──────┬──────
+   ·               ╰── included here
+   ╰────
+  help: an `include` path is relative to the file that includes it"#
+    );
+}

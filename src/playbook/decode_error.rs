@@ -31,6 +31,29 @@ pub enum DecodeError {
         span: SourceSpan,
     },
 
+    #[error("files include each other in a loop: {chain}")]
+    #[diagnostic(
+        code(openmono::decode::include_loop),
+        help("remove one of these `include`s")
+    )]
+    IncludeLoop {
+        chain: String,
+        #[label("this `include` closes the loop")]
+        span: SourceSpan,
+    },
+
+    #[error("cannot include `{path}`: {reason}")]
+    #[diagnostic(
+        code(openmono::decode::include_missing),
+        help("an `include` path is relative to the file that includes it")
+    )]
+    IncludeMissing {
+        path: String,
+        reason: String,
+        #[label("included here")]
+        span: SourceSpan,
+    },
+
     #[error("{message}")]
     #[diagnostic(code(openmono::decode::invalid_value))]
     InvalidValue {

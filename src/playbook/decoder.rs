@@ -7,7 +7,7 @@
 //! `decode_*` methods turn one node kind into its struct; the free functions below read
 //! values whose shape the checker has already vouched for, and return `None` otherwise.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, path::PathBuf};
 
 use kdl::{KdlDocument, KdlEntry, KdlNode, KdlValue};
 use miette::SourceSpan;
@@ -33,52 +33,38 @@ impl Decoded {
     }
 }
 
-/// Decodes one source, collecting problems in `problems`.
-pub struct Decoder<'a> {
+/// A playbook that did not decode: its problems, and its files (an included file's
+/// problems point into it).
+#[derive(Debug)]
+pub struct DecodeFailure {
+    pub errors: Vec<DecodeError>,
+    pub source: Source,
+}
+
+/// Decodes one playbook and the files it includes, collecting problems in `problems`.
+pub struct Decoder {
     problems: Vec<DecodeError>,
     /// First definition of each name, per namespace, for duplicate reports.
     seen: HashMap<(&'static str, String), SourceSpan>,
-    source: &'a Source,
+    /// The playbook's files; `include` adds to them.
+    source: Source,
+    /// Every file read so far, canonical, so that a file is included once.
+    read: Vec<PathBuf>,
 }
 
-impl<'a> Decoder<'a> {
-    pub fn new(source: &'a Source) -> Self {
+impl Decoder {
+    pub fn new(source: &Source) -> Self {
         Self {
             problems: Vec::new(),
             seen: HashMap::new(),
-            source,
+            source: source.clone(),
+            read: Vec::new(),
         }
     }
 
-    /// Parses and decodes the source. On failure, every problem (warnings included)
-    /// comes back at once.
-    pub fn decode(mut self) -> Result<Decoded, Vec<DecodeError>> {
-        if let Some(at) = super::nesting::too_deep(&self.source.text) {
-            return Err(vec![DecodeError::Syntax {
-                help: Some("a playbook nests two or three levels; check for unclosed `{`".into()),
-                label: "too deep".into(),
-                message: format!(
-                    "children are nested more than {} levels deep",
-                    super::nesting::MAX_DEPTH
-                ),
-                span: (at, 1).into(),
-            }]);
-        }
-        let doc = match KdlDocument::parse_v2(&self.source.text) {
-            Ok(doc) => doc,
-            Err(err) => {
-                let text = &self.source.text;
-                return Err(err
-                    .diagnostics
-                    .into_iter()
-                    .map(|d| syntax_error(text, d))
-                    .collect());
-            }
-        };
-        Checker {
-            problems: &mut self.problems,
-        }
-        .check_nodes(doc.nodes(), schema::TOP_LEVEL, None);
+    /// Parses and decodes the playbook and what it includes. On failure, every problem
+    /// (warnings included) comes back at once.
+    pub fn decode(mut self) -> Result<Decoded, DecodeFailure> {
         let mut playbook = Playbook {
             containers: Vec::new(),
             description: None,
@@ -92,6 +78,65 @@ impl<'a> Decoder<'a> {
             tasks: Vec::new(),
             vars: Vec::new(),
         };
+        let root =
+            std::fs::canonicalize(&self.source.path).unwrap_or_else(|_| self.source.path.clone());
+        self.read.push(root.clone());
+        let text = std::sync::Arc::clone(&self.source.text);
+        let mut chain = vec![(root, self.source.path.clone())];
+        self.decode_text(&text, 0, &mut playbook, &mut chain);
+        playbook.source = self.source.clone();
+        if self.problems.iter().all(DecodeError::is_warning) {
+            Ok(Decoded {
+                playbook,
+                warnings: self.problems,
+            })
+        } else {
+            Err(DecodeFailure {
+                errors: self.problems,
+                source: self.source,
+            })
+        }
+    }
+
+    /// Parses one file's text, whose offsets start at `base`, and decodes its nodes
+    /// into `playbook`. `chain` holds the files being included, outermost first.
+    fn decode_text(
+        &mut self,
+        text: &str,
+        base: usize,
+        playbook: &mut Playbook,
+        chain: &mut Vec<(PathBuf, PathBuf)>,
+    ) {
+        if let Some(at) = super::nesting::too_deep(text) {
+            self.problems.push(DecodeError::Syntax {
+                help: Some("a playbook nests two or three levels; check for unclosed `{`".into()),
+                label: "too deep".into(),
+                message: format!(
+                    "children are nested more than {} levels deep",
+                    super::nesting::MAX_DEPTH
+                ),
+                span: (base + at, 1).into(),
+            });
+            return;
+        }
+        let mut doc = match KdlDocument::parse_v2(text) {
+            Ok(doc) => doc,
+            Err(err) => {
+                self.problems.extend(
+                    err.diagnostics
+                        .into_iter()
+                        .map(|d| syntax_error(text, base, d)),
+                );
+                return;
+            }
+        };
+        if base > 0 {
+            shift_document(&mut doc, base);
+        }
+        Checker {
+            problems: &mut self.problems,
+        }
+        .check_nodes(doc.nodes(), schema::TOP_LEVEL, None);
         for node in doc.nodes() {
             match node.name().value() {
                 "playbook" => {
@@ -100,6 +145,7 @@ impl<'a> Decoder<'a> {
                     }
                     playbook.description = child_str(node, "description").map(|d| d.value);
                 }
+                "include" => self.include(node, playbook, chain),
                 "network" => playbook.networks.extend(self.decode_network(node)),
                 "var" => playbook.vars.extend(self.decode_var(node)),
                 "model" => playbook.models.extend(self.decode_model(node)),
@@ -109,14 +155,68 @@ impl<'a> Decoder<'a> {
                 _ => {}
             }
         }
-        if self.problems.iter().all(DecodeError::is_warning) {
-            Ok(Decoded {
-                playbook,
-                warnings: self.problems,
-            })
-        } else {
-            Err(self.problems)
+    }
+
+    /// `include "other.kdl"`: the file, relative to the including one, decoded as if
+    /// its nodes stood here. A file is read once; a file that includes itself, through
+    /// any number of others, is an error that shows the whole loop.
+    fn include(
+        &mut self,
+        node: &KdlNode,
+        playbook: &mut Playbook,
+        chain: &mut Vec<(PathBuf, PathBuf)>,
+    ) {
+        let Some(relative) = str_arg(node, 0).filter(|r| !r.value.trim().is_empty()) else {
+            return;
+        };
+        let path = self.source.resolve_at(relative.span, &relative.value);
+        let shown = chain
+            .last()
+            .and_then(|(_, shown)| shown.parent())
+            .map_or_else(
+                || PathBuf::from(&relative.value),
+                |dir| dir.join(&relative.value),
+            );
+        let missing = |reason: String| DecodeError::IncludeMissing {
+            path: shown.display().to_string(),
+            reason,
+            span: relative.span,
+        };
+        let canonical = match std::fs::canonicalize(&path) {
+            Ok(canonical) => canonical,
+            Err(e) => {
+                self.problems.push(missing(e.to_string()));
+                return;
+            }
+        };
+        if let Some(at) = chain.iter().position(|(file, _)| *file == canonical) {
+            let mut names: Vec<String> = chain[at..]
+                .iter()
+                .map(|(_, shown)| shown.display().to_string())
+                .collect();
+            names.push(shown.display().to_string());
+            self.problems.push(DecodeError::IncludeLoop {
+                chain: names.join(" → "),
+                span: relative.span,
+            });
+            return;
         }
+        if self.read.contains(&canonical) {
+            return;
+        }
+        let (dir, text) = match super::source::read_file(&path) {
+            Ok(read) => read,
+            Err(e) => {
+                self.problems.push(missing(e.to_string()));
+                return;
+            }
+        };
+        self.read.push(canonical.clone());
+        let file = self.source.include(&shown, dir, text);
+        let (base, text) = (file.base, std::sync::Arc::clone(&file.text));
+        chain.push((canonical, shown));
+        self.decode_text(&text, base, playbook, chain);
+        chain.pop();
     }
 
     /// The resource's name, recorded in `namespace` so that a second one is reported.
@@ -425,7 +525,31 @@ pub fn closest<'k>(name: &str, known: impl IntoIterator<Item = &'k str>) -> Opti
         .map(|(_, k)| k)
 }
 
-fn syntax_error(text: &str, diag: kdl::KdlDiagnostic) -> DecodeError {
+/// Moves every span of a document parsed on its own to where its file starts in the
+/// playbook's shared offset space.
+fn shift_document(doc: &mut KdlDocument, base: usize) {
+    let moved = |span: SourceSpan| SourceSpan::new((span.offset() + base).into(), span.len());
+    doc.set_span(moved(doc.span()));
+    for node in doc.nodes_mut() {
+        node.set_span(moved(node.span()));
+        let name = node.name_mut();
+        name.set_span(moved(name.span()));
+        if let Some(ty) = node.ty_mut() {
+            ty.set_span(moved(ty.span()));
+        }
+        for entry in node.entries_mut() {
+            entry.set_span(moved(entry.span()));
+            if let Some(name) = entry.name_mut() {
+                name.set_span(moved(name.span()));
+            }
+        }
+        if let Some(children) = node.children_mut() {
+            shift_document(children, base);
+        }
+    }
+}
+
+fn syntax_error(text: &str, base: usize, diag: kdl::KdlDiagnostic) -> DecodeError {
     let start = diag.span.offset();
     let word: String = text
         .get(start..)
@@ -451,7 +575,7 @@ fn syntax_error(text: &str, diag: kdl::KdlDiagnostic) -> DecodeError {
         message: diag
             .message
             .unwrap_or_else(|| "this is not valid KDL v2".into()),
-        span: diag.span,
+        span: SourceSpan::new((diag.span.offset() + base).into(), diag.span.len()),
     }
 }
 
@@ -463,7 +587,10 @@ mod tests {
 
     fn decode(text: &str) -> Result<Playbook, Vec<DecodeError>> {
         let source = Source::from_text(Path::new("t.kdl"), PathBuf::from("/p"), text.to_owned());
-        Decoder::new(&source).decode().map(|d| d.playbook)
+        Decoder::new(&source)
+            .decode()
+            .map(|d| d.playbook)
+            .map_err(|f| f.errors)
     }
 
     /// The span of the `nth` occurrence of `needle` in `text`.

@@ -18,11 +18,11 @@ pub mod units;
 use std::path::Path;
 
 pub use decode_error::DecodeError;
-pub use decoder::{Decoded, Decoder, closest};
+pub use decoder::{DecodeFailure, Decoded, Decoder, closest};
 pub use problems::Problems;
 pub use renderer::{Inputs, render};
 pub use resources::*;
-pub use source::Source;
+pub use source::{Source, SourceFile, SourceMap};
 pub use spanned::Spanned;
 pub use template_error::TemplateError;
 
@@ -30,7 +30,7 @@ pub use template_error::TemplateError;
 pub fn decode(source: &Source) -> Result<Decoded, Problems> {
     Decoder::new(source)
         .decode()
-        .map_err(|errors| Problems::new(source.named(), errors))
+        .map_err(|failure| Problems::new(failure.source.named(), failure.errors))
 }
 
 /// Reads and decodes a playbook file.

@@ -1,8 +1,10 @@
 //! All the problems of one playbook file, reported together with the file's text.
 
-use std::{fmt, sync::Arc};
+use std::fmt;
 
-use miette::{Diagnostic, NamedSource, Severity, SourceCode};
+use miette::{Diagnostic, Severity, SourceCode};
+
+use super::SourceMap;
 
 /// One file's problems of one stage, each a diagnostic with its own span.
 #[derive(Debug)]
@@ -10,7 +12,7 @@ pub struct Problems {
     pub items: Vec<Box<dyn Diagnostic + Send + Sync + 'static>>,
     /// How many more there were than are shown.
     pub more: usize,
-    pub src: NamedSource<Arc<String>>,
+    pub src: SourceMap,
 }
 
 /// Most problems shown at once: a file with thousands of them is one mistake repeated,
@@ -18,10 +20,7 @@ pub struct Problems {
 const SHOWN: usize = 50;
 
 impl Problems {
-    pub fn new<E: Diagnostic + Send + Sync + 'static>(
-        src: NamedSource<Arc<String>>,
-        items: Vec<E>,
-    ) -> Self {
+    pub fn new<E: Diagnostic + Send + Sync + 'static>(src: SourceMap, items: Vec<E>) -> Self {
         let more = items.len().saturating_sub(SHOWN);
         Self {
             items: items

@@ -47,14 +47,14 @@ pub fn render(playbook: &mut Playbook, inputs: &Inputs) -> Result<(), Vec<Templa
             minijinja::escape_formatter(out, state, value)
         }
     });
-    let text = std::sync::Arc::clone(&playbook.source.text);
+    let source = playbook.source.clone();
     let mut render = |value: &mut Spanned<String>| {
         if !value.value.contains("{{") && !value.value.contains("{%") {
             return;
         }
         match env.render_str(&value.value, &context) {
             Ok(rendered) => value.value = rendered,
-            Err(e) => errors.push(template_error(&e, value, &text, &context)),
+            Err(e) => errors.push(template_error(&e, value, &source, &context)),
         }
     };
     for model in &mut playbook.models {
@@ -145,7 +145,7 @@ fn resolve_vars(
                 VarValue::Bool(b) => Value::from(*b),
                 VarValue::Int(n) => Value::from(*n),
                 VarValue::String(s) if var.ty == VarType::Path => {
-                    Value::from(absolute(&playbook.source.dir, s))
+                    Value::from(absolute(playbook.source.dir_at(default.span.offset()), s))
                 }
                 VarValue::String(s) => Value::from(s.clone()),
             }),
@@ -218,13 +218,11 @@ fn context(playbook: &Playbook, inputs: &Inputs, vars: BTreeMap<String, Value>) 
 fn template_error(
     e: &minijinja::Error,
     value: &Spanned<String>,
-    text: &str,
+    source: &super::Source,
     context: &Value,
 ) -> TemplateError {
     let expression = e.range().and_then(|r| value.value.get(r)).unwrap_or("");
-    let literal = text
-        .get(value.span.offset()..value.span.offset() + value.span.len())
-        .unwrap_or("");
+    let literal = source.slice(value.span).unwrap_or("");
     let span: SourceSpan = match (!expression.is_empty())
         .then(|| literal.find(expression))
         .flatten()

@@ -147,8 +147,9 @@ impl TaskKind {
 }
 
 impl Playbook {
-    /// Paths a model or workspace names, resolved against the playbook's folder.
-    pub fn resolve(&self, path: &str) -> PathBuf {
-        self.source.resolve(path)
+    /// A path written in the playbook, resolved against the folder of the file it is
+    /// written in (a playbook or a file it includes).
+    pub fn resolve(&self, path: &Spanned<String>) -> PathBuf {
+        self.source.resolve_at(path.span, &path.value)
     }
 }

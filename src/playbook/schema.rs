@@ -169,6 +169,16 @@ pub const VAR_TYPES: &[&str] = &["string", "int", "bool", "path"];
 /// Every top-level node, in the order the grammar lists them.
 pub const TOP_LEVEL: &[Node] = &[
     Node {
+        args: PATH,
+        children: &[],
+        doc: "another playbook file whose nodes join this one, as if written here; relative to the including file, read once",
+        example: "include \"common.kdl\"",
+        name: "include",
+        props: &[],
+        rest: None,
+        times: Times::Many,
+    },
+    Node {
         args: &[NAME],
         children: &[leaf(
             "description",
