@@ -152,8 +152,8 @@ impl SourceCode for SourceMap {
         let (name, base, text) = self
             .files
             .iter()
-            .filter(|(_, base, _)| *base <= span.offset())
-            .last()
+            .rev()
+            .find(|(_, base, _)| *base <= span.offset())
             .ok_or(MietteError::OutOfBounds)?;
         let local = SourceSpan::new((span.offset() - base).into(), span.len());
         let contents =
