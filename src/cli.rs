@@ -301,7 +301,7 @@ fn report(error: &dyn miette::Diagnostic, exit_code: u8) -> ExitCode {
 
 /// A diagnostic as text. The graphical report first; should it fail on some input
 /// (very long lines trip it), the plain narrated one; never a panic.
-fn render_diagnostic(diagnostic: &dyn miette::Diagnostic) -> String {
+pub fn render_diagnostic(diagnostic: &dyn miette::Diagnostic) -> String {
     let terminal = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let theme = if terminal {
         GraphicalTheme::unicode()
