@@ -129,12 +129,14 @@ fn step_for(p: &Playbook, resource: Resource, errors: &mut Vec<PlanError>) -> Op
             };
             match &t.kind {
                 TaskKind::Agent {
+                    check,
                     container,
                     max_steps,
                     max_tokens,
                     model,
                     prompt,
                 } => Step::AgentTask {
+                    check: check.as_ref().map(|c| c.value.clone()),
                     container: container.value.clone(),
                     max_steps: *max_steps,
                     max_tokens: *max_tokens,

@@ -17,6 +17,8 @@ pub const WORKSPACE: &str = "/workspace";
 pub enum Step {
     /// An agent loop, run inside `container` by the openmono binary copied there.
     AgentTask {
+        /// Run after the agent; its exit status is the task's.
+        check: Option<String>,
         container: String,
         max_steps: u32,
         max_tokens: u32,
@@ -116,6 +118,7 @@ impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::AgentTask {
+                check,
                 container,
                 max_steps,
                 max_tokens,
@@ -131,6 +134,9 @@ impl fmt::Display for Step {
                     if *max_steps == 1 { "step" } else { "steps" }
                 )?;
                 lines(f, "      prompt: ", prompt)?;
+                if let Some(check) = check {
+                    lines(f, "      check: $ ", check)?;
+                }
                 write!(f, "{settings}")
             }
             Self::CreateNetwork { egress, name } => {

@@ -452,3 +452,68 @@ task "next" after="flaky" {
     assert!(run.stdout.contains("        next ran\n"), "{}", run.stdout);
     assert_run_gone(&run.run_id());
 }
+
+#[test]
+fn a_check_decides_an_agent_task() {
+    if !docker() {
+        return;
+    }
+    let project = Project::new();
+    project.file(
+        "openmono.kdl",
+        &format!(
+            r#"
+network "n"
+model "m" {{
+    gguf "{gguf}"
+    context 512
+    network "n"
+}}
+container "box" {{
+    image "openmono/agent:latest"
+    network "n"
+    workspace "."
+}}
+task "fails-its-check" {{
+    agent "box" model="m"
+    prompt "Say yes."
+    max-tokens 8
+    check "echo checking; exit 4"
+    continue-on-error #true
+}}
+task "passes-its-check" after="fails-its-check" {{
+    agent "box" model="m"
+    prompt "Say yes."
+    max-tokens 8
+    check "test -d /workspace"
+}}
+"#,
+            gguf = gemma().display()
+        ),
+    );
+    let plan = project.run(&["plan"]);
+    plan.expect_code(0);
+    assert!(
+        plan.stdout
+            .contains("      check: $ echo checking; exit 4\n"),
+        "{}",
+        plan.stdout
+    );
+    let run = project.run(&["apply"]);
+    run.expect_code(0);
+    let out = &run.stdout;
+    assert!(
+        out.contains("✗ task `fails-its-check` (agent, exit code 0"),
+        "{out}"
+    );
+    assert!(
+        out.contains("      check: exit code 4\n        checking\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("✓ task `passes-its-check` (agent, exit code 0"),
+        "{out}"
+    );
+    assert!(out.contains("      check: exit code 0\n"), "{out}");
+    assert_run_gone(&run.run_id());
+}

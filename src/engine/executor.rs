@@ -21,8 +21,8 @@ use crate::{
 };
 
 use super::{
-    BindMount, ContainerSpec, Engine, EngineError, Liveness, Progress, Report, Stream, TaskReport,
-    TaskStatus, run_dir,
+    BindMount, CheckReport, ContainerSpec, Engine, EngineError, Liveness, Progress, Report, Stream,
+    TaskReport, TaskStatus, run_dir,
 };
 
 /// Where the copied openmono binary lives inside task containers.
@@ -223,6 +223,7 @@ impl Executor<'_> {
             }
             self.tasks.push(TaskReport {
                 answer: None,
+                check: None,
                 duration: Duration::ZERO,
                 exit_code: None,
                 kind: if matches!(step, Step::AgentTask { .. }) {
@@ -484,6 +485,7 @@ impl Executor<'_> {
 
     async fn agent_task(&mut self, step: &Step) -> Result<String, String> {
         let Step::AgentTask {
+            check,
             container,
             max_steps,
             max_tokens,
@@ -543,9 +545,30 @@ impl Executor<'_> {
             })
             .await
             .map_err(|e| error_chain(&e))?;
-        let ok = code == 0;
+        // With a `check`, its exit status decides, whatever the agent said.
+        let check_result = match check {
+            Some(command) if code != i64::from(TIMED_OUT) => {
+                self.progress.detail("running the check");
+                let path = self.dir.join(format!("{task}.check.log"));
+                let (check_code, tail) = self.shell(&id, command, settings, &path).await?;
+                Some(CheckReport {
+                    exit_code: check_code,
+                    log: path,
+                    output_tail: tail,
+                })
+            }
+            _ => None,
+        };
+        let ok = match &check_result {
+            Some(c) => c.exit_code == 0,
+            None => code == 0,
+        };
+        let check_outcome = check_result
+            .as_ref()
+            .map(|c| command_outcome(c.exit_code, settings));
         self.tasks.push(TaskReport {
             answer,
+            check: check_result,
             duration: started.elapsed(),
             exit_code: Some(code),
             kind: "agent",
@@ -559,6 +582,11 @@ impl Executor<'_> {
             },
             transcript: Some(transcript_path),
         });
+        if let Some(outcome) = check_outcome {
+            return outcome
+                .map(|()| "the check passed".to_owned())
+                .map_err(|why| format!("the check failed: {why}"));
+        }
         match code {
             0 => Ok("answered".into()),
             c if c == i64::from(TIMED_OUT) => Err(timed_out(settings)),
@@ -578,12 +606,41 @@ impl Executor<'_> {
         command: &str,
         settings: &TaskSettings,
     ) -> Result<String, String> {
-        const TAIL: usize = 20;
         let id = self.container(container)?;
         let log_path = self.dir.join(format!("{task}.log"));
-        let mut log = create_file(&log_path)?;
-        let mut tail: Vec<String> = Vec::new();
         let started = Instant::now();
+        let (code, tail) = self.shell(&id, command, settings, &log_path).await?;
+        self.tasks.push(TaskReport {
+            answer: None,
+            check: None,
+            duration: started.elapsed(),
+            exit_code: Some(code),
+            kind: "run",
+            log: log_path,
+            name: task.to_owned(),
+            output_tail: tail,
+            status: if code == 0 {
+                TaskStatus::Succeeded
+            } else {
+                TaskStatus::Failed
+            },
+            transcript: None,
+        });
+        command_outcome(code, settings).map(|()| "exit code 0".to_owned())
+    }
+
+    /// Runs `command` with `/bin/sh -c` in a container, under `supervise` (for the task's
+    /// timeout), its output in `log_path`; returns the exit code and the last lines.
+    async fn shell(
+        &self,
+        id: &str,
+        command: &str,
+        settings: &TaskSettings,
+        log_path: &Path,
+    ) -> Result<(i64, Vec<String>), String> {
+        const TAIL: usize = 20;
+        let mut log = create_file(log_path)?;
+        let mut tail: Vec<String> = Vec::new();
         // The engine keeps stdout and stderr apart and cannot say which line came first;
         // one stream keeps the output in the order it was written.
         let cmd = supervised(
@@ -596,7 +653,7 @@ impl Executor<'_> {
         );
         let code = self
             .engine
-            .exec(&id, cmd, &env_list(settings), |_, line| {
+            .exec(id, cmd, &env_list(settings), |_, line| {
                 let _ = writeln!(log, "{line}");
                 if tail.len() == TAIL {
                     tail.remove(0);
@@ -605,31 +662,7 @@ impl Executor<'_> {
             })
             .await
             .map_err(|e| error_chain(&e))?;
-        let ok = code == 0;
-        self.tasks.push(TaskReport {
-            answer: None,
-            duration: started.elapsed(),
-            exit_code: Some(code),
-            kind: "run",
-            log: log_path,
-            name: task.to_owned(),
-            output_tail: tail,
-            status: if ok {
-                TaskStatus::Succeeded
-            } else {
-                TaskStatus::Failed
-            },
-            transcript: None,
-        });
-        match code {
-            0 => Ok("exit code 0".into()),
-            126 => Err("the command could not be started (exit code 126)".into()),
-            c if c == i64::from(TIMED_OUT) && settings.timeout.is_some() => {
-                Err(timed_out(settings))
-            }
-            127 => Err("command not found (exit code 127)".into()),
-            _ => Err(format!("the command exited with code {code}")),
-        }
+        Ok((code, tail))
     }
 
     /// Removes what the run created, newest first, then sweeps anything else that carries
@@ -702,6 +735,17 @@ impl Executor<'_> {
         self.progress
             .finish_step("teardown", ok, &errors.join("; "));
         report
+    }
+}
+
+/// What a shell command's exit code means for its task.
+fn command_outcome(code: i64, settings: &TaskSettings) -> Result<(), String> {
+    match code {
+        0 => Ok(()),
+        126 => Err("the command could not be started (exit code 126)".into()),
+        c if c == i64::from(TIMED_OUT) && settings.timeout.is_some() => Err(timed_out(settings)),
+        127 => Err("command not found (exit code 127)".into()),
+        _ => Err(format!("the command exited with code {code}")),
     }
 }
 

@@ -12,4 +12,4 @@ pub use docker::{BindMount, ContainerSpec, Engine, Liveness, Stream};
 pub use engine_error::EngineError;
 pub use executor::{ApplyOptions, RUN_LABEL, SELF_PATH, apply};
 pub use progress::Progress;
-pub use report::{Report, TaskReport, TaskStatus};
+pub use report::{CheckReport, Report, TaskReport, TaskStatus};

@@ -24,6 +24,8 @@ pub struct Report {
 pub struct TaskReport {
     /// The agent's final answer.
     pub answer: Option<String>,
+    /// An agent task's `check`, when it has one and it ran.
+    pub check: Option<CheckReport>,
     pub duration: Duration,
     pub exit_code: Option<i64>,
     pub kind: &'static str,
@@ -35,6 +37,14 @@ pub struct TaskReport {
     pub status: TaskStatus,
     /// The agent's events, one JSON object per line.
     pub transcript: Option<PathBuf>,
+}
+
+/// How an agent task's `check` ended.
+#[derive(Debug, Clone)]
+pub struct CheckReport {
+    pub exit_code: i64,
+    pub log: PathBuf,
+    pub output_tail: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +110,13 @@ impl fmt::Display for Report {
                 for line in &task.output_tail {
                     writeln!(f, "        {}", printable(line))?;
                 }
+            }
+            if let Some(check) = &task.check {
+                writeln!(f, "      check: exit code {}", check.exit_code)?;
+                for line in &check.output_tail {
+                    writeln!(f, "        {}", printable(line))?;
+                }
+                writeln!(f, "      check log: {}", check.log.display())?;
             }
             if let Some(t) = &task.transcript {
                 writeln!(f, "      transcript: {}", t.display())?;

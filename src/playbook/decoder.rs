@@ -355,6 +355,7 @@ impl Decoder {
         let agent = last_child(node, "agent");
         let run = last_child(node, "run");
         let prompt = child_str(node, "prompt");
+        let check = child_str(node, "check");
         let max_steps = child_int(node, "max-steps");
         let max_tokens = child_int(node, "max-tokens");
         let owner = format!("task `{}`", name.as_ref().map_or("?", |n| n.value.as_str()));
@@ -396,6 +397,7 @@ impl Decoder {
                     });
                 }
                 Some(TaskKind::Agent {
+                    check,
                     container: str_arg(agent, 0)?,
                     max_steps: max_steps.map_or(DEFAULT_MAX_STEPS, |m| m.value),
                     max_tokens: max_tokens.map_or(DEFAULT_MAX_TOKENS, |m| m.value),
@@ -406,6 +408,7 @@ impl Decoder {
             (None, Some(run)) => {
                 for (span, what) in [
                     (prompt.map(|p| p.span), "prompt"),
+                    (check.map(|c| c.span), "check"),
                     (max_steps.map(|m| m.span), "max-steps"),
                     (max_tokens.map(|m| m.span), "max-tokens"),
                 ] {

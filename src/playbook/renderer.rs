@@ -78,7 +78,12 @@ pub fn render(playbook: &mut Playbook, inputs: &Inputs) -> Result<(), Vec<Templa
     for task in &mut playbook.tasks {
         task.env.iter_mut().for_each(|(_, value)| render(value));
         match &mut task.kind {
-            TaskKind::Agent { prompt, .. } => render(prompt),
+            TaskKind::Agent { check, prompt, .. } => {
+                render(prompt);
+                if let Some(check) = check {
+                    render(check);
+                }
+            }
             TaskKind::Run { command, .. } => render(command),
         }
     }

@@ -125,6 +125,8 @@ pub struct Task {
 pub enum TaskKind {
     /// An agent loop inside `container`, talking to `model`.
     Agent {
+        /// Decides the task's success by its exit status, after the agent ends.
+        check: Option<Spanned<String>>,
         container: Spanned<String>,
         max_steps: u32,
         max_tokens: u32,

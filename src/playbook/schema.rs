@@ -419,6 +419,13 @@ pub const TOP_LEVEL: &[Node] = &[
                 Times::Once,
             ),
             leaf(
+                "check",
+                "a command run after the agent; the task succeeds when it exits 0 (agent tasks)",
+                STRING,
+                Times::Once,
+            )
+            .example("check \"cargo test --offline\""),
+            leaf(
                 "max-tokens",
                 "most tokens in one model reply (agent tasks; default 1024)",
                 REPLY_TOKENS,
