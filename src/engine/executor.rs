@@ -548,14 +548,7 @@ impl Executor<'_> {
         // With a `check`, its exit status decides, whatever the agent said.
         let check_result = match check {
             Some(command) if code != i64::from(TIMED_OUT) => {
-                self.progress.detail("running the check");
-                let path = self.dir.join(format!("{task}.check.log"));
-                let (check_code, tail) = self.shell(&id, command, settings, &path).await?;
-                Some(CheckReport {
-                    exit_code: check_code,
-                    log: path,
-                    output_tail: tail,
-                })
+                Some(self.check(&id, task, command, settings).await?)
             }
             _ => None,
         };
@@ -587,16 +580,7 @@ impl Executor<'_> {
                 .map(|()| "the check passed".to_owned())
                 .map_err(|why| format!("the check failed: {why}"));
         }
-        match code {
-            0 => Ok("answered".into()),
-            c if c == i64::from(TIMED_OUT) => Err(timed_out(settings)),
-            2 => Err("the agent used up its steps (exit code 2)".into()),
-            3 => Err("the model could not be reached or answered with an error (exit code 3); see the transcript".into()),
-            126 | 127 => Err(format!(
-                "the openmono binary in the container could not run (exit code {code}); something in the box removed or broke {SELF_PATH}"
-            )),
-            _ => Err(format!("the agent ended with exit code {code}")),
-        }
+        agent_outcome(code, settings)
     }
 
     async fn run_task(
@@ -627,6 +611,24 @@ impl Executor<'_> {
             transcript: None,
         });
         command_outcome(code, settings).map(|()| "exit code 0".to_owned())
+    }
+
+    /// An agent task's `check`, run where the agent worked.
+    async fn check(
+        &self,
+        id: &str,
+        task: &str,
+        command: &str,
+        settings: &TaskSettings,
+    ) -> Result<CheckReport, String> {
+        self.progress.detail("running the check");
+        let log = self.dir.join(format!("{task}.check.log"));
+        let (exit_code, output_tail) = self.shell(id, command, settings, &log).await?;
+        Ok(CheckReport {
+            exit_code,
+            log,
+            output_tail,
+        })
     }
 
     /// Runs `command` with `/bin/sh -c` in a container, under `supervise` (for the task's
@@ -735,6 +737,23 @@ impl Executor<'_> {
         self.progress
             .finish_step("teardown", ok, &errors.join("; "));
         report
+    }
+}
+
+/// What the agent's exit code means for its task.
+fn agent_outcome(code: i64, settings: &TaskSettings) -> Result<String, String> {
+    match code {
+        0 => Ok("answered".into()),
+        c if c == i64::from(TIMED_OUT) => Err(timed_out(settings)),
+        2 => Err("the agent used up its steps (exit code 2)".into()),
+        3 => Err(
+            "the model could not be reached or answered with an error (exit code 3); see the transcript"
+                .into(),
+        ),
+        126 | 127 => Err(format!(
+            "the openmono binary in the container could not run (exit code {code}); something in the box removed or broke {SELF_PATH}"
+        )),
+        _ => Err(format!("the agent ended with exit code {code}")),
     }
 }
 
