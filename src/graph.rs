@@ -19,6 +19,7 @@ use crate::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Resource {
     Network(usize),
+    Volume(usize),
     Model(usize),
     Container(usize),
     /// A model's server answers `/health`, probed from container `.1`.
@@ -61,6 +62,9 @@ impl<'a> GraphBuilder<'a> {
         for i in 0..p.networks.len() {
             self.node(Resource::Network(i));
         }
+        for i in 0..p.volumes.len() {
+            self.node(Resource::Volume(i));
+        }
         for (i, model) in p.models.iter().enumerate() {
             let me = Resource::Model(i);
             self.node(me);
@@ -71,6 +75,20 @@ impl<'a> GraphBuilder<'a> {
             self.node(me);
             if let Some(net) = &container.network {
                 self.edge_to_network(net, me);
+            }
+            for mount in &container.volumes {
+                match p
+                    .volumes
+                    .iter()
+                    .position(|v| v.name.value == mount.volume.value)
+                {
+                    Some(v) => self.edge(Resource::Volume(v), me),
+                    None => self.unknown(
+                        "volume",
+                        &mount.volume,
+                        p.volumes.iter().map(|v| &v.name.value),
+                    ),
+                }
             }
         }
         for (i, task) in p.tasks.iter().enumerate() {

@@ -67,6 +67,7 @@ pub fn render(graph: &ResourceGraph, playbook: &Playbook, format: GraphFormat) -
 fn label(r: Resource, p: &Playbook) -> String {
     match r {
         Resource::Network(i) => format!("network {}", p.networks[i].name.value),
+        Resource::Volume(i) => format!("volume {}", p.volumes[i].name.value),
         Resource::Model(i) => format!("model {}", p.models[i].name.value),
         Resource::Container(i) => format!("container {}", p.containers[i].name.value),
         Resource::ModelReady(i, _) => format!("model {} ready", p.models[i].name.value),

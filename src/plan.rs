@@ -59,6 +59,12 @@ impl Plan {
             })
             .collect();
         teardown.extend(steps.iter().rev().filter_map(|s| match s {
+            Step::CreateVolume { keep: false, name } => {
+                Some(Teardown::RemoveVolume { name: name.clone() })
+            }
+            _ => None,
+        }));
+        teardown.extend(steps.iter().rev().filter_map(|s| match s {
             Step::CreateNetwork { name, .. } => {
                 Some(Teardown::RemoveNetwork { name: name.clone() })
             }
@@ -76,6 +82,10 @@ impl Plan {
 
 fn step_for(p: &Playbook, resource: Resource, errors: &mut Vec<PlanError>) -> Option<Step> {
     Some(match resource {
+        Resource::Volume(i) => Step::CreateVolume {
+            keep: p.volumes[i].keep,
+            name: p.volumes[i].name.value.clone(),
+        },
         Resource::Network(i) => Step::CreateNetwork {
             egress: p.networks[i].egress.as_ref().is_some_and(|e| e.value),
             name: p.networks[i].name.value.clone(),
@@ -108,6 +118,11 @@ fn step_for(p: &Playbook, resource: Resource, errors: &mut Vec<PlanError>) -> Op
                 name: c.name.value.clone(),
                 network: c.network.as_ref().map(|n| n.value.clone()),
                 user: c.user.as_ref().map(|u| u.value.clone()),
+                volumes: c
+                    .volumes
+                    .iter()
+                    .map(|m| (m.volume.value.clone(), m.target.value.clone(), m.read_only))
+                    .collect(),
                 workdir: c.workdir.as_ref().map(|w| w.value.clone()),
                 workspace,
             }

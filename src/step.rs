@@ -28,6 +28,8 @@ pub enum Step {
         settings: TaskSettings,
         task: String,
     },
+    /// A volume: the run's own, or one kept across runs of the playbook.
+    CreateVolume { keep: bool, name: String },
     /// A network private to the run; internal unless `egress`.
     CreateNetwork { egress: bool, name: String },
     /// A container that tasks run in; it idles until the run ends.
@@ -39,6 +41,8 @@ pub enum Step {
         network: Option<String>,
         /// `UID:GID`; none: the user who runs openmono.
         user: Option<String>,
+        /// Playbook volumes: name, target, read-only.
+        volumes: Vec<(String, String, bool)>,
         workdir: Option<String>,
         workspace: Option<PathBuf>,
     },
@@ -88,6 +92,7 @@ pub const DEFAULT_PIDS: u32 = 1024;
 pub enum Teardown {
     RemoveContainer { name: String },
     RemoveNetwork { name: String },
+    RemoveVolume { name: String },
 }
 
 impl Step {
@@ -106,6 +111,7 @@ impl Step {
         match self {
             Self::AgentTask { task, .. } => format!("agent task `{task}`"),
             Self::CreateNetwork { name, .. } => format!("network `{name}`"),
+            Self::CreateVolume { name, .. } => format!("volume `{name}`"),
             Self::StartContainer { name, .. } => format!("container `{name}`"),
             Self::StartModel { name, .. } => format!("model `{name}`"),
             Self::RunTask { task, .. } => format!("run task `{task}`"),
@@ -138,6 +144,16 @@ impl fmt::Display for Step {
                     lines(f, "      check: $ ", check)?;
                 }
                 write!(f, "{settings}")
+            }
+            Self::CreateVolume { keep, name } => {
+                if *keep {
+                    write!(
+                        f,
+                        "+ create volume `{name}` if absent: kept across runs of this playbook"
+                    )
+                } else {
+                    write!(f, "+ create volume `{name}`: removed with the run")
+                }
             }
             Self::CreateNetwork { egress, name } => {
                 if *egress {
@@ -211,6 +227,7 @@ impl Step {
             name,
             network,
             user,
+            volumes,
             workdir,
             workspace,
         } = self
@@ -229,6 +246,14 @@ impl Step {
                 w.display()
             )?,
             None => write!(f, "\n      no host mounts")?,
+        }
+        for (volume, target, read_only) in volumes {
+            let mode = if *read_only {
+                "read-only"
+            } else {
+                "read-write"
+            };
+            write!(f, "\n      volume `{volume}` at {target} ({mode})")?;
         }
         match user {
             Some(user) => write!(f, "\n      runs as {user}")?,
@@ -288,6 +313,7 @@ impl fmt::Display for Teardown {
         match self {
             Self::RemoveContainer { name } => write!(f, "- remove container `{name}`"),
             Self::RemoveNetwork { name } => write!(f, "- remove network `{name}`"),
+            Self::RemoveVolume { name } => write!(f, "- remove volume `{name}`"),
         }
     }
 }

@@ -7,7 +7,9 @@ use std::{
     process::Stdio,
 };
 
-use crate::support::{Project, Run, assert_nothing_left, assert_run_gone, docker, gemma, root};
+use crate::support::{
+    Project, Run, assert_nothing_left, assert_run_gone, docker, docker_lines, gemma, root,
+};
 
 #[test]
 fn hello_agent_playbook_runs_end_to_end_with_the_real_model() {
@@ -516,4 +518,58 @@ task "passes-its-check" after="fails-its-check" {{
     );
     assert!(out.contains("      check: exit code 0\n"), "{out}");
     assert_run_gone(&run.run_id());
+}
+
+#[test]
+fn run_volumes_go_with_the_run_and_kept_volumes_stay() {
+    if !docker() {
+        return;
+    }
+    let project = Project::new();
+    let playbook = format!("it-volumes-{}", std::process::id());
+    project.file(
+        "openmono.kdl",
+        &format!(
+            r#"
+playbook "{playbook}"
+volume "scratch"
+volume "cache" keep=#true
+container "box" {{
+    image "openmono/agent:latest"
+    volume "scratch" "/scratch"
+    volume "cache" "/cache"
+}}
+task "count" {{
+    run "box" "touch /scratch/mine && echo run >> /cache/runs && echo runs $(wc -l < /cache/runs)"
+}}
+"#
+        ),
+    );
+    let kept = format!("label=dev.openmono.keep={playbook}");
+    let first = project.run(&["apply"]);
+    first.expect_code(0);
+    assert!(
+        first.stdout.contains("        runs 1\n"),
+        "{}",
+        first.stdout
+    );
+    assert!(
+        first
+            .stdout
+            .contains("Teardown removed 1 container(s), 0 network(s) and 1 volume(s)."),
+        "{}",
+        first.stdout
+    );
+    assert_run_gone(&first.run_id());
+    let second = project.run(&["apply"]);
+    second.expect_code(0);
+    assert!(
+        second.stdout.contains("        runs 2\n"),
+        "the kept volume kept its data: {}",
+        second.stdout
+    );
+    assert_run_gone(&second.run_id());
+    let volumes = docker_lines(&["volume", "ls", "-q", "--filter", &kept]);
+    assert_eq!(volumes, [format!("openmono-{playbook}-cache")]);
+    docker_lines(&["volume", "rm", &volumes[0]]);
 }

@@ -138,9 +138,10 @@ pub fn assert_nothing_left(label: &str) {
     let filter = format!("label={label}");
     let containers = docker_lines(&["ps", "-aq", "--filter", &filter]);
     let networks = docker_lines(&["network", "ls", "-q", "--filter", &filter]);
+    let volumes = docker_lines(&["volume", "ls", "-q", "--filter", &filter]);
     assert!(
-        containers.is_empty() && networks.is_empty(),
-        "left behind with {label}: containers {containers:?}, networks {networks:?}"
+        containers.is_empty() && networks.is_empty() && volumes.is_empty(),
+        "left behind with {label}: containers {containers:?}, networks {networks:?}, volumes {volumes:?}"
     );
 }
 

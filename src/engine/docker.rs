@@ -10,11 +10,12 @@ use bollard::{
     exec::{CreateExecOptions, StartExecResults},
     models::{
         ContainerCreateBody, EndpointSettings, HostConfig, Mount, MountType, NetworkCreateRequest,
-        NetworkingConfig,
+        NetworkingConfig, VolumeCreateRequest,
     },
     query_parameters::{
         CreateContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
-        LogsOptionsBuilder, RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+        ListVolumesOptions, LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptions,
+        UploadToContainerOptionsBuilder,
     },
 };
 use futures_util::StreamExt;
@@ -28,12 +29,14 @@ pub struct Engine {
     docker: Docker,
 }
 
-/// A host path bind-mounted into a container.
+/// A host path bind-mounted into a container, or an engine volume mounted into it.
 #[derive(Debug, Clone)]
 pub struct BindMount {
     pub read_only: bool,
+    /// A host path, or a volume's name when `volume`.
     pub source: String,
     pub target: String,
+    pub volume: bool,
 }
 
 /// Everything openmono sets on a container it creates.
@@ -164,7 +167,11 @@ impl Engine {
                     .map(|m| Mount {
                         target: Some(m.target.clone()),
                         source: Some(m.source.clone()),
-                        typ: Some(MountType::BIND),
+                        typ: Some(if m.volume {
+                            MountType::VOLUME
+                        } else {
+                            MountType::BIND
+                        }),
                         read_only: Some(m.read_only),
                         ..Default::default()
                     })
@@ -324,6 +331,60 @@ impl Engine {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         Ok(-1)
+    }
+
+    /// A volume (a kept one may exist already: creating it again keeps its data).
+    pub async fn create_volume(
+        &self,
+        name: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<(), EngineError> {
+        let request = VolumeCreateRequest {
+            name: Some(name.to_owned()),
+            labels: Some(labels),
+            ..Default::default()
+        };
+        self.docker
+            .create_volume(request)
+            .await
+            .map(|_| ())
+            .map_err(EngineError::call(format!("create volume `{name}`")))
+    }
+
+    /// Removes a volume; one that is already gone counts as removed.
+    pub async fn remove_volume(&self, name: &str) -> Result<(), EngineError> {
+        match self
+            .docker
+            .remove_volume(name, None::<RemoveVolumeOptions>)
+            .await
+        {
+            Err(e) if !is_not_found(&e) => {
+                Err(EngineError::call(format!("remove volume `{name}`"))(e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Names of the volumes that carry `label=value`.
+    pub async fn labelled_volumes(
+        &self,
+        label: &str,
+        value: &str,
+    ) -> Result<Vec<String>, EngineError> {
+        let filters = HashMap::from([("label".to_owned(), vec![format!("{label}={value}")])]);
+        let list = self
+            .docker
+            .list_volumes(Some(ListVolumesOptions {
+                filters: Some(filters),
+            }))
+            .await
+            .map_err(EngineError::call("list volumes"))?;
+        Ok(list
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| v.name)
+            .collect())
     }
 
     /// Names of the containers attached to a network, for an error that says who holds it.

@@ -41,6 +41,10 @@ pub struct ApplyOptions {
 
 /// An object the run created, in creation order.
 enum Created {
+    /// A volume of the run (kept volumes are not recorded: they outlive it).
+    Volume {
+        name: String,
+    },
     /// `log`: where to keep the container's output when it is removed.
     Container {
         id: String,
@@ -64,6 +68,8 @@ struct Executor<'a> {
     dir: PathBuf,
     engine: Engine,
     networks: HashMap<String, String>,
+    /// Engine names of volumes, by playbook name.
+    volumes: HashMap<String, String>,
     options: &'a ApplyOptions,
     plan: &'a Plan,
     progress: Progress,
@@ -105,6 +111,7 @@ pub async fn apply(plan: &Plan, options: &ApplyOptions) -> Result<Report, Engine
         dir,
         engine,
         networks: HashMap::new(),
+        volumes: HashMap::new(),
         options,
         plan,
         progress: Progress::new(),
@@ -244,6 +251,7 @@ impl Executor<'_> {
     async fn step(&mut self, step: &Step) -> Result<String, String> {
         match step {
             Step::CreateNetwork { egress, name } => self.create_network(name, *egress).await,
+            Step::CreateVolume { keep, name } => self.create_volume(name, *keep).await,
             Step::StartModel { .. } => self.start_model(step).await,
             Step::StartContainer { .. } => self.start_container(step).await,
             Step::WaitModel { from, model, url } => self.wait_model(from, model, url).await,
@@ -274,6 +282,45 @@ impl Executor<'_> {
                 std::process::id().to_string(),
             ),
         ])
+    }
+
+    async fn create_volume(&mut self, name: &str, keep: bool) -> Result<String, String> {
+        let (engine_name, labels) = if keep {
+            // Named by the playbook, not the run, so that the next run finds it; without
+            // the run's label, so that teardown and gc leave it.
+            let playbook: String = self
+                .plan
+                .playbook
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                        c
+                    } else {
+                        '-'
+                    }
+                })
+                .collect();
+            (
+                format!("openmono-{playbook}-{name}"),
+                HashMap::from([
+                    ("dev.openmono.keep".to_owned(), self.plan.playbook.clone()),
+                    ("dev.openmono.resource".to_owned(), name.to_owned()),
+                ]),
+            )
+        } else {
+            (self.engine_name(name), self.labels(name))
+        };
+        self.engine
+            .create_volume(&engine_name, labels)
+            .await
+            .map_err(|e| error_chain(&e))?;
+        if !keep {
+            self.created.push(Created::Volume {
+                name: engine_name.clone(),
+            });
+        }
+        self.volumes.insert(name.to_owned(), engine_name.clone());
+        Ok(engine_name)
     }
 
     async fn create_network(&mut self, name: &str, egress: bool) -> Result<String, String> {
@@ -330,6 +377,7 @@ impl Executor<'_> {
                 read_only: true,
                 source: gguf.display().to_string(),
                 target: MODEL_MOUNT.to_owned(),
+                volume: false,
             }],
             name: self.engine_name(name),
             network: Some((self.network(network)?, vec![name.clone()])),
@@ -353,12 +401,34 @@ impl Executor<'_> {
             name,
             network,
             user,
+            volumes,
             workdir,
             workspace,
         } = step
         else {
             unreachable!("called for StartContainer only")
         };
+        let mut mounts: Vec<BindMount> = workspace
+            .iter()
+            .map(|w| BindMount {
+                read_only: false,
+                source: w.display().to_string(),
+                target: WORKSPACE.to_owned(),
+                volume: false,
+            })
+            .collect();
+        for (volume, target, read_only) in volumes {
+            mounts.push(BindMount {
+                read_only: *read_only,
+                source: self
+                    .volumes
+                    .get(volume)
+                    .cloned()
+                    .ok_or_else(|| format!("volume `{volume}` was not created"))?,
+                target: target.clone(),
+                volume: true,
+            });
+        }
         let network = match network {
             Some(net) => Some((self.network(net)?, vec![name.clone()])),
             None => None,
@@ -377,14 +447,7 @@ impl Executor<'_> {
             limits: *limits,
             image: image.clone(),
             labels: self.labels(name),
-            mounts: workspace
-                .iter()
-                .map(|w| BindMount {
-                    read_only: false,
-                    source: w.display().to_string(),
-                    target: WORKSPACE.to_owned(),
-                })
-                .collect(),
+            mounts,
             name: self.engine_name(name),
             network,
             user: Some(user),
@@ -689,6 +752,10 @@ impl Executor<'_> {
                         Err(e) => errors.push(error_chain(&e)),
                     }
                 }
+                Created::Volume { name } => match self.engine.remove_volume(&name).await {
+                    Ok(()) => report.removed_volumes += 1,
+                    Err(e) => errors.push(error_chain(&e)),
+                },
                 Created::Network { id } => match self.engine.remove_network(&id).await {
                     Ok(()) => report.removed_networks += 1,
                     Err(e) => {
@@ -717,6 +784,18 @@ impl Executor<'_> {
                     report.removed_networks += 1;
                 }
             }
+        }
+        if let Ok(volumes) = self.engine.labelled_volumes(RUN_LABEL, &self.run_id).await {
+            for name in volumes {
+                if self.engine.remove_volume(&name).await.is_ok() {
+                    report.removed_volumes += 1;
+                }
+            }
+        }
+        if let Ok(volumes) = self.engine.labelled_volumes(RUN_LABEL, &self.run_id).await {
+            report
+                .leftovers
+                .extend(volumes.iter().map(|name| format!("volume {name}")));
         }
         match self.engine.labelled(RUN_LABEL, &self.run_id).await {
             Ok((containers, networks)) => {

@@ -15,6 +15,7 @@ pub struct Report {
     pub leftovers: Vec<String>,
     pub removed_containers: usize,
     pub removed_networks: usize,
+    pub removed_volumes: usize,
     pub run_id: String,
     pub tasks: Vec<TaskReport>,
 }
@@ -126,11 +127,19 @@ impl fmt::Display for Report {
         if let Some(failure) = &self.failure {
             writeln!(f, "  failure: {}", printable(failure))?;
         }
-        writeln!(
-            f,
-            "Teardown removed {} container(s) and {} network(s).",
-            self.removed_containers, self.removed_networks
-        )?;
+        if self.removed_volumes == 0 {
+            writeln!(
+                f,
+                "Teardown removed {} container(s) and {} network(s).",
+                self.removed_containers, self.removed_networks
+            )?;
+        } else {
+            writeln!(
+                f,
+                "Teardown removed {} container(s), {} network(s) and {} volume(s).",
+                self.removed_containers, self.removed_networks, self.removed_volumes
+            )?;
+        }
         if !self.leftovers.is_empty() {
             writeln!(
                 f,

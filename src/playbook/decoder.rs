@@ -15,7 +15,7 @@ use miette::SourceSpan;
 use super::{
     Container, DEFAULT_CONTEXT, DEFAULT_MAX_STEPS, DEFAULT_MAX_TOKENS, DEFAULT_MODEL_IMAGE,
     DecodeError, Limits, Model, Network, Playbook, Source, Spanned, Task, TaskKind, Var, VarType,
-    VarValue, checker::Checker, schema, units,
+    VarValue, Volume, VolumeMount, checker::Checker, schema, units,
 };
 
 /// A decoded playbook and the warnings it gave.
@@ -77,6 +77,7 @@ impl Decoder {
             source: self.source.clone(),
             tasks: Vec::new(),
             vars: Vec::new(),
+            volumes: Vec::new(),
         };
         let root =
             std::fs::canonicalize(&self.source.path).unwrap_or_else(|_| self.source.path.clone());
@@ -148,6 +149,7 @@ impl Decoder {
                 "include" => self.include(node, playbook, chain),
                 "network" => playbook.networks.extend(self.decode_network(node)),
                 "var" => playbook.vars.extend(self.decode_var(node)),
+                "volume" => playbook.volumes.extend(self.decode_volume(node)),
                 "model" => playbook.models.extend(self.decode_model(node)),
                 "container" => playbook.containers.extend(self.decode_container(node)),
                 "task" => playbook.tasks.extend(self.decode_task(node)),
@@ -249,6 +251,43 @@ impl Decoder {
         })
     }
 
+    fn decode_volume(&mut self, node: &KdlNode) -> Option<Volume> {
+        Some(Volume {
+            keep: prop_bool(node, "keep"),
+            name: self.name(node, "volume")?,
+        })
+    }
+
+    /// `volume "name" "/target"` children of a container. The target must be absolute
+    /// and must not hide what openmono puts there.
+    fn volume_mounts(&mut self, node: &KdlNode) -> Vec<VolumeMount> {
+        let mut mounts = Vec::new();
+        for child in children(node, "volume") {
+            let (Some(volume), Some(target)) = (str_arg(child, 0), str_arg(child, 1)) else {
+                continue;
+            };
+            let trimmed = target.value.trim_end_matches('/');
+            let reserved = ["", "/workspace", "/.openmono"].contains(&trimmed);
+            if !target.value.starts_with('/') || reserved {
+                self.problems.push(DecodeError::InvalidValue {
+                    help: Some(
+                        "give an absolute path other than `/`, `/workspace` and `/.openmono`"
+                            .into(),
+                    ),
+                    message: format!("`{}` cannot be a volume's target", target.value),
+                    span: target.span,
+                });
+                continue;
+            }
+            mounts.push(VolumeMount {
+                read_only: prop_bool(child, "read-only"),
+                target,
+                volume,
+            });
+        }
+        mounts
+    }
+
     /// `env "NAME" "VALUE"` children; a name the shell could not use is an error.
     fn env(&mut self, node: &KdlNode) -> Vec<super::EnvVar> {
         let mut vars = Vec::new();
@@ -343,6 +382,7 @@ impl Decoder {
             name,
             network: child_str(node, "network"),
             user: child_str(node, "user"),
+            volumes: self.volume_mounts(node),
             workdir: child_str(node, "workdir"),
             workspace: child_str(node, "workspace"),
         })
@@ -483,6 +523,10 @@ fn prop<'n>(node: &'n KdlNode, name: &str) -> Option<&'n KdlEntry> {
 
 fn prop_str(node: &KdlNode, name: &str) -> Option<Spanned<String>> {
     prop(node, name).and_then(as_str)
+}
+
+fn prop_bool(node: &KdlNode, name: &str) -> bool {
+    prop(node, name).is_some_and(|e| matches!(e.value(), KdlValue::Bool(true)))
 }
 
 fn prop_int(node: &KdlNode, name: &str) -> Option<u32> {

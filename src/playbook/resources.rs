@@ -26,6 +26,24 @@ pub struct Playbook {
     pub source: Source,
     pub tasks: Vec<Task>,
     pub vars: Vec<Var>,
+    pub volumes: Vec<Volume>,
+}
+
+/// A Docker volume.
+#[derive(Debug, Clone)]
+pub struct Volume {
+    /// Kept after the run, for the next runs of the playbook.
+    pub keep: bool,
+    pub name: Spanned<String>,
+}
+
+/// A playbook volume mounted into a container.
+#[derive(Debug, Clone)]
+pub struct VolumeMount {
+    pub read_only: bool,
+    /// An absolute path inside the container.
+    pub target: Spanned<String>,
+    pub volume: Spanned<String>,
 }
 
 /// An input of the playbook, for templates.
@@ -102,6 +120,7 @@ pub struct Container {
     pub network: Option<Spanned<String>>,
     /// `UID:GID`; none: the user who runs openmono.
     pub user: Option<Spanned<String>>,
+    pub volumes: Vec<VolumeMount>,
     pub workdir: Option<Spanned<String>>,
     /// The project folder mounted at `/workspace`, as written.
     pub workspace: Option<Spanned<String>>,

@@ -231,6 +231,21 @@ pub const TOP_LEVEL: &[Node] = &[
     Node {
         args: &[NAME],
         children: &[],
+        doc: "a Docker volume for the run's containers: removed with the run, or kept across runs with `keep=#true` (for caches)",
+        example: "volume \"cargo-cache\" keep=#true",
+        name: "volume",
+        props: &[Prop {
+            default: Some("#false"),
+            doc: "keep the volume after the run, for the next runs of this playbook",
+            name: "keep",
+            ty: Ty::Bool,
+        }],
+        rest: None,
+        times: Times::Many,
+    },
+    Node {
+        args: &[NAME],
+        children: &[],
         doc: "a private network: internal, no route out, no address on the host",
         example: "",
         name: "network",
@@ -325,6 +340,32 @@ pub const TOP_LEVEL: &[Node] = &[
                 PATH,
                 Times::Once,
             ),
+            Node {
+                args: &[
+                    Arg {
+                        doc: "the volume",
+                        name: "volume",
+                        ty: Ty::Ref("volume"),
+                    },
+                    Arg {
+                        doc: "where it appears in the container, an absolute path",
+                        name: "target",
+                        ty: Ty::Text,
+                    },
+                ],
+                children: &[],
+                doc: "mount a `volume` of the playbook",
+                example: "volume \"cargo-cache\" \"/home/agent/.cargo\"",
+                name: "volume",
+                props: &[Prop {
+                    default: Some("#false"),
+                    doc: "mount it read-only",
+                    name: "read-only",
+                    ty: Ty::Bool,
+                }],
+                rest: None,
+                times: Times::Many,
+            },
             leaf(
                 "env",
                 "an environment variable for everything run in it",
