@@ -262,10 +262,15 @@ impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "Plan for playbook `{}` ({}): {} steps, then teardown",
+            "Plan for playbook `{}` ({}): {} {}, then teardown",
             self.playbook,
             self.source.display(),
-            self.steps.len()
+            self.steps.len(),
+            if self.steps.len() == 1 {
+                "step"
+            } else {
+                "steps"
+            }
         )?;
         if let Some(description) = &self.description {
             writeln!(f, "  {description}")?;

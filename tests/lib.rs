@@ -2,6 +2,7 @@
 //! the real images and the real model that `images/setup` provides.
 
 mod apply;
+mod bad;
 mod diagnostics;
 mod docs;
 mod isolation;

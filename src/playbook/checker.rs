@@ -118,7 +118,10 @@ impl Checker<'_> {
                 .collect();
             self.problems.push(DecodeError::MissingArgument {
                 expected: expected_args(schema),
-                help: Some(format!("add {}", missing.join(", "))),
+                help: Some(match missing.as_slice() {
+                    [one] => format!("add the missing argument: {one}"),
+                    more => format!("add the missing arguments: {}", more.join(", ")),
+                }),
                 node: schema.name.to_owned(),
                 span: node.name().span(),
             });

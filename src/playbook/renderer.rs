@@ -236,8 +236,13 @@ fn template_error(
         None => value.span,
     };
     if e.kind() == minijinja::ErrorKind::UndefinedError {
+        let host = if expression.trim().starts_with("env") {
+            "the host's environment is not visible: declare a `var` and give it with `--var`; "
+        } else {
+            ""
+        };
         return TemplateError::Undefined {
-            help: format!("defined: {}", names(context).join(", ")),
+            help: format!("{host}defined: {}", names(context).join(", ")),
             name: expression.trim().to_owned(),
             span,
         };
