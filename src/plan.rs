@@ -113,6 +113,7 @@ fn step_for(p: &Playbook, resource: Resource, errors: &mut Vec<PlanError>) -> Op
             };
             Step::StartContainer {
                 env: pairs(&c.env),
+                health: c.health.clone(),
                 image: c.image.value.clone(),
                 limits: c.limits,
                 name: c.name.value.clone(),

@@ -3,7 +3,7 @@
 
 use std::{fmt, path::PathBuf, time::Duration};
 
-use crate::playbook::Limits;
+use crate::playbook::{Health, HealthProbe, Limits};
 
 /// The port every model server listens on inside its network.
 pub const MODEL_PORT: u16 = 8080;
@@ -35,6 +35,8 @@ pub enum Step {
     /// A container that tasks run in; it idles until the run ends.
     StartContainer {
         env: Vec<(String, String)>,
+        /// Tasks wait until this says the container is healthy.
+        health: Option<Health>,
         image: String,
         limits: Limits,
         name: String,
@@ -222,6 +224,7 @@ impl Step {
     fn fmt_container(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let Self::StartContainer {
             env,
+            health,
             image,
             limits,
             name,
@@ -266,6 +269,21 @@ impl Step {
         write!(f, "\n      limits: {}", LimitsDisplay(limits))?;
         for (key, value) in env {
             write!(f, "\n      env {key}={value}")?;
+        }
+        if let Some(health) = health {
+            match &health.probe {
+                HealthProbe::Http(url) => write!(f, "\n      healthy when GET {url} answers 200")?,
+                HealthProbe::Command(command) => {
+                    write!(f, "\n      healthy when `{command}` exits 0")?;
+                }
+            }
+            write!(
+                f,
+                " (every {}s, {}s each, unhealthy after {} failures); tasks wait for it",
+                health.interval.as_secs_f64(),
+                health.timeout.as_secs_f64(),
+                health.retries
+            )?;
         }
         write!(f, "\n      openmono copied in to run tasks")
     }

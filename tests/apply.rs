@@ -573,3 +573,64 @@ task "count" {{
     assert_eq!(volumes, [format!("openmono-{playbook}-cache")]);
     docker_lines(&["volume", "rm", &volumes[0]]);
 }
+
+#[test]
+fn tasks_wait_for_a_healthy_container_and_an_unhealthy_one_fails_the_run() {
+    if !docker() {
+        return;
+    }
+    let project = Project::new();
+    project.file(
+        "openmono.kdl",
+        r#"
+container "ready" {
+    image "openmono/agent:latest"
+    health {
+        command "test -d /tmp"
+        interval "200ms"
+    }
+}
+container "never" {
+    image "openmono/agent:latest"
+    health {
+        command "echo not-ready-yet; false"
+        interval "200ms"
+        retries 2
+    }
+}
+task "t" {
+    run "never" "echo should not run"
+}
+"#,
+    );
+    let plan = project.run(&["plan"]);
+    plan.expect_code(0);
+    assert!(
+        plan.stdout.contains(
+            "      healthy when `test -d /tmp` exits 0 (every 0.2s, 5s each, unhealthy after 30 failures); tasks wait for it"
+        ),
+        "{}",
+        plan.stdout
+    );
+    let run = project.run(&["apply"]);
+    run.expect_code(1);
+    assert!(run.stderr.contains("✓ container `ready`"), "{}", run.stderr);
+    assert!(
+        run.stdout.contains(
+            "failure: container `never`: unhealthy after 2 failed checks; the last said:"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("\n      not-ready-yet\n"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("  - task `t` (run): not run"),
+        "{}",
+        run.stdout
+    );
+    assert_run_gone(&run.run_id());
+}

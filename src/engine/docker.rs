@@ -1,7 +1,7 @@
 //! The Docker engine, through bollard. This is the only file that imports bollard: the
 //! rest of openmono asks for networks, containers and execs in its own terms.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Duration};
 
 use bollard::{
     Docker,
@@ -9,8 +9,8 @@ use bollard::{
     errors::Error as BollardError,
     exec::{CreateExecOptions, StartExecResults},
     models::{
-        ContainerCreateBody, EndpointSettings, HostConfig, Mount, MountType, NetworkCreateRequest,
-        NetworkingConfig, VolumeCreateRequest,
+        ContainerCreateBody, EndpointSettings, HealthConfig, HealthStatusEnum, HostConfig, Mount,
+        MountType, NetworkCreateRequest, NetworkingConfig, VolumeCreateRequest,
     },
     query_parameters::{
         CreateContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
@@ -44,6 +44,9 @@ pub struct BindMount {
 pub struct ContainerSpec {
     pub cmd: Vec<String>,
     pub entrypoint: Option<Vec<String>>,
+    /// The engine's health check: the test (`CMD …` or `CMD-SHELL …`), interval,
+    /// timeout and retries.
+    pub health: Option<(Vec<String>, Duration, Duration, u32)>,
     pub env: Vec<String>,
     pub image: String,
     pub labels: HashMap<String, String>,
@@ -62,6 +65,14 @@ pub struct ContainerSpec {
 pub enum Stream {
     Stderr,
     Stdout,
+}
+
+/// What the engine's health check says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthVerdict {
+    Healthy,
+    Starting,
+    Unhealthy,
 }
 
 /// A container's state as far as waiting on it goes.
@@ -186,8 +197,19 @@ impl Engine {
             security_opt: Some(vec!["no-new-privileges".into()]),
             ..Default::default()
         };
+        let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+        let healthcheck = spec
+            .health
+            .map(|(test, interval, timeout, retries)| HealthConfig {
+                test: Some(test),
+                interval: Some(nanos(interval)),
+                timeout: Some(nanos(timeout)),
+                retries: Some(i64::from(retries)),
+                ..Default::default()
+            });
         let body = ContainerCreateBody {
             cmd: Some(spec.cmd),
+            healthcheck,
             entrypoint: spec.entrypoint,
             env: Some(spec.env),
             host_config: Some(host_config),
@@ -243,6 +265,33 @@ impl Engine {
             }
             _ => Ok(()),
         }
+    }
+
+    /// The engine's verdict on a container with a health check, and the output of its
+    /// last check.
+    pub async fn health(&self, id: &str) -> Result<(Liveness, HealthVerdict, String), EngineError> {
+        let info = self
+            .docker
+            .inspect_container(id, None)
+            .await
+            .map_err(EngineError::call("inspect a container"))?;
+        let state = info.state.unwrap_or_default();
+        let liveness = if state.running == Some(true) {
+            Liveness::Running
+        } else {
+            Liveness::Exited(state.exit_code.unwrap_or(-1))
+        };
+        let health = state.health.unwrap_or_default();
+        let verdict = match health.status {
+            Some(HealthStatusEnum::HEALTHY) => HealthVerdict::Healthy,
+            Some(HealthStatusEnum::UNHEALTHY) => HealthVerdict::Unhealthy,
+            _ => HealthVerdict::Starting,
+        };
+        let last = health
+            .log
+            .and_then(|log| log.last().and_then(|l| l.output.clone()))
+            .unwrap_or_default();
+        Ok((liveness, verdict, last))
     }
 
     pub async fn liveness(&self, id: &str) -> Result<Liveness, EngineError> {

@@ -17,12 +17,13 @@ use crate::{
     agent::event::AgentEvent,
     agent::supervise::TIMED_OUT,
     plan::Plan,
+    playbook::{Health, HealthProbe},
     step::{MODEL_MOUNT, MODEL_PORT, Step, TaskSettings, WORKSPACE},
 };
 
 use super::{
-    BindMount, CheckReport, ContainerSpec, Engine, EngineError, Liveness, Progress, Report, Stream,
-    TaskReport, TaskStatus, run_dir,
+    BindMount, CheckReport, ContainerSpec, Engine, EngineError, HealthVerdict, Liveness, Progress,
+    Report, Stream, TaskReport, TaskStatus, run_dir,
 };
 
 /// Where the copied openmono binary lives inside task containers.
@@ -396,6 +397,7 @@ impl Executor<'_> {
     async fn start_container(&mut self, step: &Step) -> Result<String, String> {
         let Step::StartContainer {
             env,
+            health,
             image,
             limits,
             name,
@@ -444,6 +446,20 @@ impl Executor<'_> {
             cmd: vec!["sandbox-init".into()],
             entrypoint: Some(vec![SELF_PATH.into()]),
             env: environment,
+            health: health.as_ref().map(|h| {
+                let test = match &h.probe {
+                    HealthProbe::Http(url) => {
+                        vec![
+                            "CMD".to_owned(),
+                            SELF_PATH.to_owned(),
+                            "probe".to_owned(),
+                            url.clone(),
+                        ]
+                    }
+                    HealthProbe::Command(command) => vec!["CMD-SHELL".to_owned(), command.clone()],
+                };
+                (test, h.interval, h.timeout, h.retries)
+            }),
             limits: *limits,
             image: image.clone(),
             labels: self.labels(name),
@@ -465,7 +481,38 @@ impl Executor<'_> {
             .start_container(&id)
             .await
             .map_err(|e| error_chain(&e))?;
-        Ok(String::new())
+        match health {
+            Some(health) => self.wait_healthy(&id, health).await,
+            None => Ok(String::new()),
+        }
+    }
+
+    /// Waits for the engine's health check to say healthy; an unhealthy verdict or an
+    /// exited container fails at once, with what the check or the container said.
+    async fn wait_healthy(&self, id: &str, health: &Health) -> Result<String, String> {
+        loop {
+            let (liveness, verdict, last) =
+                self.engine.health(id).await.map_err(|e| error_chain(&e))?;
+            if let Liveness::Exited(code) = liveness {
+                let tail = self.engine.log_tail(id, 15).await;
+                return Err(format!(
+                    "the container exited with code {code} before it was healthy; its last lines:\n{}",
+                    indent(&tail)
+                ));
+            }
+            match verdict {
+                HealthVerdict::Healthy => return Ok("healthy".into()),
+                HealthVerdict::Unhealthy => {
+                    return Err(format!(
+                        "unhealthy after {} failed checks; the last said:\n{}",
+                        health.retries,
+                        indent(last.trim())
+                    ));
+                }
+                HealthVerdict::Starting => self.progress.detail("waiting until healthy"),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     async fn create(&mut self, name: &str, spec: ContainerSpec) -> Result<String, String> {

@@ -8,7 +8,7 @@ mod progress;
 mod report;
 pub mod run_dir;
 
-pub use docker::{BindMount, ContainerSpec, Engine, Liveness, Stream};
+pub use docker::{BindMount, ContainerSpec, Engine, HealthVerdict, Liveness, Stream};
 pub use engine_error::EngineError;
 pub use executor::{ApplyOptions, RUN_LABEL, SELF_PATH, apply};
 pub use progress::Progress;

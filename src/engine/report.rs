@@ -125,7 +125,11 @@ impl fmt::Display for Report {
             writeln!(f, "      log: {}", task.log.display())?;
         }
         if let Some(failure) = &self.failure {
-            writeln!(f, "  failure: {}", printable(failure))?;
+            // Failures quote logs from inside the box, several lines of them.
+            for (i, line) in failure.lines().enumerate() {
+                let lead = if i == 0 { "  failure: " } else { "  " };
+                writeln!(f, "{lead}{}", printable(line))?;
+            }
         }
         if self.removed_volumes == 0 {
             writeln!(

@@ -14,8 +14,8 @@ use miette::SourceSpan;
 
 use super::{
     Container, DEFAULT_CONTEXT, DEFAULT_MAX_STEPS, DEFAULT_MAX_TOKENS, DEFAULT_MODEL_IMAGE,
-    DecodeError, Limits, Model, Network, Playbook, Source, Spanned, Task, TaskKind, Var, VarType,
-    VarValue, Volume, VolumeMount, checker::Checker, schema, units,
+    DecodeError, Health, HealthProbe, Limits, Model, Network, Playbook, Source, Spanned, Task,
+    TaskKind, Var, VarType, VarValue, Volume, VolumeMount, checker::Checker, schema, units,
 };
 
 /// A decoded playbook and the warnings it gave.
@@ -251,6 +251,38 @@ impl Decoder {
         })
     }
 
+    /// `health { http "…" }` or `health { command "…" }`, with its timing.
+    fn health(&mut self, node: &KdlNode) -> Option<Health> {
+        let health = last_child(node, "health")?;
+        let probe = match (child_str(health, "http"), child_str(health, "command")) {
+            (Some(url), None) => HealthProbe::Http(url.value),
+            (None, Some(command)) => HealthProbe::Command(command.value),
+            (http, command) => {
+                self.problems.push(DecodeError::InvalidValue {
+                    help: Some("give exactly one of `http \"URL\"` and `command \"…\"`".into()),
+                    message: if http.is_some() && command.is_some() {
+                        "a health check has both `http` and `command`".into()
+                    } else {
+                        "a health check needs `http` or `command`".into()
+                    },
+                    span: health.name().span(),
+                });
+                return None;
+            }
+        };
+        let duration = |name: &str, default: u64| {
+            child_str(health, name)
+                .and_then(|d| units::parse_duration(&d.value))
+                .unwrap_or(std::time::Duration::from_secs(default))
+        };
+        Some(Health {
+            interval: duration("interval", 1),
+            probe,
+            retries: child_int(health, "retries").map_or(30, |r| r.value),
+            timeout: duration("timeout", 5),
+        })
+    }
+
     fn decode_volume(&mut self, node: &KdlNode) -> Option<Volume> {
         Some(Volume {
             keep: prop_bool(node, "keep"),
@@ -375,8 +407,10 @@ impl Decoder {
             memory: prop_str(l, "memory").and_then(|m| units::parse_size(&m.value)),
             pids: prop_int(l, "pids"),
         });
+        let health = self.health(node);
         Some(Container {
             env: self.env(node),
+            health,
             image: child_str(node, "image")?,
             limits,
             name,

@@ -82,6 +82,24 @@ pub struct Network {
     pub name: Spanned<String>,
 }
 
+/// How to tell that a container is ready for its tasks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    pub interval: std::time::Duration,
+    pub probe: HealthProbe,
+    pub retries: u32,
+    pub timeout: std::time::Duration,
+}
+
+/// What a health check runs inside the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthProbe {
+    /// A shell command that exits 0 when healthy.
+    Command(String),
+    /// A URL that answers 200 when healthy.
+    Http(String),
+}
+
 /// An environment variable: a name and a value.
 pub type EnvVar = (Spanned<String>, Spanned<String>);
 
@@ -114,6 +132,7 @@ pub struct Model {
 #[derive(Debug, Clone)]
 pub struct Container {
     pub env: Vec<EnvVar>,
+    pub health: Option<Health>,
     pub image: Spanned<String>,
     pub limits: Limits,
     pub name: Spanned<String>,

@@ -387,6 +387,48 @@ pub const TOP_LEVEL: &[Node] = &[
             ),
             Node {
                 args: &[],
+                children: &[
+                    leaf(
+                        "http",
+                        "healthy when this URL, asked from inside the container, answers 200",
+                        STRING,
+                        Times::Once,
+                    )
+                    .example("http \"http://127.0.0.1:8000/health\""),
+                    leaf(
+                        "command",
+                        "healthy when this shell command, run inside the container, exits 0",
+                        STRING,
+                        Times::Once,
+                    ),
+                    leaf(
+                        "interval",
+                        "time between checks (default 1s)",
+                        DURATION,
+                        Times::Once,
+                    ),
+                    leaf(
+                        "timeout",
+                        "how long one check may take (default 5s)",
+                        DURATION,
+                        Times::Once,
+                    ),
+                    leaf(
+                        "retries",
+                        "failed checks in a row before the container counts as unhealthy (default 30)",
+                        STEPS,
+                        Times::Once,
+                    ),
+                ],
+                doc: "tasks in this container wait until it is healthy: give `http` or `command`",
+                example: "health { http \"http://127.0.0.1:8000/\"; interval \"2s\" }",
+                name: "health",
+                props: &[],
+                rest: None,
+                times: Times::Once,
+            },
+            Node {
+                args: &[],
                 children: &[],
                 doc: "resource limits",
                 example: "limits memory=\"4GiB\" cpus=2 pids=512",
