@@ -99,6 +99,16 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "dot")]
         format: GraphFormat,
     },
+    /// Rewrite playbooks in the one layout (indentation, blank lines); --check only tells
+    #[command(after_help = concat!("Examples:\n  openmono fmt openmono.kdl\n  openmono fmt --check playbooks/*.kdl   # exit 1 if any would change\n\n", footer!()))]
+    Fmt {
+        /// The playbooks
+        #[arg(default_value = "openmono.kdl", num_args = 1..)]
+        files: Vec<PathBuf>,
+        /// Change nothing; exit 1 and name the files that are not in the layout
+        #[arg(long)]
+        check: bool,
+    },
     /// Run an agent loop (inside the agent container; started by `apply`)
     #[command(hide = true)]
     Agent(AgentArgs),
@@ -162,6 +172,7 @@ pub fn main() -> ExitCode {
         Command::Plan { file, vars } => plan(&file, &vars),
         Command::Validate { files, vars } => validate(&files, &vars),
         Command::Graph { file, format } => graph(&file, format),
+        Command::Fmt { files, check } => fmt(&files, check),
         Command::Apply {
             file,
             model_timeout,
@@ -230,6 +241,54 @@ fn validate(files: &[PathBuf], vars: &Vars) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+fn fmt(files: &[PathBuf], check: bool) -> ExitCode {
+    let mut outcome = ExitCode::SUCCESS;
+    for file in files {
+        // Only a file that parses is touched: a broken one could lose text.
+        let source = match playbook::Source::read(file) {
+            Ok(source) => source,
+            Err(e) => {
+                print_err(&format!("error: cannot read `{}`: {e}\n", file.display()));
+                outcome = ExitCode::from(exit::PLAYBOOK);
+                continue;
+            }
+        };
+        if let Err(e) = kdl::KdlDocument::parse_v2(&source.text) {
+            report(
+                &playbook::Problems::new(source.named(), playbook::syntax_errors(&source.text, e)),
+                exit::PLAYBOOK,
+            );
+            outcome = ExitCode::from(exit::PLAYBOOK);
+            continue;
+        }
+        let original = std::fs::read_to_string(file).unwrap_or_default();
+        let formatted = playbook::formatter::format(&original);
+        if formatted == original {
+            continue;
+        }
+        if check {
+            print_err(&format!("{}: not formatted\n", file.display()));
+            if outcome == ExitCode::SUCCESS {
+                outcome = ExitCode::from(exit::RUN_FAILED);
+            }
+            continue;
+        }
+        // Written beside it, then renamed over it: never half a playbook.
+        let temporary = file.with_extension("kdl.fmt-tmp");
+        let written =
+            std::fs::write(&temporary, &formatted).and_then(|()| std::fs::rename(&temporary, file));
+        match written {
+            Ok(()) => print_err(&format!("{}: formatted\n", file.display())),
+            Err(e) => {
+                let _ = std::fs::remove_file(&temporary);
+                print_err(&format!("error: cannot write `{}`: {e}\n", file.display()));
+                outcome = ExitCode::from(exit::RUN_FAILED);
+            }
+        }
+    }
+    outcome
 }
 
 fn graph(file: &std::path::Path, format: GraphFormat) -> ExitCode {

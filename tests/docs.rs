@@ -72,6 +72,14 @@ fn every_example_playbook_plans() {
         }
         let run = Project::new().run(&["plan", path.to_str().expect("utf-8 path")]);
         assert_eq!(run.code, Some(0), "{}:\n{}", path.display(), run.stderr);
+        let run = Project::new().run(&["fmt", "--check", path.to_str().expect("utf-8 path")]);
+        assert_eq!(
+            run.code,
+            Some(0),
+            "{} is not formatted: {}",
+            path.display(),
+            run.stderr
+        );
         seen += 1;
     }
     assert!(seen >= 1);

@@ -212,3 +212,42 @@ task "t" {
         run.stderr
     );
 }
+
+#[test]
+fn fmt_rewrites_the_layout_and_nothing_else() {
+    let project = Project::new();
+    let messy = "\n// the box\ncontainer \"box\" {\n  image \"openmono/agent:latest\"   \n\n\n      workspace \".\"  // here\n}\ntask \"t\" {\nrun \"box\" \"\"\"\n    echo {\n    \"\"\"\n}\n";
+    project.file("openmono.kdl", messy);
+    project.file("broken.kdl", "container \"c\" {\n");
+    let before = project.run(&["plan"]);
+    before.expect_code(0);
+
+    let check = project.run(&["fmt", "--check"]);
+    check.expect_code(1);
+    assert_eq!(check.stderr, "openmono.kdl: not formatted\n");
+    assert_eq!(
+        std::fs::read_to_string(project.path().join("openmono.kdl")).expect("read"),
+        messy
+    );
+
+    project.run(&["fmt"]).expect_code(0);
+    assert_eq!(
+        std::fs::read_to_string(project.path().join("openmono.kdl")).expect("read"),
+        "// the box\ncontainer \"box\" {\n    image \"openmono/agent:latest\"\n\n    workspace \".\"  // here\n}\ntask \"t\" {\n    run \"box\" \"\"\"\n    echo {\n    \"\"\"\n}\n"
+    );
+    project.run(&["fmt", "--check"]).expect_code(0);
+    let after = project.run(&["plan"]);
+    assert_eq!(after.stdout, before.stdout, "the same playbook");
+
+    let broken = project.run(&["fmt", "broken.kdl"]);
+    broken.expect_code(2);
+    assert!(
+        broken.stderr.contains("No closing '}' for child block"),
+        "{}",
+        broken.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(project.path().join("broken.kdl")).expect("read"),
+        "container \"c\" {\n"
+    );
+}

@@ -630,6 +630,15 @@ fn shift_document(doc: &mut KdlDocument, base: usize) {
     }
 }
 
+/// The problems of a text that is not valid KDL v2.
+pub fn syntax_errors(text: &str, error: kdl::KdlError) -> Vec<DecodeError> {
+    error
+        .diagnostics
+        .into_iter()
+        .map(|d| syntax_error(text, 0, d))
+        .collect()
+}
+
 fn syntax_error(text: &str, base: usize, diag: kdl::KdlDiagnostic) -> DecodeError {
     let start = diag.span.offset();
     let word: String = text

@@ -4,6 +4,7 @@
 mod checker;
 mod decode_error;
 mod decoder;
+pub mod formatter;
 pub mod grammar;
 mod nesting;
 mod problems;
@@ -18,7 +19,7 @@ pub mod units;
 use std::path::Path;
 
 pub use decode_error::DecodeError;
-pub use decoder::{DecodeFailure, Decoded, Decoder, closest};
+pub use decoder::{DecodeFailure, Decoded, Decoder, closest, syntax_errors};
 pub use problems::Problems;
 pub use renderer::{Inputs, render};
 pub use resources::*;
