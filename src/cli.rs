@@ -99,7 +99,7 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "dot")]
         format: GraphFormat,
     },
-    /// Rewrite playbooks in the one layout (indentation, blank lines); --check only tells
+    /// Rewrite playbooks in one layout, keeping comments; --check only reports
     #[command(after_help = concat!("Examples:\n  openmono fmt openmono.kdl\n  openmono fmt --check playbooks/*.kdl   # exit 1 if any would change\n\n", footer!()))]
     Fmt {
         /// The playbooks
