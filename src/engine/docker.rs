@@ -9,8 +9,8 @@ use bollard::{
     errors::Error as BollardError,
     exec::{CreateExecOptions, StartExecResults},
     models::{
-        ContainerCreateBody, EndpointSettings, HealthConfig, HealthStatusEnum, HostConfig, Mount,
-        MountType, NetworkCreateRequest, NetworkingConfig, VolumeCreateRequest,
+        ContainerCreateBody, ContainerState, EndpointSettings, HealthConfig, HealthStatusEnum,
+        HostConfig, Mount, MountType, NetworkCreateRequest, NetworkingConfig, VolumeCreateRequest,
     },
     query_parameters::{
         CreateContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
@@ -80,6 +80,16 @@ pub enum HealthVerdict {
 pub enum Liveness {
     Exited(i64),
     Running,
+}
+
+impl Liveness {
+    fn of(state: &ContainerState) -> Self {
+        if state.running == Some(true) {
+            Self::Running
+        } else {
+            Self::Exited(state.exit_code.unwrap_or(-1))
+        }
+    }
 }
 
 impl Engine {
@@ -270,17 +280,8 @@ impl Engine {
     /// The engine's verdict on a container with a health check, and the output of its
     /// last check.
     pub async fn health(&self, id: &str) -> Result<(Liveness, HealthVerdict, String), EngineError> {
-        let info = self
-            .docker
-            .inspect_container(id, None)
-            .await
-            .map_err(EngineError::call("inspect a container"))?;
-        let state = info.state.unwrap_or_default();
-        let liveness = if state.running == Some(true) {
-            Liveness::Running
-        } else {
-            Liveness::Exited(state.exit_code.unwrap_or(-1))
-        };
+        let state = self.state(id).await?;
+        let liveness = Liveness::of(&state);
         let health = state.health.unwrap_or_default();
         let verdict = match health.status {
             Some(HealthStatusEnum::HEALTHY) => HealthVerdict::Healthy,
@@ -295,17 +296,16 @@ impl Engine {
     }
 
     pub async fn liveness(&self, id: &str) -> Result<Liveness, EngineError> {
+        Ok(Liveness::of(&self.state(id).await?))
+    }
+
+    async fn state(&self, id: &str) -> Result<ContainerState, EngineError> {
         let info = self
             .docker
             .inspect_container(id, None)
             .await
             .map_err(EngineError::call("inspect a container"))?;
-        let state = info.state.unwrap_or_default();
-        Ok(if state.running == Some(true) {
-            Liveness::Running
-        } else {
-            Liveness::Exited(state.exit_code.unwrap_or(-1))
-        })
+        Ok(info.state.unwrap_or_default())
     }
 
     /// The last `lines` lines of a container's output, for failure reports.
