@@ -18,6 +18,7 @@ use crate::{
 /// One node of the graph; the index is into the playbook's list of that kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Resource {
+    Image(usize),
     Network(usize),
     Volume(usize),
     Model(usize),
@@ -65,14 +66,19 @@ impl<'a> GraphBuilder<'a> {
         for i in 0..p.volumes.len() {
             self.node(Resource::Volume(i));
         }
+        for i in 0..p.images.len() {
+            self.node(Resource::Image(i));
+        }
         for (i, model) in p.models.iter().enumerate() {
             let me = Resource::Model(i);
             self.node(me);
+            self.edge_from_image(&model.image.value, me);
             self.edge_to_network(&model.network, me);
         }
         for (i, container) in p.containers.iter().enumerate() {
             let me = Resource::Container(i);
             self.node(me);
+            self.edge_from_image(&container.image.value, me);
             if let Some(net) = &container.network {
                 self.edge_to_network(net, me);
             }
@@ -150,6 +156,18 @@ impl<'a> GraphBuilder<'a> {
         self.edge(Resource::Model(m), ready);
         self.edge(Resource::Container(prober), ready);
         self.edge(ready, me);
+    }
+
+    /// A playbook that says how to build an image builds it before what runs it.
+    fn edge_from_image(&mut self, reference: &str, to: Resource) {
+        if let Some(i) = self
+            .playbook
+            .images
+            .iter()
+            .position(|im| im.reference.value == reference)
+        {
+            self.edge(Resource::Image(i), to);
+        }
     }
 
     fn edge_to_network(&mut self, net: &Spanned<String>, to: Resource) {

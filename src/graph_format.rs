@@ -68,6 +68,7 @@ fn label(r: Resource, p: &Playbook) -> String {
     match r {
         Resource::Network(i) => format!("network {}", p.networks[i].name.value),
         Resource::Volume(i) => format!("volume {}", p.volumes[i].name.value),
+        Resource::Image(i) => format!("image {}", p.images[i].reference.value),
         Resource::Model(i) => format!("model {}", p.models[i].name.value),
         Resource::Container(i) => format!("container {}", p.containers[i].name.value),
         Resource::ModelReady(i, _) => format!("model {} ready", p.models[i].name.value),

@@ -82,6 +82,7 @@ impl Plan {
 
 fn step_for(p: &Playbook, resource: Resource, errors: &mut Vec<PlanError>) -> Option<Step> {
     Some(match resource {
+        Resource::Image(i) => image_step(p, i, errors)?,
         Resource::Volume(i) => Step::CreateVolume {
             keep: p.volumes[i].keep,
             name: p.volumes[i].name.value.clone(),
@@ -170,6 +171,41 @@ fn step_for(p: &Playbook, resource: Resource, errors: &mut Vec<PlanError>) -> Op
                 },
             }
         }
+    })
+}
+
+/// An image to build, its context and Dockerfile checked on the host.
+fn image_step(p: &Playbook, i: usize, errors: &mut Vec<PlanError>) -> Option<Step> {
+    let image = &p.images[i];
+    let context = match std::fs::canonicalize(p.resolve(&image.context)) {
+        Ok(dir) if dir.is_dir() => dir,
+        _ => {
+            errors.push(PlanError::ContextMissing {
+                path: image.context.value.clone(),
+                span: image.context.span,
+            });
+            return None;
+        }
+    };
+    let dockerfile = image
+        .dockerfile
+        .as_ref()
+        .map_or_else(|| "Dockerfile".to_owned(), |d| d.value.clone());
+    if !context.join(&dockerfile).is_file() {
+        errors.push(PlanError::DockerfileMissing {
+            path: dockerfile,
+            span: image
+                .dockerfile
+                .as_ref()
+                .map_or(image.context.span, |d| d.span),
+        });
+        return None;
+    }
+    Some(Step::BuildImage {
+        args: pairs(&image.args),
+        context,
+        dockerfile,
+        reference: image.reference.value.clone(),
     })
 }
 

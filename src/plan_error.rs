@@ -5,6 +5,28 @@ use thiserror::Error;
 
 #[derive(Debug, Clone, Error, Diagnostic)]
 pub enum PlanError {
+    #[error("build context `{path}` is not a folder")]
+    #[diagnostic(
+        code(openmono::plan::context_missing),
+        help("paths are relative to the playbook's folder")
+    )]
+    ContextMissing {
+        path: String,
+        #[label("no such folder")]
+        span: SourceSpan,
+    },
+
+    #[error("the build context has no `{path}`")]
+    #[diagnostic(
+        code(openmono::plan::dockerfile_missing),
+        help("`dockerfile` is relative to the context; without it, `Dockerfile` is used")
+    )]
+    DockerfileMissing {
+        path: String,
+        #[label("looked for it here")]
+        span: SourceSpan,
+    },
+
     #[error("model file `{path}` does not exist")]
     #[diagnostic(
         code(openmono::plan::model_missing),

@@ -28,6 +28,13 @@ pub enum Step {
         settings: TaskSettings,
         task: String,
     },
+    /// An image the playbook knows how to build, built only when the engine lacks it.
+    BuildImage {
+        args: Vec<(String, String)>,
+        context: PathBuf,
+        dockerfile: String,
+        reference: String,
+    },
     /// A volume: the run's own, or one kept across runs of the playbook.
     CreateVolume { keep: bool, name: String },
     /// A network private to the run; internal unless `egress`.
@@ -114,6 +121,7 @@ impl Step {
             Self::AgentTask { task, .. } => format!("agent task `{task}`"),
             Self::CreateNetwork { name, .. } => format!("network `{name}`"),
             Self::CreateVolume { name, .. } => format!("volume `{name}`"),
+            Self::BuildImage { reference, .. } => format!("image `{reference}`"),
             Self::StartContainer { name, .. } => format!("container `{name}`"),
             Self::StartModel { name, .. } => format!("model `{name}`"),
             Self::RunTask { task, .. } => format!("run task `{task}`"),
@@ -147,6 +155,7 @@ impl fmt::Display for Step {
                 }
                 write!(f, "{settings}")
             }
+            Self::BuildImage { .. } => self.fmt_image(f),
             Self::CreateVolume { keep, name } => {
                 if *keep {
                     write!(
@@ -221,6 +230,27 @@ impl fmt::Display for Step {
 }
 
 impl Step {
+    fn fmt_image(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self::BuildImage {
+            args,
+            context,
+            dockerfile,
+            reference,
+        } = self
+        else {
+            return Ok(());
+        };
+        write!(
+            f,
+            "+ build image `{reference}` from {}/{dockerfile}, unless the engine has it",
+            context.display()
+        )?;
+        for (key, value) in args {
+            write!(f, "\n      build argument {key}={value}")?;
+        }
+        Ok(())
+    }
+
     fn fmt_container(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let Self::StartContainer {
             env,

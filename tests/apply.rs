@@ -634,3 +634,101 @@ task "t" {
     );
     assert_run_gone(&run.run_id());
 }
+
+#[test]
+fn an_image_the_engine_lacks_is_built_once() {
+    if !docker() {
+        return;
+    }
+    let project = Project::new();
+    let reference = format!("openmono-test/built-{}:latest", std::process::id());
+    project.file(
+        "tools/Dockerfile",
+        "FROM openmono/agent:latest\nARG GREETING=none\nRUN echo built > /built.txt && echo \"$GREETING\" > /greeting.txt\n",
+    );
+    project.file(
+        "openmono.kdl",
+        &format!(
+            r#"
+image "{reference}" {{
+    context "tools"
+    arg "GREETING" "hello from the build"
+}}
+container "box" {{
+    image "{reference}"
+}}
+task "look" {{
+    run "box" "cat /built.txt /greeting.txt"
+}}
+"#
+        ),
+    );
+    let plan = project.run(&["plan"]);
+    plan.expect_code(0);
+    assert!(
+        plan.stdout
+            .contains(&format!("1. + build image `{reference}` from ")),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout
+            .contains("      build argument GREETING=hello from the build\n"),
+        "{}",
+        plan.stdout
+    );
+    let first = project.run(&["apply"]);
+    first.expect_code(0);
+    assert!(
+        first.stderr.contains(&format!("✓ image `{reference}`"))
+            && first.stderr.contains("): built"),
+        "{}",
+        first.stderr
+    );
+    assert!(
+        first
+            .stdout
+            .contains("        built\n        hello from the build\n"),
+        "{}",
+        first.stdout
+    );
+    assert_run_gone(&first.run_id());
+    let second = project.run(&["apply"]);
+    second.expect_code(0);
+    assert!(
+        second.stderr.contains("): on the engine already"),
+        "{}",
+        second.stderr
+    );
+    docker_lines(&["image", "rm", &reference]);
+}
+
+#[test]
+fn a_failing_build_fails_the_run_with_its_output() {
+    if !docker() {
+        return;
+    }
+    let project = Project::new();
+    let reference = format!("openmono-test/broken-{}:latest", std::process::id());
+    project.file(
+        "tools/Dockerfile",
+        "FROM openmono/agent:latest\nRUN echo about-to-fail && exit 7\n",
+    );
+    project.file(
+        "openmono.kdl",
+        &format!(
+            "image \"{reference}\" {{\n    context \"tools\"\n}}\ncontainer \"box\" {{\n    image \"{reference}\"\n}}\n"
+        ),
+    );
+    let run = project.run(&["apply"]);
+    run.expect_code(1);
+    assert!(
+        run.stdout
+            .contains(&format!("failure: image `{reference}`: the build failed:")),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("about-to-fail"), "{}", run.stdout);
+    assert_run_gone(&run.run_id());
+    assert!(docker_lines(&["image", "ls", "-q", &reference]).is_empty());
+}

@@ -13,9 +13,9 @@ use bollard::{
         HostConfig, Mount, MountType, NetworkCreateRequest, NetworkingConfig, VolumeCreateRequest,
     },
     query_parameters::{
-        CreateContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
-        ListVolumesOptions, LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptions,
-        UploadToContainerOptionsBuilder,
+        BuildImageOptionsBuilder, CreateContainerOptionsBuilder, ListContainersOptionsBuilder,
+        ListNetworksOptionsBuilder, ListVolumesOptions, LogsOptionsBuilder,
+        RemoveContainerOptionsBuilder, RemoveVolumeOptions, UploadToContainerOptionsBuilder,
     },
 };
 use futures_util::StreamExt;
@@ -118,6 +118,47 @@ impl Engine {
             Err(e) if is_not_found(&e) => Ok(false),
             Err(e) => Err(EngineError::call(format!("inspect image `{image}`"))(e)),
         }
+    }
+
+    /// Builds an image from a context archive, handing each line of the build's output
+    /// to `on_line`. The inner error is the build's own message (a failed `RUN`, say).
+    pub async fn build_image(
+        &self,
+        reference: &str,
+        dockerfile: &str,
+        args: &[(String, String)],
+        labels: HashMap<String, String>,
+        context: Vec<u8>,
+        mut on_line: impl FnMut(&str),
+    ) -> Result<Result<(), String>, EngineError> {
+        let options = BuildImageOptionsBuilder::default()
+            .t(reference)
+            .dockerfile(dockerfile)
+            .buildargs(&args.iter().cloned().collect())
+            .labels(&labels)
+            .rm(true)
+            .forcerm(true)
+            .build();
+        let mut stream =
+            self.docker
+                .build_image(options, None, Some(bollard::body_full(context.into())));
+        while let Some(item) = stream.next().await {
+            let info = match item {
+                Ok(info) => info,
+                // The engine reports a failed step as an error in the stream.
+                Err(BollardError::DockerStreamError { error }) => return Ok(Err(error)),
+                Err(e) => return Err(EngineError::call(format!("build image `{reference}`"))(e)),
+            };
+            if let Some(text) = &info.stream {
+                for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                    on_line(line);
+                }
+            }
+            if let Some(detail) = info.error_detail.and_then(|d| d.message) {
+                return Ok(Err(detail));
+            }
+        }
+        Ok(Ok(()))
     }
 
     /// An internal network whose bridge has no IPv4 address, so that the host itself is

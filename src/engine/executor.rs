@@ -84,8 +84,17 @@ struct Executor<'a> {
 pub async fn apply(plan: &Plan, options: &ApplyOptions) -> Result<Report, EngineError> {
     let engine = Engine::connect().await?;
     let mut missing: Vec<String> = Vec::new();
+    let built: Vec<&String> = plan
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::BuildImage { reference, .. } => Some(reference),
+            _ => None,
+        })
+        .collect();
     for step in &plan.steps {
         if let Step::StartContainer { image, .. } | Step::StartModel { image, .. } = step
+            && !built.contains(&image)
             && !missing.contains(image)
             && !engine.image_exists(image).await?
         {
@@ -253,6 +262,12 @@ impl Executor<'_> {
         match step {
             Step::CreateNetwork { egress, name } => self.create_network(name, *egress).await,
             Step::CreateVolume { keep, name } => self.create_volume(name, *keep).await,
+            Step::BuildImage {
+                args,
+                context,
+                dockerfile,
+                reference,
+            } => self.build_image(reference, context, dockerfile, args).await,
             Step::StartModel { .. } => self.start_model(step).await,
             Step::StartContainer { .. } => self.start_container(step).await,
             Step::WaitModel { from, model, url } => self.wait_model(from, model, url).await,
@@ -283,6 +298,55 @@ impl Executor<'_> {
                 std::process::id().to_string(),
             ),
         ])
+    }
+
+    /// Builds an image the engine lacks; one it has is left alone (no rebuild).
+    async fn build_image(
+        &self,
+        reference: &str,
+        context: &Path,
+        dockerfile: &str,
+        args: &[(String, String)],
+    ) -> Result<String, String> {
+        if self
+            .engine
+            .image_exists(reference)
+            .await
+            .map_err(|e| error_chain(&e))?
+        {
+            return Ok("on the engine already".into());
+        }
+        let archive = context_archive(context)
+            .map_err(|e| format!("cannot pack the build context {}: {e}", context.display()))?;
+        let log_path = self
+            .dir
+            .join(format!("image-{}.log", reference.replace(['/', ':'], "-")));
+        let mut log = create_file(&log_path)?;
+        let mut tail: Vec<String> = Vec::new();
+        let labels = HashMap::from([(
+            "dev.openmono.built-by".to_owned(),
+            self.plan.playbook.clone(),
+        )]);
+        let progress = &self.progress;
+        let built = self
+            .engine
+            .build_image(reference, dockerfile, args, labels, archive, |line| {
+                let _ = writeln!(log, "{line}");
+                progress.detail(line);
+                if tail.len() == 15 {
+                    tail.remove(0);
+                }
+                tail.push(line.to_owned());
+            })
+            .await
+            .map_err(|e| error_chain(&e))?;
+        match built {
+            Ok(()) => Ok("built".into()),
+            Err(why) => Err(format!(
+                "the build failed: {why}; its last lines:\n{}",
+                indent(&tail.join("\n"))
+            )),
+        }
     }
 
     async fn create_volume(&mut self, name: &str, keep: bool) -> Result<String, String> {
@@ -892,6 +956,14 @@ fn command_outcome(code: i64, settings: &TaskSettings) -> Result<(), String> {
         127 => Err("command not found (exit code 127)".into()),
         _ => Err(format!("the command exited with code {code}")),
     }
+}
+
+/// A build context folder as a tar archive, for the engine's build.
+fn context_archive(dir: &Path) -> std::io::Result<Vec<u8>> {
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.follow_symlinks(false);
+    builder.append_dir_all(".", dir)?;
+    builder.into_inner()
 }
 
 /// `argv` under `openmono supervise`, which enforces the task's timeout inside the box.

@@ -14,8 +14,8 @@ use miette::SourceSpan;
 
 use super::{
     Container, DEFAULT_CONTEXT, DEFAULT_MAX_STEPS, DEFAULT_MAX_TOKENS, DEFAULT_MODEL_IMAGE,
-    DecodeError, Health, HealthProbe, Limits, Model, Network, Playbook, Source, Spanned, Task,
-    TaskKind, Var, VarType, VarValue, Volume, VolumeMount, checker::Checker, schema, units,
+    DecodeError, Health, HealthProbe, Image, Limits, Model, Network, Playbook, Source, Spanned,
+    Task, TaskKind, Var, VarType, VarValue, Volume, VolumeMount, checker::Checker, schema, units,
 };
 
 /// A decoded playbook and the warnings it gave.
@@ -75,6 +75,7 @@ impl Decoder {
             ),
             networks: Vec::new(),
             source: self.source.clone(),
+            images: Vec::new(),
             tasks: Vec::new(),
             vars: Vec::new(),
             volumes: Vec::new(),
@@ -150,6 +151,7 @@ impl Decoder {
                 "network" => playbook.networks.extend(self.decode_network(node)),
                 "var" => playbook.vars.extend(self.decode_var(node)),
                 "volume" => playbook.volumes.extend(self.decode_volume(node)),
+                "image" => playbook.images.extend(self.decode_image(node)),
                 "model" => playbook.models.extend(self.decode_model(node)),
                 "container" => playbook.containers.extend(self.decode_container(node)),
                 "task" => playbook.tasks.extend(self.decode_task(node)),
@@ -280,6 +282,29 @@ impl Decoder {
             probe,
             retries: child_int(health, "retries").map_or(30, |r| r.value),
             timeout: duration("timeout", 5),
+        })
+    }
+
+    fn decode_image(&mut self, node: &KdlNode) -> Option<Image> {
+        let reference = str_arg(node, 0)?;
+        let key = ("image", reference.value.clone());
+        if let Some(first) = self.seen.get(&key) {
+            self.problems.push(DecodeError::Duplicate {
+                kind: "image",
+                name: reference.value.clone(),
+                span: reference.span,
+                first: *first,
+            });
+        } else {
+            self.seen.insert(key, reference.span);
+        }
+        Some(Image {
+            args: children(node, "arg")
+                .filter_map(|a| Some((str_arg(a, 0)?, str_arg(a, 1)?)))
+                .collect(),
+            context: child_str(node, "context")?,
+            dockerfile: child_str(node, "dockerfile"),
+            reference,
         })
     }
 

@@ -24,9 +24,22 @@ pub struct Playbook {
     pub name: String,
     pub networks: Vec<Network>,
     pub source: Source,
+    pub images: Vec<Image>,
     pub tasks: Vec<Task>,
     pub vars: Vec<Var>,
     pub volumes: Vec<Volume>,
+}
+
+/// How to build an image that the engine does not have.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub args: Vec<EnvVar>,
+    /// The build context, a folder, as written.
+    pub context: Spanned<String>,
+    /// The Dockerfile, relative to the context.
+    pub dockerfile: Option<Spanned<String>>,
+    /// The reference containers and models use.
+    pub reference: Spanned<String>,
 }
 
 /// A Docker volume.

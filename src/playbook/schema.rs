@@ -229,6 +229,35 @@ pub const TOP_LEVEL: &[Node] = &[
         times: Times::Many,
     },
     Node {
+        args: &[Arg {
+            doc: "the image's reference, as containers and models name it",
+            name: "reference",
+            ty: Ty::Text,
+        }],
+        children: &[
+            leaf(
+                "context",
+                "the build context, a folder relative to the playbook",
+                PATH,
+                Times::Required,
+            )
+            .example("context \"images/tools\""),
+            leaf(
+                "dockerfile",
+                "the Dockerfile, relative to the context (default `Dockerfile`)",
+                STRING,
+                Times::Once,
+            ),
+            leaf("arg", "a build argument", KEY_VALUE, Times::Many),
+        ],
+        doc: "how to build an image when the engine does not have it",
+        example: "image \"openmono/tools:latest\" { context \"images/tools\" }",
+        name: "image",
+        props: &[],
+        rest: None,
+        times: Times::Many,
+    },
+    Node {
         args: &[NAME],
         children: &[],
         doc: "a Docker volume for the run's containers: removed with the run, or kept across runs with `keep=#true` (for caches)",
