@@ -16,6 +16,8 @@ use crate::{
 pub struct Plan {
     /// The playbook's `description`, if it has one.
     pub description: Option<String>,
+    /// The playbook's `version`, if it has one.
+    pub version: Option<String>,
     /// The playbook's name, for labels and reports.
     pub playbook: String,
     /// The playbook file as the user named it.
@@ -76,6 +78,7 @@ impl Plan {
             source: playbook.source.path.clone(),
             steps,
             teardown,
+            version: playbook.version.clone(),
         })
     }
 }
@@ -96,7 +99,7 @@ fn step_for(p: &Playbook, resource: Resource, errors: &mut Vec<PlanError>) -> Op
             let c = &p.containers[i];
             let workspace = match &c.workspace {
                 Some(w) => match std::fs::canonicalize(p.resolve(w)) {
-                    Ok(path) if path.is_dir() => Some(path),
+                    Ok(path) if path.is_dir() => Some((path, c.workspace_read_only)),
                     found => {
                         errors.push(PlanError::WorkspaceMissing {
                             path: w.value.clone(),
@@ -299,8 +302,11 @@ impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "Plan for playbook `{}` ({}): {} {}, then teardown",
+            "Plan for playbook `{}`{} ({}): {} {}, then teardown",
             self.playbook,
+            self.version
+                .as_ref()
+                .map_or_else(String::new, |v| format!(" {v}")),
             self.source.display(),
             self.steps.len(),
             if self.steps.len() == 1 {

@@ -53,7 +53,8 @@ pub enum Step {
         /// Playbook volumes: name, target, read-only.
         volumes: Vec<(String, String, bool)>,
         workdir: Option<String>,
-        workspace: Option<PathBuf>,
+        /// The project folder, and whether it is mounted read-only.
+        workspace: Option<(PathBuf, bool)>,
     },
     /// A llama.cpp server for one model.
     StartModel {
@@ -273,10 +274,15 @@ impl Step {
             None => write!(f, " with no network")?,
         }
         match workspace {
-            Some(w) => write!(
+            Some((w, read_only)) => write!(
                 f,
-                "\n      mount {} at {WORKSPACE} (read-write), its only host mount",
-                w.display()
+                "\n      mount {} at {WORKSPACE} ({}), its only host mount",
+                w.display(),
+                if *read_only {
+                    "read-only"
+                } else {
+                    "read-write"
+                }
             )?,
             None => write!(f, "\n      no host mounts")?,
         }

@@ -337,6 +337,7 @@ fn container_and_task_settings_reach_the_processes() {
 container "box" {
     image "openmono/agent:latest"
     env "FROM_CONTAINER" "c-value"
+    workspace "." read-only=#true
     user "1234:2345"
     workdir "/tmp"
     limits memory="256MiB" cpus=1 pids=100
@@ -352,6 +353,7 @@ task "look" {
         echo "nnp $(grep NoNewPrivs /proc/self/status)"
         echo "binary $(stat -c '%u %a' /.openmono/openmono)"
         rm -f /.openmono/openmono 2>/dev/null || echo "binary stays"
+        echo "workspace $(awk '$2 == "/workspace" { split($4, o, ","); print o[1] }' /proc/mounts)"
         """
 }
 "#,
@@ -369,6 +371,7 @@ task "look" {
         // Tasks cannot replace the binary that later tasks and the agent run as.
         "        binary 65534 555\n",
         "        binary stays\n",
+        "        workspace ro\n",
     ] {
         assert!(out.contains(line), "missing {line:?} in\n{out}");
     }

@@ -476,8 +476,8 @@ impl Executor<'_> {
         };
         let mut mounts: Vec<BindMount> = workspace
             .iter()
-            .map(|w| BindMount {
-                read_only: false,
+            .map(|(w, read_only)| BindMount {
+                read_only: *read_only,
                 source: w.display().to_string(),
                 target: WORKSPACE.to_owned(),
                 volume: false,

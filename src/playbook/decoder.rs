@@ -78,6 +78,7 @@ impl Decoder {
             images: Vec::new(),
             tasks: Vec::new(),
             vars: Vec::new(),
+            version: None,
             volumes: Vec::new(),
         };
         let root =
@@ -146,6 +147,7 @@ impl Decoder {
                         playbook.name = name.value;
                     }
                     playbook.description = child_str(node, "description").map(|d| d.value);
+                    playbook.version = child_str(node, "version").map(|v| v.value);
                 }
                 "include" => self.include(node, playbook, chain),
                 "network" => playbook.networks.extend(self.decode_network(node)),
@@ -444,6 +446,8 @@ impl Decoder {
             volumes: self.volume_mounts(node),
             workdir: child_str(node, "workdir"),
             workspace: child_str(node, "workspace"),
+            workspace_read_only: last_child(node, "workspace")
+                .is_some_and(|w| prop_bool(w, "read-only")),
         })
     }
 

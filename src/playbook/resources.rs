@@ -22,6 +22,8 @@ pub struct Playbook {
     pub models: Vec<Model>,
     /// The `playbook` node's name, or the file's stem.
     pub name: String,
+    /// The `playbook` node's `version`.
+    pub version: Option<String>,
     pub networks: Vec<Network>,
     pub source: Source,
     pub images: Vec<Image>,
@@ -156,6 +158,8 @@ pub struct Container {
     pub workdir: Option<Spanned<String>>,
     /// The project folder mounted at `/workspace`, as written.
     pub workspace: Option<Spanned<String>>,
+    /// The workspace is mounted read-only.
+    pub workspace_read_only: bool,
 }
 
 /// One unit of work.

@@ -180,12 +180,20 @@ pub const TOP_LEVEL: &[Node] = &[
     },
     Node {
         args: &[NAME],
-        children: &[leaf(
-            "description",
-            "what the playbook is for; `plan` prints it",
-            STRING,
-            Times::Once,
-        )],
+        children: &[
+            leaf(
+                "description",
+                "what the playbook is for; `plan` prints it",
+                STRING,
+                Times::Once,
+            ),
+            leaf(
+                "version",
+                "the playbook's own version, for people and reports",
+                STRING,
+                Times::Once,
+            ),
+        ],
         doc: "names the playbook (default: the file's name without `.kdl`)",
         example: "",
         name: "playbook",
@@ -363,12 +371,21 @@ pub const TOP_LEVEL: &[Node] = &[
                 NETWORK,
                 Times::Once,
             ),
-            leaf(
-                "workspace",
-                "the project folder, mounted read-write at `/workspace`",
-                PATH,
-                Times::Once,
-            ),
+            Node {
+                args: PATH,
+                children: &[],
+                doc: "the project folder, mounted at `/workspace`",
+                example: "workspace \".\"",
+                name: "workspace",
+                props: &[Prop {
+                    default: Some("#false"),
+                    doc: "mount it read-only (the agent can read the project, not change it)",
+                    name: "read-only",
+                    ty: Ty::Bool,
+                }],
+                rest: None,
+                times: Times::Once,
+            },
             Node {
                 args: &[
                     Arg {
