@@ -79,7 +79,7 @@ impl<'a> GraphBuilder<'a> {
             let me = Resource::Container(i);
             self.node(me);
             self.edge_from_image(&container.image.value, me);
-            if let Some(net) = &container.network {
+            for (net, _) in &container.networks {
                 self.edge_to_network(net, me);
             }
             for mount in &container.volumes {
@@ -132,8 +132,11 @@ impl<'a> GraphBuilder<'a> {
     fn model_for(&mut self, m: usize, c: usize, reference: &Spanned<String>, me: Resource) {
         let p = self.playbook;
         let model_net = &p.models[m].network.value;
-        let container_net = p.containers[c].network.as_ref().map(|n| &n.value);
-        if Some(model_net) != container_net {
+        if !p.containers[c]
+            .networks
+            .iter()
+            .any(|(n, _)| n.value == *model_net)
+        {
             let container = &p.containers[c].name.value;
             self.errors.push(GraphError::UnreachableModel {
                 help: format!("add `network \"{model_net}\"` to container `{container}`"),

@@ -121,7 +121,11 @@ fn step_for(p: &Playbook, resource: Resource, errors: &mut Vec<PlanError>) -> Op
                 image: c.image.value.clone(),
                 limits: c.limits,
                 name: c.name.value.clone(),
-                network: c.network.as_ref().map(|n| n.value.clone()),
+                networks: c
+                    .networks
+                    .iter()
+                    .map(|(n, alias)| (n.value.clone(), alias.as_ref().map(|a| a.value.clone())))
+                    .collect(),
                 user: c.user.as_ref().map(|u| u.value.clone()),
                 volumes: c
                     .volumes

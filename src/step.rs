@@ -47,7 +47,8 @@ pub enum Step {
         image: String,
         limits: Limits,
         name: String,
-        network: Option<String>,
+        /// The networks it joins, with an extra host name on each, if any.
+        networks: Vec<(String, Option<String>)>,
         /// `UID:GID`; none: the user who runs openmono.
         user: Option<String>,
         /// Playbook volumes: name, target, read-only.
@@ -259,7 +260,7 @@ impl Step {
             image,
             limits,
             name,
-            network,
+            networks,
             user,
             volumes,
             workdir,
@@ -269,9 +270,14 @@ impl Step {
             return Ok(());
         };
         write!(f, "+ start container `{name}` from `{image}`")?;
-        match network {
-            Some(net) => write!(f, " on `{net}`")?,
-            None => write!(f, " with no network")?,
+        if networks.is_empty() {
+            write!(f, " with no network")?;
+        }
+        for (i, (net, alias)) in networks.iter().enumerate() {
+            write!(f, "{} `{net}`", if i == 0 { " on" } else { "," })?;
+            if let Some(alias) = alias {
+                write!(f, " (also as `{alias}`)")?;
+            }
         }
         match workspace {
             Some((w, read_only)) => write!(

@@ -735,3 +735,65 @@ fn a_failing_build_fails_the_run_with_its_output() {
     assert_run_gone(&run.run_id());
     assert!(docker_lines(&["image", "ls", "-q", &reference]).is_empty());
 }
+
+#[test]
+fn containers_join_several_networks_with_aliases_and_networks_stay_apart() {
+    if !docker() {
+        return;
+    }
+    let project = Project::new();
+    project.file(
+        "openmono.kdl",
+        r#"
+network "a"
+network "b"
+container "hub" {
+    image "openmono/agent:latest"
+    network "a" alias="db"
+    network "b"
+}
+container "left" {
+    image "openmono/agent:latest"
+    network "a"
+}
+container "right" {
+    image "openmono/agent:latest"
+    network "b"
+}
+task "from-left" {
+    run "left" "getent hosts db >/dev/null && echo left-sees-db"
+}
+task "from-right" {
+    run "right" """
+        getent hosts hub >/dev/null && echo right-sees-hub
+        timeout 3 getent hosts db >/dev/null || echo right-not-db
+        timeout 3 getent hosts left >/dev/null || echo right-not-left
+        """
+}
+"#,
+    );
+    let plan = project.run(&["plan"]);
+    plan.expect_code(0);
+    assert!(
+        plan.stdout.contains(
+            "+ start container `hub` from `openmono/agent:latest` on `a` (also as `db`), `b`\n"
+        ),
+        "{}",
+        plan.stdout
+    );
+    let run = project.run(&["apply"]);
+    run.expect_code(0);
+    for line in [
+        "left-sees-db",
+        "right-sees-hub",
+        "right-not-db",
+        "right-not-left",
+    ] {
+        assert!(
+            run.stdout.contains(&format!("        {line}\n")),
+            "{line}: {}",
+            run.stdout
+        );
+    }
+    assert_run_gone(&run.run_id());
+}

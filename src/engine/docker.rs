@@ -10,7 +10,8 @@ use bollard::{
     exec::{CreateExecOptions, StartExecResults},
     models::{
         ContainerCreateBody, ContainerState, EndpointSettings, HealthConfig, HealthStatusEnum,
-        HostConfig, Mount, MountType, NetworkCreateRequest, NetworkingConfig, VolumeCreateRequest,
+        HostConfig, Mount, MountType, NetworkConnectRequest, NetworkCreateRequest,
+        NetworkingConfig, VolumeCreateRequest,
     },
     query_parameters::{
         BuildImageOptionsBuilder, CreateContainerOptionsBuilder, ListContainersOptionsBuilder,
@@ -53,8 +54,8 @@ pub struct ContainerSpec {
     pub limits: Limits,
     pub mounts: Vec<BindMount>,
     pub name: String,
-    /// The network's engine name and this container's aliases on it; none: no network.
-    pub network: Option<(String, Vec<String>)>,
+    /// Each network's engine name and this container's aliases on it; none: no network.
+    pub networks: Vec<(String, Vec<String>)>,
     pub read_only_rootfs: bool,
     pub user: Option<String>,
     pub working_dir: Option<String>,
@@ -206,7 +207,8 @@ impl Engine {
     /// Creates (does not start) a hardened container: no capabilities, no new
     /// privileges, a process limit, never privileged, no network unless one is given.
     pub async fn create_container(&self, spec: ContainerSpec) -> Result<String, EngineError> {
-        let (network_mode, networking_config) = match &spec.network {
+        // The engine joins one network at creation; the others are connected after.
+        let (network_mode, networking_config) = match spec.networks.first() {
             Some((net, aliases)) => (
                 net.clone(),
                 Some(NetworkingConfig {
@@ -282,6 +284,22 @@ impl Engine {
                 "create container `{}`",
                 spec.name
             )))?;
+        for (net, aliases) in spec.networks.iter().skip(1) {
+            let request = NetworkConnectRequest {
+                container: created.id.clone(),
+                endpoint_config: Some(EndpointSettings {
+                    aliases: Some(aliases.clone()),
+                    ..Default::default()
+                }),
+            };
+            self.docker
+                .connect_network(net, request)
+                .await
+                .map_err(EngineError::call(format!(
+                    "connect `{}` to `{net}`",
+                    spec.name
+                )))?;
+        }
         Ok(created.id)
     }
 

@@ -445,7 +445,7 @@ impl Executor<'_> {
                 volume: false,
             }],
             name: self.engine_name(name),
-            network: Some((self.network(network)?, vec![name.clone()])),
+            networks: vec![(self.network(network)?, vec![name.clone()])],
             read_only_rootfs: true,
             user: Some("65534:65534".into()),
             ..ContainerSpec::default()
@@ -465,7 +465,7 @@ impl Executor<'_> {
             image,
             limits,
             name,
-            network,
+            networks,
             user,
             volumes,
             workdir,
@@ -495,10 +495,12 @@ impl Executor<'_> {
                 volume: true,
             });
         }
-        let network = match network {
-            Some(net) => Some((self.network(net)?, vec![name.clone()])),
-            None => None,
-        };
+        let mut joined = Vec::new();
+        for (net, alias) in networks {
+            let mut aliases = vec![name.clone()];
+            aliases.extend(alias.iter().cloned());
+            joined.push((self.network(net)?, aliases));
+        }
         // SAFETY: getuid and getgid cannot fail and touch no memory.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         let user = user.clone().unwrap_or_else(|| format!("{uid}:{gid}"));
@@ -529,7 +531,7 @@ impl Executor<'_> {
             labels: self.labels(name),
             mounts,
             name: self.engine_name(name),
-            network,
+            networks: joined,
             user: Some(user),
             working_dir: workdir
                 .clone()

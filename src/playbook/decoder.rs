@@ -441,7 +441,9 @@ impl Decoder {
             image: child_str(node, "image")?,
             limits,
             name,
-            network: child_str(node, "network"),
+            networks: children(node, "network")
+                .filter_map(|n| Some((str_arg(n, 0)?, prop_str(n, "alias"))))
+                .collect(),
             user: child_str(node, "user"),
             volumes: self.volume_mounts(node),
             workdir: child_str(node, "workdir"),

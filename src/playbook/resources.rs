@@ -151,7 +151,8 @@ pub struct Container {
     pub image: Spanned<String>,
     pub limits: Limits,
     pub name: Spanned<String>,
-    pub network: Option<Spanned<String>>,
+    /// The networks it joins, each with an optional extra host name.
+    pub networks: Vec<(Spanned<String>, Option<Spanned<String>>)>,
     /// `UID:GID`; none: the user who runs openmono.
     pub user: Option<Spanned<String>>,
     pub volumes: Vec<VolumeMount>,

@@ -365,12 +365,21 @@ pub const TOP_LEVEL: &[Node] = &[
         children: &[
             leaf("image", "the image to run", STRING, Times::Required)
                 .example("image \"openmono/agent:latest\""),
-            leaf(
-                "network",
-                "the network to join (default: no network at all)",
-                NETWORK,
-                Times::Once,
-            ),
+            Node {
+                args: NETWORK,
+                children: &[],
+                doc: "a network to join, as its name and `alias` (repeatable; default: no network at all)",
+                example: "network \"sandbox\" alias=\"db\"",
+                name: "network",
+                props: &[Prop {
+                    default: None,
+                    doc: "one more host name for it on this network",
+                    name: "alias",
+                    ty: Ty::Name,
+                }],
+                rest: None,
+                times: Times::Many,
+            },
             Node {
                 args: PATH,
                 children: &[],
