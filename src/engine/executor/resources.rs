@@ -1,0 +1,415 @@
+//! The steps that make things: images, volumes, networks, model servers and task
+//! containers, and the waits until they are ready.
+
+use super::*;
+
+impl Executor<'_> {
+    /// Builds an image the engine lacks; one it has is left alone (no rebuild).
+    pub(super) async fn build_image(
+        &self,
+        reference: &str,
+        context: &Path,
+        dockerfile: &str,
+        args: &[(String, String)],
+    ) -> Result<String, String> {
+        if self
+            .engine
+            .image_exists(reference)
+            .await
+            .map_err(|e| error_chain(&e))?
+        {
+            return Ok("on the engine already".into());
+        }
+        let archive = context_archive(context)
+            .map_err(|e| format!("cannot pack the build context {}: {e}", context.display()))?;
+        let log_path = self
+            .dir
+            .join(format!("image-{}.log", reference.replace(['/', ':'], "-")));
+        let mut log = create_file(&log_path)?;
+        let mut tail: Vec<String> = Vec::new();
+        let labels = HashMap::from([(
+            "dev.openmono.built-by".to_owned(),
+            self.plan.playbook.clone(),
+        )]);
+        let progress = &self.progress;
+        let built = self
+            .engine
+            .build_image(reference, dockerfile, args, labels, archive, |line| {
+                let _ = writeln!(log, "{line}");
+                progress.detail(line);
+                if tail.len() == 15 {
+                    tail.remove(0);
+                }
+                tail.push(line.to_owned());
+            })
+            .await
+            .map_err(|e| error_chain(&e))?;
+        match built {
+            Ok(()) => Ok("built".into()),
+            Err(why) => Err(format!(
+                "the build failed: {why}; its last lines:\n{}",
+                indent(&tail.join("\n"))
+            )),
+        }
+    }
+
+    pub(super) async fn create_volume(&mut self, name: &str, keep: bool) -> Result<String, String> {
+        let (engine_name, labels) = if keep {
+            // Named by the playbook, not the run, so that the next run finds it; without
+            // the run's label, so that teardown and gc leave it.
+            let playbook: String = self
+                .plan
+                .playbook
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                        c
+                    } else {
+                        '-'
+                    }
+                })
+                .collect();
+            (
+                format!("openmono-{playbook}-{name}"),
+                HashMap::from([
+                    ("dev.openmono.keep".to_owned(), self.plan.playbook.clone()),
+                    ("dev.openmono.resource".to_owned(), name.to_owned()),
+                ]),
+            )
+        } else {
+            (self.engine_name(name), self.labels(name))
+        };
+        self.engine
+            .create_volume(&engine_name, labels)
+            .await
+            .map_err(|e| error_chain(&e))?;
+        if !keep {
+            self.created.push(Created::Volume {
+                name: engine_name.clone(),
+            });
+        }
+        self.volumes.insert(name.to_owned(), engine_name.clone());
+        Ok(engine_name)
+    }
+
+    pub(super) async fn create_network(
+        &mut self,
+        name: &str,
+        egress: bool,
+    ) -> Result<String, String> {
+        let engine_name = self.engine_name(name);
+        let id = self
+            .engine
+            .create_network(&engine_name, self.labels(name), egress)
+            .await
+            .map_err(|e| error_chain(&e))?;
+        self.created.push(Created::Network { id });
+        self.networks.insert(name.to_owned(), engine_name.clone());
+        Ok(engine_name)
+    }
+
+    pub(super) async fn start_model(&mut self, step: &Step) -> Result<String, String> {
+        let Step::StartModel {
+            args,
+            context,
+            gguf,
+            image,
+            jinja,
+            name,
+            network,
+            ..
+        } = step
+        else {
+            unreachable!("called for StartModel only")
+        };
+        let mut cmd: Vec<String> = [
+            "-m",
+            MODEL_MOUNT,
+            "--host",
+            "0.0.0.0",
+            "--port",
+            &MODEL_PORT.to_string(),
+            "-c",
+            &context.to_string(),
+            "--alias",
+            name,
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        if *jinja {
+            cmd.push("--jinja".into());
+        }
+        cmd.extend(args.iter().cloned());
+        let mut labels = self.labels(name);
+        labels.insert("dev.openmono.kind".to_owned(), "model".to_owned());
+        let spec = ContainerSpec {
+            cmd,
+            image: image.clone(),
+            labels,
+            mounts: vec![BindMount {
+                read_only: true,
+                source: gguf.display().to_string(),
+                target: MODEL_MOUNT.to_owned(),
+                volume: false,
+            }],
+            name: self.engine_name(name),
+            networks: vec![(self.network(network)?, vec![name.clone()])],
+            read_only_rootfs: true,
+            user: Some("65534:65534".into()),
+            ..ContainerSpec::default()
+        };
+        let id = self.create(name, spec).await?;
+        self.engine
+            .start_container(&id)
+            .await
+            .map_err(|e| error_chain(&e))?;
+        Ok(String::new())
+    }
+
+    pub(super) async fn start_container(&mut self, step: &Step) -> Result<String, String> {
+        let Step::StartContainer {
+            env,
+            health,
+            image,
+            limits,
+            name,
+            networks,
+            user,
+            volumes,
+            workdir,
+            workspace,
+        } = step
+        else {
+            unreachable!("called for StartContainer only")
+        };
+        let mut mounts: Vec<BindMount> = workspace
+            .iter()
+            .map(|(w, read_only)| BindMount {
+                read_only: *read_only,
+                source: w.display().to_string(),
+                target: WORKSPACE.to_owned(),
+                volume: false,
+            })
+            .collect();
+        for (volume, target, read_only) in volumes {
+            mounts.push(BindMount {
+                read_only: *read_only,
+                source: self
+                    .volumes
+                    .get(volume)
+                    .cloned()
+                    .ok_or_else(|| format!("volume `{volume}` was not created"))?,
+                target: target.clone(),
+                volume: true,
+            });
+        }
+        let mut joined = Vec::new();
+        for (net, alias) in networks {
+            let mut aliases = vec![name.clone()];
+            aliases.extend(alias.iter().cloned());
+            joined.push((self.network(net)?, aliases));
+        }
+        // SAFETY: getuid and getgid cannot fail and touch no memory.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let user = user.clone().unwrap_or_else(|| format!("{uid}:{gid}"));
+        let archive = self_archive(&self.self_binary, &user)
+            .map_err(|e| format!("cannot pack the openmono binary: {e}"))?;
+        let mut environment = vec!["HOME=/tmp".to_owned()];
+        environment.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
+        let spec = ContainerSpec {
+            cmd: vec!["sandbox-init".into()],
+            entrypoint: Some(vec![SELF_PATH.into()]),
+            env: environment,
+            health: health.as_ref().map(|h| {
+                let test = match &h.probe {
+                    HealthProbe::Http(url) => {
+                        vec![
+                            "CMD".to_owned(),
+                            SELF_PATH.to_owned(),
+                            "probe".to_owned(),
+                            url.clone(),
+                        ]
+                    }
+                    HealthProbe::Command(command) => vec!["CMD-SHELL".to_owned(), command.clone()],
+                };
+                (test, h.interval, h.timeout, h.retries)
+            }),
+            limits: *limits,
+            image: image.clone(),
+            labels: self.labels(name),
+            mounts,
+            name: self.engine_name(name),
+            networks: joined,
+            user: Some(user),
+            working_dir: workdir
+                .clone()
+                .or_else(|| workspace.as_ref().map(|_| WORKSPACE.to_owned())),
+            ..ContainerSpec::default()
+        };
+        let id = self.create(name, spec).await?;
+        self.engine
+            .upload(&id, archive)
+            .await
+            .map_err(|e| error_chain(&e))?;
+        self.engine
+            .start_container(&id)
+            .await
+            .map_err(|e| error_chain(&e))?;
+        match health {
+            Some(health) => self.wait_healthy(&id, health).await,
+            None => Ok(String::new()),
+        }
+    }
+
+    /// Waits for the engine's health check to say healthy; an unhealthy verdict or an
+    /// exited container fails at once, with what the check or the container said.
+    pub(super) async fn wait_healthy(&self, id: &str, health: &Health) -> Result<String, String> {
+        loop {
+            let (liveness, verdict, last) =
+                self.engine.health(id).await.map_err(|e| error_chain(&e))?;
+            if let Liveness::Exited(code) = liveness {
+                let tail = self.engine.log_tail(id, 15).await;
+                return Err(format!(
+                    "the container exited with code {code} before it was healthy; its last lines:\n{}",
+                    indent(&tail)
+                ));
+            }
+            match verdict {
+                HealthVerdict::Healthy => return Ok("healthy".into()),
+                HealthVerdict::Unhealthy => {
+                    return Err(format!(
+                        "unhealthy after {} failed checks; the last said:\n{}",
+                        health.retries,
+                        indent(last.trim())
+                    ));
+                }
+                HealthVerdict::Starting => self.progress.detail("waiting until healthy"),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub(super) async fn create(
+        &mut self,
+        name: &str,
+        spec: ContainerSpec,
+    ) -> Result<String, String> {
+        // A model server's output is its only account of a load that went wrong.
+        let log = spec
+            .labels
+            .get("dev.openmono.kind")
+            .filter(|kind| *kind == "model")
+            .map(|_| self.dir.join(format!("{name}.server.log")));
+        let id = self
+            .engine
+            .create_container(spec)
+            .await
+            .map_err(|e| error_chain(&e))?;
+        self.created.push(Created::Container {
+            id: id.clone(),
+            log,
+        });
+        self.containers.insert(name.to_owned(), id.clone());
+        Ok(id)
+    }
+
+    pub(super) fn network(&self, name: &str) -> Result<String, String> {
+        self.networks
+            .get(name)
+            .cloned()
+            .ok_or_else(|| format!("network `{name}` was not created"))
+    }
+
+    pub(super) fn container(&self, name: &str) -> Result<String, String> {
+        self.containers
+            .get(name)
+            .cloned()
+            .ok_or_else(|| format!("container `{name}` was not started"))
+    }
+
+    /// Asks the model's `/health` from inside `from` until it answers 200; fails at once
+    /// when the model's container exits, with its last log lines.
+    pub(super) async fn wait_model(
+        &mut self,
+        from: &str,
+        model: &str,
+        url: &str,
+    ) -> Result<String, String> {
+        let model_id = self.container(model)?;
+        let from_id = self.container(from)?;
+        // A timeout too large to add is no timeout at all.
+        let deadline = Instant::now().checked_add(self.options.model_timeout);
+        let health = format!("{url}/health");
+        loop {
+            if let Liveness::Exited(code) = self
+                .engine
+                .liveness(&model_id)
+                .await
+                .map_err(|e| error_chain(&e))?
+            {
+                let tail = self.engine.log_tail(&model_id, 15).await;
+                return Err(format!(
+                    "the model server exited with code {code} while loading; its last lines:\n{}",
+                    indent(&tail)
+                ));
+            }
+            let cmd = vec![SELF_PATH.to_owned(), "probe".to_owned(), health.clone()];
+            let code = self
+                .engine
+                .exec(&from_id, cmd, &[], |_, _| {})
+                .await
+                .map_err(|e| error_chain(&e))?;
+            match code {
+                0 => return Ok(format!("{url} answers")),
+                1 => self.progress.detail("loading the model (503)"),
+                _ => self.progress.detail("waiting for the server to listen"),
+            }
+            if deadline.is_some_and(|d| Instant::now() > d) {
+                let tail = self.engine.log_tail(&model_id, 15).await;
+                return Err(format!(
+                    "not ready after {}s; the server's last lines:\n{}",
+                    self.options.model_timeout.as_secs(),
+                    indent(&tail)
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// A build context folder as a tar archive, for the engine's build.
+pub(super) fn context_archive(dir: &Path) -> std::io::Result<Vec<u8>> {
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.follow_symlinks(false);
+    builder.append_dir_all(".", dir)?;
+    builder.into_inner()
+}
+
+/// The openmono binary as a tar archive holding `.openmono/openmono`, for upload into a
+/// container before it starts (a copy, never a mount of the host's file). Both belong
+/// to `nobody` and are read-only: tasks run as another user without capabilities, so
+/// they cannot replace the binary that later tasks and the agent run as.
+pub(super) fn self_archive(bytes: &[u8], task_user: &str) -> std::io::Result<Vec<u8>> {
+    let uid = task_user.split(':').next().unwrap_or_default();
+    let owner: u64 = match uid {
+        "65534" => 65533,
+        // A user known by name only: root owns the binary, and a named user is not root.
+        name if !name.is_empty() && name != "root" && name.parse::<u32>().is_err() => 0,
+        _ => 65534,
+    };
+    let mut builder = tar::Builder::new(Vec::with_capacity(bytes.len() + 4096));
+    let mut dir = tar::Header::new_gnu();
+    dir.set_entry_type(tar::EntryType::Directory);
+    dir.set_mode(0o555);
+    dir.set_uid(owner);
+    dir.set_gid(owner);
+    dir.set_size(0);
+    builder.append_data(&mut dir, ".openmono/", std::io::empty())?;
+    let mut file = tar::Header::new_gnu();
+    file.set_uid(owner);
+    file.set_gid(owner);
+    file.set_mode(0o555);
+    file.set_size(bytes.len() as u64);
+    builder.append_data(&mut file, ".openmono/openmono", bytes)?;
+    builder.into_inner()
+}

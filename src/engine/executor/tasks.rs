@@ -1,0 +1,270 @@
+//! The steps that run tasks inside the box: an agent loop, a shell command, a check.
+
+use super::*;
+
+impl Executor<'_> {
+    pub(super) async fn agent_task(&mut self, step: &Step) -> Result<String, String> {
+        let Step::AgentTask {
+            check,
+            container,
+            max_steps,
+            max_tokens,
+            model,
+            model_url,
+            prompt,
+            settings,
+            task,
+        } = step
+        else {
+            unreachable!("called for AgentTask only")
+        };
+        let id = self.container(container)?;
+        let transcript_path = self.dir.join(format!("{task}.jsonl"));
+        let log_path = self.dir.join(format!("{task}.log"));
+        let mut transcript = create_file(&transcript_path)?;
+        let mut log = create_file(&log_path)?;
+        let cmd = [
+            SELF_PATH,
+            "agent",
+            "--model-url",
+            model_url,
+            "--model",
+            model,
+            "--prompt",
+            prompt,
+            "--max-steps",
+            &max_steps.to_string(),
+            "--max-tokens",
+            &max_tokens.to_string(),
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let cmd = supervised(settings, cmd);
+        let started = Instant::now();
+        let mut answer = None;
+        let progress = &self.progress;
+        let code = self
+            .engine
+            .exec(&id, cmd, &env_list(settings), |stream, line| match stream {
+                Stream::Stdout => match AgentEvent::parse_line(line) {
+                    Some(event) => {
+                        // The transcript holds events only, one JSON object a line.
+                        let _ = writeln!(transcript, "{}", event.to_line());
+                        match event {
+                            AgentEvent::Final { answer: a, .. } => answer = Some(a),
+                            event => progress.detail(&describe(&event)),
+                        }
+                    }
+                    None => {
+                        let _ = writeln!(log, "{line}");
+                    }
+                },
+                Stream::Stderr => {
+                    let _ = writeln!(log, "{line}");
+                }
+            })
+            .await
+            .map_err(|e| error_chain(&e))?;
+        // With a `check`, its exit status decides, whatever the agent said.
+        let check_result = match check {
+            Some(command) if code != i64::from(TIMED_OUT) => {
+                Some(self.check(&id, task, command, settings).await?)
+            }
+            _ => None,
+        };
+        let ok = match &check_result {
+            Some(c) => c.exit_code == 0,
+            None => code == 0,
+        };
+        let check_outcome = check_result
+            .as_ref()
+            .map(|c| command_outcome(c.exit_code, settings));
+        self.tasks.push(TaskReport {
+            answer,
+            check: check_result,
+            duration: started.elapsed(),
+            exit_code: Some(code),
+            kind: "agent",
+            log: log_path,
+            name: task.clone(),
+            output_tail: Vec::new(),
+            status: if ok {
+                TaskStatus::Succeeded
+            } else {
+                TaskStatus::Failed
+            },
+            transcript: Some(transcript_path),
+        });
+        if let Some(outcome) = check_outcome {
+            return outcome
+                .map(|()| "the check passed".to_owned())
+                .map_err(|why| format!("the check failed: {why}"));
+        }
+        agent_outcome(code, settings)
+    }
+
+    pub(super) async fn run_task(
+        &mut self,
+        task: &str,
+        container: &str,
+        command: &str,
+        settings: &TaskSettings,
+    ) -> Result<String, String> {
+        let id = self.container(container)?;
+        let log_path = self.dir.join(format!("{task}.log"));
+        let started = Instant::now();
+        let (code, tail) = self.shell(&id, command, settings, &log_path).await?;
+        self.tasks.push(TaskReport {
+            answer: None,
+            check: None,
+            duration: started.elapsed(),
+            exit_code: Some(code),
+            kind: "run",
+            log: log_path,
+            name: task.to_owned(),
+            output_tail: tail,
+            status: if code == 0 {
+                TaskStatus::Succeeded
+            } else {
+                TaskStatus::Failed
+            },
+            transcript: None,
+        });
+        command_outcome(code, settings).map(|()| "exit code 0".to_owned())
+    }
+
+    /// An agent task's `check`, run where the agent worked.
+    pub(super) async fn check(
+        &self,
+        id: &str,
+        task: &str,
+        command: &str,
+        settings: &TaskSettings,
+    ) -> Result<CheckReport, String> {
+        self.progress.detail("running the check");
+        let log = self.dir.join(format!("{task}.check.log"));
+        let (exit_code, output_tail) = self.shell(id, command, settings, &log).await?;
+        Ok(CheckReport {
+            exit_code,
+            log,
+            output_tail,
+        })
+    }
+
+    /// Runs `command` with `/bin/sh -c` in a container, under `supervise` (for the task's
+    /// timeout), its output in `log_path`; returns the exit code and the last lines.
+    pub(super) async fn shell(
+        &self,
+        id: &str,
+        command: &str,
+        settings: &TaskSettings,
+        log_path: &Path,
+    ) -> Result<(i64, Vec<String>), String> {
+        const TAIL: usize = 20;
+        let mut log = create_file(log_path)?;
+        let mut tail: Vec<String> = Vec::new();
+        // The engine keeps stdout and stderr apart and cannot say which line came first;
+        // one stream keeps the output in the order it was written.
+        let cmd = supervised(
+            settings,
+            vec![
+                "/bin/sh".to_owned(),
+                "-c".to_owned(),
+                format!("exec 2>&1\n{command}"),
+            ],
+        );
+        let code = self
+            .engine
+            .exec(id, cmd, &env_list(settings), |_, line| {
+                let _ = writeln!(log, "{line}");
+                if tail.len() == TAIL {
+                    tail.remove(0);
+                }
+                tail.push(line.to_owned());
+            })
+            .await
+            .map_err(|e| error_chain(&e))?;
+        Ok((code, tail))
+    }
+}
+
+/// What the agent's exit code means for its task.
+pub(super) fn agent_outcome(code: i64, settings: &TaskSettings) -> Result<String, String> {
+    match code {
+        0 => Ok("answered".into()),
+        c if c == i64::from(TIMED_OUT) => Err(timed_out(settings)),
+        2 => Err("the agent used up its steps (exit code 2)".into()),
+        3 => Err(
+            "the model could not be reached or answered with an error (exit code 3); see the transcript"
+                .into(),
+        ),
+        126 | 127 => Err(format!(
+            "the openmono binary in the container could not run (exit code {code}); something in the box removed or broke {SELF_PATH}"
+        )),
+        _ => Err(format!("the agent ended with exit code {code}")),
+    }
+}
+
+/// What a shell command's exit code means for its task.
+pub(super) fn command_outcome(code: i64, settings: &TaskSettings) -> Result<(), String> {
+    match code {
+        0 => Ok(()),
+        126 => Err("the command could not be started (exit code 126)".into()),
+        c if c == i64::from(TIMED_OUT) && settings.timeout.is_some() => Err(timed_out(settings)),
+        127 => Err("command not found (exit code 127)".into()),
+        _ => Err(format!("the command exited with code {code}")),
+    }
+}
+
+/// `argv` under `openmono supervise`, which enforces the task's timeout inside the box.
+pub(super) fn supervised(settings: &TaskSettings, argv: Vec<String>) -> Vec<String> {
+    let mut cmd = vec![SELF_PATH.to_owned(), "supervise".to_owned()];
+    if let Some(timeout) = settings.timeout {
+        cmd.extend(["--timeout-ms".to_owned(), timeout.as_millis().to_string()]);
+    }
+    cmd.push("--".to_owned());
+    cmd.extend(argv);
+    cmd
+}
+
+pub(super) fn env_list(settings: &TaskSettings) -> Vec<String> {
+    settings
+        .env
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect()
+}
+
+pub(super) fn timed_out(settings: &TaskSettings) -> String {
+    let secs = settings.timeout.unwrap_or_default().as_secs();
+    format!("timed out after {secs}s; its processes were killed")
+}
+
+/// One line for the progress display of an agent event.
+pub(super) fn describe(event: &AgentEvent) -> String {
+    match event {
+        AgentEvent::Start { model, .. } => format!("asking {model}"),
+        AgentEvent::ModelTurn {
+            step, tool_calls, ..
+        } => {
+            format!("step {step}: the model answered ({tool_calls} tool calls)")
+        }
+        AgentEvent::ToolCall {
+            step,
+            name,
+            arguments,
+            ..
+        } => {
+            let args: String = arguments.chars().take(60).collect();
+            format!("step {step}: {name} {args}")
+        }
+        AgentEvent::ToolResult {
+            step, exit_code, ..
+        } => match exit_code {
+            Some(code) => format!("step {step}: exit code {code}"),
+            None => format!("step {step}: done"),
+        },
+        AgentEvent::Final { .. } => "done".into(),
+        AgentEvent::Error { message } => format!("error: {message}"),
+    }
+}
