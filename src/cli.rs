@@ -1,7 +1,7 @@
 //! The command line: clap definitions, and the mapping from outcomes to exit codes.
 //! Nothing else lives here.
 
-use std::{io::IsTerminal, path::PathBuf, process::ExitCode, time::Duration};
+use std::{fmt::Write as _, io::IsTerminal, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 use miette::{GraphicalReportHandler, GraphicalTheme};
@@ -109,6 +109,13 @@ pub enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Remove what runs left behind when openmono was killed; live runs are spared
+    #[command(after_help = concat!("Examples:\n  openmono gc --dry-run   # list what would go\n  openmono gc\n\n", footer!()))]
+    Gc {
+        /// List what would be removed, remove nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Run an agent loop (inside the agent container; started by `apply`)
     #[command(hide = true)]
     Agent(AgentArgs),
@@ -173,6 +180,7 @@ pub fn main() -> ExitCode {
         Command::Validate { files, vars } => validate(&files, &vars),
         Command::Graph { file, format } => graph(&file, format),
         Command::Fmt { files, check } => fmt(&files, check),
+        Command::Gc { dry_run } => gc(dry_run),
         Command::Apply {
             file,
             model_timeout,
@@ -289,6 +297,40 @@ fn fmt(files: &[PathBuf], check: bool) -> ExitCode {
         }
     }
     outcome
+}
+
+fn gc(dry_run: bool) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            print_err(&format!("error: cannot start the async runtime: {e}\n"));
+            return ExitCode::from(exit::ENVIRONMENT);
+        }
+    };
+    let collected = runtime.block_on(async {
+        let engine = engine::Engine::connect().await?;
+        engine::gc::collect(&engine, dry_run, Duration::ZERO).await
+    });
+    let dead = match collected {
+        Ok(dead) => dead,
+        Err(e) => return report(&e, exit::ENVIRONMENT),
+    };
+    let verb = if dry_run { "would remove" } else { "removed" };
+    let mut text = String::new();
+    for run in &dead {
+        let _ = writeln!(
+            text,
+            "run {} (its openmono, pid {}, is gone): {verb}",
+            run.run, run.owner_pid
+        );
+        for object in &run.objects {
+            let _ = writeln!(text, "  {} {}", object.kind, object.name);
+        }
+    }
+    if dead.is_empty() {
+        text.push_str("nothing left behind by killed runs\n");
+    }
+    print_out(&text)
 }
 
 fn graph(file: &std::path::Path, format: GraphFormat) -> ExitCode {

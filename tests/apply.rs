@@ -797,3 +797,90 @@ task "from-right" {
     }
     assert_run_gone(&run.run_id());
 }
+
+/// Starts `openmono apply` in `project` and returns it with its run id once the task
+/// `long` is running.
+fn start_long_run(project: &Project) -> (std::process::Child, String) {
+    let mut child = project
+        .command(&["apply"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut id = None;
+    let mut lines = BufReader::new(stderr).lines();
+    for line in lines.by_ref() {
+        let line = line.expect("line");
+        if let Some(rest) = line.split("Run ").nth(1) {
+            id = rest.split_whitespace().next().map(str::to_owned);
+        }
+        if line.contains("▶ run task `long`") {
+            break;
+        }
+    }
+    // Keep draining stderr so that the run never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, id.expect("run id announced"))
+}
+
+#[test]
+fn gc_reaps_the_runs_of_a_killed_openmono_and_spares_live_ones() {
+    if !docker() {
+        return;
+    }
+    let playbook = "network \"n\"\nvolume \"v\"\ncontainer \"box\" {\n    image \"openmono/agent:latest\"\n    network \"n\"\n    volume \"v\" \"/v\"\n}\ntask \"long\" {\n    run \"box\" \"sleep 300\"\n}\n";
+    let killed_project = Project::new();
+    killed_project.file("openmono.kdl", playbook);
+    let live_project = Project::new();
+    live_project.file("openmono.kdl", playbook);
+    let (mut killed, killed_id) = start_long_run(&killed_project);
+    let (mut live, live_id) = start_long_run(&live_project);
+    killed.kill().expect("SIGKILL");
+    killed.wait().expect("reap");
+    let killed_label = format!("dev.openmono.run={killed_id}");
+    let left = |label: &str| {
+        let filter = format!("label={label}");
+        docker_lines(&["ps", "-aq", "--filter", &filter]).len()
+            + docker_lines(&["network", "ls", "-q", "--filter", &filter]).len()
+            + docker_lines(&["volume", "ls", "-q", "--filter", &filter]).len()
+    };
+    assert_eq!(left(&killed_label), 3, "a killed run leaves its objects");
+
+    let dry = Project::new().run(&["gc", "--dry-run"]);
+    dry.expect_code(0);
+    assert!(
+        dry.stdout
+            .contains(&format!("run {killed_id} (its openmono, pid ")),
+        "{}",
+        dry.stdout
+    );
+    assert!(
+        dry.stdout
+            .contains(&format!("  container openmono-{killed_id}-box\n")),
+        "{}",
+        dry.stdout
+    );
+    assert!(
+        !dry.stdout.contains(&live_id),
+        "a live run is not listed: {}",
+        dry.stdout
+    );
+    assert_eq!(left(&killed_label), 3, "--dry-run removes nothing");
+
+    let gc = Project::new().run(&["gc"]);
+    gc.expect_code(0);
+    assert!(gc.stdout.contains(": removed\n"), "{}", gc.stdout);
+    assert_run_gone(&killed_id);
+    assert_eq!(
+        left(&format!("dev.openmono.run={live_id}")),
+        3,
+        "the live run is untouched"
+    );
+
+    let pid = libc::pid_t::try_from(live.id()).expect("pid");
+    // SAFETY: sends a signal to the child we spawned.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    assert_eq!(live.wait().expect("wait").code(), Some(130));
+    assert_run_gone(&live_id);
+}

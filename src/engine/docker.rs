@@ -68,6 +68,32 @@ pub enum Stream {
     Stdout,
 }
 
+/// A container, network or volume on the engine.
+#[derive(Debug, Clone)]
+pub struct EngineObject {
+    pub id: String,
+    pub kind: ObjectKind,
+    pub labels: HashMap<String, String>,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectKind {
+    Container,
+    Network,
+    Volume,
+}
+
+impl std::fmt::Display for ObjectKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Container => "container",
+            Self::Network => "network",
+            Self::Volume => "volume",
+        })
+    }
+}
+
 /// What the engine's health check says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HealthVerdict {
@@ -473,28 +499,6 @@ impl Engine {
         }
     }
 
-    /// Names of the volumes that carry `label=value`.
-    pub async fn labelled_volumes(
-        &self,
-        label: &str,
-        value: &str,
-    ) -> Result<Vec<String>, EngineError> {
-        let filters = HashMap::from([("label".to_owned(), vec![format!("{label}={value}")])]);
-        let list = self
-            .docker
-            .list_volumes(Some(ListVolumesOptions {
-                filters: Some(filters),
-            }))
-            .await
-            .map_err(EngineError::call("list volumes"))?;
-        Ok(list
-            .volumes
-            .unwrap_or_default()
-            .into_iter()
-            .map(|v| v.name)
-            .collect())
-    }
-
     /// Names of the containers attached to a network, for an error that says who holds it.
     pub async fn network_users(&self, id: &str) -> Vec<String> {
         self.docker
@@ -506,14 +510,11 @@ impl Engine {
             .unwrap_or_default()
     }
 
-    /// Every container and network that carries `label=value`, as (id, name) pairs.
-    pub async fn labelled(
-        &self,
-        label: &str,
-        value: &str,
-    ) -> Result<(Vec<(String, String)>, Vec<(String, String)>), EngineError> {
-        let filters = HashMap::from([("label", vec![format!("{label}={value}")])]);
-        let containers = self
+    /// Every container, network and volume that carries `label` (`key` or `key=value`),
+    /// containers first, then networks, then volumes: the order to remove them in.
+    pub async fn objects(&self, label: &str) -> Result<Vec<EngineObject>, EngineError> {
+        let filters = HashMap::from([("label".to_owned(), vec![label.to_owned()])]);
+        let mut objects: Vec<EngineObject> = self
             .docker
             .list_containers(Some(
                 ListContainersOptionsBuilder::default()
@@ -525,23 +526,60 @@ impl Engine {
             .map_err(EngineError::call("list containers"))?
             .into_iter()
             .filter_map(|c| {
-                let name = c.names?.first()?.trim_start_matches('/').to_owned();
-                Some((c.id?, name))
+                Some(EngineObject {
+                    name: c.names?.first()?.trim_start_matches('/').to_owned(),
+                    id: c.id?,
+                    kind: ObjectKind::Container,
+                    labels: c.labels.unwrap_or_default(),
+                })
             })
             .collect();
-        let networks = self
-            .docker
-            .list_networks(Some(
-                ListNetworksOptionsBuilder::default()
-                    .filters(&filters)
-                    .build(),
-            ))
-            .await
-            .map_err(EngineError::call("list networks"))?
-            .into_iter()
-            .filter_map(|n| Some((n.id?, n.name?)))
-            .collect();
-        Ok((containers, networks))
+        objects.extend(
+            self.docker
+                .list_networks(Some(
+                    ListNetworksOptionsBuilder::default()
+                        .filters(&filters)
+                        .build(),
+                ))
+                .await
+                .map_err(EngineError::call("list networks"))?
+                .into_iter()
+                .filter_map(|n| {
+                    Some(EngineObject {
+                        id: n.id?,
+                        kind: ObjectKind::Network,
+                        labels: n.labels.unwrap_or_default(),
+                        name: n.name?,
+                    })
+                }),
+        );
+        objects.extend(
+            self.docker
+                .list_volumes(Some(ListVolumesOptions {
+                    filters: Some(filters),
+                }))
+                .await
+                .map_err(EngineError::call("list volumes"))?
+                .volumes
+                .unwrap_or_default()
+                .into_iter()
+                .map(|v| EngineObject {
+                    id: v.name.clone(),
+                    kind: ObjectKind::Volume,
+                    labels: v.labels,
+                    name: v.name,
+                }),
+        );
+        Ok(objects)
+    }
+
+    /// Removes one object; one that is already gone counts as removed.
+    pub async fn remove(&self, object: &EngineObject) -> Result<(), EngineError> {
+        match object.kind {
+            ObjectKind::Container => self.remove_container(&object.id).await,
+            ObjectKind::Network => self.remove_network(&object.id).await,
+            ObjectKind::Volume => self.remove_volume(&object.id).await,
+        }
     }
 }
 

@@ -26,8 +26,8 @@ use crate::{
 };
 
 use super::{
-    BindMount, CheckReport, ContainerSpec, Engine, EngineError, HealthVerdict, Liveness, Progress,
-    Report, Stream, TaskReport, TaskStatus, run_dir,
+    BindMount, CheckReport, ContainerSpec, Engine, EngineError, HealthVerdict, Liveness,
+    ObjectKind, Progress, Report, Stream, TaskReport, TaskStatus, gc, run_dir,
 };
 
 /// Where the copied openmono binary lives inside task containers.
@@ -67,6 +67,11 @@ enum Stop {
 }
 
 struct Executor<'a> {
+    /// This host's name and this process's start time, for the owner labels.
+    host: String,
+    owner_start: String,
+    /// When the run started, in seconds since the Unix epoch.
+    started: u64,
     created: Vec<Created>,
     /// Engine ids of containers and names of networks, by playbook name.
     containers: HashMap<String, String>,
@@ -119,7 +124,12 @@ pub async fn apply(plan: &Plan, options: &ApplyOptions) -> Result<Report, Engine
         path: dir.display().to_string(),
         source,
     })?;
+    // Runs whose openmono was killed left their objects; reap them before adding ours.
+    let reaped = gc::collect(&engine, false, Duration::from_mins(1)).await?;
     let mut executor = Executor {
+        host: gc::host_name(),
+        owner_start: gc::process_start(std::process::id()).unwrap_or_default(),
+        started: gc::now_secs(),
         created: Vec::new(),
         containers: HashMap::new(),
         dir,
@@ -133,6 +143,14 @@ pub async fn apply(plan: &Plan, options: &ApplyOptions) -> Result<Report, Engine
         self_binary,
         tasks: Vec::new(),
     };
+    for dead in &reaped {
+        executor.progress.line(&format!(
+            "Removed {} object(s) left by run {} (its openmono, pid {}, is gone)",
+            dead.objects.len(),
+            dead.run,
+            dead.owner_pid
+        ));
+    }
     Ok(executor.run().await)
 }
 
@@ -297,10 +315,10 @@ impl Executor<'_> {
                 self.plan.playbook.clone(),
             ),
             ("dev.openmono.resource".to_owned(), resource.to_owned()),
-            (
-                "dev.openmono.owner-pid".to_owned(),
-                std::process::id().to_string(),
-            ),
+            (gc::OWNER_PID.to_owned(), std::process::id().to_string()),
+            (gc::OWNER_START.to_owned(), self.owner_start.clone()),
+            (gc::OWNER_HOST.to_owned(), self.host.clone()),
+            (gc::STARTED.to_owned(), self.started.to_string()),
         ])
     }
 }

@@ -4,11 +4,14 @@
 mod docker;
 mod engine_error;
 mod executor;
+pub mod gc;
 mod progress;
 mod report;
 pub mod run_dir;
 
-pub use docker::{BindMount, ContainerSpec, Engine, HealthVerdict, Liveness, Stream};
+pub use docker::{
+    BindMount, ContainerSpec, Engine, EngineObject, HealthVerdict, Liveness, ObjectKind, Stream,
+};
 pub use engine_error::EngineError;
 pub use executor::{ApplyOptions, RUN_LABEL, SELF_PATH, apply};
 pub use progress::Progress;

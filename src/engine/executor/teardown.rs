@@ -3,6 +3,7 @@
 use super::*;
 
 impl Executor<'_> {
+    /// Removes what the run created, newest first, then sweeps anything else that carries
     /// the run's label (created by a step that was cancelled before it could record it).
     pub(super) async fn teardown(&mut self) -> Report {
         let mut report = Report {
@@ -45,41 +46,22 @@ impl Executor<'_> {
                 },
             }
         }
-        if let Ok((containers, networks)) = self.engine.labelled(RUN_LABEL, &self.run_id).await {
-            for (id, _) in containers {
-                if self.engine.remove_container(&id).await.is_ok() {
-                    report.removed_containers += 1;
-                }
-            }
-            for (id, _) in networks {
-                if self.engine.remove_network(&id).await.is_ok() {
-                    report.removed_networks += 1;
-                }
-            }
-        }
-        if let Ok(volumes) = self.engine.labelled_volumes(RUN_LABEL, &self.run_id).await {
-            for name in volumes {
-                if self.engine.remove_volume(&name).await.is_ok() {
-                    report.removed_volumes += 1;
+        let label = format!("{RUN_LABEL}={}", self.run_id);
+        if let Ok(objects) = self.engine.objects(&label).await {
+            for object in objects {
+                if self.engine.remove(&object).await.is_ok() {
+                    match object.kind {
+                        ObjectKind::Container => report.removed_containers += 1,
+                        ObjectKind::Network => report.removed_networks += 1,
+                        ObjectKind::Volume => report.removed_volumes += 1,
+                    }
                 }
             }
         }
-        if let Ok(volumes) = self.engine.labelled_volumes(RUN_LABEL, &self.run_id).await {
-            report
+        match self.engine.objects(&label).await {
+            Ok(left) => report
                 .leftovers
-                .extend(volumes.iter().map(|name| format!("volume {name}")));
-        }
-        match self.engine.labelled(RUN_LABEL, &self.run_id).await {
-            Ok((containers, networks)) => {
-                report.leftovers.extend(
-                    containers
-                        .iter()
-                        .map(|(_, name)| format!("container {name}")),
-                );
-                report
-                    .leftovers
-                    .extend(networks.iter().map(|(_, name)| format!("network {name}")));
-            }
+                .extend(left.iter().map(|o| format!("{} {}", o.kind, o.name))),
             Err(e) => report
                 .leftovers
                 .push(format!("unknown: {}", error_chain(&e))),

@@ -1,0 +1,121 @@
+//! `openmono gc`: removes what runs left behind when openmono itself was killed
+//! (`kill -9`, a crash, a machine that lost power), so that teardown never ran. A run's
+//! objects carry its owner's process id, start time and host; a run whose owner process
+//! is gone from this host is dead. A live run, or one owned by another host sharing the
+//! engine, is never touched. `apply` does the same before it starts, for dead runs
+//! older than a minute (a run killed a moment ago is `openmono gc`'s to reap).
+
+use std::collections::BTreeMap;
+
+use super::{Engine, EngineError, EngineObject, executor::RUN_LABEL};
+
+/// Labels that name a run's owner process.
+pub const OWNER_PID: &str = "dev.openmono.owner-pid";
+pub const OWNER_START: &str = "dev.openmono.owner-start";
+pub const OWNER_HOST: &str = "dev.openmono.owner-host";
+/// When the run started, in seconds since the Unix epoch.
+pub const STARTED: &str = "dev.openmono.started";
+
+/// The objects of one dead run.
+#[derive(Debug)]
+pub struct DeadRun {
+    pub objects: Vec<EngineObject>,
+    pub owner_pid: String,
+    pub run: String,
+}
+
+/// Finds the runs whose owner is gone and that started at least `min_age` ago and,
+/// unless `dry_run`, removes their objects (containers, then networks, then volumes).
+/// Returns what was (or would be) removed.
+pub async fn collect(
+    engine: &Engine,
+    dry_run: bool,
+    min_age: std::time::Duration,
+) -> Result<Vec<DeadRun>, EngineError> {
+    let now = now_secs();
+    let mut runs: BTreeMap<String, Vec<EngineObject>> = BTreeMap::new();
+    for object in engine.objects(RUN_LABEL).await? {
+        if let Some(run) = object.labels.get(RUN_LABEL) {
+            runs.entry(run.clone()).or_default().push(object);
+        }
+    }
+    let host = host_name();
+    let mut dead = Vec::new();
+    for (run, objects) in runs {
+        let labels = &objects[0].labels;
+        let owner_pid = labels.get(OWNER_PID).cloned().unwrap_or_default();
+        let started = labels
+            .get(STARTED)
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0);
+        if labels.get(OWNER_HOST).is_some_and(|h| *h != host)
+            || now.saturating_sub(started) < min_age.as_secs()
+            || owner_alive(&owner_pid, labels.get(OWNER_START))
+        {
+            continue;
+        }
+        if !dry_run {
+            for object in &objects {
+                engine.remove(object).await?;
+            }
+        }
+        dead.push(DeadRun {
+            objects,
+            owner_pid,
+            run,
+        });
+    }
+    Ok(dead)
+}
+
+/// Whether process `pid` is running and is the one that started the run (a pid can be
+/// reused; its start time cannot). Without a pid, the owner is unknown: alive, to be safe.
+fn owner_alive(pid: &str, start: Option<&String>) -> bool {
+    let Ok(pid) = pid.parse::<u32>() else {
+        return true;
+    };
+    match (process_start(pid), start) {
+        (None, _) => false,
+        (Some(now), Some(then)) => now == *then,
+        (Some(_), None) => true,
+    }
+}
+
+/// A process's start time, in clock ticks since boot (field 22 of `/proc/PID/stat`).
+pub fn process_start(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name, field 2, is in parentheses and may hold spaces.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(19).map(str::to_owned)
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// This machine's name, to tell this host's runs from another's on a shared engine.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_alive_and_a_changed_start_time_is_not() {
+        let me = std::process::id();
+        let start = process_start(me).expect("own start time");
+        assert!(owner_alive(&me.to_string(), Some(&start)));
+        assert!(!owner_alive(&me.to_string(), Some(&"1".to_owned())));
+        // No such process.
+        assert!(!owner_alive("4194304", None));
+        // Unknown owner: left alone.
+        assert!(owner_alive("", None));
+    }
+}
