@@ -99,6 +99,7 @@ fn pipeline(text: &str) -> Plan {
     let inputs = Inputs {
         cwd: std::env::temp_dir(),
         run_id: "bench".into(),
+        environment: Vec::new(),
         values: Vec::new(),
     };
     playbook::render(&mut decoded, &inputs).expect("renders");

@@ -156,14 +156,13 @@ fn parse_var(text: &str) -> Result<(String, String), String> {
 impl Vars {
     /// What the templates get: `OPENMONO_VAR_…` first, then `--var`, which wins.
     fn inputs(&self, run_id: &str) -> Inputs {
-        let mut values: Vec<(String, String)> = std::env::vars()
-            .filter_map(|(k, v)| Some((k.strip_prefix("OPENMONO_VAR_")?.to_owned(), v)))
-            .collect();
-        values.extend(self.values.iter().cloned());
         Inputs {
             cwd: std::env::current_dir().unwrap_or_default(),
+            environment: std::env::vars()
+                .filter_map(|(k, v)| Some((k.strip_prefix("OPENMONO_VAR_")?.to_owned(), v)))
+                .collect(),
             run_id: run_id.to_owned(),
-            values,
+            values: self.values.clone(),
         }
     }
 }
@@ -283,10 +282,16 @@ fn fmt(files: &[PathBuf], check: bool) -> ExitCode {
             }
             continue;
         }
-        // Written beside it, then renamed over it: never half a playbook.
-        let temporary = file.with_extension("kdl.fmt-tmp");
-        let written =
-            std::fs::write(&temporary, &formatted).and_then(|()| std::fs::rename(&temporary, file));
+        // Written beside it, then renamed over it: never half a playbook. Through a
+        // symlink to its target, keeping the file's permissions.
+        let target = std::fs::canonicalize(file).unwrap_or_else(|_| file.clone());
+        let temporary = target.with_extension("kdl.fmt-tmp");
+        let written = std::fs::write(&temporary, &formatted)
+            .and_then(|()| {
+                let permissions = std::fs::metadata(&target)?.permissions();
+                std::fs::set_permissions(&temporary, permissions)
+            })
+            .and_then(|()| std::fs::rename(&temporary, &target));
         match written {
             Ok(()) => print_err(&format!("{}: formatted\n", file.display())),
             Err(e) => {

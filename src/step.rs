@@ -314,9 +314,11 @@ impl Step {
         }
         if let Some(health) = health {
             match &health.probe {
-                HealthProbe::Http(url) => write!(f, "\n      healthy when GET {url} answers 200")?,
+                HealthProbe::Http(url) => {
+                    write!(f, "\n      healthy when GET {} answers 200", url.value)?;
+                }
                 HealthProbe::Command(command) => {
-                    write!(f, "\n      healthy when `{command}` exits 0")?;
+                    write!(f, "\n      healthy when `{}` exits 0", command.value)?;
                 }
             }
             write!(

@@ -493,3 +493,19 @@ Error: openmono::decode::include_missing
   help: an `include` path is relative to the file that includes it"#
     );
 }
+
+#[test]
+fn only_kdl_files_can_be_included() {
+    let project = Project::new();
+    project.file("secret.txt", "root:x:0:0\n");
+    project.file("main.kdl", "include \"secret.txt\"\n");
+    let run = project.run(&["plan", "main.kdl"]);
+    run.expect_code(2);
+    assert!(
+        run.stderr
+            .contains("cannot include `secret.txt`: only `.kdl` files can be included"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("root:x"), "{}", run.stderr);
+}

@@ -26,6 +26,7 @@ fuzz_target!(|data: &[u8]| {
     let inputs = Inputs {
         cwd: dir,
         run_id: "fuzz".into(),
+        environment: Vec::new(),
         values: Vec::new(),
     };
     if let Err(errors) = playbook::render(&mut decoded, &inputs) {

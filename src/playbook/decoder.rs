@@ -210,6 +210,13 @@ impl Decoder {
         if self.read.contains(&canonical) {
             return;
         }
+        // Only playbook files: reading a FIFO would block, and any other file's text
+        // would show up in the diagnostics.
+        if !canonical.is_file() || canonical.extension().is_none_or(|e| e != "kdl") {
+            self.problems
+                .push(missing("only `.kdl` files can be included".into()));
+            return;
+        }
         let (dir, text) = match super::source::read_file(&path) {
             Ok(read) => read,
             Err(e) => {
@@ -259,8 +266,8 @@ impl Decoder {
     fn health(&mut self, node: &KdlNode) -> Option<Health> {
         let health = last_child(node, "health")?;
         let probe = match (child_str(health, "http"), child_str(health, "command")) {
-            (Some(url), None) => HealthProbe::Http(url.value),
-            (None, Some(command)) => HealthProbe::Command(command.value),
+            (Some(url), None) => HealthProbe::Http(url),
+            (None, Some(command)) => HealthProbe::Command(command),
             (http, command) => {
                 self.problems.push(DecodeError::InvalidValue {
                     help: Some("give exactly one of `http \"URL\"` and `command \"…\"`".into()),

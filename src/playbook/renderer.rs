@@ -11,8 +11,39 @@ use std::{
 use miette::SourceSpan;
 use minijinja::{Environment, UndefinedBehavior, Value};
 
-use super::{Playbook, Spanned, TaskKind, TemplateError, VarType, VarValue, closest};
+use super::{HealthProbe, Playbook, Spanned, TaskKind, TemplateError, VarType, VarValue, closest};
 use crate::plan::model_url;
+
+/// How much work one template may do (minijinja's fuel: roughly, instructions).
+const FUEL: u64 = 100_000;
+/// The most text one template may produce.
+const MAX_OUTPUT: usize = 1 << 20;
+
+/// Renders one template, stopping it once its output passes [`MAX_OUTPUT`].
+fn render_one(
+    env: &Environment,
+    template: &str,
+    context: &Value,
+) -> Result<String, minijinja::Error> {
+    struct Capped(Vec<u8>);
+    impl std::io::Write for Capped {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            if self.0.len() + bytes.len() > MAX_OUTPUT {
+                return Err(std::io::Error::other("the template's output passes 1 MiB"));
+            }
+            self.0.extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut out = Capped(Vec::new());
+    env.template_from_str(template)?
+        .render_captured_to(context, &mut out)?;
+    Ok(String::from_utf8_lossy(&out.0).into_owned())
+}
 
 /// What a run brings to its templates from outside the playbook.
 #[derive(Debug, Clone)]
@@ -21,7 +52,11 @@ pub struct Inputs {
     pub cwd: PathBuf,
     /// The run's id (`plan` shows a placeholder).
     pub run_id: String,
-    /// Given var values, in increasing precedence (environment first, then `--var`).
+    /// `OPENMONO_VAR_NAME` values from the environment, by NAME. One that names no
+    /// var is ignored (it may be meant for another playbook); `_` stands for `-`.
+    pub environment: Vec<(String, String)>,
+    /// `--var` values, in order; they win over the environment, and one that names no
+    /// var is an error.
     pub values: Vec<(String, String)>,
 }
 
@@ -47,44 +82,78 @@ pub fn render(playbook: &mut Playbook, inputs: &Inputs) -> Result<(), Vec<Templa
             minijinja::escape_formatter(out, state, value)
         }
     });
+    // A template is a value, not a program: bounded in work and in size.
+    env.set_fuel(Some(FUEL));
     let source = playbook.source.clone();
-    let mut render = |value: &mut Spanned<String>| {
-        if !value.value.contains("{{") && !value.value.contains("{%") {
-            return;
-        }
-        match env.render_str(&value.value, &context) {
-            Ok(rendered) => value.value = rendered,
-            Err(e) => errors.push(template_error(&e, value, &source, &context)),
+    // `required`: the value may not end up empty (a path, an image, a command).
+    let mut render = |value: &mut Spanned<String>, required: bool| {
+        if value.value.contains("{{") || value.value.contains("{%") {
+            match render_one(&env, &value.value, &context) {
+                Ok(rendered) => value.value = rendered,
+                Err(e) => {
+                    errors.push(template_error(&e, value, &source, &context));
+                    return;
+                }
+            }
+            if required && value.value.trim().is_empty() {
+                errors.push(TemplateError::Empty { span: value.span });
+            }
         }
     };
+    for image in &mut playbook.images {
+        render(&mut image.reference, true);
+        render(&mut image.context, true);
+        if let Some(dockerfile) = &mut image.dockerfile {
+            render(dockerfile, true);
+        }
+        image
+            .args
+            .iter_mut()
+            .for_each(|(_, value)| render(value, false));
+    }
     for model in &mut playbook.models {
-        render(&mut model.gguf);
-        render(&mut model.image);
-        model.args.iter_mut().for_each(&mut render);
+        render(&mut model.gguf, true);
+        render(&mut model.image, true);
+        model.args.iter_mut().for_each(|a| render(a, true));
     }
     for container in &mut playbook.containers {
-        render(&mut container.image);
+        render(&mut container.image, true);
         container
             .env
             .iter_mut()
-            .for_each(|(_, value)| render(value));
-        if let Some(dir) = &mut container.workdir {
-            render(dir);
+            .for_each(|(_, value)| render(value, false));
+        for value in [
+            &mut container.workdir,
+            &mut container.workspace,
+            &mut container.user,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            render(value, true);
         }
-        if let Some(w) = &mut container.workspace {
-            render(w);
+        container
+            .volumes
+            .iter_mut()
+            .for_each(|v| render(&mut v.target, true));
+        if let Some(health) = &mut container.health {
+            match &mut health.probe {
+                HealthProbe::Command(value) | HealthProbe::Http(value) => render(value, true),
+            }
         }
     }
     for task in &mut playbook.tasks {
-        task.env.iter_mut().for_each(|(_, value)| render(value));
+        task.env
+            .iter_mut()
+            .for_each(|(_, value)| render(value, false));
         match &mut task.kind {
             TaskKind::Agent { check, prompt, .. } => {
-                render(prompt);
+                render(prompt, true);
                 if let Some(check) = check {
-                    render(check);
+                    render(check, true);
                 }
             }
-            TaskKind::Run { command, .. } => render(command),
+            TaskKind::Run { command, .. } => render(command, true),
         }
     }
     if errors.is_empty() {
@@ -124,12 +193,19 @@ fn resolve_vars(
     let mut vars = BTreeMap::new();
     for var in &playbook.vars {
         let name = &var.name.value;
+        let from_environment = inputs
+            .environment
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name || n.replace('_', "-") == *name)
+            .map(|(_, v)| v);
         let given = inputs
             .values
             .iter()
             .rev()
             .find(|(n, _)| n == name)
-            .map(|(_, v)| v);
+            .map(|(_, v)| v)
+            .or(from_environment);
         let value = match (given, &var.default) {
             (Some(given), _) => {
                 parse(var.ty, given, &inputs.cwd).ok_or_else(|| TemplateError::BadValue {
@@ -312,6 +388,7 @@ task "t" {
         let inputs = Inputs {
             cwd: PathBuf::from("/cwd"),
             run_id: "r1".into(),
+            environment: Vec::new(),
             values: values
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -378,6 +455,53 @@ task "t" {
             ),
             "{errors:#?}"
         );
+    }
+
+    #[test]
+    fn a_template_is_bounded_in_work_and_in_size() {
+        for body in [
+            "{% for i in range(10000) %}{% for j in range(10000) %}x{% endfor %}{% endfor %}",
+            "{% for i in range(100000) %}{{ 'x' * 100000 }}{% endfor %}",
+        ] {
+            let text = format!(
+                "container \"box\" {{\n    image \"img\"\n}}\ntask \"t\" {{\n    run \"box\" #\"{body}\"#\n}}\n"
+            );
+            let errors = rendered(&text, &[]).expect_err("stopped");
+            assert!(
+                matches!(&errors[..], [TemplateError::Render { .. }]),
+                "{errors:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_value_that_renders_empty_is_an_error() {
+        let text = "var \"e\" default=\"\"\ncontainer \"box\" {\n    image \"{{ var.e }}\"\n}\n";
+        assert!(matches!(
+            &rendered(text, &[]).expect_err("empty")[..],
+            [TemplateError::Empty { .. }]
+        ));
+    }
+
+    #[test]
+    fn the_environment_sets_vars_by_name_and_is_otherwise_ignored() {
+        let source = Source::from_text(
+            Path::new("t.kdl"),
+            PathBuf::from("/proj"),
+            "var \"my-var\"\ncontainer \"box\" {\n    image \"img\"\n}\ntask \"t\" {\n    run \"box\" \"echo {{ var['my-var'] }}\"\n}\n".to_owned(),
+        );
+        let mut playbook = Decoder::new(&source).decode().expect("decodes").playbook;
+        let inputs = Inputs {
+            cwd: PathBuf::from("/cwd"),
+            environment: vec![
+                ("my_var".to_owned(), "from-env".to_owned()),
+                ("SOMETHING_ELSE".to_owned(), "ignored".to_owned()),
+            ],
+            run_id: "r1".into(),
+            values: Vec::new(),
+        };
+        render(&mut playbook, &inputs).expect("renders");
+        assert_eq!(command(&playbook), "echo from-env");
     }
 
     #[test]

@@ -110,9 +110,9 @@ pub struct Health {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HealthProbe {
     /// A shell command that exits 0 when healthy.
-    Command(String),
+    Command(Spanned<String>),
     /// A URL that answers 200 when healthy.
-    Http(String),
+    Http(Spanned<String>),
 }
 
 /// An environment variable: a name and a value.

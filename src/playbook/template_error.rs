@@ -17,6 +17,16 @@ pub enum TemplateError {
         value: String,
     },
 
+    #[error("this value is empty once its template is rendered")]
+    #[diagnostic(
+        code(openmono::template::empty),
+        help("the value must not be empty: check the vars it uses")
+    )]
+    Empty {
+        #[label("renders to nothing")]
+        span: SourceSpan,
+    },
+
     #[error("var `{name}` needs a value")]
     #[diagnostic(code(openmono::template::missing_var))]
     MissingVar {

@@ -69,8 +69,17 @@ impl Executor<'_> {
                     }
                 })
                 .collect();
+            // The playbook's path tells two projects whose playbooks share a name apart.
+            let project = {
+                use std::hash::{Hash, Hasher};
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                std::fs::canonicalize(&self.plan.source)
+                    .unwrap_or_else(|_| self.plan.source.clone())
+                    .hash(&mut hasher);
+                format!("{:08x}", hasher.finish() & 0xffff_ffff)
+            };
             (
-                format!("openmono-{playbook}-{name}"),
+                format!("openmono-{playbook}-{project}-{name}"),
                 HashMap::from([
                     ("dev.openmono.keep".to_owned(), self.plan.playbook.clone()),
                     ("dev.openmono.resource".to_owned(), name.to_owned()),
@@ -222,7 +231,8 @@ impl Executor<'_> {
             env: environment,
             health: health.as_ref().map(|h| {
                 let test = match &h.probe {
-                    HealthProbe::Http(url) => {
+                    HealthProbe::Http(spanned) => {
+                        let url = &spanned.value;
                         vec![
                             "CMD".to_owned(),
                             SELF_PATH.to_owned(),
@@ -230,7 +240,9 @@ impl Executor<'_> {
                             url.clone(),
                         ]
                     }
-                    HealthProbe::Command(command) => vec!["CMD-SHELL".to_owned(), command.clone()],
+                    HealthProbe::Command(command) => {
+                        vec!["CMD-SHELL".to_owned(), command.value.clone()]
+                    }
                 };
                 (test, h.interval, h.timeout, h.retries)
             }),
@@ -381,6 +393,8 @@ impl Executor<'_> {
 pub(super) fn context_archive(dir: &Path) -> std::io::Result<Vec<u8>> {
     let mut builder = tar::Builder::new(Vec::new());
     builder.follow_symlinks(false);
+    // The engine's tar reader does not take GNU sparse entries.
+    builder.sparse(false);
     builder.append_dir_all(".", dir)?;
     builder.into_inner()
 }
