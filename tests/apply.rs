@@ -508,7 +508,7 @@ task "passes-its-check" after="fails-its-check" {{
     run.expect_code(0);
     let out = &run.stdout;
     assert!(
-        out.contains("✗ task `fails-its-check` (agent, exit code 0"),
+        out.contains("✗ task `fails-its-check` (agent, exit code 0, check exit code 4,"),
         "{out}"
     );
     assert!(

@@ -70,6 +70,9 @@ impl fmt::Display for Report {
             "failed"
         } else if !self.leftovers.is_empty() {
             "failed to tear down"
+        } else if self.tasks.iter().any(|t| t.status == TaskStatus::Failed) {
+            // Only tasks that may fail (`continue-on-error`) fail in a run that goes on.
+            "succeeded, with failed tasks that continue on error"
         } else {
             "succeeded"
         };
@@ -91,6 +94,9 @@ impl fmt::Display for Report {
             write!(f, "  {mark} task `{}` ({}", task.name, task.kind)?;
             if let Some(code) = task.exit_code {
                 write!(f, ", exit code {code}")?;
+            }
+            if let Some(check) = &task.check {
+                write!(f, ", check exit code {}", check.exit_code)?;
             }
             writeln!(f, ", {:.1}s)", task.duration.as_secs_f64())?;
             if let Some(answer) = &task.answer {

@@ -612,7 +612,7 @@ pub const TOP_LEVEL: &[Node] = &[
             Node {
                 args: &[],
                 children: &[],
-                doc: "tasks that must succeed first",
+                doc: "tasks that must finish first, and succeed unless they continue on error",
                 example: "",
                 name: "after",
                 props: &[],
@@ -625,7 +625,7 @@ pub const TOP_LEVEL: &[Node] = &[
         name: "task",
         props: &[Prop {
             default: None,
-            doc: "a task that must succeed first",
+            doc: "a task that must finish first, and succeed unless it continues on error",
             name: "after",
             ty: Ty::Ref("task"),
         }],
