@@ -24,7 +24,7 @@ Plan for playbook `hello-agent` (<root>/playbooks/hello-agent.kdl): 6 steps, the
       mount <root>/models/gemma-3-270m-q4_k_m.gguf (241.4 MiB) at /models/model.gguf (read-only)
       context 2048, --jinja (tool calls), served as http://gemma:8080
   3. + start container `agent` from `openmono/agent:latest` on `sandbox`
-      mount <root> at /workspace (read-write), its only host mount
+      mount <root> at /workspace (read-only), its only host mount
       runs as the user who runs openmono; no capabilities, no new privileges
       limits: memory unlimited, all CPUs, 1024 processes
       openmono copied in to run tasks
