@@ -4,6 +4,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use miette::SourceSpan;
+
 use petgraph::{
     Direction,
     algo::tarjan_scc,
@@ -117,6 +119,7 @@ impl<'a> GraphBuilder<'a> {
             }
         }
         self.check_cycles();
+        self.check_host_names();
         if !self.errors.is_empty() {
             return Err(self.errors);
         }
@@ -254,6 +257,34 @@ impl<'a> GraphBuilder<'a> {
     fn edge(&mut self, from: Resource, to: Resource) {
         let (a, b) = (self.node(from), self.node(to));
         self.graph.update_edge(a, b, ());
+    }
+
+    /// Every host name on a network names one container: an `alias` may not repeat a
+    /// name or another alias there, or a lookup would answer with either.
+    fn check_host_names(&mut self) {
+        let p = self.playbook;
+        let mut seen: HashMap<(&str, &str), SourceSpan> = HashMap::new();
+        let models = p.models.iter().map(|m| (&m.network, &m.name, None));
+        let containers = p.containers.iter().flat_map(|c| {
+            c.networks
+                .iter()
+                .map(move |(net, alias)| (net, &c.name, alias.as_ref()))
+        });
+        for (net, name, alias) in models.chain(containers) {
+            for host in std::iter::once(name).chain(alias) {
+                let key = (net.value.as_str(), host.value.as_str());
+                if let Some(first) = seen.get(&key) {
+                    self.errors.push(GraphError::HostClash {
+                        first: *first,
+                        name: host.value.clone(),
+                        network: net.value.clone(),
+                        span: host.span,
+                    });
+                } else {
+                    seen.insert(key, host.span);
+                }
+            }
+        }
     }
 
     /// Only `after` can close a cycle; report each strongly connected set once, whole.

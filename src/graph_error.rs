@@ -16,6 +16,20 @@ pub enum GraphError {
         span: SourceSpan,
     },
 
+    #[error("`{name}` names two hosts on network `{network}`")]
+    #[diagnostic(
+        code(openmono::graph::host_clash),
+        help("give the `alias` a name no other container or model has on this network")
+    )]
+    HostClash {
+        #[label("first here")]
+        first: SourceSpan,
+        name: String,
+        network: String,
+        #[label("again here")]
+        span: SourceSpan,
+    },
+
     #[error("{owner} cannot reach model `{model}`: they share no network")]
     #[diagnostic(code(openmono::graph::unreachable_model))]
     UnreachableModel {
