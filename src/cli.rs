@@ -116,6 +116,12 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// List past runs, newest first; `runs show ID` prints one run's report
+    #[command(after_help = concat!("Examples:\n  openmono runs\n  openmono runs show 3f9a2c1b7e\n\n", footer!()))]
+    Runs {
+        #[command(subcommand)]
+        show: Option<RunsCommand>,
+    },
     /// Run an agent loop (inside the agent container; started by `apply`)
     #[command(hide = true)]
     Agent(AgentArgs),
@@ -137,6 +143,15 @@ pub enum Command {
     /// Wait and reap children as a container's first process (inside the box)
     #[command(hide = true)]
     SandboxInit,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RunsCommand {
+    /// Print a run's report and its agents' transcripts
+    Show {
+        /// The run's id, as `apply` and `openmono runs` print it
+        id: String,
+    },
 }
 
 /// The values of a playbook's `var`s.
@@ -180,6 +195,18 @@ pub fn main() -> ExitCode {
         Command::Graph { file, format } => graph(&file, format),
         Command::Fmt { files, check } => fmt(&files, check),
         Command::Gc { dry_run } => gc(dry_run),
+        Command::Runs { show: None } => {
+            print_out(&crate::runs::list(&engine::run_dir::state_dir()))
+        }
+        Command::Runs {
+            show: Some(RunsCommand::Show { id }),
+        } => match crate::runs::show(&engine::run_dir::state_dir(), &id) {
+            Ok(text) => print_out(&text),
+            Err(why) => {
+                print_err(&format!("error: {why}\n"));
+                ExitCode::from(exit::RUN_FAILED)
+            }
+        },
         Command::Apply {
             file,
             model_timeout,

@@ -14,6 +14,7 @@ pub mod playbook;
 pub use graph_error::GraphError;
 pub mod plan;
 mod plan_error;
+pub mod runs;
 pub mod step;
 
 pub use plan_error::PlanError;

@@ -6,7 +6,7 @@ mod engine_error;
 mod executor;
 pub mod gc;
 mod progress;
-mod report;
+pub mod report;
 pub mod run_dir;
 
 pub use docker::{

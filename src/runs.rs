@@ -1,0 +1,197 @@
+//! `openmono runs` and `openmono runs show ID`: past runs, from their folders under the
+//! state directory (`report.txt`, transcripts, logs), newest first.
+
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    time::SystemTime,
+};
+
+use crate::{agent::AgentEvent, engine::report::printable};
+
+/// One line per run: its id, how long ago it started, and its report's first line.
+pub fn list(state: &Path) -> String {
+    let mut runs = run_dirs(state);
+    runs.sort_by_key(|(_, modified)| std::cmp::Reverse(*modified));
+    if runs.is_empty() {
+        return format!("no runs in {}\n", state.join("runs").display());
+    }
+    let mut out = String::new();
+    for (dir, modified) in runs {
+        let id = dir
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let headline = std::fs::read_to_string(dir.join("report.txt"))
+            .ok()
+            .and_then(|r| r.lines().next().map(str::to_owned))
+            .unwrap_or_else(|| "(no report: still running, or killed)".to_owned());
+        let _ = writeln!(out, "{id}  {:>9}  {}", ago(modified), printable(&headline));
+    }
+    out
+}
+
+/// A run's report and, for each agent task, its transcript in plain words.
+pub fn show(state: &Path, id: &str) -> Result<String, String> {
+    // An id is a folder name under runs/, nothing else.
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(format!("`{id}` is not a run id"));
+    }
+    let dir = state.join("runs").join(id);
+    if !dir.is_dir() {
+        return Err(format!("no run `{id}` in {}", state.join("runs").display()));
+    }
+    let mut out = std::fs::read_to_string(dir.join("report.txt"))
+        .unwrap_or_else(|_| "(no report: the run is still going, or was killed)\n".to_owned());
+    let mut transcripts: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    transcripts.sort();
+    for path in transcripts {
+        let task = path
+            .file_stem()
+            .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+        let _ = writeln!(out, "\nTranscript of agent task `{task}`:");
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        for event in text.lines().filter_map(AgentEvent::parse_line) {
+            let _ = writeln!(out, "{}", event_text(&event));
+        }
+    }
+    Ok(out)
+}
+
+/// An event as a person reads it; text from the box is made safe for a terminal.
+fn event_text(event: &AgentEvent) -> String {
+    let block = |lead: &str, text: &str| {
+        let mut out = String::new();
+        for (i, line) in text.lines().enumerate() {
+            let prefix = if i == 0 {
+                lead.to_owned()
+            } else {
+                " ".repeat(lead.chars().count())
+            };
+            let _ = writeln!(out, "{prefix}{}", printable(line));
+        }
+        out.trim_end().to_owned()
+    };
+    match event {
+        AgentEvent::Start {
+            model,
+            model_url,
+            max_steps,
+        } => {
+            format!("  start: model `{model}` at {model_url}, at most {max_steps} steps")
+        }
+        AgentEvent::ModelTurn {
+            step,
+            content,
+            tool_calls,
+            ..
+        } => {
+            let text = content.as_deref().unwrap_or("");
+            block(
+                &format!("  [{step}] model ({tool_calls} tool calls): "),
+                text,
+            )
+        }
+        AgentEvent::ToolCall {
+            step,
+            name,
+            arguments,
+            ..
+        } => block(&format!("  [{step}] {name} "), arguments),
+        AgentEvent::ToolResult {
+            step,
+            output,
+            truncated,
+            ..
+        } => {
+            let cut = if *truncated { " (cut)" } else { "" };
+            block(&format!("  [{step}] result{cut}: "), output)
+        }
+        AgentEvent::Final {
+            answer,
+            steps,
+            reason,
+        } => block(
+            &format!("  final after {steps} steps ({reason:?}): "),
+            answer,
+        ),
+        AgentEvent::Error { message } => block("  error: ", message),
+    }
+}
+
+fn run_dirs(state: &Path) -> Vec<(PathBuf, SystemTime)> {
+    std::fs::read_dir(state.join("runs"))
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| Some((e.path(), e.metadata().ok()?.modified().ok()?)))
+        .collect()
+}
+
+/// `42s ago`, `5m ago`, `3h ago`, `2d ago`.
+fn ago(time: SystemTime) -> String {
+    let secs = SystemTime::now()
+        .duration_since(time)
+        .map_or(0, |d| d.as_secs());
+    match secs {
+        0..60 => format!("{secs}s ago"),
+        60..3600 => format!("{}m ago", secs / 60),
+        3600..86_400 => format!("{}h ago", secs / 3600),
+        _ => format!("{}d ago", secs / 86_400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::EndReason;
+
+    #[test]
+    fn lists_runs_and_shows_one_with_its_transcript_in_words() {
+        let state = tempfile::tempdir().expect("temp dir");
+        let dir = state.path().join("runs/abc123");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join("report.txt"), "Run abc123 succeeded in 1.0s\n").expect("write");
+        let events = [
+            AgentEvent::ToolCall {
+                step: 1,
+                id: "c1".into(),
+                name: "shell".into(),
+                arguments: r#"{"command":"ls"}"#.into(),
+            },
+            AgentEvent::ToolResult {
+                step: 1,
+                id: "c1".into(),
+                exit_code: Some(0),
+                output: "exit code 0\nREADME.md\n\u{1b}[2J".into(),
+                truncated: false,
+            },
+            AgentEvent::Final {
+                answer: "done".into(),
+                steps: 2,
+                reason: EndReason::Done,
+            },
+        ];
+        let transcript: String = events.iter().map(|e| e.to_line() + "\n").collect();
+        std::fs::write(dir.join("fix.jsonl"), transcript).expect("write");
+
+        let listed = list(state.path());
+        assert!(listed.starts_with("abc123  "), "{listed}");
+        assert!(
+            listed.ends_with("Run abc123 succeeded in 1.0s\n"),
+            "{listed}"
+        );
+
+        let shown = show(state.path(), "abc123").expect("shown");
+        assert_eq!(
+            shown,
+            "Run abc123 succeeded in 1.0s\n\nTranscript of agent task `fix`:\n  [1] shell {\"command\":\"ls\"}\n  [1] result: exit code 0\n              README.md\n              \\u{1b}[2J\n  final after 2 steps (Done): done\n"
+        );
+        assert!(show(state.path(), "../x").is_err());
+        assert!(show(state.path(), "nope").is_err());
+    }
+}
