@@ -254,24 +254,7 @@ fn every_stop_signal_tears_everything_down_and_exits_130() {
     );
     // Ctrl-C, a service manager's stop, a closed terminal, Ctrl-\\.
     for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
-        let mut child = project
-            .command(&["apply"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        let stderr = child.stderr.take().expect("stderr");
-        let mut id = None;
-        for line in BufReader::new(stderr).lines() {
-            let line = line.expect("line");
-            if let Some(rest) = line.split("Run ").nth(1) {
-                id = rest.split_whitespace().next().map(str::to_owned);
-            }
-            if line.contains("▶ run task `long`") {
-                break;
-            }
-        }
-        let id = id.expect("run id announced");
+        let (child, id) = start_long_run(&project);
         let pid = libc::pid_t::try_from(child.id()).expect("pid");
         // SAFETY: sends a signal to the child we spawned.
         assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
@@ -803,11 +786,11 @@ task "from-right" {
 }
 
 /// Starts `openmono apply` in `project` and returns it with its run id once the task
-/// `long` is running.
+/// `long` is running. Its stdout is piped, for the report.
 fn start_long_run(project: &Project) -> (std::process::Child, String) {
     let mut child = project
         .command(&["apply"])
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
