@@ -331,13 +331,18 @@ fn fmt(files: &[PathBuf], check: bool) -> ExitCode {
     outcome
 }
 
+/// The async runtime the engine's calls need.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Runtime::new().map_err(|e| {
+        print_err(&format!("error: cannot start the async runtime: {e}\n"));
+        ExitCode::from(exit::ENVIRONMENT)
+    })
+}
+
 fn gc(dry_run: bool) -> ExitCode {
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            print_err(&format!("error: cannot start the async runtime: {e}\n"));
-            return ExitCode::from(exit::ENVIRONMENT);
-        }
+        Err(code) => return code,
     };
     let collected = runtime.block_on(async {
         let engine = engine::Engine::connect().await?;
@@ -384,12 +389,9 @@ fn apply(file: &std::path::Path, inputs: &Inputs, options: &ApplyOptions) -> Exi
         Ok(plan) => plan,
         Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            print_err(&format!("error: cannot start the async runtime: {e}\n"));
-            return ExitCode::from(exit::ENVIRONMENT);
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(engine::apply(&plan, options)) {
         Ok(report) => {

@@ -235,6 +235,12 @@ impl Decoder {
     /// The resource's name, recorded in `namespace` so that a second one is reported.
     fn name(&mut self, node: &KdlNode, namespace: &'static str) -> Option<Spanned<String>> {
         let name = str_arg(node, 0).filter(|n| super::checker::is_name(&n.value))?;
+        self.define(namespace, &name);
+        Some(name)
+    }
+
+    /// Records `name` in `namespace`; a second definition is reported with both places.
+    fn define(&mut self, namespace: &'static str, name: &Spanned<String>) {
         let key = (namespace, name.value.clone());
         if let Some(first) = self.seen.get(&key) {
             self.problems.push(DecodeError::Duplicate {
@@ -249,7 +255,6 @@ impl Decoder {
         } else {
             self.seen.insert(key, name.span);
         }
-        Some(name)
     }
 
     fn decode_network(&mut self, node: &KdlNode) -> Option<Network> {
@@ -296,17 +301,7 @@ impl Decoder {
 
     fn decode_image(&mut self, node: &KdlNode) -> Option<Image> {
         let reference = str_arg(node, 0)?;
-        let key = ("image", reference.value.clone());
-        if let Some(first) = self.seen.get(&key) {
-            self.problems.push(DecodeError::Duplicate {
-                kind: "image",
-                name: reference.value.clone(),
-                span: reference.span,
-                first: *first,
-            });
-        } else {
-            self.seen.insert(key, reference.span);
-        }
+        self.define("image", &reference);
         Some(Image {
             args: children(node, "arg")
                 .filter_map(|a| Some((str_arg(a, 0)?, str_arg(a, 1)?)))

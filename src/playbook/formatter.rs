@@ -3,6 +3,8 @@
 //! newline. Everything else stays as written: comments, quoting, the order of nodes and
 //! the text inside multi-line strings and block comments, which are copied untouched.
 
+use super::nesting::Scanner;
+
 /// The text in the canonical layout.
 pub fn format(text: &str) -> String {
     let text = text.replace("\r\n", "\n");
@@ -14,7 +16,7 @@ pub fn format(text: &str) -> String {
             // Inside a multi-line string or block comment: the text is content.
             out.push_str(line);
             out.push('\n');
-            scanner.scan(line);
+            scanner.scan(line, |_, _| {});
             continue;
         }
         let content = line.trim();
@@ -32,104 +34,13 @@ pub fn format(text: &str) -> String {
         out.push_str(&"    ".repeat(depth));
         out.push_str(content);
         out.push('\n');
-        scanner.scan(content);
+        scanner.scan(content, |_, _| {});
     }
     let trimmed = out.trim_end_matches('\n');
     if trimmed.is_empty() {
         String::new()
     } else {
         format!("{trimmed}\n")
-    }
-}
-
-/// Where the scan is: how deep in `{`, and whether inside text that is not code.
-#[derive(Default)]
-struct Scanner {
-    /// Nested `/* */` comments open.
-    comment: usize,
-    depth: usize,
-    /// Inside a `"""` string, or a raw string closed by `"` and this many `#`.
-    raw: Option<usize>,
-    triple: bool,
-}
-
-impl Scanner {
-    fn in_literal(&self) -> bool {
-        self.comment > 0 || self.triple || self.raw.is_some()
-    }
-
-    /// Moves the state past one line of text.
-    fn scan(&mut self, line: &str) {
-        let bytes = line.as_bytes();
-        let mut i = 0;
-        while i < bytes.len() {
-            if self.comment > 0 {
-                if bytes[i..].starts_with(b"*/") {
-                    self.comment -= 1;
-                    i += 2;
-                } else if bytes[i..].starts_with(b"/*") {
-                    self.comment += 1;
-                    i += 2;
-                } else {
-                    i += 1;
-                }
-                continue;
-            }
-            if let Some(hashes) = self.raw {
-                let mut close = vec![b'"'];
-                close.extend(std::iter::repeat_n(b'#', hashes));
-                if bytes[i..].starts_with(&close) {
-                    self.raw = None;
-                    i += close.len();
-                } else {
-                    i += 1;
-                }
-                continue;
-            }
-            if self.triple {
-                if bytes[i] == b'\\' {
-                    i += 2;
-                } else if bytes[i..].starts_with(b"\"\"\"") {
-                    self.triple = false;
-                    i += 3;
-                } else {
-                    i += 1;
-                }
-                continue;
-            }
-            match bytes[i] {
-                b'/' if bytes.get(i + 1) == Some(&b'/') => return,
-                b'/' if bytes.get(i + 1) == Some(&b'*') => {
-                    self.comment = 1;
-                    i += 2;
-                }
-                b'#' if bytes.get(i + 1).is_some_and(|b| *b == b'#' || *b == b'"') => {
-                    let hashes = bytes[i..].iter().take_while(|b| **b == b'#').count();
-                    self.raw = Some(hashes);
-                    i += hashes + 1;
-                }
-                b'"' if bytes[i..].starts_with(b"\"\"\"") => {
-                    self.triple = true;
-                    i += 3;
-                }
-                b'"' => {
-                    i += 1;
-                    while i < bytes.len() && bytes[i] != b'"' {
-                        i += if bytes[i] == b'\\' { 2 } else { 1 };
-                    }
-                    i += 1;
-                }
-                b'{' => {
-                    self.depth += 1;
-                    i += 1;
-                }
-                b'}' => {
-                    self.depth = self.depth.saturating_sub(1);
-                    i += 1;
-                }
-                _ => i += 1,
-            }
-        }
     }
 }
 

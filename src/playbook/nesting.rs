@@ -1,6 +1,7 @@
 //! A quick scan for children nested too deep, before the KDL parser (which recurses, and
 //! would overflow its stack on a hostile file) sees the text. Playbooks nest two or three
-//! levels; the limit is far above that.
+//! levels; the limit is far above that. The [`Scanner`] that tells code from strings and
+//! comments also serves `fmt`.
 
 /// How deep `{` may nest.
 pub const MAX_DEPTH: usize = 64;
@@ -8,84 +9,111 @@ pub const MAX_DEPTH: usize = 64;
 /// The byte offset of the first `{` that nests deeper than [`MAX_DEPTH`], skipping
 /// strings and comments.
 pub fn too_deep(text: &str) -> Option<usize> {
-    let bytes = text.as_bytes();
-    let mut depth = 0usize;
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'/' if bytes.get(i + 1) == Some(&b'/') => {
-                i = find(bytes, i, b"\n").unwrap_or(bytes.len());
+    let mut first = None;
+    Scanner::default().scan(text, |at, depth| {
+        if depth > MAX_DEPTH && first.is_none() {
+            first = Some(at);
+        }
+    });
+    first
+}
+
+/// Where the scan is: how deep in `{`, and whether inside text that is not code.
+#[derive(Default)]
+pub(super) struct Scanner {
+    /// Nested `/* */` comments open.
+    comment: usize,
+    pub(super) depth: usize,
+    /// Inside a `"""` string, or a raw string closed by `"` and this many `#`.
+    raw: Option<usize>,
+    triple: bool,
+}
+
+impl Scanner {
+    pub(super) fn in_literal(&self) -> bool {
+        self.comment > 0 || self.triple || self.raw.is_some()
+    }
+
+    /// Moves the state past `text` (a line, or a whole file), calling `on_open` with
+    /// the offset and the new depth at each `{` of code.
+    pub(super) fn scan(&mut self, text: &str, mut on_open: impl FnMut(usize, usize)) {
+        let bytes = text.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            if self.comment > 0 {
+                if bytes[i..].starts_with(b"*/") {
+                    self.comment -= 1;
+                    i += 2;
+                } else if bytes[i..].starts_with(b"/*") {
+                    self.comment += 1;
+                    i += 2;
+                } else {
+                    i += 1;
+                }
+                continue;
             }
-            b'/' if bytes.get(i + 1) == Some(&b'*') => i = skip_block_comment(bytes, i),
-            b'#' if bytes.get(i + 1).is_some_and(|b| *b == b'#' || *b == b'"') => {
-                let hashes = bytes[i..].iter().take_while(|b| **b == b'#').count();
+            if let Some(hashes) = self.raw {
                 let mut close = vec![b'"'];
                 close.extend(std::iter::repeat_n(b'#', hashes));
-                i = find(bytes, i + hashes + 1, &close)
-                    .map_or(bytes.len(), |end| end + close.len());
-            }
-            b'"' => i = skip_string(bytes, i),
-            b'{' => {
-                depth += 1;
-                if depth > MAX_DEPTH {
-                    return Some(i);
+                if bytes[i..].starts_with(&close) {
+                    self.raw = None;
+                    i += close.len();
+                } else {
+                    i += 1;
                 }
-                i += 1;
+                continue;
             }
-            b'}' => {
-                depth = depth.saturating_sub(1);
-                i += 1;
-            }
-            _ => i += 1,
-        }
-    }
-    None
-}
-
-fn find(bytes: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
-    bytes
-        .get(from..)?
-        .windows(needle.len())
-        .position(|w| w == needle)
-        .map(|p| from + p)
-}
-
-/// Past a `/* … */` comment, which nests in KDL.
-fn skip_block_comment(bytes: &[u8], start: usize) -> usize {
-    let mut nesting = 0usize;
-    let mut i = start;
-    while i + 1 < bytes.len() {
-        match (bytes[i], bytes[i + 1]) {
-            (b'/', b'*') => {
-                nesting += 1;
-                i += 2;
-            }
-            (b'*', b'/') => {
-                nesting -= 1;
-                i += 2;
-                if nesting == 0 {
-                    return i;
+            if self.triple {
+                if bytes[i] == b'\\' {
+                    i += 2;
+                } else if bytes[i..].starts_with(b"\"\"\"") {
+                    self.triple = false;
+                    i += 3;
+                } else {
+                    i += 1;
                 }
+                continue;
             }
-            _ => i += 1,
+            match bytes[i] {
+                b'/' if bytes.get(i + 1) == Some(&b'/') => {
+                    i = bytes[i..]
+                        .iter()
+                        .position(|b| *b == b'\n')
+                        .map_or(bytes.len(), |n| i + n);
+                }
+                b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                    self.comment = 1;
+                    i += 2;
+                }
+                b'#' if bytes.get(i + 1).is_some_and(|b| *b == b'#' || *b == b'"') => {
+                    let hashes = bytes[i..].iter().take_while(|b| **b == b'#').count();
+                    self.raw = Some(hashes);
+                    i += hashes + 1;
+                }
+                b'"' if bytes[i..].starts_with(b"\"\"\"") => {
+                    self.triple = true;
+                    i += 3;
+                }
+                b'"' => {
+                    i += 1;
+                    while i < bytes.len() && bytes[i] != b'"' {
+                        i += if bytes[i] == b'\\' { 2 } else { 1 };
+                    }
+                    i += 1;
+                }
+                b'{' => {
+                    self.depth += 1;
+                    on_open(i, self.depth);
+                    i += 1;
+                }
+                b'}' => {
+                    self.depth = self.depth.saturating_sub(1);
+                    i += 1;
+                }
+                _ => i += 1,
+            }
         }
     }
-    bytes.len()
-}
-
-/// Past a quoted string, single-line or `"""` multi-line, with its escapes.
-fn skip_string(bytes: &[u8], start: usize) -> usize {
-    let triple = bytes.get(start..start + 3) == Some(b"\"\"\"");
-    let mut i = start + if triple { 3 } else { 1 };
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\\' => i += 2,
-            b'"' if !triple => return i + 1,
-            b'"' if bytes.get(i..i + 3) == Some(b"\"\"\"") => return i + 3,
-            _ => i += 1,
-        }
-    }
-    bytes.len()
 }
 
 #[cfg(test)]
