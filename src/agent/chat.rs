@@ -152,22 +152,25 @@ struct RawFunction {
 /// Longest server error body quoted in a [`ChatError`].
 const ERROR_BODY_LIMIT: usize = 2000;
 
+/// An HTTP client for servers on the private network: no proxy (one inherited from the
+/// image's environment would only send requests somewhere they cannot go), and error
+/// statuses as answers, whose bodies carry the server's explanation.
+pub fn http_agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .proxy(None)
+        .build()
+        .new_agent()
+}
+
 impl ChatClient {
     /// A client for `model_url` (e.g. `http://coder:8080`) that gives up on a request
     /// after `timeout`.
     #[must_use]
     pub fn new(model_url: &str, model: &str, max_tokens: u32, timeout: Duration) -> Self {
-        let agent = ureq::Agent::config_builder()
-            .timeout_global(Some(timeout))
-            // Error statuses carry the server's explanation in the body; read it.
-            .http_status_as_error(false)
-            // The model server sits on the private network; a proxy inherited from the
-            // image's environment would only send the request somewhere it cannot go.
-            .proxy(None)
-            .build()
-            .new_agent();
         Self {
-            agent,
+            agent: http_agent(timeout),
             endpoint: format!("{}/v1/chat/completions", model_url.trim_end_matches('/')),
             max_tokens,
             model: model.to_owned(),

@@ -8,13 +8,7 @@ use std::time::Duration;
 /// Asks `url` once, giving up after `timeout`; returns the exit code described above.
 #[must_use]
 pub fn probe(url: &str, timeout: Duration) -> i32 {
-    let agent = ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
-        .http_status_as_error(false)
-        .proxy(None)
-        .build()
-        .new_agent();
-    match agent.get(url).call() {
+    match super::chat::http_agent(timeout).get(url).call() {
         Ok(response) => match response.status().as_u16() {
             200 => 0,
             503 => 1,
