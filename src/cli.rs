@@ -75,6 +75,11 @@ pub enum Command {
         #[arg(long, default_value_t = 300, env = "OPENMONO_MODEL_TIMEOUT",
               value_parser = clap::value_parser!(u64).range(1..=604_800))]
         model_timeout: u64,
+        /// How many steps may run at the same time; steps wait for what they need
+        #[arg(long, short = 'j', default_value_t = engine::DEFAULT_JOBS, env = "OPENMONO_JOBS",
+              value_parser = clap::builder::TypedValueParser::map(
+                  clap::value_parser!(u16).range(1..=1024), usize::from))]
+        jobs: usize,
         #[command(flatten)]
         vars: Vars,
     },
@@ -209,6 +214,7 @@ pub fn main() -> ExitCode {
         },
         Command::Apply {
             file,
+            jobs,
             model_timeout,
             vars,
         } => {
@@ -217,6 +223,7 @@ pub fn main() -> ExitCode {
                 &file,
                 &vars.inputs(&run_id),
                 &ApplyOptions {
+                    jobs,
                     model_timeout: Duration::from_secs(model_timeout),
                     run_id,
                 },

@@ -36,6 +36,18 @@ pub struct ResourceGraph {
     pub graph: DiGraph<Resource, ()>,
     /// Every resource, dependencies first; ties keep the playbook's order.
     pub order: Vec<Resource>,
+    index: HashMap<Resource, NodeIndex>,
+}
+
+impl ResourceGraph {
+    /// What `resource` needs directly: the resources with an edge to it.
+    pub fn needs(&self, resource: Resource) -> impl Iterator<Item = Resource> + '_ {
+        self.index.get(&resource).into_iter().flat_map(move |n| {
+            self.graph
+                .neighbors_directed(*n, Direction::Incoming)
+                .map(|m| self.graph[m])
+        })
+    }
 }
 
 /// Builds the graph of a decoded playbook, reporting every bad reference and cycle.
@@ -105,6 +117,7 @@ impl<'a> GraphBuilder<'a> {
             let container = self.lookup_container(task.kind.container());
             if let Some(c) = container {
                 self.edge(Resource::Container(c), me);
+                self.edges_from_neighbours(c, me);
             }
             if let TaskKind::Agent { model, .. } = &task.kind
                 && let (Some(m), Some(c)) = (self.lookup_model(model), container)
@@ -126,6 +139,7 @@ impl<'a> GraphBuilder<'a> {
         let order = self.order();
         Ok(ResourceGraph {
             graph: self.graph,
+            index: self.index,
             order,
         })
     }
@@ -252,6 +266,28 @@ impl<'a> GraphBuilder<'a> {
             .index
             .entry(r)
             .or_insert_with(|| self.graph.add_node(r))
+    }
+
+    /// A task starts once everything its container can reach is up: the other
+    /// containers (healthy, if they have a check) and the model servers on its networks,
+    /// as a user of the box would expect.
+    fn edges_from_neighbours(&mut self, c: usize, task: Resource) {
+        let p = self.playbook;
+        let nets: Vec<&String> = p.containers[c]
+            .networks
+            .iter()
+            .map(|(n, _)| &n.value)
+            .collect();
+        for (j, other) in p.containers.iter().enumerate() {
+            if j != c && other.networks.iter().any(|(n, _)| nets.contains(&&n.value)) {
+                self.edge(Resource::Container(j), task);
+            }
+        }
+        for (m, model) in p.models.iter().enumerate() {
+            if nets.contains(&&model.network.value) {
+                self.edge(Resource::Model(m), task);
+            }
+        }
     }
 
     fn edge(&mut self, from: Resource, to: Resource) {

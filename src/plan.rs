@@ -2,7 +2,7 @@
 //! them. Paths are resolved and checked here (on the host, touching nothing), so a plan
 //! that prints is a plan that can run. `Display` is the output of `openmono plan`.
 
-use std::{fmt, io::Read, path::PathBuf};
+use std::{collections::HashMap, fmt, io::Read, path::PathBuf};
 
 use crate::{
     GraphError, PlanError,
@@ -23,6 +23,9 @@ pub struct Plan {
     /// The playbook file as the user named it.
     pub source: PathBuf,
     pub steps: Vec<Step>,
+    /// For each step, the earlier steps it waits for (indices into `steps`); the others
+    /// may run at the same time.
+    pub needs: Vec<Vec<usize>>,
     pub teardown: Vec<Teardown>,
 }
 
@@ -42,11 +45,27 @@ impl Plan {
             .map_err(|e: Vec<GraphError>| PlanningError::Problems(Problems::new(src(), e)))?;
         let mut errors = Vec::new();
         let mut steps = Vec::new();
+        let mut step_of: HashMap<Resource, usize> = HashMap::new();
         for resource in &graph.order {
             if let Some(step) = step_for(playbook, *resource, &mut errors) {
+                step_of.insert(*resource, steps.len());
                 steps.push(step);
             }
         }
+        let needs = graph
+            .order
+            .iter()
+            .filter(|r| step_of.contains_key(r))
+            .map(|r| {
+                let mut needs: Vec<usize> = graph
+                    .needs(*r)
+                    .filter_map(|n| step_of.get(&n).copied())
+                    .collect();
+                needs.sort_unstable();
+                needs.dedup();
+                needs
+            })
+            .collect();
         if !errors.is_empty() {
             return Err(PlanningError::Problems(Problems::new(src(), errors)));
         }
@@ -77,6 +96,7 @@ impl Plan {
             playbook: playbook.name.clone(),
             source: playbook.source.path.clone(),
             steps,
+            needs,
             teardown,
             version: playbook.version.clone(),
         })
@@ -322,9 +342,23 @@ impl fmt::Display for Plan {
         if let Some(description) = &self.description {
             writeln!(f, "  {description}")?;
         }
+        writeln!(
+            f,
+            "  Each step starts once the steps in its [after …] are done; the others run at the same time."
+        )?;
         writeln!(f)?;
         for (i, step) in self.steps.iter().enumerate() {
-            writeln!(f, "{:>3}. {step}", i + 1)?;
+            let text = step.to_string();
+            let (first, rest) = text.split_once('\n').unwrap_or((&text, ""));
+            write!(f, "{:>3}. {first}", i + 1)?;
+            if let Some(needs) = self.needs.get(i).filter(|n| !n.is_empty()) {
+                let after: Vec<String> = needs.iter().map(|n| (n + 1).to_string()).collect();
+                write!(f, " [after {}]", after.join(", "))?;
+            }
+            writeln!(f)?;
+            if !rest.is_empty() {
+                writeln!(f, "{rest}")?;
+            }
         }
         writeln!(f)?;
         writeln!(

@@ -117,6 +117,14 @@ impl Step {
         }
     }
 
+    /// The task this step runs, if it runs one.
+    pub fn task(&self) -> Option<&str> {
+        match self {
+            Self::AgentTask { task, .. } | Self::RunTask { task, .. } => Some(task),
+            _ => None,
+        }
+    }
+
     /// A short name for progress lines and reports.
     pub fn label(&self) -> String {
         match self {

@@ -254,7 +254,7 @@ fn every_stop_signal_tears_everything_down_and_exits_130() {
     );
     // Ctrl-C, a service manager's stop, a closed terminal, Ctrl-\\.
     for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
-        let (child, id) = start_long_run(&project);
+        let (child, id, _) = start_long_run(&project);
         let pid = libc::pid_t::try_from(child.id()).expect("pid");
         // SAFETY: sends a signal to the child we spawned.
         assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
@@ -763,7 +763,7 @@ task "from-right" {
     plan.expect_code(0);
     assert!(
         plan.stdout.contains(
-            "+ start container `hub` from `openmono/agent:latest` on `a` (also as `db`), `b`\n"
+            "+ start container `hub` from `openmono/agent:latest` on `a` (also as `db`), `b` [after 1, 2]\n"
         ),
         "{}",
         plan.stdout
@@ -787,7 +787,15 @@ task "from-right" {
 
 /// Starts `openmono apply` in `project` and returns it with its run id once the task
 /// `long` is running. Its stdout is piped, for the report.
-fn start_long_run(project: &Project) -> (std::process::Child, String) {
+/// Starts `apply` and returns once its task `long` runs: the child, the run id, and the
+/// rest of its stderr, line by line.
+fn start_long_run(
+    project: &Project,
+) -> (
+    std::process::Child,
+    String,
+    std::sync::mpsc::Receiver<String>,
+) {
     let mut child = project
         .command(&["apply"])
         .stdout(Stdio::piped())
@@ -807,8 +815,125 @@ fn start_long_run(project: &Project) -> (std::process::Child, String) {
         }
     }
     // Keep draining stderr so that the run never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    (child, id.expect("run id announced"))
+    let (send, receive) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let _ = send.send(line);
+        }
+    });
+    (child, id.expect("run id announced"), receive)
+}
+
+/// Waits for a line of stderr that contains `text`; panics with what came instead.
+fn wait_for_line(lines: &std::sync::mpsc::Receiver<String>, text: &str) {
+    let mut seen = Vec::new();
+    while let Ok(line) = lines.recv_timeout(std::time::Duration::from_mins(2)) {
+        if line.contains(text) {
+            return;
+        }
+        seen.push(line);
+    }
+    panic!("no line with {text:?} in:\n{}", seen.join("\n"));
+}
+
+/// Sends `signal` to a child of the test.
+fn signal(child: &std::process::Child, signal: libc::c_int) {
+    let pid = libc::pid_t::try_from(child.id()).expect("pid");
+    // SAFETY: sends a signal to the child we spawned.
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+}
+
+/// A task that ignores SIGTERM, so that its container's graceful stop takes the whole
+/// grace period.
+const STUBBORN: &str = "network \"n\"\ncontainer \"box\" {\n    image \"openmono/agent:latest\"\n    network \"n\"\n}\ntask \"long\" {\n    run \"box\" \"trap '' TERM; sleep 300\"\n}\n";
+
+#[test]
+fn a_second_signal_skips_the_grace_period_and_still_removes_everything() {
+    if !docker() {
+        return;
+    }
+    let project = Project::new();
+    project.file("openmono.kdl", STUBBORN);
+    let (child, id, lines) = start_long_run(&project);
+    signal(&child, libc::SIGINT);
+    wait_for_line(&lines, "openmono: stopping; tearing down");
+    signal(&child, libc::SIGINT);
+    wait_for_line(&lines, "openmono: skipping grace periods");
+    let output = child.wait_with_output().expect("wait");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(130), "{stdout}");
+    assert!(
+        stdout.contains("Teardown removed 1 container(s) and 1 network(s)."),
+        "{stdout}"
+    );
+    assert_run_gone(&id);
+}
+
+#[test]
+fn a_third_signal_quits_at_once_and_gc_removes_what_is_left() {
+    if !docker() {
+        return;
+    }
+    let project = Project::new();
+    project.file("openmono.kdl", STUBBORN);
+    let (child, id, lines) = start_long_run(&project);
+    signal(&child, libc::SIGINT);
+    wait_for_line(&lines, "openmono: stopping; tearing down");
+    // Two different signals in a row: the same one twice could merge into one.
+    signal(&child, libc::SIGTERM);
+    signal(&child, libc::SIGHUP);
+    wait_for_line(&lines, &format!("openmono: quit at once; run {id} left"));
+    let output = child.wait_with_output().expect("wait");
+    assert_eq!(output.status.code(), Some(130));
+    // The report was not printed: openmono quit before teardown ended.
+    assert!(output.stdout.is_empty(), "{:?}", output.stdout);
+    let gc = project.run(&["gc"]);
+    gc.expect_code(0);
+    assert_run_gone(&id);
+}
+
+#[test]
+fn independent_steps_run_at_the_same_time_and_jobs_bounds_them() {
+    if !docker() {
+        return;
+    }
+    // Each task waits for the other's mark: both succeed only when they run at once.
+    let meet = |me: &str, other: &str| {
+        format!(
+            "touch /meet/{me}; for i in $(seq 100); do [ -e /meet/{other} ] && exit 0; sleep 0.1; done; echo {other}-never-came; exit 1"
+        )
+    };
+    let project = Project::new();
+    project.file(
+        "openmono.kdl",
+        &format!(
+            "volume \"meet\"\ncontainer \"a\" {{\n    image \"openmono/agent:latest\"\n    volume \"meet\" \"/meet\"\n}}\ncontainer \"b\" {{\n    image \"openmono/agent:latest\"\n    volume \"meet\" \"/meet\"\n}}\ntask \"a\" {{\n    run \"a\" \"{}\"\n}}\ntask \"b\" {{\n    run \"b\" \"{}\"\n}}\n",
+            meet("a", "b"),
+            meet("b", "a")
+        ),
+    );
+    let run = project.run(&["apply"]);
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains("✓ task `a` (run, exit code 0"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("✓ task `b` (run, exit code 0"),
+        "{}",
+        run.stdout
+    );
+    assert_run_gone(&run.run_id());
+    let one = project.run(&["apply", "--jobs", "1"]);
+    one.expect_code(1);
+    assert!(one.stdout.contains("b-never-came"), "{}", one.stdout);
+    assert!(
+        one.stdout.contains("  - task `b` (run): not run\n"),
+        "{}",
+        one.stdout
+    );
+    assert_run_gone(&one.run_id());
 }
 
 #[test]
@@ -821,8 +946,8 @@ fn gc_reaps_the_runs_of_a_killed_openmono_and_spares_live_ones() {
     killed_project.file("openmono.kdl", playbook);
     let live_project = Project::new();
     live_project.file("openmono.kdl", playbook);
-    let (mut killed, killed_id) = start_long_run(&killed_project);
-    let (mut live, live_id) = start_long_run(&live_project);
+    let (mut killed, killed_id, _) = start_long_run(&killed_project);
+    let (mut live, live_id, _) = start_long_run(&live_project);
     killed.kill().expect("SIGKILL");
     killed.wait().expect("reap");
     let killed_label = format!("dev.openmono.run={killed_id}");

@@ -18,20 +18,21 @@ fn example_playbook_plan_lists_every_step_in_order() {
         "\
 Plan for playbook `hello-agent` (<root>/playbooks/hello-agent.kdl): 6 steps, then teardown
   The smallest complete run: a model, an agent, a private network
+  Each step starts once the steps in its [after …] are done; the others run at the same time.
 
   1. + create network `sandbox`: internal, no route out, no host address
-  2. + start model `gemma`: llama-server from `openmono/llama-server:latest` on `sandbox`
+  2. + start model `gemma`: llama-server from `openmono/llama-server:latest` on `sandbox` [after 1]
       mount <root>/models/gemma-3-270m-q4_k_m.gguf (241.4 MiB) at /models/model.gguf (read-only)
       context 2048, --jinja (tool calls), served as http://gemma:8080
-  3. + start container `agent` from `openmono/agent:latest` on `sandbox`
+  3. + start container `agent` from `openmono/agent:latest` on `sandbox` [after 1]
       mount <root> at /workspace (read-only), its only host mount
       runs as the user who runs openmono; no capabilities, no new privileges
       limits: memory unlimited, all CPUs, 1024 processes
       openmono copied in to run tasks
-  4. ~ wait for model `gemma`: GET http://gemma:8080/health answers 200, asked from `agent`
-  5. + run agent task `look` in `agent` with model `gemma` (at most 3 steps of 96 tokens)
+  4. ~ wait for model `gemma`: GET http://gemma:8080/health answers 200, asked from `agent` [after 2, 3]
+  5. + run agent task `look` in `agent` with model `gemma` (at most 3 steps of 96 tokens) [after 2, 3, 4]
       prompt: In one sentence: what is a sandbox for a coding agent?
-  6. + run task `files` in `agent`
+  6. + run task `files` in `agent` [after 2, 3, 5]
       $ ls /workspace && git -C /workspace status --short | head -n 5
 
 Teardown, always, also when a step fails or is interrupted:
@@ -68,16 +69,17 @@ task "first" {
         run.stdout,
         "\
 Plan for playbook `openmono` (openmono.kdl): 3 steps, then teardown
+  Each step starts once the steps in its [after …] are done; the others run at the same time.
 
   1. + start container `box` from `openmono/agent:latest` with no network
       no host mounts
       runs as the user who runs openmono; no capabilities, no new privileges
       limits: memory unlimited, all CPUs, 1024 processes
       openmono copied in to run tasks
-  2. + run task `first` in `box`
+  2. + run task `first` in `box` [after 1]
       $ echo 1
         echo one
-  3. + run task `second` in `box`
+  3. + run task `second` in `box` [after 1, 2]
       $ echo 2
 
 Teardown, always, also when a step fails or is interrupted:

@@ -11,12 +11,13 @@ use bollard::{
     models::{
         ContainerCreateBody, ContainerState, EndpointSettings, HealthConfig, HealthStatusEnum,
         HostConfig, Mount, MountType, NetworkConnectRequest, NetworkCreateRequest,
-        NetworkingConfig, VolumeCreateRequest,
+        NetworkDisconnectRequest, NetworkingConfig, VolumeCreateRequest,
     },
     query_parameters::{
         BuildImageOptionsBuilder, CreateContainerOptionsBuilder, ListContainersOptionsBuilder,
         ListNetworksOptionsBuilder, ListVolumesOptions, LogsOptionsBuilder,
-        RemoveContainerOptionsBuilder, RemoveVolumeOptions, UploadToContainerOptionsBuilder,
+        RemoveContainerOptionsBuilder, RemoveVolumeOptions, StopContainerOptionsBuilder,
+        UploadToContainerOptionsBuilder,
     },
 };
 use futures_util::StreamExt;
@@ -499,15 +500,60 @@ impl Engine {
         }
     }
 
-    /// Names of the containers attached to a network, for an error that says who holds it.
-    pub async fn network_users(&self, id: &str) -> Vec<String> {
+    /// The containers attached to a network: id and name, for an error that says who
+    /// holds it and for disconnecting one's own.
+    pub async fn network_users(&self, id: &str) -> Vec<(String, String)> {
         self.docker
             .inspect_network(id, None)
             .await
             .ok()
             .and_then(|n| n.containers)
-            .map(|c| c.into_values().filter_map(|e| e.name).collect())
+            .map(|c| {
+                c.into_iter()
+                    .map(|(id, e)| {
+                        let name = e.name.unwrap_or_else(|| id.clone());
+                        (id, name)
+                    })
+                    .collect()
+            })
             .unwrap_or_default()
+    }
+
+    /// Detaches a container from a network, forcibly.
+    pub async fn disconnect(&self, network: &str, container: &str) -> Result<(), EngineError> {
+        let request = NetworkDisconnectRequest {
+            container: container.to_owned(),
+            force: Some(true),
+        };
+        match self.docker.disconnect_network(network, request).await {
+            Err(e) if !is_not_found(&e) => Err(EngineError::call(format!(
+                "disconnect `{container}` from network `{network}`"
+            ))(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The value of `label` on a container, if it has it.
+    pub async fn container_label(&self, id: &str, label: &str) -> Option<String> {
+        self.docker
+            .inspect_container(id, None)
+            .await
+            .ok()?
+            .config?
+            .labels?
+            .remove(label)
+    }
+
+    /// Asks a container to stop: SIGTERM, then SIGKILL after `grace`.
+    pub async fn stop_container(&self, id: &str, grace: Duration) -> Result<(), EngineError> {
+        let secs = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
+        let options = StopContainerOptionsBuilder::default().t(secs).build();
+        match self.docker.stop_container(id, Some(options)).await {
+            Err(e) if !is_not_found(&e) => {
+                Err(EngineError::call(format!("stop container `{id}`"))(e))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Every container, network and volume that carries `label` (`key` or `key=value`),

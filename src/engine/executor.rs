@@ -8,10 +8,11 @@ use std::{
     fs::File,
     io::Write,
     path::{Path, PathBuf},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use futures_util::FutureExt;
+use futures_util::{FutureExt, StreamExt};
 
 mod resources;
 mod tasks;
@@ -27,7 +28,8 @@ use crate::{
 
 use super::{
     BindMount, CheckReport, ContainerSpec, Engine, EngineError, HealthVerdict, Liveness,
-    ObjectKind, Progress, Report, Stream, TaskReport, TaskStatus, gc, run_dir,
+    ObjectKind, Progress, Report, Stream, TaskReport, TaskStatus, gc, progress::StepProgress,
+    run_dir,
 };
 
 /// Where the copied openmono binary lives inside task containers.
@@ -38,13 +40,22 @@ pub const RUN_LABEL: &str = "dev.openmono.run";
 /// Settings of one `apply`.
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
+    /// How many steps may run at the same time (at least 1).
+    pub jobs: usize,
     /// How long a model may take to answer `/health` with 200.
     pub model_timeout: Duration,
     /// The run's id, from [`run_dir::new_run_id`]; templates may have used it.
     pub run_id: String,
 }
 
+/// How many steps run at the same time unless `--jobs` says otherwise.
+pub const DEFAULT_JOBS: usize = 8;
+
+/// How long a container gets to stop after SIGTERM when a run ends early.
+const GRACE: Duration = Duration::from_secs(5);
+
 /// An object the run created, in creation order.
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Created {
     /// A volume of the run (kept volumes are not recorded: they outlive it).
     Volume {
@@ -54,10 +65,22 @@ enum Created {
     Container {
         id: String,
         log: Option<PathBuf>,
+        name: String,
     },
     Network {
         id: String,
+        name: String,
     },
+}
+
+impl std::fmt::Display for Created {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Volume { name } => write!(f, "volume {name}"),
+            Self::Container { name, .. } => write!(f, "container {name}"),
+            Self::Network { name, .. } => write!(f, "network {name}"),
+        }
+    }
 }
 
 /// Why the steps stopped before the end.
@@ -66,27 +89,44 @@ enum Stop {
     Interrupted,
 }
 
+/// How a step ended.
+enum Outcome {
+    Done,
+    Failed(String),
+    /// Stopped because the run is stopping.
+    Cancelled,
+}
+
+/// Locks a mutex; a panic elsewhere while it was held does not make its data unusable here.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 struct Executor<'a> {
     /// This host's name and this process's start time, for the owner labels.
     host: String,
     owner_start: String,
     /// When the run started, in seconds since the Unix epoch.
     started: u64,
-    created: Vec<Created>,
+    /// What the run created and teardown has not removed yet; the signal listener reads
+    /// it to say what is left when a third signal ends openmono at once.
+    created: Arc<Mutex<Vec<Created>>>,
     /// Engine ids of containers and names of networks, by playbook name.
-    containers: HashMap<String, String>,
+    containers: Mutex<HashMap<String, String>>,
     dir: PathBuf,
     engine: Engine,
-    networks: HashMap<String, String>,
+    networks: Mutex<HashMap<String, String>>,
     /// Engine names of volumes, by playbook name.
-    volumes: HashMap<String, String>,
+    volumes: Mutex<HashMap<String, String>>,
     options: &'a ApplyOptions,
     plan: &'a Plan,
     progress: Progress,
     run_id: String,
     /// The openmono binary, read once, copied into every task container.
     self_binary: Vec<u8>,
-    tasks: Vec<TaskReport>,
+    tasks: Mutex<Vec<TaskReport>>,
 }
 
 /// Applies `plan`: connects, checks images, runs the steps, tears down, and reports.
@@ -126,22 +166,22 @@ pub async fn apply(plan: &Plan, options: &ApplyOptions) -> Result<Report, Engine
     })?;
     // Runs whose openmono was killed left their objects; reap them before adding ours.
     let reaped = gc::collect(&engine, false, Duration::from_mins(1)).await?;
-    let mut executor = Executor {
+    let executor = Executor {
         host: gc::host_name(),
         owner_start: gc::process_start(std::process::id()).unwrap_or_default(),
         started: gc::now_secs(),
-        created: Vec::new(),
-        containers: HashMap::new(),
+        created: Arc::default(),
+        containers: Mutex::default(),
         dir,
         engine,
-        networks: HashMap::new(),
-        volumes: HashMap::new(),
+        networks: Mutex::default(),
+        volumes: Mutex::default(),
         options,
         plan,
         progress: Progress::new(),
         run_id,
         self_binary,
-        tasks: Vec::new(),
+        tasks: Mutex::default(),
     };
     for dead in &reaped {
         executor.progress.line(&format!(
@@ -155,20 +195,21 @@ pub async fn apply(plan: &Plan, options: &ApplyOptions) -> Result<Report, Engine
 }
 
 impl Executor<'_> {
-    async fn run(&mut self) -> Report {
+    async fn run(&self) -> Report {
         self.progress.line(&format!(
             "Run {} of playbook `{}`; logs in {}",
             self.run_id,
             self.plan.playbook,
             self.dir.display()
         ));
-        let (interrupt, interrupted) = tokio::sync::watch::channel(false);
-        let listener = tokio::spawn(async move {
-            shutdown_signal().await;
-            let _ = interrupt.send(true);
-        });
+        let (signals, signalled) = tokio::sync::watch::channel(0u32);
+        let listener = tokio::spawn(listen(
+            signals,
+            Arc::clone(&self.created),
+            self.run_id.clone(),
+        ));
         // A panic in a step must still end in teardown.
-        let stop = match std::panic::AssertUnwindSafe(self.steps(interrupted))
+        let stop = match std::panic::AssertUnwindSafe(self.steps(signalled.clone()))
             .catch_unwind()
             .await
         {
@@ -182,13 +223,17 @@ impl Executor<'_> {
                     .unwrap_or("a panic")
             ))),
         };
+        let mut report = self.teardown(stop.is_some(), signalled).await;
         listener.abort();
-        if let Some(Stop::Interrupted) = &stop {
-            self.progress
-                .finish_step("interrupted", false, "tearing down");
-        }
-        let mut report = self.teardown().await;
-        report.tasks = std::mem::take(&mut self.tasks);
+        let mut tasks = std::mem::take(&mut *lock(&self.tasks));
+        // Tasks finish in any order; the report follows the plan's.
+        tasks.sort_by_key(|t| {
+            self.plan
+                .steps
+                .iter()
+                .position(|s| s.task() == Some(t.name.as_str()))
+        });
+        report.tasks = tasks;
         match stop {
             Some(Stop::Failed(why)) => report.failure = Some(why),
             Some(Stop::Interrupted) => report.interrupted = true,
@@ -203,64 +248,123 @@ impl Executor<'_> {
         report
     }
 
-    /// Runs the steps in order until one fails or an interrupt comes. Steps that create
-    /// something run to their end (a second or two), so that nothing is created behind
-    /// teardown's back; steps that wait (models, tasks) stop at once.
-    async fn steps(
-        &mut self,
-        mut interrupted: tokio::sync::watch::Receiver<bool>,
-    ) -> Result<(), Stop> {
-        for (i, step) in self.plan.steps.iter().enumerate() {
-            if *interrupted.borrow() {
-                self.skipped(i);
-                return Err(Stop::Interrupted);
-            }
-            let label = step.label();
-            self.progress.start_step(&label);
-            let result = if matches!(
-                step,
-                Step::WaitModel { .. } | Step::AgentTask { .. } | Step::RunTask { .. }
-            ) {
-                tokio::select! {
-                    result = self.step(step) => result,
-                    _ = interrupted.wait_for(|i| *i) => {
-                        self.progress.finish_step(&label, false, "interrupted");
-                        self.skipped(i);
-                        return Err(Stop::Interrupted);
+    /// Runs the steps, each as soon as the steps it needs are done and at most
+    /// `jobs` at a time, until all are done, one fails or a signal comes. Then nothing
+    /// new starts, and the steps that wait (models, health, tasks) stop at once; steps
+    /// that create something run to their end (a second or two), so that nothing is
+    /// created behind teardown's back.
+    async fn steps(&self, mut signalled: tokio::sync::watch::Receiver<u32>) -> Result<(), Stop> {
+        let count = self.plan.steps.len();
+        let mut started = vec![false; count];
+        let mut done = vec![false; count];
+        let (cancel, cancelled) = tokio::sync::watch::channel(false);
+        let mut running = futures_util::stream::FuturesUnordered::new();
+        let mut stop: Option<Stop> = None;
+        loop {
+            if stop.is_none() {
+                for (i, started) in started.iter_mut().enumerate() {
+                    if running.len() >= self.options.jobs.max(1) {
+                        break;
+                    }
+                    let ready = self.plan.needs.get(i).is_none_or(|needs| {
+                        needs.iter().all(|n| done.get(*n).copied().unwrap_or(true))
+                    });
+                    if !*started && ready {
+                        *started = true;
+                        running.push(self.run_step(i, cancelled.clone()));
                     }
                 }
-            } else {
-                self.step(step).await
-            };
-            match result {
-                Ok(note) => self.progress.finish_step(&label, true, &note),
-                Err(why) if step.continues_on_error() => {
-                    self.progress.finish_step(
-                        &label,
-                        false,
-                        &format!("{why}; the run goes on (continue-on-error)"),
-                    );
-                }
-                Err(why) => {
-                    self.progress.finish_step(&label, false, "failed");
-                    self.skipped(i + 1);
-                    return Err(Stop::Failed(format!("{label}: {why}")));
+            }
+            if running.is_empty() {
+                break;
+            }
+            tokio::select! {
+                Some((i, outcome)) = running.next() => match outcome {
+                    Outcome::Done => done[i] = true,
+                    Outcome::Failed(why) => {
+                        if stop.is_none() {
+                            stop = Some(Stop::Failed(why));
+                        }
+                        let _ = cancel.send(true);
+                    }
+                    Outcome::Cancelled => {}
+                },
+                _ = signalled.wait_for(|n| *n > 0), if stop.is_none() => {
+                    stop = Some(Stop::Interrupted);
+                    let _ = cancel.send(true);
                 }
             }
         }
-        Ok(())
+        // A step that never started or did not finish: its task did not run.
+        self.not_run();
+        stop.map_or(Ok(()), Err)
     }
 
-    /// Reports the tasks from step `from` on that did not run or did not finish.
-    fn skipped(&mut self, from: usize) {
-        for step in &self.plan.steps[from..] {
+    /// Runs step `i` with its own progress line; the steps that wait stop when
+    /// `cancelled` turns true.
+    async fn run_step(
+        &self,
+        i: usize,
+        mut cancelled: tokio::sync::watch::Receiver<bool>,
+    ) -> (usize, Outcome) {
+        let step = &self.plan.steps[i];
+        let label = step.label();
+        let bar = self.progress.start_step(&label);
+        // `None`: cancelled.
+        let result = match step {
+            Step::StartContainer {
+                health: Some(health),
+                ..
+            } => match self.start_container(step).await {
+                Ok(id) => tokio::select! {
+                    result = self.wait_healthy(&id, health, &bar) => Some(result),
+                    _ = cancelled.wait_for(|c| *c) => None,
+                },
+                Err(why) => Some(Err(why)),
+            },
+            Step::WaitModel { .. } | Step::AgentTask { .. } | Step::RunTask { .. } => {
+                tokio::select! {
+                    result = self.step(step, &bar) => Some(result),
+                    _ = cancelled.wait_for(|c| *c) => None,
+                }
+            }
+            _ => Some(self.step(step, &bar).await),
+        };
+        let outcome = match result {
+            Some(Ok(note)) => {
+                bar.finish(true, &note);
+                Outcome::Done
+            }
+            None => {
+                bar.finish(false, "cancelled");
+                Outcome::Cancelled
+            }
+            Some(Err(why)) if step.continues_on_error() => {
+                bar.finish(
+                    false,
+                    &format!("{why}; the run goes on (continue-on-error)"),
+                );
+                Outcome::Done
+            }
+            Some(Err(why)) => {
+                bar.finish(false, "failed");
+                Outcome::Failed(format!("{label}: {why}"))
+            }
+        };
+        (i, outcome)
+    }
+
+    /// Reports the tasks that did not run or did not finish.
+    fn not_run(&self) {
+        let mut tasks = lock(&self.tasks);
+        for step in &self.plan.steps {
             let (Step::AgentTask { task, .. } | Step::RunTask { task, .. }) = step else {
                 continue;
             };
-            if self.tasks.iter().any(|t| t.name == *task) {
+            if tasks.iter().any(|t| t.name == *task) {
                 continue;
             }
-            self.tasks.push(TaskReport {
+            tasks.push(TaskReport {
                 answer: None,
                 check: None,
                 duration: Duration::ZERO,
@@ -280,7 +384,7 @@ impl Executor<'_> {
     }
 
     /// Runs one step; `Ok` carries a short note for the progress line.
-    async fn step(&mut self, step: &Step) -> Result<String, String> {
+    async fn step(&self, step: &Step, bar: &StepProgress<'_>) -> Result<String, String> {
         match step {
             Step::CreateNetwork { egress, name } => self.create_network(name, *egress).await,
             Step::CreateVolume { keep, name } => self.create_volume(name, *keep).await,
@@ -289,11 +393,14 @@ impl Executor<'_> {
                 context,
                 dockerfile,
                 reference,
-            } => self.build_image(reference, context, dockerfile, args).await,
+            } => {
+                self.build_image(reference, context, dockerfile, args, bar)
+                    .await
+            }
             Step::StartModel { .. } => self.start_model(step).await,
-            Step::StartContainer { .. } => self.start_container(step).await,
-            Step::WaitModel { from, model, url } => self.wait_model(from, model, url).await,
-            Step::AgentTask { .. } => self.agent_task(step).await,
+            Step::StartContainer { .. } => self.start_container(step).await.map(|_| String::new()),
+            Step::WaitModel { from, model, url } => self.wait_model(from, model, url, bar).await,
+            Step::AgentTask { .. } => self.agent_task(step, bar).await,
             Step::RunTask {
                 command,
                 container,
@@ -346,9 +453,14 @@ fn indent(text: &str) -> String {
         .join("\n")
 }
 
-/// Resolves on the first Ctrl-C, SIGTERM, SIGHUP (the terminal went away) or SIGQUIT:
-/// each of them ends the run with a teardown instead of killing openmono outright.
-async fn shutdown_signal() {
+/// Counts Ctrl-C, SIGTERM, SIGHUP (the terminal went away) and SIGQUIT into `signals`:
+/// the first stops the run and tears down gracefully, the second skips grace periods,
+/// the third ends openmono at once and says what is left on the engine.
+async fn listen(
+    signals: tokio::sync::watch::Sender<u32>,
+    created: Arc<Mutex<Vec<Created>>>,
+    run_id: String,
+) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut streams: Vec<_> = [
         SignalKind::interrupt(),
@@ -363,6 +475,34 @@ async fn shutdown_signal() {
         // No handler could be installed: never resolve rather than resolve at once.
         std::future::pending::<()>().await;
     }
-    let waits = streams.iter_mut().map(|s| Box::pin(s.recv()));
-    futures_util::future::select_all(waits).await;
+    let mut count = 0;
+    loop {
+        let waits = streams.iter_mut().map(|s| Box::pin(s.recv()));
+        futures_util::future::select_all(waits).await;
+        count += 1;
+        let _ = signals.send(count);
+        match count {
+            1 => eprintln!(
+                "openmono: stopping; tearing down (again to skip grace periods, a third time to quit at once)"
+            ),
+            2 => eprintln!("openmono: skipping grace periods; still removing everything"),
+            _ => {
+                let left: Vec<String> = lock(&created)
+                    .iter()
+                    .rev()
+                    .map(|object| format!("\n  {object}"))
+                    .collect();
+                let none = if left.is_empty() {
+                    " nothing it knows of"
+                } else {
+                    ""
+                };
+                eprintln!(
+                    "openmono: quit at once; run {run_id} left{none}{}\nremove them with `openmono gc` (they carry the label {RUN_LABEL}={run_id})",
+                    left.concat()
+                );
+                std::process::exit(130);
+            }
+        }
+    }
 }

@@ -13,6 +13,6 @@ pub use docker::{
     BindMount, ContainerSpec, Engine, EngineObject, HealthVerdict, Liveness, ObjectKind, Stream,
 };
 pub use engine_error::EngineError;
-pub use executor::{ApplyOptions, RUN_LABEL, SELF_PATH, apply};
+pub use executor::{ApplyOptions, DEFAULT_JOBS, RUN_LABEL, SELF_PATH, apply};
 pub use progress::Progress;
 pub use report::{CheckReport, Report, TaskReport, TaskStatus};

@@ -11,6 +11,7 @@ impl Executor<'_> {
         context: &Path,
         dockerfile: &str,
         args: &[(String, String)],
+        bar: &StepProgress<'_>,
     ) -> Result<String, String> {
         if self
             .engine
@@ -31,12 +32,11 @@ impl Executor<'_> {
             "dev.openmono.built-by".to_owned(),
             self.plan.playbook.clone(),
         )]);
-        let progress = &self.progress;
         let built = self
             .engine
             .build_image(reference, dockerfile, args, labels, archive, |line| {
                 let _ = writeln!(log, "{line}");
-                progress.detail(line);
+                bar.detail(line);
                 if tail.len() == 15 {
                     tail.remove(0);
                 }
@@ -53,7 +53,7 @@ impl Executor<'_> {
         }
     }
 
-    pub(super) async fn create_volume(&mut self, name: &str, keep: bool) -> Result<String, String> {
+    pub(super) async fn create_volume(&self, name: &str, keep: bool) -> Result<String, String> {
         let (engine_name, labels) = if keep {
             // Named by the playbook, not the run, so that the next run finds it; without
             // the run's label, so that teardown and gc leave it.
@@ -93,31 +93,30 @@ impl Executor<'_> {
             .await
             .map_err(|e| error_chain(&e))?;
         if !keep {
-            self.created.push(Created::Volume {
+            lock(&self.created).push(Created::Volume {
                 name: engine_name.clone(),
             });
         }
-        self.volumes.insert(name.to_owned(), engine_name.clone());
+        lock(&self.volumes).insert(name.to_owned(), engine_name.clone());
         Ok(engine_name)
     }
 
-    pub(super) async fn create_network(
-        &mut self,
-        name: &str,
-        egress: bool,
-    ) -> Result<String, String> {
+    pub(super) async fn create_network(&self, name: &str, egress: bool) -> Result<String, String> {
         let engine_name = self.engine_name(name);
         let id = self
             .engine
             .create_network(&engine_name, self.labels(name), egress)
             .await
             .map_err(|e| error_chain(&e))?;
-        self.created.push(Created::Network { id });
-        self.networks.insert(name.to_owned(), engine_name.clone());
+        lock(&self.created).push(Created::Network {
+            id,
+            name: engine_name.clone(),
+        });
+        lock(&self.networks).insert(name.to_owned(), engine_name.clone());
         Ok(engine_name)
     }
 
-    pub(super) async fn start_model(&mut self, step: &Step) -> Result<String, String> {
+    pub(super) async fn start_model(&self, step: &Step) -> Result<String, String> {
         let Step::StartModel {
             args,
             context,
@@ -175,7 +174,9 @@ impl Executor<'_> {
         Ok(String::new())
     }
 
-    pub(super) async fn start_container(&mut self, step: &Step) -> Result<String, String> {
+    /// Creates and starts a task container; returns its id. Its health, if it has a
+    /// check, is waited for by the caller.
+    pub(super) async fn start_container(&self, step: &Step) -> Result<String, String> {
         let Step::StartContainer {
             env,
             health,
@@ -203,8 +204,7 @@ impl Executor<'_> {
         for (volume, target, read_only) in volumes {
             mounts.push(BindMount {
                 read_only: *read_only,
-                source: self
-                    .volumes
+                source: lock(&self.volumes)
                     .get(volume)
                     .cloned()
                     .ok_or_else(|| format!("volume `{volume}` was not created"))?,
@@ -267,15 +267,17 @@ impl Executor<'_> {
             .start_container(&id)
             .await
             .map_err(|e| error_chain(&e))?;
-        match health {
-            Some(health) => self.wait_healthy(&id, health).await,
-            None => Ok(String::new()),
-        }
+        Ok(id)
     }
 
     /// Waits for the engine's health check to say healthy; an unhealthy verdict or an
     /// exited container fails at once, with what the check or the container said.
-    pub(super) async fn wait_healthy(&self, id: &str, health: &Health) -> Result<String, String> {
+    pub(super) async fn wait_healthy(
+        &self,
+        id: &str,
+        health: &Health,
+        bar: &StepProgress<'_>,
+    ) -> Result<String, String> {
         loop {
             let (liveness, verdict, last) =
                 self.engine.health(id).await.map_err(|e| error_chain(&e))?;
@@ -295,17 +297,13 @@ impl Executor<'_> {
                         indent(last.trim())
                     ));
                 }
-                HealthVerdict::Starting => self.progress.detail("waiting until healthy"),
+                HealthVerdict::Starting => bar.detail("waiting until healthy"),
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
-    pub(super) async fn create(
-        &mut self,
-        name: &str,
-        spec: ContainerSpec,
-    ) -> Result<String, String> {
+    pub(super) async fn create(&self, name: &str, spec: ContainerSpec) -> Result<String, String> {
         // A model server's output is its only account of a load that went wrong.
         let log = spec
             .labels
@@ -317,23 +315,24 @@ impl Executor<'_> {
             .create_container(spec)
             .await
             .map_err(|e| error_chain(&e))?;
-        self.created.push(Created::Container {
+        lock(&self.created).push(Created::Container {
             id: id.clone(),
             log,
+            name: self.engine_name(name),
         });
-        self.containers.insert(name.to_owned(), id.clone());
+        lock(&self.containers).insert(name.to_owned(), id.clone());
         Ok(id)
     }
 
     pub(super) fn network(&self, name: &str) -> Result<String, String> {
-        self.networks
+        lock(&self.networks)
             .get(name)
             .cloned()
             .ok_or_else(|| format!("network `{name}` was not created"))
     }
 
     pub(super) fn container(&self, name: &str) -> Result<String, String> {
-        self.containers
+        lock(&self.containers)
             .get(name)
             .cloned()
             .ok_or_else(|| format!("container `{name}` was not started"))
@@ -342,10 +341,11 @@ impl Executor<'_> {
     /// Asks the model's `/health` from inside `from` until it answers 200; fails at once
     /// when the model's container exits, with its last log lines.
     pub(super) async fn wait_model(
-        &mut self,
+        &self,
         from: &str,
         model: &str,
         url: &str,
+        bar: &StepProgress<'_>,
     ) -> Result<String, String> {
         let model_id = self.container(model)?;
         let from_id = self.container(from)?;
@@ -373,8 +373,8 @@ impl Executor<'_> {
                 .map_err(|e| error_chain(&e))?;
             match code {
                 0 => return Ok(format!("{url} answers")),
-                1 => self.progress.detail("loading the model (503)"),
-                _ => self.progress.detail("waiting for the server to listen"),
+                1 => bar.detail("loading the model (503)"),
+                _ => bar.detail("waiting for the server to listen"),
             }
             if deadline.is_some_and(|d| Instant::now() > d) {
                 let tail = self.engine.log_tail(&model_id, 15).await;

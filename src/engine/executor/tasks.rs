@@ -3,7 +3,11 @@
 use super::*;
 
 impl Executor<'_> {
-    pub(super) async fn agent_task(&mut self, step: &Step) -> Result<String, String> {
+    pub(super) async fn agent_task(
+        &self,
+        step: &Step,
+        bar: &StepProgress<'_>,
+    ) -> Result<String, String> {
         let Step::AgentTask {
             check,
             container,
@@ -42,7 +46,6 @@ impl Executor<'_> {
         let cmd = supervised(settings, cmd);
         let started = Instant::now();
         let mut answer = None;
-        let progress = &self.progress;
         let code = self
             .engine
             .exec(&id, cmd, &env_list(settings), |stream, line| match stream {
@@ -52,7 +55,7 @@ impl Executor<'_> {
                         let _ = writeln!(transcript, "{}", event.to_line());
                         match event {
                             AgentEvent::Final { answer: a, .. } => answer = Some(a),
-                            event => progress.detail(&describe(&event)),
+                            event => bar.detail(&describe(&event)),
                         }
                     }
                     None => {
@@ -68,7 +71,7 @@ impl Executor<'_> {
         // With a `check`, its exit status decides, whatever the agent said.
         let check_result = match check {
             Some(command) if code != i64::from(TIMED_OUT) => {
-                Some(self.check(&id, task, command, settings).await?)
+                Some(self.check(&id, task, command, settings, bar).await?)
             }
             _ => None,
         };
@@ -79,7 +82,7 @@ impl Executor<'_> {
         let check_outcome = check_result
             .as_ref()
             .map(|c| command_outcome(c.exit_code, settings));
-        self.tasks.push(TaskReport {
+        lock(&self.tasks).push(TaskReport {
             answer,
             check: check_result,
             duration: started.elapsed(),
@@ -104,7 +107,7 @@ impl Executor<'_> {
     }
 
     pub(super) async fn run_task(
-        &mut self,
+        &self,
         task: &str,
         container: &str,
         command: &str,
@@ -114,7 +117,7 @@ impl Executor<'_> {
         let log_path = self.dir.join(format!("{task}.log"));
         let started = Instant::now();
         let (code, tail) = self.shell(&id, command, settings, &log_path).await?;
-        self.tasks.push(TaskReport {
+        lock(&self.tasks).push(TaskReport {
             answer: None,
             check: None,
             duration: started.elapsed(),
@@ -140,8 +143,9 @@ impl Executor<'_> {
         task: &str,
         command: &str,
         settings: &TaskSettings,
+        bar: &StepProgress<'_>,
     ) -> Result<CheckReport, String> {
-        self.progress.detail("running the check");
+        bar.detail("running the check");
         let log = self.dir.join(format!("{task}.check.log"));
         let (exit_code, output_tail) = self.shell(id, command, settings, &log).await?;
         Ok(CheckReport {

@@ -1,49 +1,52 @@
 //! Teardown: removes what the run created, whatever happened before.
 
+use futures_util::future::join_all;
+
 use super::*;
 
 impl Executor<'_> {
-    /// Removes what the run created, newest first, then sweeps anything else that carries
-    /// the run's label (created by a step that was cancelled before it could record it).
-    pub(super) async fn teardown(&mut self) -> Report {
+    /// Removes what the run created: containers first (all at once), then volumes, then
+    /// networks, so that nothing is removed while something still uses it; then sweeps
+    /// anything else that carries the run's label (created by a step that was cancelled
+    /// before it could record it). After an early stop (`graceful`), containers get
+    /// [`GRACE`] to stop after SIGTERM, unless a second signal comes.
+    pub(super) async fn teardown(
+        &self,
+        graceful: bool,
+        signalled: tokio::sync::watch::Receiver<u32>,
+    ) -> Report {
         let mut report = Report {
             dir: self.dir.clone(),
             run_id: self.run_id.clone(),
             ..Report::default()
         };
+        let bar = self.progress.start_step("teardown");
+        let created = lock(&self.created).clone();
         let mut errors = Vec::new();
-        self.progress.start_step("teardown");
-        for created in self.created.drain(..).rev() {
-            match created {
-                Created::Container { id, log } => {
-                    if let Some(path) = log {
-                        let text = self.engine.log_tail(&id, 10_000).await;
-                        let _ = std::fs::write(path, text);
-                    }
-                    match self.engine.remove_container(&id).await {
-                        Ok(()) => report.removed_containers += 1,
-                        Err(e) => errors.push(error_chain(&e)),
-                    }
+        let containers = created
+            .iter()
+            .filter(|c| matches!(c, Created::Container { .. }))
+            .map(|c| self.remove_created(c, graceful, signalled.clone()));
+        let volumes = created
+            .iter()
+            .filter(|c| matches!(c, Created::Volume { .. }))
+            .map(|c| self.remove_created(c, graceful, signalled.clone()));
+        let networks = created
+            .iter()
+            .filter(|c| matches!(c, Created::Network { .. }))
+            .map(|c| self.remove_created(c, graceful, signalled.clone()));
+        for removals in [
+            join_all(containers).await,
+            join_all(volumes).await,
+            join_all(networks).await,
+        ] {
+            for removed in removals {
+                match removed {
+                    Ok(ObjectKind::Container) => report.removed_containers += 1,
+                    Ok(ObjectKind::Network) => report.removed_networks += 1,
+                    Ok(ObjectKind::Volume) => report.removed_volumes += 1,
+                    Err(why) => errors.push(why),
                 }
-                Created::Volume { name } => match self.engine.remove_volume(&name).await {
-                    Ok(()) => report.removed_volumes += 1,
-                    Err(e) => errors.push(error_chain(&e)),
-                },
-                Created::Network { id } => match self.engine.remove_network(&id).await {
-                    Ok(()) => report.removed_networks += 1,
-                    Err(e) => {
-                        let users = self.engine.network_users(&id).await;
-                        errors.push(if users.is_empty() {
-                            error_chain(&e)
-                        } else {
-                            format!(
-                                "{}; containers still attached: {}",
-                                error_chain(&e),
-                                users.join(", ")
-                            )
-                        });
-                    }
-                },
             }
         }
         let label = format!("{RUN_LABEL}={}", self.run_id);
@@ -67,8 +70,72 @@ impl Executor<'_> {
                 .push(format!("unknown: {}", error_chain(&e))),
         }
         let ok = report.leftovers.is_empty();
-        self.progress
-            .finish_step("teardown", ok, &errors.join("; "));
+        bar.finish(ok, &errors.join("; "));
         report
+    }
+
+    /// Removes one object and forgets it; a container's output is kept first if asked.
+    async fn remove_created(
+        &self,
+        created: &Created,
+        graceful: bool,
+        mut signalled: tokio::sync::watch::Receiver<u32>,
+    ) -> Result<ObjectKind, String> {
+        let kind = match created {
+            Created::Container { id, log, .. } => {
+                if graceful && *signalled.borrow() < 2 {
+                    // A second signal cuts the grace short; removal kills what is left.
+                    tokio::select! {
+                        _ = self.engine.stop_container(id, GRACE) => {}
+                        _ = signalled.wait_for(|n| *n >= 2) => {}
+                    }
+                }
+                if let Some(path) = log {
+                    let text = self.engine.log_tail(id, 10_000).await;
+                    let _ = std::fs::write(path, text);
+                }
+                self.engine
+                    .remove_container(id)
+                    .await
+                    .map_err(|e| error_chain(&e))?;
+                ObjectKind::Container
+            }
+            Created::Volume { name } => {
+                self.engine
+                    .remove_volume(name)
+                    .await
+                    .map_err(|e| error_chain(&e))?;
+                ObjectKind::Volume
+            }
+            Created::Network { id, .. } => {
+                if let Err(e) = self.engine.remove_network(id).await {
+                    // Our own containers still attached are detached and the removal
+                    // tried again; anyone else's are named, and left alone.
+                    let mut foreign = Vec::new();
+                    for (user, name) in self.engine.network_users(id).await {
+                        let run = self.engine.container_label(&user, RUN_LABEL).await;
+                        if run.as_deref() == Some(self.run_id.as_str()) {
+                            let _ = self.engine.disconnect(id, &user).await;
+                        } else {
+                            foreign.push(name);
+                        }
+                    }
+                    if !foreign.is_empty() {
+                        return Err(format!(
+                            "{}; containers that are not this run's are attached to it: {}",
+                            error_chain(&e),
+                            foreign.join(", ")
+                        ));
+                    }
+                    self.engine
+                        .remove_network(id)
+                        .await
+                        .map_err(|e| error_chain(&e))?;
+                }
+                ObjectKind::Network
+            }
+        };
+        lock(&self.created).retain(|c| c != created);
+        Ok(kind)
     }
 }
