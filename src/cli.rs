@@ -62,13 +62,19 @@ pub enum Command {
         /// The playbook
         #[arg(default_value = "openmono.kdl")]
         file: PathBuf,
+        /// Also save the plan to this file, for `openmono apply FILE` to run exactly it
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Exit 0 when there is nothing to do, 2 when there are steps, 1 on any error
+        #[arg(long)]
+        detailed_exitcode: bool,
         #[command(flatten)]
         vars: Vars,
     },
     /// Run the playbook on the Docker engine, then remove everything it created
     #[command(after_help = concat!("Example:\n  openmono apply playbooks/hello-agent.kdl\n\n", footer!()))]
     Apply {
-        /// The playbook
+        /// The playbook, or a plan saved by `openmono plan --out` (a `.json` file)
         #[arg(default_value = "openmono.kdl")]
         file: PathBuf,
         /// Seconds a model may take to load before the run fails
@@ -195,7 +201,12 @@ const PLAN_RUN_ID: &str = "<run-id>";
 pub fn main() -> ExitCode {
     let arguments = Arguments::parse();
     match arguments.command {
-        Command::Plan { file, vars } => plan(&file, &vars),
+        Command::Plan {
+            file,
+            out,
+            detailed_exitcode,
+            vars,
+        } => plan(&file, out.as_deref(), detailed_exitcode, &vars),
         Command::Validate { files, vars } => validate(&files, &vars),
         Command::Graph { file, format } => graph(&file, format),
         Command::Fmt { files, check } => fmt(&files, check),
@@ -218,16 +229,26 @@ pub fn main() -> ExitCode {
             model_timeout,
             vars,
         } => {
-            let run_id = engine::run_dir::new_run_id();
-            apply(
-                &file,
-                &vars.inputs(&run_id),
-                &ApplyOptions {
-                    jobs,
-                    model_timeout: Duration::from_secs(model_timeout),
-                    run_id,
-                },
-            )
+            let options = ApplyOptions {
+                jobs,
+                model_timeout: Duration::from_secs(model_timeout),
+                run_id: engine::run_dir::new_run_id(),
+            };
+            if file.extension().is_some_and(|e| e == "json") {
+                if !vars.values.is_empty() {
+                    print_err(
+                        "error: a saved plan keeps the vars it was made with; --var cannot change them\n",
+                    );
+                    return ExitCode::from(exit::PLAYBOOK);
+                }
+                apply_saved(&file, options)
+            } else {
+                let plan = match load_plan(&file, &vars.inputs(&options.run_id)) {
+                    Ok((plan, _)) => plan,
+                    Err(code) => return code,
+                };
+                apply(&plan, &options)
+            }
         }
         Command::Agent(args) => code(agent::run(&args)),
         Command::Probe { url, timeout } => {
@@ -245,7 +266,11 @@ pub fn main() -> ExitCode {
 }
 
 /// The pipeline up to the plan: decode, render templates, build the graph, resolve paths.
-fn load_plan(file: &std::path::Path, inputs: &Inputs) -> Result<Plan, ExitCode> {
+/// Returns the plan and the files it was made from.
+fn load_plan(
+    file: &std::path::Path,
+    inputs: &Inputs,
+) -> Result<(Plan, playbook::Source), ExitCode> {
     let decoded = playbook::load(file).map_err(|e| report(&e, exit::PLAYBOOK))?;
     if let Some(warnings) = decoded.warnings() {
         print_err(&render_diagnostic(&warnings));
@@ -257,14 +282,87 @@ fn load_plan(file: &std::path::Path, inputs: &Inputs) -> Result<Plan, ExitCode> 
             exit::PLAYBOOK,
         ));
     }
-    Plan::new(&playbook).map_err(|e| report(&e, exit::PLAYBOOK))
+    let plan = Plan::new(&playbook).map_err(|e| report(&e, exit::PLAYBOOK))?;
+    Ok((plan, playbook.source))
 }
 
-fn plan(file: &std::path::Path, vars: &Vars) -> ExitCode {
-    match load_plan(file, &vars.inputs(PLAN_RUN_ID)) {
-        Ok(plan) => print_out(&plan),
+fn plan(
+    file: &std::path::Path,
+    out: Option<&std::path::Path>,
+    detailed_exitcode: bool,
+    vars: &Vars,
+) -> ExitCode {
+    let planned = match out {
+        None => load_plan(file, &vars.inputs(PLAN_RUN_ID)).map(|(plan, _)| plan),
+        Some(out) => save_plan(file, out, vars),
+    };
+    match planned {
+        Ok(plan) => {
+            let printed = print_out(&plan);
+            if !detailed_exitcode || printed != ExitCode::SUCCESS {
+                printed
+            } else if plan.steps.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            }
+        }
+        Err(_) if detailed_exitcode => ExitCode::from(1),
         Err(code) => code,
     }
+}
+
+/// Makes the plan with the run id `apply` will use, and saves it with what it was made
+/// from. The playbook is named by its absolute path, as `apply` will read it again.
+fn save_plan(file: &std::path::Path, out: &std::path::Path, vars: &Vars) -> Result<Plan, ExitCode> {
+    let file = std::path::absolute(file).unwrap_or_else(|_| file.to_owned());
+    let inputs = vars.inputs(&engine::run_dir::new_run_id());
+    let (plan, source) = load_plan(&file, &inputs)?;
+    let written = crate::saved_plan::SavedPlan::new(&plan, &source, &inputs)
+        .map_err(|e| e.to_string())
+        .and_then(|saved| serde_json::to_string_pretty(&saved).map_err(|e| e.to_string()))
+        .and_then(|json| std::fs::write(out, json + "\n").map_err(|e| e.to_string()));
+    match written {
+        Ok(()) => {
+            print_err(&format!(
+                "Saved the plan to {}; `openmono apply {}` runs exactly it, once.\n",
+                out.display(),
+                out.display()
+            ));
+            Ok(plan)
+        }
+        Err(why) => {
+            print_err(&format!(
+                "error: cannot save the plan to {}: {why}\n",
+                out.display()
+            ));
+            Err(ExitCode::from(exit::RUN_FAILED))
+        }
+    }
+}
+
+/// Applies a saved plan: only when the playbook and its inputs make the same plan again,
+/// and only once.
+fn apply_saved(file: &std::path::Path, mut options: ApplyOptions) -> ExitCode {
+    use crate::saved_plan::SavedPlan;
+    let runs = engine::run_dir::state_dir().join("runs");
+    let saved = match SavedPlan::read(file, &runs) {
+        Ok(saved) => saved,
+        Err(why) => {
+            print_err(&format!("error: {why}\n"));
+            return ExitCode::from(exit::PLAYBOOK);
+        }
+    };
+    let (plan, source) = match load_plan(&saved.playbook, &saved.inputs()) {
+        Ok(planned) => planned,
+        Err(code) => return code,
+    };
+    if let Err(why) = saved.check(&source, &plan) {
+        print_err(&format!("error: {why}\n"));
+        return ExitCode::from(exit::PLAYBOOK);
+    }
+    options.run_id = saved.run_id;
+    apply(&plan, &options)
 }
 
 fn validate(files: &[PathBuf], vars: &Vars) -> ExitCode {
@@ -391,16 +489,12 @@ fn graph(file: &std::path::Path, format: GraphFormat) -> ExitCode {
     }
 }
 
-fn apply(file: &std::path::Path, inputs: &Inputs, options: &ApplyOptions) -> ExitCode {
-    let plan = match load_plan(file, inputs) {
-        Ok(plan) => plan,
-        Err(code) => return code,
-    };
+fn apply(plan: &Plan, options: &ApplyOptions) -> ExitCode {
     let runtime = match runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    match runtime.block_on(engine::apply(&plan, options)) {
+    match runtime.block_on(engine::apply(plan, options)) {
         Ok(report) => {
             let printed = print_out(&format!("{report}\n"));
             if report.interrupted {

@@ -11,8 +11,8 @@ use crate::{
     step::{MODEL_PORT, Step, TaskSettings, Teardown},
 };
 
-/// What `apply` will do.
-#[derive(Debug, Clone)]
+/// What `apply` will do; serialized into plan files (`plan --out`).
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Plan {
     /// The playbook's `description`, if it has one.
     pub description: Option<String>,
@@ -20,7 +20,8 @@ pub struct Plan {
     pub version: Option<String>,
     /// The playbook's name, for labels and reports.
     pub playbook: String,
-    /// The playbook file as the user named it.
+    /// The playbook file as the user named it (a plan file records it apart).
+    #[serde(skip)]
     pub source: PathBuf,
     pub steps: Vec<Step>,
     /// For each step, the earlier steps it waits for (indices into `steps`); the others

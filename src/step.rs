@@ -13,7 +13,8 @@ pub const MODEL_MOUNT: &str = "/models/model.gguf";
 pub const WORKSPACE: &str = "/workspace";
 
 /// Something `apply` does, in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Step {
     /// An agent loop, run inside `container` by the openmono binary copied there.
     AgentTask {
@@ -86,7 +87,7 @@ pub enum Step {
 }
 
 /// What every task may set.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct TaskSettings {
     /// A failure does not stop the run.
     pub continue_on_error: bool,
@@ -99,7 +100,8 @@ pub struct TaskSettings {
 pub const DEFAULT_PIDS: u32 = 1024;
 
 /// Something teardown removes; it runs after the steps, whatever happened.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Teardown {
     RemoveContainer { name: String },
     RemoveNetwork { name: String },

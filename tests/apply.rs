@@ -996,3 +996,38 @@ fn gc_reaps_the_runs_of_a_killed_openmono_and_spares_live_ones() {
     assert_eq!(live.wait().expect("wait").code(), Some(130));
     assert_run_gone(&live_id);
 }
+
+#[test]
+fn a_saved_plan_runs_exactly_once_with_its_run_id() {
+    if !docker() {
+        return;
+    }
+    let project = Project::new();
+    project.file(
+        "openmono.kdl",
+        "container \"box\" {\n    image \"openmono/agent:latest\"\n}\ntask \"t\" {\n    run \"box\" \"echo run {{ run.id }}\"\n}\n",
+    );
+    project.run(&["plan", "--out", "plan.json"]).expect_code(0);
+    let file: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(project.path().join("plan.json")).expect("plan file"),
+    )
+    .expect("json");
+    let id = file["run_id"].as_str().expect("run id").to_owned();
+    let run = project.run(&["apply", "plan.json"]);
+    run.expect_code(0);
+    assert_eq!(run.run_id(), id);
+    assert!(
+        run.stdout.contains(&format!("        run {id}\n")),
+        "{}",
+        run.stdout
+    );
+    assert_run_gone(&id);
+    let again = project.run(&["apply", "plan.json"]);
+    again.expect_code(2);
+    assert_eq!(
+        again.stderr,
+        format!(
+            "error: the plan of run {id} was applied already: a plan runs once; make a new one\n"
+        )
+    );
+}

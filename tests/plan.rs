@@ -253,3 +253,82 @@ fn fmt_rewrites_the_layout_and_nothing_else() {
         "container \"c\" {\n"
     );
 }
+
+#[test]
+fn detailed_exitcode_says_whether_there_is_anything_to_do() {
+    let project = Project::new();
+    project.file("empty.kdl", "playbook \"nothing\"\n");
+    project.file(
+        "box.kdl",
+        "container \"box\" {\n    image \"openmono/agent:latest\"\n}\n",
+    );
+    project.file("broken.kdl", "container \"box\" {\n");
+    project
+        .run(&["plan", "--detailed-exitcode", "empty.kdl"])
+        .expect_code(0);
+    project
+        .run(&["plan", "--detailed-exitcode", "box.kdl"])
+        .expect_code(2);
+    let broken = project.run(&["plan", "--detailed-exitcode", "broken.kdl"]);
+    broken.expect_code(1);
+    assert!(broken.stderr.contains("broken.kdl"), "{}", broken.stderr);
+    // Without the flag, the usual codes.
+    project.run(&["plan", "box.kdl"]).expect_code(0);
+    project.run(&["plan", "broken.kdl"]).expect_code(2);
+}
+
+#[test]
+fn a_saved_plan_is_refused_when_its_playbook_or_vars_would_change_it() {
+    let project = Project::new();
+    let playbook = "var \"msg\" default=\"hi\"\ncontainer \"box\" {\n    image \"openmono/agent:latest\"\n}\ntask \"t\" {\n    run \"box\" \"echo {{ var.msg }}\"\n}\n";
+    project.file("openmono.kdl", playbook);
+    let saved = project.run(&["plan", "--out", "plan.json", "--var", "msg=hello"]);
+    saved.expect_code(0);
+    assert!(saved.stdout.contains("$ echo hello\n"), "{}", saved.stdout);
+    assert!(
+        saved.stderr.contains(
+            "Saved the plan to plan.json; `openmono apply plan.json` runs exactly it, once."
+        ),
+        "{}",
+        saved.stderr
+    );
+    let file: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(project.path().join("plan.json")).expect("plan file"),
+    )
+    .expect("json");
+    assert_eq!(file["plan"]["steps"][1]["command"], "echo hello");
+    assert_eq!(file["plan"]["needs"], serde_json::json!([[], [0]]));
+    // --var cannot change a saved plan.
+    let var = project.run(&["apply", "plan.json", "--var", "msg=other"]);
+    var.expect_code(2);
+    assert_eq!(
+        var.stderr,
+        "error: a saved plan keeps the vars it was made with; --var cannot change them\n"
+    );
+    // A changed playbook is refused before anything is created: no engine is needed.
+    project.file("openmono.kdl", &format!("{playbook}// edited\n"));
+    let changed = project
+        .command(&["apply", "plan.json"])
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .expect("run");
+    assert_eq!(changed.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&changed.stderr);
+    assert!(
+        stderr.ends_with(
+            "openmono.kdl changed since the plan was made: make the plan again and review it\n"
+        ),
+        "{stderr}"
+    );
+    // Not a plan file.
+    project.file("other.json", "{\"steps\": []}\n");
+    let other = project.run(&["apply", "other.json"]);
+    other.expect_code(2);
+    assert!(
+        other
+            .stderr
+            .starts_with("error: cannot read the plan file other.json: not an openmono plan file: missing field `format`"),
+        "{}",
+        other.stderr
+    );
+}

@@ -160,10 +160,14 @@ pub async fn apply(plan: &Plan, options: &ApplyOptions) -> Result<Report, Engine
         .map_err(|source| EngineError::SelfBinary { source })?;
     let run_id = options.run_id.clone();
     let dir = run_dir::state_dir().join("runs").join(&run_id);
-    std::fs::create_dir_all(&dir).map_err(|source| EngineError::RunDir {
-        path: dir.display().to_string(),
-        source,
-    })?;
+    // The run's own folder is new, or the id is in use (a saved plan applied twice at once).
+    dir.parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::create_dir(&dir))
+        .map_err(|source| EngineError::RunDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
     // Runs whose openmono was killed left their objects; reap them before adding ours.
     let reaped = gc::collect(&engine, false, Duration::from_mins(1)).await?;
     let executor = Executor {

@@ -98,7 +98,7 @@ pub struct Network {
 }
 
 /// How to tell that a container is ready for its tasks.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Health {
     pub interval: std::time::Duration,
     pub probe: HealthProbe,
@@ -107,7 +107,8 @@ pub struct Health {
 }
 
 /// What a health check runs inside the container.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum HealthProbe {
     /// A shell command that exits 0 when healthy.
     Command(Spanned<String>),
@@ -119,7 +120,7 @@ pub enum HealthProbe {
 pub type EnvVar = (Spanned<String>, Spanned<String>);
 
 /// A container's resource limits; unset means the engine's default.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Limits {
     pub cpus: Option<u32>,
     /// Bytes.

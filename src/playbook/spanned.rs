@@ -18,6 +18,13 @@ impl<T> Spanned<T> {
     }
 }
 
+/// Only the value: where it was written is of no use outside this run of openmono.
+impl<T: serde::Serialize> serde::Serialize for Spanned<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.value.serialize(serializer)
+    }
+}
+
 impl<T> std::ops::Deref for Spanned<T> {
     type Target = T;
 
