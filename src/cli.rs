@@ -86,6 +86,13 @@ pub enum Command {
               value_parser = clap::builder::TypedValueParser::map(
                   clap::value_parser!(u16).range(1..=1024), usize::from))]
         jobs: usize,
+        /// `text`: progress on stderr and a report on stdout; `json`: one event per line
+        /// on stdout, the report the last
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+        /// Show each task's output as it comes, prefixed with the task's name
+        #[arg(long)]
+        follow: bool,
         #[command(flatten)]
         vars: Vars,
     },
@@ -165,6 +172,13 @@ pub enum RunsCommand {
     },
 }
 
+/// How `apply` shows what it does.
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
 /// The values of a playbook's `var`s.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct Vars {
@@ -225,11 +239,18 @@ pub fn main() -> ExitCode {
         },
         Command::Apply {
             file,
+            follow,
+            output,
             jobs,
             model_timeout,
             vars,
         } => {
             let options = ApplyOptions {
+                follow,
+                output: match output {
+                    OutputFormat::Text => engine::Output::Text,
+                    OutputFormat::Json => engine::Output::Json,
+                },
                 jobs,
                 model_timeout: Duration::from_secs(model_timeout),
                 run_id: engine::run_dir::new_run_id(),
@@ -496,7 +517,10 @@ fn apply(plan: &Plan, options: &ApplyOptions) -> ExitCode {
     };
     match runtime.block_on(engine::apply(plan, options)) {
         Ok(report) => {
-            let printed = print_out(&format!("{report}\n"));
+            let printed = match options.output {
+                engine::Output::Text => print_out(&format!("{report}\n")),
+                engine::Output::Json => print_out(&format!("{}\n", report.to_json())),
+            };
             if report.interrupted {
                 ExitCode::from(exit::INTERRUPTED)
             } else if report.succeeded() {

@@ -1031,3 +1031,66 @@ fn a_saved_plan_runs_exactly_once_with_its_run_id() {
         )
     );
 }
+
+#[test]
+fn json_output_is_one_event_a_line_and_follow_streams_task_output() {
+    if !docker() {
+        return;
+    }
+    let project = Project::new();
+    project.file(
+        "openmono.kdl",
+        "container \"box\" {\n    image \"openmono/agent:latest\"\n}\ntask \"t\" {\n    run \"box\" \"echo one; echo two >&2; exit 3\"\n    continue-on-error #true\n}\n",
+    );
+    let run = project.run(&["apply", "--output", "json", "--follow"]);
+    run.expect_code(0);
+    let events: Vec<serde_json::Value> = run
+        .stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("every line is a JSON event"))
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().expect("event kind"))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "run-started",
+            "step-started",
+            "step-finished",
+            "step-started",
+            "output",
+            "output",
+            "step-finished",
+            "step-started",
+            "step-finished",
+            "run-finished"
+        ],
+        "{}",
+        run.stdout
+    );
+    let id = events[0]["run_id"].as_str().expect("run id").to_owned();
+    assert_eq!(events[4]["line"], "one");
+    assert_eq!(events[5]["line"], "two");
+    assert_eq!(events[4]["name"], "t");
+    assert_eq!(events[6]["step"], 2);
+    assert_eq!(events[6]["ok"], false);
+    assert_eq!(events[7]["label"], "teardown");
+    let last = &events[9];
+    assert_eq!(last["run_id"], id.as_str());
+    assert_eq!(
+        last["outcome"],
+        "succeeded, with failed tasks that continue on error"
+    );
+    assert_eq!(last["tasks"][0]["exit_code"], 3);
+    assert_eq!(last["tasks"][0]["status"], "failed");
+    assert_eq!(last["removed"]["containers"], 1);
+    // Progress is on stdout as events; nothing of it on stderr.
+    assert_eq!(run.stderr, "");
+    assert_run_gone(&id);
+    let text = project.run(&["apply", "--follow"]);
+    text.expect_code(0);
+    assert!(text.stderr.contains("] t | one\n"), "{}", text.stderr);
+    assert_run_gone(&text.run_id());
+}

@@ -28,8 +28,8 @@ use crate::{
 
 use super::{
     BindMount, CheckReport, ContainerSpec, Engine, EngineError, HealthVerdict, Liveness,
-    ObjectKind, Progress, Report, Stream, TaskReport, TaskStatus, gc, progress::StepProgress,
-    run_dir,
+    ObjectKind, Output, Progress, Report, Stream, TaskReport, TaskStatus, gc,
+    progress::StepProgress, run_dir,
 };
 
 /// Where the copied openmono binary lives inside task containers.
@@ -44,6 +44,10 @@ pub struct ApplyOptions {
     pub jobs: usize,
     /// How long a model may take to answer `/health` with 200.
     pub model_timeout: Duration,
+    /// Text or JSON events.
+    pub output: Output,
+    /// Show the output of tasks as it comes.
+    pub follow: bool,
     /// The run's id, from [`run_dir::new_run_id`]; templates may have used it.
     pub run_id: String,
 }
@@ -182,7 +186,7 @@ pub async fn apply(plan: &Plan, options: &ApplyOptions) -> Result<Report, Engine
         volumes: Mutex::default(),
         options,
         plan,
-        progress: Progress::new(),
+        progress: Progress::new(options.output, options.follow),
         run_id,
         self_binary,
         tasks: Mutex::default(),
@@ -200,12 +204,24 @@ pub async fn apply(plan: &Plan, options: &ApplyOptions) -> Result<Report, Engine
 
 impl Executor<'_> {
     async fn run(&self) -> Report {
-        self.progress.line(&format!(
-            "Run {} of playbook `{}`; logs in {}",
-            self.run_id,
-            self.plan.playbook,
-            self.dir.display()
-        ));
+        if self.options.output == Output::Json {
+            self.progress.event(
+                "run-started",
+                serde_json::json!({
+                    "run_id": self.run_id,
+                    "playbook": self.plan.playbook,
+                    "dir": self.dir.display().to_string(),
+                    "steps": self.plan.steps.iter().map(Step::label).collect::<Vec<_>>(),
+                }),
+            );
+        } else {
+            self.progress.line(&format!(
+                "Run {} of playbook `{}`; logs in {}",
+                self.run_id,
+                self.plan.playbook,
+                self.dir.display()
+            ));
+        }
         let (signals, signalled) = tokio::sync::watch::channel(0u32);
         let listener = tokio::spawn(listen(
             signals,
@@ -313,7 +329,7 @@ impl Executor<'_> {
     ) -> (usize, Outcome) {
         let step = &self.plan.steps[i];
         let label = step.label();
-        let bar = self.progress.start_step(&label);
+        let bar = self.progress.start_step(&label, Some(i + 1));
         // `None`: cancelled.
         let result = match step {
             Step::StartContainer {
@@ -410,7 +426,7 @@ impl Executor<'_> {
                 container,
                 settings,
                 task,
-            } => self.run_task(task, container, command, settings).await,
+            } => self.run_task(task, container, command, settings, bar).await,
         }
     }
 

@@ -14,5 +14,5 @@ pub use docker::{
 };
 pub use engine_error::EngineError;
 pub use executor::{ApplyOptions, DEFAULT_JOBS, RUN_LABEL, SELF_PATH, apply};
-pub use progress::Progress;
+pub use progress::{Output, Progress};
 pub use report::{CheckReport, Report, TaskReport, TaskStatus};

@@ -1,6 +1,7 @@
 //! What the user sees while a run works: on a terminal, a spinner per running step with
-//! its elapsed time; elsewhere, plain timestamped lines. Only this file touches indicatif.
-//! Steps run at the same time, so each has its own [`StepProgress`].
+//! its elapsed time; elsewhere, plain timestamped lines; with `--output json`, one event
+//! per line on stdout (the schema is in the book's command reference). Only this file
+//! touches indicatif. Steps run at the same time, so each has its own [`StepProgress`].
 
 use std::{
     io::{IsTerminal, Write},
@@ -9,11 +10,25 @@ use std::{
 };
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
 
-/// Progress of one run, on stderr.
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Output {
+    /// Spinners on a terminal, timestamped lines elsewhere.
+    #[default]
+    Text,
+    /// JSON events on stdout.
+    Json,
+}
+
+/// Progress of one run.
 pub struct Progress {
-    /// On a terminal: the spinners of the running steps.
+    /// On a terminal in text mode: the spinners of the running steps.
     bars: Option<MultiProgress>,
+    /// Whether the output of tasks is shown as it comes (`--follow`).
+    follow: bool,
+    json: bool,
     start: Instant,
 }
 
@@ -21,16 +36,21 @@ pub struct Progress {
 pub struct StepProgress<'a> {
     bar: Option<ProgressBar>,
     label: String,
-    /// The last detail printed in plain mode, so that a repeated one is not.
+    /// The last detail shown, so that a repeated one is not.
     last_detail: Mutex<String>,
     progress: &'a Progress,
     start: Instant,
+    /// The step's number in the plan (from 1); none for teardown.
+    step: Option<usize>,
 }
 
 impl Progress {
-    pub fn new() -> Self {
+    pub fn new(output: Output, follow: bool) -> Self {
+        let json = output == Output::Json;
         Self {
-            bars: std::io::stderr().is_terminal().then(MultiProgress::new),
+            bars: (!json && std::io::stderr().is_terminal()).then(MultiProgress::new),
+            follow,
+            json,
             start: Instant::now(),
         }
     }
@@ -39,8 +59,12 @@ impl Progress {
         self.start.elapsed()
     }
 
-    /// Prints a line that stays, above any spinner.
+    /// Prints a line that stays, above any spinner; in JSON, a `message` event.
     pub fn line(&self, text: &str) {
+        if self.json {
+            self.event("message", json!({ "text": text }));
+            return;
+        }
         match &self.bars {
             Some(bars) => {
                 if bars.println(text).is_err() {
@@ -57,7 +81,19 @@ impl Progress {
         }
     }
 
-    pub fn start_step(&self, label: &str) -> StepProgress<'_> {
+    /// Writes one JSON event: `{"event": kind, "time": seconds since the start, …fields}`.
+    pub fn event(&self, kind: &str, fields: Value) {
+        let mut event = json!({ "event": kind, "time": round(self.start.elapsed()) });
+        if let (Some(event), Value::Object(fields)) = (event.as_object_mut(), fields) {
+            event.extend(fields);
+        }
+        let mut out = std::io::stdout().lock();
+        // A reader that went away cannot be told; the run goes on and tears down.
+        let _ = writeln!(out, "{event}").and_then(|()| out.flush());
+    }
+
+    /// Starts step `step` (its number in the plan; none for teardown).
+    pub fn start_step(&self, label: &str, step: Option<usize>) -> StepProgress<'_> {
         let bar = self.bars.as_ref().map(|bars| {
             let bar = bars.add(
                 ProgressBar::new_spinner().with_style(
@@ -69,7 +105,9 @@ impl Progress {
             bar.enable_steady_tick(Duration::from_millis(120));
             bar
         });
-        if bar.is_none() {
+        if self.json {
+            self.event("step-started", json!({ "step": step, "label": label }));
+        } else if bar.is_none() {
             self.line(&format!("▶ {label}"));
         }
         StepProgress {
@@ -78,13 +116,8 @@ impl Progress {
             last_detail: Mutex::default(),
             progress: self,
             start: Instant::now(),
+            step,
         }
-    }
-}
-
-impl Default for Progress {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -101,9 +134,33 @@ impl StepProgress<'_> {
             .last_detail
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if *last != text {
+        if *last == text {
+            return;
+        }
+        if self.progress.json {
+            self.progress.event(
+                "step-detail",
+                json!({ "step": self.step, "label": self.label, "text": text }),
+            );
+        } else {
             self.progress.line(&format!("  {}: {text}", self.label));
-            *last = text;
+        }
+        *last = text;
+    }
+
+    /// A line of output from the step's task, shown only with `--follow`.
+    pub fn output(&self, name: &str, line: &str) {
+        if !self.progress.follow {
+            return;
+        }
+        if self.progress.json {
+            self.progress.event(
+                "output",
+                json!({ "step": self.step, "name": name, "line": line }),
+            );
+        } else {
+            let line = super::report::printable(line);
+            self.progress.line(&format!("{name} | {line}"));
         }
     }
 
@@ -114,14 +171,35 @@ impl StepProgress<'_> {
                 bars.remove(bar);
             }
         }
+        let took = self.start.elapsed();
+        if self.progress.json {
+            self.progress.event(
+                "step-finished",
+                json!({
+                    "step": self.step,
+                    "label": self.label,
+                    "ok": ok,
+                    "note": note,
+                    "seconds": round(took),
+                }),
+            );
+            return;
+        }
         let mark = if ok { "✓" } else { "✗" };
-        let took = self.start.elapsed().as_secs_f64();
         let note = if note.is_empty() {
             String::new()
         } else {
             format!(": {note}")
         };
-        self.progress
-            .line(&format!("{mark} {} ({took:.1}s){note}", self.label));
+        self.progress.line(&format!(
+            "{mark} {} ({:.1}s){note}",
+            self.label,
+            took.as_secs_f64()
+        ));
     }
+}
+
+/// Seconds with millisecond precision, for JSON.
+fn round(duration: Duration) -> f64 {
+    (duration.as_secs_f64() * 1000.0).round() / 1000.0
 }

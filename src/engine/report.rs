@@ -62,9 +62,10 @@ impl Report {
     }
 }
 
-impl fmt::Display for Report {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let outcome = if self.interrupted {
+impl Report {
+    /// The run's outcome in a few words.
+    pub fn outcome(&self) -> &'static str {
+        if self.interrupted {
             "interrupted"
         } else if self.failure.is_some() {
             "failed"
@@ -75,7 +76,60 @@ impl fmt::Display for Report {
             "succeeded, with failed tasks that continue on error"
         } else {
             "succeeded"
-        };
+        }
+    }
+
+    /// The report as the `run-finished` event of `--output json`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let path = |p: &PathBuf| p.display().to_string();
+        let tasks: Vec<serde_json::Value> = self
+            .tasks
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "name": t.name,
+                    "kind": t.kind,
+                    "status": match t.status {
+                        TaskStatus::Succeeded => "succeeded",
+                        TaskStatus::Failed => "failed",
+                        TaskStatus::NotRun => "not-run",
+                    },
+                    "exit_code": t.exit_code,
+                    "seconds": t.duration.as_secs_f64(),
+                    "answer": t.answer,
+                    "output_tail": t.output_tail,
+                    "log": path(&t.log),
+                    "transcript": t.transcript.as_ref().map(path),
+                    "check": t.check.as_ref().map(|c| serde_json::json!({
+                        "exit_code": c.exit_code,
+                        "output_tail": c.output_tail,
+                        "log": path(&c.log),
+                    })),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "event": "run-finished",
+            "run_id": self.run_id,
+            "outcome": self.outcome(),
+            "succeeded": self.succeeded(),
+            "failure": self.failure,
+            "seconds": self.elapsed.as_secs_f64(),
+            "tasks": tasks,
+            "removed": {
+                "containers": self.removed_containers,
+                "networks": self.removed_networks,
+                "volumes": self.removed_volumes,
+            },
+            "leftovers": self.leftovers,
+            "dir": path(&self.dir),
+        })
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let outcome = self.outcome();
         writeln!(
             f,
             "Run {} {outcome} in {:.1}s",

@@ -53,16 +53,19 @@ impl Executor<'_> {
                     Some(event) => {
                         // The transcript holds events only, one JSON object a line.
                         let _ = writeln!(transcript, "{}", event.to_line());
+                        bar.output(task, &describe(&event));
                         match event {
                             AgentEvent::Final { answer: a, .. } => answer = Some(a),
                             event => bar.detail(&describe(&event)),
                         }
                     }
                     None => {
+                        bar.output(task, line);
                         let _ = writeln!(log, "{line}");
                     }
                 },
                 Stream::Stderr => {
+                    bar.output(task, line);
                     let _ = writeln!(log, "{line}");
                 }
             })
@@ -112,11 +115,14 @@ impl Executor<'_> {
         container: &str,
         command: &str,
         settings: &TaskSettings,
+        bar: &StepProgress<'_>,
     ) -> Result<String, String> {
         let id = self.container(container)?;
         let log_path = self.dir.join(format!("{task}.log"));
         let started = Instant::now();
-        let (code, tail) = self.shell(&id, command, settings, &log_path).await?;
+        let (code, tail) = self
+            .shell(&id, command, settings, &log_path, (task, bar))
+            .await?;
         lock(&self.tasks).push(TaskReport {
             answer: None,
             check: None,
@@ -147,7 +153,10 @@ impl Executor<'_> {
     ) -> Result<CheckReport, String> {
         bar.detail("running the check");
         let log = self.dir.join(format!("{task}.check.log"));
-        let (exit_code, output_tail) = self.shell(id, command, settings, &log).await?;
+        let name = format!("{task} check");
+        let (exit_code, output_tail) = self
+            .shell(id, command, settings, &log, (&name, bar))
+            .await?;
         Ok(CheckReport {
             exit_code,
             log,
@@ -156,13 +165,15 @@ impl Executor<'_> {
     }
 
     /// Runs `command` with `/bin/sh -c` in a container, under `supervise` (for the task's
-    /// timeout), its output in `log_path`; returns the exit code and the last lines.
+    /// timeout), its output in `log_path` and, with `--follow`, shown as `name`'s;
+    /// returns the exit code and the last lines.
     pub(super) async fn shell(
         &self,
         id: &str,
         command: &str,
         settings: &TaskSettings,
         log_path: &Path,
+        (name, bar): (&str, &StepProgress<'_>),
     ) -> Result<(i64, Vec<String>), String> {
         const TAIL: usize = 20;
         let mut log = create_file(log_path)?;
@@ -181,6 +192,7 @@ impl Executor<'_> {
             .engine
             .exec(id, cmd, &env_list(settings), |_, line| {
                 let _ = writeln!(log, "{line}");
+                bar.output(name, line);
                 if tail.len() == TAIL {
                     tail.remove(0);
                 }

@@ -20,7 +20,7 @@ impl Executor<'_> {
             run_id: self.run_id.clone(),
             ..Report::default()
         };
-        let bar = self.progress.start_step("teardown");
+        let bar = self.progress.start_step("teardown", None);
         let created = lock(&self.created).clone();
         let mut errors = Vec::new();
         let containers = created
