@@ -53,10 +53,12 @@ impl Executor<'_> {
                     Some(event) => {
                         // The transcript holds events only, one JSON object a line.
                         let _ = writeln!(transcript, "{}", event.to_line());
-                        bar.output(task, &describe(&event));
-                        match event {
-                            AgentEvent::Final { answer: a, .. } => answer = Some(a),
-                            event => bar.detail(&describe(&event)),
+                        let said = describe(&event);
+                        bar.output(task, &said);
+                        if let AgentEvent::Final { answer: a, .. } = event {
+                            answer = Some(a);
+                        } else {
+                            bar.detail(&said);
                         }
                     }
                     None => {
