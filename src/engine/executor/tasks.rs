@@ -48,27 +48,24 @@ impl Executor<'_> {
         let mut answer = None;
         let code = self
             .engine
-            .exec(&id, cmd, &env_list(settings), |stream, line| match stream {
-                Stream::Stdout => match AgentEvent::parse_line(line) {
-                    Some(event) => {
-                        // The transcript holds events only, one JSON object a line.
-                        let _ = writeln!(transcript, "{}", event.to_line());
-                        let said = describe(&event);
-                        bar.output(task, &said);
-                        if let AgentEvent::Final { answer: a, .. } = event {
-                            answer = Some(a);
-                        } else {
-                            bar.detail(&said);
-                        }
-                    }
-                    None => {
-                        bar.output(task, line);
-                        let _ = writeln!(log, "{line}");
-                    }
-                },
-                Stream::Stderr => {
+            .exec(&id, cmd, &env_list(settings), |stream, line| {
+                let event = match stream {
+                    Stream::Stdout => AgentEvent::parse_line(line),
+                    Stream::Stderr => None,
+                };
+                let Some(event) = event else {
                     bar.output(task, line);
                     let _ = writeln!(log, "{line}");
+                    return;
+                };
+                // The transcript holds events only, one JSON object a line.
+                let _ = writeln!(transcript, "{}", event.to_line());
+                let said = describe(&event);
+                bar.output(task, &said);
+                if let AgentEvent::Final { answer: a, .. } = event {
+                    answer = Some(a);
+                } else {
+                    bar.detail(&said);
                 }
             })
             .await
