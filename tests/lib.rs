@@ -5,6 +5,7 @@ mod apply;
 mod bad;
 mod diagnostics;
 mod docs;
+mod faults;
 mod isolation;
 mod plan;
 mod support;
