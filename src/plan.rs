@@ -8,7 +8,7 @@ use crate::{
     GraphError, PlanError,
     graph::{self, Resource},
     playbook::{EnvVar, Playbook, Problems, TaskKind},
-    step::{MODEL_PORT, Step, TaskSettings, Teardown},
+    step::{DEFAULT_TASK_TIMEOUT, MODEL_PORT, Step, TaskSettings, Teardown},
 };
 
 /// What `apply` will do; serialized into plan files (`plan --out`).
@@ -170,7 +170,7 @@ fn step_for(p: &Playbook, resource: Resource, errors: &mut Vec<PlanError>) -> Op
             let settings = TaskSettings {
                 continue_on_error: t.continue_on_error,
                 env: pairs(&t.env),
-                timeout: t.timeout,
+                timeout: Some(t.timeout.unwrap_or(DEFAULT_TASK_TIMEOUT)),
             };
             match &t.kind {
                 TaskKind::Agent {

@@ -99,6 +99,9 @@ pub struct TaskSettings {
 /// The process limit of a container whose playbook sets none.
 pub const DEFAULT_PIDS: u32 = 1024;
 
+/// How long a task may run when its playbook sets no `timeout`: every step ends.
+pub const DEFAULT_TASK_TIMEOUT: Duration = Duration::from_hours(1);
+
 /// Something teardown removes; it runs after the steps, whatever happened.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
@@ -349,8 +352,8 @@ impl fmt::Display for TaskSettings {
         if let Some(timeout) = self.timeout {
             write!(
                 f,
-                "\n      timeout {}s: then its processes are killed",
-                timeout.as_secs()
+                "\n      timeout {}: then its processes are killed",
+                human_duration(timeout)
             )?;
         }
         if self.continue_on_error {
@@ -402,6 +405,25 @@ fn lines(f: &mut fmt::Formatter<'_>, lead: &str, text: &str) -> fmt::Result {
 }
 
 /// `253113024` → `241.4 MiB`.
+/// `1h30m`, `45s`: how a playbook writes a duration.
+pub fn human_duration(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    let text = [(h, "h"), (m, "m"), (s, "s")]
+        .iter()
+        .filter(|(value, _)| *value > 0)
+        .fold(String::new(), |mut text, (value, unit)| {
+            use std::fmt::Write;
+            let _ = write!(text, "{value}{unit}");
+            text
+        });
+    if text.is_empty() {
+        format!("{}ms", duration.as_millis())
+    } else {
+        text
+    }
+}
+
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     #[allow(clippy::cast_precision_loss)] // display only

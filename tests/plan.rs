@@ -32,8 +32,10 @@ Plan for playbook `hello-agent` (<root>/playbooks/hello-agent.kdl): 6 steps, the
   4. ~ wait for model `gemma`: GET http://gemma:8080/health answers 200, asked from `agent` [after 2, 3]
   5. + run agent task `look` in `agent` with model `gemma` (at most 3 steps of 96 tokens) [after 2, 3, 4]
       prompt: In one sentence: what is a sandbox for a coding agent?
+      timeout 1h: then its processes are killed
   6. + run task `files` in `agent` [after 2, 3, 5]
       $ ls /workspace && git -C /workspace status --short | head -n 5
+      timeout 1h: then its processes are killed
 
 Teardown, always, also when a step fails or is interrupted:
   7. - remove container `agent`
@@ -79,8 +81,10 @@ Plan for playbook `openmono` (openmono.kdl): 3 steps, then teardown
   2. + run task `first` in `box` [after 1]
       $ echo 1
         echo one
+      timeout 1h: then its processes are killed
   3. + run task `second` in `box` [after 1, 2]
       $ echo 2
+      timeout 1h: then its processes are killed
 
 Teardown, always, also when a step fails or is interrupted:
   4. - remove container `box`

@@ -598,7 +598,7 @@ pub const TOP_LEVEL: &[Node] = &[
             ),
             leaf(
                 "timeout",
-                "how long the task may run; then its processes are killed",
+                "how long the task may run (default 1h); then its processes are killed",
                 DURATION,
                 Times::Once,
             )
