@@ -14,8 +14,9 @@ use miette::SourceSpan;
 
 use super::{
     Container, DEFAULT_CONTEXT, DEFAULT_MAX_STEPS, DEFAULT_MAX_TOKENS, DEFAULT_MODEL_IMAGE,
-    DecodeError, Health, HealthProbe, Image, Limits, Model, Network, Playbook, Source, Spanned,
-    Task, TaskKind, Var, VarType, VarValue, Volume, VolumeMount, checker::Checker, schema, units,
+    DEFAULT_TMPFS_SIZE, DecodeError, Health, HealthProbe, HostMount, Image, Limits, Model, Network,
+    Playbook, Source, Spanned, Task, TaskKind, Tmpfs, Var, VarType, VarValue, Volume, VolumeMount,
+    checker::Checker, schema, units,
 };
 
 /// A decoded playbook and the warnings it gave.
@@ -319,32 +320,66 @@ impl Decoder {
         })
     }
 
-    /// `volume "name" "/target"` children of a container. The target must be absolute
-    /// and must not hide what openmono puts there.
-    fn volume_mounts(&mut self, node: &KdlNode) -> Vec<VolumeMount> {
-        let mut mounts = Vec::new();
-        for child in children(node, "volume") {
-            let (Some(volume), Some(target)) = (str_arg(child, 0), str_arg(child, 1)) else {
-                continue;
-            };
-            let trimmed = target.value.trim_end_matches('/');
-            let reserved = ["", "/workspace", "/.openmono"].contains(&trimmed);
-            if !target.value.starts_with('/') || reserved {
-                self.problems.push(DecodeError::InvalidValue {
-                    help: Some(
-                        "give an absolute path other than `/`, `/workspace` and `/.openmono`"
-                            .into(),
+    /// `volume "name" "/target"` children of a container. Targets are checked with the
+    /// container's other mounts once templates are rendered (see `plan.rs`).
+    fn volume_mounts(node: &KdlNode) -> Vec<VolumeMount> {
+        children(node, "volume")
+            .filter_map(|child| {
+                Some(VolumeMount {
+                    read_only: prop_bool(child, "read-only"),
+                    target: str_arg(child, 1)?,
+                    volume: str_arg(child, 0)?,
+                })
+            })
+            .collect()
+    }
+
+    /// `mount "source" "/target"` children of a container: read-only unless they say
+    /// `read-only=#false`, with the dangers their `allow=` lets through.
+    fn host_mounts(node: &KdlNode) -> Vec<HostMount> {
+        children(node, "mount")
+            .filter_map(|child| {
+                Some(HostMount {
+                    allow: prop_str(child, "allow")
+                        .map(|a| crate::sandbox::parse_permissions(&a.value).0)
+                        .unwrap_or_default(),
+                    read_only: !matches!(
+                        prop(child, "read-only").map(KdlEntry::value),
+                        Some(KdlValue::Bool(false))
                     ),
-                    message: format!("`{}` cannot be a volume's target", target.value),
-                    span: target.span,
-                });
-                continue;
+                    source: str_arg(child, 0)?,
+                    target: str_arg(child, 1)?,
+                })
+            })
+            .collect()
+    }
+
+    /// `tmpfs "/target" size="…"` children of a container; a size of zero is an error
+    /// (the engine would take it as "half the host's memory").
+    fn tmpfs(&mut self, node: &KdlNode) -> Vec<Tmpfs> {
+        let mut mounts = Vec::new();
+        for child in children(node, "tmpfs") {
+            let size = match prop(child, "size") {
+                Some(entry) => match entry.value() {
+                    KdlValue::String(s) => match units::parse_size(s) {
+                        Some(0) => {
+                            self.problems.push(DecodeError::InvalidValue {
+                                help: Some("give a size such as `64MiB`".into()),
+                                message: "a tmpfs cannot hold zero bytes".into(),
+                                span: entry.span(),
+                            });
+                            continue;
+                        }
+                        Some(size) => size,
+                        None => continue,
+                    },
+                    _ => continue,
+                },
+                None => DEFAULT_TMPFS_SIZE,
+            };
+            if let Some(target) = str_arg(child, 0) {
+                mounts.push(Tmpfs { size, target });
             }
-            mounts.push(VolumeMount {
-                read_only: prop_bool(child, "read-only"),
-                target,
-                volume,
-            });
         }
         mounts
     }
@@ -437,17 +472,22 @@ impl Decoder {
             pids: prop_int(l, "pids"),
         });
         let health = self.health(node);
+        let env = self.env(node);
+        let tmpfs = self.tmpfs(node);
         Some(Container {
-            env: self.env(node),
+            env,
             health,
             image: child_str(node, "image")?,
             limits,
+            mounts: Self::host_mounts(node),
             name,
             networks: children(node, "network")
                 .filter_map(|n| Some((str_arg(n, 0)?, prop_str(n, "alias"))))
                 .collect(),
+            read_only_root: child_bool(node, "read-only-root"),
+            tmpfs,
             user: child_str(node, "user"),
-            volumes: self.volume_mounts(node),
+            volumes: Self::volume_mounts(node),
             workdir: child_str(node, "workdir"),
             workspace: child_str(node, "workspace"),
             workspace_read_only: last_child(node, "workspace")
@@ -548,9 +588,7 @@ impl Decoder {
         let env = self.env(node);
         Some(Task {
             after,
-            continue_on_error: last_child(node, "continue-on-error")
-                .and_then(|c| positional(c).next())
-                .is_some_and(|e| matches!(e.value(), KdlValue::Bool(true))),
+            continue_on_error: child_bool(node, "continue-on-error"),
             env,
             kind: kind?,
             name: name?,
@@ -617,6 +655,13 @@ fn last_child<'n>(node: &'n KdlNode, name: &'n str) -> Option<&'n KdlNode> {
 
 fn child_str(node: &KdlNode, name: &str) -> Option<Spanned<String>> {
     last_child(node, name).and_then(|c| str_arg(c, 0))
+}
+
+/// A leaf child such as `read-only-root #true`; absent means `#false`.
+fn child_bool(node: &KdlNode, name: &str) -> bool {
+    last_child(node, name)
+        .and_then(|c| positional(c).next())
+        .is_some_and(|e| matches!(e.value(), KdlValue::Bool(true)))
 }
 
 fn child_int(node: &KdlNode, name: &str) -> Option<Spanned<u32>> {
