@@ -542,3 +542,41 @@ impl fmt::Display for Plan {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_are_normalized_and_taken_places_refused() {
+        for (target, expected) in [
+            ("/data/", Ok("/data")),
+            ("//a/./b//", Ok("/a/b")),
+            ("/.openmonox", Ok("/.openmonox")),
+            ("/workspace/sub", Ok("/workspace/sub")),
+            ("data", Err("is not an absolute path")),
+            ("/a/../b", Err("goes up with `..`")),
+            ("/", Err("would hide the container's whole filesystem")),
+            ("//", Err("would hide the container's whole filesystem")),
+            ("/workspace/", Err("is where the workspace goes")),
+            ("/.openmono", Err("is where openmono puts its own binary")),
+            ("/.openmono/x", Err("is where openmono puts its own binary")),
+        ] {
+            assert_eq!(
+                normal_target(target),
+                expected.map(str::to_owned),
+                "{target}"
+            );
+        }
+    }
+
+    #[test]
+    fn lists_read_as_sentences() {
+        let words = |w: &[&'static str]| list(w.iter().copied(), ", ", " and ");
+        assert_eq!(words(&[]), "");
+        assert_eq!(words(&["a"]), "a");
+        assert_eq!(words(&["a", "b"]), "a and b");
+        assert_eq!(words(&["a", "b", "c"]), "a, b and c");
+        assert_eq!(lexical(Path::new("/p/./a/../b")), Path::new("/p/b"));
+    }
+}

@@ -364,8 +364,9 @@ impl Engine {
             }),
             ..Default::default()
         };
+        // No playbook name holds a `.`: this name never clashes with another container.
         let name = format!(
-            "{}-upload",
+            "{}.upload",
             info.name.unwrap_or_default().trim_start_matches('/')
         );
         let options = CreateContainerOptionsBuilder::default().name(&name).build();

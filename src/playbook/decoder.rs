@@ -752,6 +752,7 @@ mod tests {
     use std::path::{Path, PathBuf};
 
     use super::*;
+    use crate::sandbox::Permission;
 
     fn decode(text: &str) -> Result<Playbook, Vec<DecodeError>> {
         let source = Source::from_text(Path::new("t.kdl"), PathBuf::from("/p"), text.to_owned());
@@ -911,6 +912,76 @@ task "b" after="a" {
         assert_eq!(*first, span_of(text, "egress=#true", 0));
         assert_eq!(*span, span_of(text, "egress=#false", 0));
     }
+
+    #[test]
+    fn mounts_are_read_only_unless_they_say_so_and_tmpfs_has_a_size() {
+        let playbook = decode(
+            r#"container "c" {
+    image "i"
+    mount "a" "/a"
+    mount "b" "/b" read-only=#false allow="outside-project home, home"
+    tmpfs "/t"
+    tmpfs "/u" size="1MiB"
+    read-only-root #true
+}
+container "d" {
+    image "i"
+}"#,
+        )
+        .expect("decodes");
+        let c = &playbook.containers[0];
+        let mounts: Vec<(&str, &str, bool, &[Permission])> = c
+            .mounts
+            .iter()
+            .map(|m| {
+                (
+                    m.source.value.as_str(),
+                    m.target.value.as_str(),
+                    m.read_only,
+                    m.allow.as_slice(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            mounts,
+            [
+                ("a", "/a", true, &[][..]),
+                (
+                    "b",
+                    "/b",
+                    false,
+                    &[Permission::Home, Permission::OutsideProject][..]
+                )
+            ]
+        );
+        let tmpfs: Vec<(&str, u64)> = c
+            .tmpfs
+            .iter()
+            .map(|t| (t.target.value.as_str(), t.size))
+            .collect();
+        assert_eq!(tmpfs, [("/t", DEFAULT_TMPFS_SIZE), ("/u", 1 << 20)]);
+        assert!(c.read_only_root);
+        assert!(!playbook.containers[1].read_only_root);
+    }
+
+    error!(
+        an_unknown_permission,
+        "container \"c\" {\n    image \"i\"\n    mount \"a\" \"/a\" allow=\"home sytem\"\n}",
+        DecodeError::InvalidValue { .. },
+        "allow=\"home sytem\""
+    );
+    error!(
+        an_empty_allow,
+        "container \"c\" {\n    image \"i\"\n    mount \"a\" \"/a\" allow=\" \"\n}",
+        DecodeError::InvalidValue { .. },
+        "allow=\" \""
+    );
+    error!(
+        a_tmpfs_of_zero_bytes,
+        "container \"c\" {\n    image \"i\"\n    tmpfs \"/t\" size=\"0\"\n}",
+        DecodeError::InvalidValue { .. },
+        "size=\"0\""
+    );
 
     #[test]
     fn the_name_defaults_to_the_file_stem() {
