@@ -15,6 +15,7 @@ pub use graph_error::GraphError;
 pub mod plan;
 mod plan_error;
 pub mod runs;
+pub mod sandbox;
 pub mod saved_plan;
 pub mod step;
 

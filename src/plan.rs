@@ -2,13 +2,26 @@
 //! them. Paths are resolved and checked here (on the host, touching nothing), so a plan
 //! that prints is a plan that can run. `Display` is the output of `openmono plan`.
 
-use std::{collections::HashMap, fmt, io::Read, path::PathBuf};
+use std::{
+    collections::HashMap,
+    fmt,
+    io::Read,
+    path::{Component, Path, PathBuf},
+};
+
+use miette::SourceSpan;
 
 use crate::{
     GraphError, PlanError,
     graph::{self, Resource},
-    playbook::{EnvVar, Playbook, Problems, TaskKind},
-    step::{DEFAULT_TASK_TIMEOUT, MODEL_PORT, Step, TaskSettings, Teardown},
+    playbook::{
+        Container, DEFAULT_TMPFS_SIZE, EnvVar, HostMount, Playbook, Problems, Spanned, TaskKind,
+    },
+    sandbox,
+    step::{
+        Bind, DEFAULT_TASK_TIMEOUT, MODEL_PORT, SELF_DIR, Step, TaskSettings, Teardown, TmpfsMount,
+        WORKSPACE,
+    },
 };
 
 /// What `apply` will do; serialized into plan files (`plan --out`).
@@ -116,47 +129,7 @@ fn step_for(p: &Playbook, resource: Resource, errors: &mut Vec<PlanError>) -> Op
             name: p.networks[i].name.value.clone(),
         },
         Resource::Model(i) => model_step(p, i, errors)?,
-        Resource::Container(i) => {
-            let c = &p.containers[i];
-            let workspace = match &c.workspace {
-                Some(w) => match std::fs::canonicalize(p.resolve(w)) {
-                    Ok(path) if path.is_dir() => Some((path, c.workspace_read_only)),
-                    found => {
-                        errors.push(PlanError::WorkspaceMissing {
-                            path: w.value.clone(),
-                            reason: if found.is_ok() {
-                                "not a folder"
-                            } else {
-                                "does not exist"
-                            },
-                            span: w.span,
-                        });
-                        return None;
-                    }
-                },
-                None => None,
-            };
-            Step::StartContainer {
-                env: pairs(&c.env),
-                health: c.health.clone(),
-                image: c.image.value.clone(),
-                limits: c.limits,
-                name: c.name.value.clone(),
-                networks: c
-                    .networks
-                    .iter()
-                    .map(|(n, alias)| (n.value.clone(), alias.as_ref().map(|a| a.value.clone())))
-                    .collect(),
-                user: c.user.as_ref().map(|u| u.value.clone()),
-                volumes: c
-                    .volumes
-                    .iter()
-                    .map(|m| (m.volume.value.clone(), m.target.value.clone(), m.read_only))
-                    .collect(),
-                workdir: c.workdir.as_ref().map(|w| w.value.clone()),
-                workspace,
-            }
-        }
+        Resource::Container(i) => container_step(p, i, errors)?,
         Resource::ModelReady(m, c) => {
             let model = &p.models[m].name.value;
             Step::WaitModel {
@@ -200,6 +173,242 @@ fn step_for(p: &Playbook, resource: Resource, errors: &mut Vec<PlanError>) -> Op
             }
         }
     })
+}
+
+/// A task container, with its workspace and mounts resolved and judged on the host.
+fn container_step(p: &Playbook, i: usize, errors: &mut Vec<PlanError>) -> Option<Step> {
+    let c = &p.containers[i];
+    let before = errors.len();
+    let workspace = match &c.workspace {
+        Some(w) => match std::fs::canonicalize(p.resolve(w)) {
+            Ok(path) if path.is_dir() => Some((path, c.workspace_read_only)),
+            found => {
+                errors.push(PlanError::WorkspaceMissing {
+                    path: w.value.clone(),
+                    reason: if found.is_ok() {
+                        "not a folder"
+                    } else {
+                        "does not exist"
+                    },
+                    span: w.span,
+                });
+                None
+            }
+        },
+        None => None,
+    };
+    check_targets(c, errors);
+    let host = sandbox::Host::current();
+    let project = std::fs::canonicalize(&p.source.dir).unwrap_or_else(|_| p.source.dir.clone());
+    let mounts: Vec<Bind> = c
+        .mounts
+        .iter()
+        .filter_map(|m| bind(p, m, &project, &host, errors))
+        .collect();
+    if errors.len() > before {
+        return None;
+    }
+    let mut tmpfs: Vec<TmpfsMount> = c
+        .tmpfs
+        .iter()
+        .map(|t| TmpfsMount {
+            automatic: false,
+            size: t.size,
+            target: normal(&t.target),
+        })
+        .collect();
+    let tmp_taken = c
+        .volumes
+        .iter()
+        .map(|v| &v.target)
+        .chain(c.mounts.iter().map(|m| &m.target))
+        .chain(c.tmpfs.iter().map(|t| &t.target))
+        .any(|t| normal(t) == "/tmp");
+    if c.read_only_root && !tmp_taken {
+        tmpfs.push(TmpfsMount {
+            automatic: true,
+            size: DEFAULT_TMPFS_SIZE,
+            target: "/tmp".into(),
+        });
+    }
+    Some(Step::StartContainer {
+        env: pairs(&c.env),
+        health: c.health.clone(),
+        image: c.image.value.clone(),
+        limits: c.limits,
+        mounts,
+        name: c.name.value.clone(),
+        networks: c
+            .networks
+            .iter()
+            .map(|(n, alias)| (n.value.clone(), alias.as_ref().map(|a| a.value.clone())))
+            .collect(),
+        read_only_root: c.read_only_root,
+        tmpfs,
+        user: c.user.as_ref().map(|u| u.value.clone()),
+        volumes: c
+            .volumes
+            .iter()
+            .map(|m| (m.volume.value.clone(), normal(&m.target), m.read_only))
+            .collect(),
+        workdir: c.workdir.as_ref().map(|w| w.value.clone()),
+        workspace,
+    })
+}
+
+/// Every target of a container's volumes, mounts and tmpfs, once templates are
+/// rendered: absolute, not `/`, `/workspace` or in `/.openmono`, and no two at one place.
+fn check_targets(c: &Container, errors: &mut Vec<PlanError>) {
+    let mut seen: Vec<(String, SourceSpan)> = Vec::new();
+    let targets = (c.volumes.iter().map(|v| ("a volume's", &v.target)))
+        .chain(c.mounts.iter().map(|m| ("a mount's", &m.target)))
+        .chain(c.tmpfs.iter().map(|t| ("a tmpfs's", &t.target)));
+    for (kind, target) in targets {
+        match normal_target(&target.value) {
+            Err(why) => errors.push(PlanError::BadTarget {
+                kind,
+                span: target.span,
+                target: target.value.clone(),
+                why,
+            }),
+            Ok(path) => match seen.iter().find(|(p, _)| *p == path) {
+                Some((_, first)) => errors.push(PlanError::TargetClash {
+                    container: c.name.value.clone(),
+                    first: *first,
+                    span: target.span,
+                    target: path,
+                }),
+                None => seen.push((path, target.span)),
+            },
+        }
+    }
+}
+
+/// A target as the engine gets it: without `.`, doubled or trailing `/`. `Err` says
+/// why it cannot be one.
+fn normal_target(target: &str) -> Result<String, &'static str> {
+    let path = Path::new(target);
+    if !path.is_absolute() {
+        return Err("is not an absolute path");
+    }
+    if path.components().any(|c| c == Component::ParentDir) {
+        return Err("goes up with `..`");
+    }
+    let normal: PathBuf = path.components().collect();
+    if normal == Path::new("/") {
+        Err("would hide the container's whole filesystem")
+    } else if normal == Path::new(WORKSPACE) {
+        Err("is where the workspace goes")
+    } else if normal.starts_with(SELF_DIR) {
+        Err("is where openmono puts its own binary")
+    } else {
+        Ok(normal.to_string_lossy().into_owned())
+    }
+}
+
+/// A target that [`check_targets`] passed, as the engine gets it.
+fn normal(target: &Spanned<String>) -> String {
+    normal_target(&target.value).unwrap_or_else(|_| target.value.clone())
+}
+
+/// A host mount whose source exists and whose dangers the playbook lets through.
+fn bind(
+    p: &Playbook,
+    m: &HostMount,
+    project: &Path,
+    host: &sandbox::Host,
+    errors: &mut Vec<PlanError>,
+) -> Option<Bind> {
+    let written = p.resolve(&m.source);
+    // Never created: a missing source is a mistake, not a folder to make.
+    let source = match std::fs::canonicalize(&written) {
+        Ok(source) => source,
+        Err(e) => {
+            errors.push(PlanError::MountMissing {
+                path: m.source.value.clone(),
+                reason: if e.kind() == std::io::ErrorKind::NotFound {
+                    "does not exist".to_owned()
+                } else {
+                    e.to_string()
+                },
+                span: m.source.span,
+            });
+            return None;
+        }
+    };
+    let dangers = sandbox::dangers(&source, project, host);
+    if dangers.iter().any(|d| !m.allow.contains(&d.permission)) {
+        errors.push(refusal(m, &written, &source, &dangers));
+        return None;
+    }
+    Some(Bind {
+        allowed: dangers.iter().map(|d| d.permission).collect(),
+        read_only: m.read_only,
+        source,
+        target: normal(&m.target),
+        unneeded: m
+            .allow
+            .iter()
+            .filter(|a| !dangers.iter().any(|d| d.permission == **a))
+            .copied()
+            .collect(),
+    })
+}
+
+/// Why a mount is refused, and the `allow=` that would let it through: the
+/// permissions its dangers need, no more.
+fn refusal(m: &HostMount, written: &Path, source: &Path, dangers: &[sandbox::Danger]) -> PlanError {
+    let missing: Vec<&sandbox::Danger> = dangers
+        .iter()
+        .filter(|d| !m.allow.contains(&d.permission))
+        .collect();
+    let mut why = list(missing.iter().map(|d| d.why.as_str()), ", ", " and ");
+    // A symlink is judged by where it leads: say where, so the refusal makes sense.
+    if lexical(written) != source {
+        why = format!("leads to `{}`, which {why}", source.display());
+    }
+    let names: Vec<&str> = dangers.iter().map(|d| d.permission.name()).collect();
+    PlanError::MountRefused {
+        help: format!(
+            "to mount it anyway, write `allow=\"{}\"` on this mount; the container then gets {}",
+            names.join(" "),
+            list(
+                missing.iter().map(|d| d.permission.exposes()),
+                "; ",
+                "; and "
+            )
+        ),
+        path: m.source.value.clone(),
+        span: m.source.span,
+        why,
+    }
+}
+
+/// The items with `between` between them, and `last` before the last one:
+/// `a, b and c`.
+fn list<'a>(items: impl Iterator<Item = &'a str>, between: &str, last: &str) -> String {
+    let mut items: Vec<&str> = items.collect();
+    match items.pop() {
+        Some(final_item) if !items.is_empty() => {
+            format!("{}{last}{final_item}", items.join(between))
+        }
+        final_item => final_item.unwrap_or_default().to_owned(),
+    }
+}
+
+/// `path` with `.` and `..` taken out as written, without asking the filesystem.
+fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// An image to build, its context and Dockerfile checked on the host.
@@ -343,10 +552,12 @@ impl fmt::Display for Plan {
         if let Some(description) = &self.description {
             writeln!(f, "  {description}")?;
         }
-        writeln!(
-            f,
-            "  Each step starts once the steps in its [after …] are done; the others run at the same time."
-        )?;
+        if self.needs.iter().any(|n| !n.is_empty()) {
+            writeln!(
+                f,
+                "  Each step starts once the steps in its [after …] are done; the others run at the same time."
+            )?;
+        }
         writeln!(f)?;
         for (i, step) in self.steps.iter().enumerate() {
             let text = step.to_string();
@@ -370,5 +581,43 @@ impl fmt::Display for Plan {
             writeln!(f, "{:>3}. {step}", self.steps.len() + i + 1)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_are_normalized_and_taken_places_refused() {
+        for (target, expected) in [
+            ("/data/", Ok("/data")),
+            ("//a/./b//", Ok("/a/b")),
+            ("/.openmonox", Ok("/.openmonox")),
+            ("/workspace/sub", Ok("/workspace/sub")),
+            ("data", Err("is not an absolute path")),
+            ("/a/../b", Err("goes up with `..`")),
+            ("/", Err("would hide the container's whole filesystem")),
+            ("//", Err("would hide the container's whole filesystem")),
+            ("/workspace/", Err("is where the workspace goes")),
+            ("/.openmono", Err("is where openmono puts its own binary")),
+            ("/.openmono/x", Err("is where openmono puts its own binary")),
+        ] {
+            assert_eq!(
+                normal_target(target),
+                expected.map(str::to_owned),
+                "{target}"
+            );
+        }
+    }
+
+    #[test]
+    fn lists_read_as_sentences() {
+        let words = |w: &[&'static str]| list(w.iter().copied(), ", ", " and ");
+        assert_eq!(words(&[]), "");
+        assert_eq!(words(&["a"]), "a");
+        assert_eq!(words(&["a", "b"]), "a and b");
+        assert_eq!(words(&["a", "b", "c"]), "a, b and c");
+        assert_eq!(lexical(Path::new("/p/./a/../b")), Path::new("/p/b"));
     }
 }

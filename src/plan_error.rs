@@ -5,6 +5,21 @@ use thiserror::Error;
 
 #[derive(Debug, Clone, Error, Diagnostic)]
 pub enum PlanError {
+    #[error("`{target}` cannot be {kind} target: it {why}")]
+    #[diagnostic(
+        code(openmono::plan::bad_target),
+        help(
+            "give an absolute path; `/`, `/workspace` and `/.openmono` with what is in it are taken"
+        )
+    )]
+    BadTarget {
+        kind: &'static str,
+        #[label("this target")]
+        span: SourceSpan,
+        target: String,
+        why: &'static str,
+    },
+
     #[error("build context `{path}` is not a folder")]
     #[diagnostic(
         code(openmono::plan::context_missing),
@@ -40,6 +55,31 @@ pub enum PlanError {
         span: SourceSpan,
     },
 
+    #[error("mount source `{path}` {reason}")]
+    #[diagnostic(
+        code(openmono::plan::mount_missing),
+        help(
+            "a mount's source must exist, openmono never creates it; a relative path is relative to the playbook's folder"
+        )
+    )]
+    MountMissing {
+        path: String,
+        reason: String,
+        #[label("{reason}")]
+        span: SourceSpan,
+    },
+
+    #[error("mount source `{path}` is refused: it {why}")]
+    #[diagnostic(code(openmono::plan::mount_refused))]
+    MountRefused {
+        #[help]
+        help: String,
+        path: String,
+        #[label("refused")]
+        span: SourceSpan,
+        why: String,
+    },
+
     #[error("`{path}` is not a GGUF model file")]
     #[diagnostic(
         code(openmono::plan::not_gguf),
@@ -50,6 +90,20 @@ pub enum PlanError {
         #[label("{reason}")]
         span: SourceSpan,
         reason: String,
+    },
+
+    #[error("container `{container}` mounts two things at `{target}`")]
+    #[diagnostic(
+        code(openmono::plan::target_clash),
+        help("give each mount, volume and tmpfs of a container its own target")
+    )]
+    TargetClash {
+        container: String,
+        #[label("first here")]
+        first: SourceSpan,
+        #[label("again here")]
+        span: SourceSpan,
+        target: String,
     },
 
     #[error("workspace `{path}` {reason}")]

@@ -3,7 +3,10 @@
 
 use std::{fmt, path::PathBuf, time::Duration};
 
-use crate::playbook::{Health, HealthProbe, Limits};
+use crate::{
+    playbook::{Health, HealthProbe, Limits},
+    sandbox::Permission,
+};
 
 /// The port every model server listens on inside its network.
 pub const MODEL_PORT: u16 = 8080;
@@ -11,6 +14,8 @@ pub const MODEL_PORT: u16 = 8080;
 pub const MODEL_MOUNT: &str = "/models/model.gguf";
 /// Where the project folder appears inside a container.
 pub const WORKSPACE: &str = "/workspace";
+/// Where openmono's own binary goes in a task container; nothing may be mounted there.
+pub const SELF_DIR: &str = "/.openmono";
 
 /// Something `apply` does, in order.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -47,9 +52,15 @@ pub enum Step {
         health: Option<Health>,
         image: String,
         limits: Limits,
+        /// Host files and folders, checked against the sandbox's policy.
+        mounts: Vec<Bind>,
         name: String,
         /// The networks it joins, with an extra host name on each, if any.
         networks: Vec<(String, Option<String>)>,
+        /// The image's files are read-only.
+        read_only_root: bool,
+        /// In-memory folders, the one a read-only root gets at `/tmp` included.
+        tmpfs: Vec<TmpfsMount>,
         /// `UID:GID`; none: the user who runs openmono.
         user: Option<String>,
         /// Playbook volumes: name, target, read-only.
@@ -84,6 +95,29 @@ pub enum Step {
         model: String,
         url: String,
     },
+}
+
+/// A host file or folder that a container mounts.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Bind {
+    /// The dangers of this source that the playbook let through (`allow=`).
+    pub allowed: Vec<Permission>,
+    pub read_only: bool,
+    /// Canonical: where the path written in the playbook really leads.
+    pub source: PathBuf,
+    pub target: String,
+    /// Permissions `allow=` gave that this source does not need.
+    pub unneeded: Vec<Permission>,
+}
+
+/// An in-memory folder in a container.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TmpfsMount {
+    /// Added by openmono for a read-only root, not written in the playbook.
+    pub automatic: bool,
+    /// Most bytes it holds.
+    pub size: u64,
+    pub target: String,
 }
 
 /// What every task may set.
@@ -275,9 +309,8 @@ impl Step {
             name,
             networks,
             user,
-            volumes,
             workdir,
-            workspace,
+            ..
         } = self
         else {
             return Ok(());
@@ -292,27 +325,7 @@ impl Step {
                 write!(f, " (also as `{alias}`)")?;
             }
         }
-        match workspace {
-            Some((w, read_only)) => write!(
-                f,
-                "\n      mount {} at {WORKSPACE} ({}), its only host mount",
-                w.display(),
-                if *read_only {
-                    "read-only"
-                } else {
-                    "read-write"
-                }
-            )?,
-            None => write!(f, "\n      no host mounts")?,
-        }
-        for (volume, target, read_only) in volumes {
-            let mode = if *read_only {
-                "read-only"
-            } else {
-                "read-write"
-            };
-            write!(f, "\n      volume `{volume}` at {target} ({mode})")?;
-        }
+        self.fmt_filesystem(f)?;
         match user {
             Some(user) => write!(f, "\n      runs as {user}")?,
             None => write!(f, "\n      runs as the user who runs openmono")?,
@@ -343,6 +356,106 @@ impl Step {
             )?;
         }
         write!(f, "\n      openmono copied in to run tasks")
+    }
+}
+
+impl Step {
+    /// A container's files in a plan, one line each: the workspace, host mounts,
+    /// volumes, a read-only root and tmpfs.
+    fn fmt_filesystem(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self::StartContainer {
+            mounts,
+            read_only_root,
+            tmpfs,
+            volumes,
+            workspace,
+            ..
+        } = self
+        else {
+            return Ok(());
+        };
+        match workspace {
+            Some((w, read_only)) => {
+                write!(
+                    f,
+                    "\n      mount {} at {WORKSPACE} ({})",
+                    w.display(),
+                    if *read_only {
+                        "read-only"
+                    } else {
+                        "read-write"
+                    }
+                )?;
+                if mounts.is_empty() {
+                    write!(f, ", its only host mount")?;
+                }
+            }
+            None if mounts.is_empty() => write!(f, "\n      no host mounts")?,
+            None => {}
+        }
+        for bind in mounts {
+            write!(f, "{bind}")?;
+        }
+        for (volume, target, read_only) in volumes {
+            let mode = if *read_only {
+                "read-only"
+            } else {
+                "read-write"
+            };
+            write!(f, "\n      volume `{volume}` at {target} ({mode})")?;
+        }
+        if *read_only_root {
+            write!(f, "\n      read-only root filesystem")?;
+        }
+        for t in tmpfs {
+            write!(
+                f,
+                "\n      tmpfs at {} ({} in memory, nothing in it runs){}",
+                t.target,
+                human_bytes(t.size),
+                if t.automatic {
+                    ", for the read-only root"
+                } else {
+                    ""
+                }
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// A host mount's line in a plan: a writable mount and every permission it uses say
+/// so plainly.
+impl fmt::Display for Bind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "\n      mount {} at {} ({})",
+            self.source.display(),
+            self.target,
+            if self.read_only {
+                "read-only"
+            } else {
+                "READ-WRITE: the container can change these host files"
+            }
+        )?;
+        for permission in &self.allowed {
+            write!(
+                f,
+                "\n        ALLOWED {}: {}",
+                permission.name(),
+                permission.exposes()
+            )?;
+        }
+        if !self.unneeded.is_empty() {
+            let names: Vec<&str> = self.unneeded.iter().map(|p| p.name()).collect();
+            write!(
+                f,
+                "\n        allow `{}` is not needed for this source",
+                names.join(" ")
+            )?;
+        }
+        Ok(())
     }
 }
 

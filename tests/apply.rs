@@ -1094,3 +1094,170 @@ fn json_output_is_one_event_a_line_and_follow_streams_task_output() {
     assert!(text.stderr.contains("] t | one\n"), "{}", text.stderr);
     assert_run_gone(&text.run_id());
 }
+
+#[test]
+fn host_mounts_are_read_only_unless_they_say_otherwise_and_paths_may_hold_spaces_and_colons() {
+    if !docker() {
+        return;
+    }
+    let project = Project::new();
+    project.file("my data:v1/hello.txt", "hello from the host\n");
+    project.file("out/.keep", "");
+    project.file(
+        "openmono.kdl",
+        r##"
+container "box" {
+    image "openmono/agent:latest"
+    mount "my data:v1" "/data in:box"
+    mount "out" "/out" read-only=#false
+}
+task "look" {
+    run "box" #"""
+        cat "/data in:box/hello.txt"
+        touch "/data in:box/new" 2>/dev/null || echo "data refused a write"
+        echo "from the box" > /out/made.txt && echo "out written"
+        awk '$2 == "/data\\040in:box" || $2 == "/out" { split($4, o, ","); print $2, o[1] }' /proc/mounts
+        """#
+}
+"##,
+    );
+    let run = project.run(&["apply"]);
+    run.expect_code(0);
+    for line in [
+        "        hello from the host\n",
+        "        data refused a write\n",
+        "        out written\n",
+        "        /data\\040in:box ro\n",
+        "        /out rw\n",
+    ] {
+        assert!(
+            run.stdout.contains(line),
+            "missing {line:?} in\n{}",
+            run.stdout
+        );
+    }
+    let made = project.path().join("out/made.txt");
+    assert_eq!(
+        std::fs::read_to_string(&made).expect("made.txt"),
+        "from the box\n"
+    );
+    // Written as the user who ran openmono.
+    assert_eq!(
+        std::fs::metadata(&made).expect("stat").uid(),
+        std::fs::metadata(project.path()).expect("stat").uid()
+    );
+    assert!(!project.path().join("my data:v1/new").exists());
+    assert_run_gone(&run.run_id());
+}
+
+#[test]
+fn a_read_only_root_keeps_tmp_and_tmpfs_writable_and_tasks_and_agents_run() {
+    if !docker() {
+        return;
+    }
+    let project = Project::new();
+    project.file(
+        "openmono.kdl",
+        &format!(
+            r##"
+network "n"
+model "m" {{
+    gguf "{gguf}"
+    context 512
+    network "n"
+}}
+container "box" {{
+    image "openmono/agent:latest"
+    network "n"
+    workspace "."
+    user "0:0"
+    tmpfs "/scratch" size="8MiB"
+    read-only-root #true
+}}
+task "look" {{
+    run "box" #"""
+        touch /made-in-root 2>/dev/null || echo "root refused a write"
+        echo kept > /tmp/t && echo "tmp $(cat /tmp/t) $(stat -c %a /tmp)"
+        echo kept > /scratch/s && echo "scratch $(cat /scratch/s) $(stat -c %a /scratch)"
+        awk '$2 == "/scratch" || $2 == "/tmp" {{ print $2, $1, $4 }}' /proc/mounts
+        df -B1 /scratch | awk 'NR == 2 {{ print "scratch bytes", $2 }}'
+        cp /bin/true /scratch/true && {{ /scratch/true || echo "nothing runs from scratch"; }}
+        echo "binary $(stat -c '%u %a' /.openmono/openmono) in $(stat -c '%u %a' /.openmono)"
+        {{ rm -f /.openmono/openmono || touch /.openmono/other; }} 2>/dev/null || echo "binary stays"
+        """#
+}}
+task "ask" after="look" {{
+    agent "box" model="m"
+    prompt "Say yes."
+    max-tokens 8
+    check "test -d /workspace && ! touch /made-by-check 2>/dev/null"
+}}
+"##,
+            gguf = gemma().display()
+        ),
+    );
+    let run = project.run(&["apply"]);
+    run.expect_code(0);
+    let out = &run.stdout;
+    for line in [
+        "        root refused a write\n",
+        "        tmp kept 1777\n",
+        "        scratch kept 1777\n",
+        "        /tmp tmpfs rw,nosuid,nodev,noexec,relatime,size=65536k\n",
+        "        /scratch tmpfs rw,nosuid,nodev,noexec,relatime,size=8192k\n",
+        "        scratch bytes 8388608\n",
+        "        nothing runs from scratch\n",
+        // Even root in the box cannot replace the binary later tasks run as.
+        "        binary 65534 555 in 65534 555\n",
+        "        binary stays\n",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in\n{out}");
+    }
+    assert!(
+        out.contains("✓ task `ask` (agent, exit code 0, check exit code 0"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Teardown removed 2 container(s) and 1 network(s)."),
+        "{out}"
+    );
+    assert_run_gone(&run.run_id());
+}
+
+#[test]
+fn the_binary_volume_of_a_read_only_root_carries_the_run_label_and_is_reaped_with_it() {
+    if !docker() {
+        return;
+    }
+    let project = Project::new();
+    project.file(
+        "openmono.kdl",
+        "container \"box\" {\n    image \"openmono/agent:latest\"\n    read-only-root #true\n}\ntask \"long\" {\n    run \"box\" \"sleep 300\"\n}\n",
+    );
+    let (mut child, id, _) = start_long_run(&project);
+    let filter = format!("label=dev.openmono.run={id}");
+    let volumes = docker_lines(&["volume", "ls", "-q", "--filter", &filter]);
+    let containers = docker_lines(&["ps", "-a", "--format", "{{.Names}}", "--filter", &filter]);
+    let mounted = docker_lines(&[
+        "inspect",
+        "--format",
+        r#"{{range .Mounts}}{{if eq .Type "volume"}}{{.Destination}} {{.Name}}{{end}}{{end}}"#,
+        &format!("openmono-{id}-box"),
+    ]);
+    // Killed: no teardown. gc finds the volume by its label, with its container.
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    Project::new().run(&["gc"]).expect_code(0);
+    assert_eq!(volumes.len(), 1, "{volumes:?}");
+    // The helper that filled it is gone; only the task container is left.
+    assert_eq!(containers, [format!("openmono-{id}-box")]);
+    assert_eq!(mounted, [format!("/.openmono {}", volumes[0])]);
+    assert_run_gone(&id);
+    assert!(
+        docker_lines(&["volume", "ls", "-q"])
+            .iter()
+            .all(|v| *v != volumes[0]),
+        "volume {} is left",
+        volumes[0]
+    );
+}

@@ -32,7 +32,18 @@ fn every_bad_playbook_gets_its_exact_diagnostic() {
         project.file(&name, &std::fs::read_to_string(playbook).expect("read"));
         // A file that exists, for the problems that are not about the model file.
         project.file("m.gguf", "GGUF");
-        let run = project.run(&["plan", &name]);
+        // For mounts: a folder of the project, and a symlink that leads out of it.
+        project.file("data/readme", "data");
+        std::os::unix::fs::symlink("/usr", project.path().join("outside")).expect("symlink");
+        // The project is the home folder, so that a refused home reads the same on
+        // every machine.
+        let run = crate::support::Run::from(
+            project
+                .command(&["plan", &name])
+                .env("HOME", project.path())
+                .output()
+                .expect("run openmono"),
+        );
         // `warn-*` playbooks plan, with warnings; the others do not plan at all.
         let code = if name.starts_with("warn-") { 0 } else { 2 };
         assert_eq!(run.code, Some(code), "{name}:\n{}", run.stdout);

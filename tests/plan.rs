@@ -336,3 +336,113 @@ fn a_saved_plan_is_refused_when_its_playbook_or_vars_would_change_it() {
         other.stderr
     );
 }
+
+#[test]
+fn plan_shows_every_mount_with_its_mode_and_the_permissions_it_uses() {
+    let project = Project::new();
+    project.file("my data:v1/hello.txt", "hello");
+    project.file("out/.keep", "");
+    std::os::unix::fs::symlink("my data:v1", project.path().join("data-link")).expect("symlink");
+    project.file(
+        "openmono.kdl",
+        r#"var "where" default="/in"
+container "box" {
+    image "openmono/agent:latest"
+    workspace "." read-only=#true
+    mount "data-link" "{{ var.where }}/data//"
+    mount "out" "/out" read-only=#false allow="home"
+    mount "/usr/share" "/share" allow="outside-project"
+    tmpfs "/scratch" size="8MiB"
+    read-only-root #true
+}
+container "plain" {
+    image "openmono/agent:latest"
+    tmpfs "/tmp"
+    read-only-root #true
+}
+"#,
+    );
+    let run = project.run(&["plan"]);
+    run.expect_code(0);
+    let dir = std::fs::canonicalize(project.path()).expect("canonical");
+    assert_eq!(
+        run.stdout.replace(&dir.display().to_string(), "<project>"),
+        "\
+Plan for playbook `openmono` (openmono.kdl): 2 steps, then teardown
+
+  1. + start container `box` from `openmono/agent:latest` with no network
+      mount <project> at /workspace (read-only)
+      mount <project>/my data:v1 at /in/data (read-only)
+      mount <project>/out at /out (READ-WRITE: the container can change these host files)
+        allow `home` is not needed for this source
+      mount /usr/share at /share (read-only)
+        ALLOWED outside-project: host files that are not part of the project
+      read-only root filesystem
+      tmpfs at /scratch (8.0 MiB in memory, nothing in it runs)
+      tmpfs at /tmp (64.0 MiB in memory, nothing in it runs), for the read-only root
+      runs as the user who runs openmono; no capabilities, no new privileges
+      limits: memory unlimited, all CPUs, 1024 processes
+      openmono copied in to run tasks
+  2. + start container `plain` from `openmono/agent:latest` with no network
+      no host mounts
+      read-only root filesystem
+      tmpfs at /tmp (64.0 MiB in memory, nothing in it runs)
+      runs as the user who runs openmono; no capabilities, no new privileges
+      limits: memory unlimited, all CPUs, 1024 processes
+      openmono copied in to run tasks
+
+Teardown, always, also when a step fails or is interrupted:
+  3. - remove container `plain`
+  4. - remove container `box`
+"
+    );
+}
+
+#[test]
+fn a_mount_that_leads_to_the_engine_socket_is_refused_and_allowed_by_name() {
+    let project = Project::new();
+    // Where the engine socket is (the Docker default, unless DOCKER_HOST names another).
+    let socket = std::env::var("DOCKER_HOST")
+        .ok()
+        .and_then(|h| h.strip_prefix("unix://").map(str::to_owned))
+        .unwrap_or_else(|| "/var/run/docker.sock".to_owned());
+    std::os::unix::fs::symlink(&socket, project.path().join("innocent")).expect("symlink");
+    let playbook = |allow: &str| {
+        format!(
+            "container \"box\" {{\n    image \"i\"\n    mount \"innocent\" \"/innocent\"{allow}\n}}\n"
+        )
+    };
+    project.file("openmono.kdl", &playbook(""));
+    let run = project.run(&["plan"]);
+    run.expect_code(2);
+    assert!(
+        run.stderr
+            .contains("× mount source `innocent` is refused: it leads to `"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("Error: openmono::plan::mount_refused"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("write `allow=\"engine-socket outside-project\"` on this mount"),
+        "{}",
+        run.stderr
+    );
+    project.file(
+        "openmono.kdl",
+        &playbook(" allow=\"engine-socket outside-project\""),
+    );
+    let run = project.run(&["plan"]);
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains(
+            "        ALLOWED engine-socket: CONTROL OF THE CONTAINER ENGINE, WHICH IS ROOT ON THE HOST"
+        ),
+        "{}",
+        run.stdout
+    );
+}

@@ -10,8 +10,8 @@ use bollard::{
     exec::{CreateExecOptions, StartExecResults},
     models::{
         ContainerCreateBody, ContainerState, EndpointSettings, HealthConfig, HealthStatusEnum,
-        HostConfig, Mount, MountType, NetworkConnectRequest, NetworkCreateRequest,
-        NetworkDisconnectRequest, NetworkingConfig, VolumeCreateRequest,
+        HostConfig, Mount, MountTmpfsOptions, MountType, MountVolumeOptions, NetworkConnectRequest,
+        NetworkCreateRequest, NetworkDisconnectRequest, NetworkingConfig, VolumeCreateRequest,
     },
     query_parameters::{
         BuildImageOptionsBuilder, CreateContainerOptionsBuilder, ListContainersOptionsBuilder,
@@ -58,6 +58,10 @@ pub struct ContainerSpec {
     /// Each network's engine name and this container's aliases on it; none: no network.
     pub networks: Vec<(String, Vec<String>)>,
     pub read_only_rootfs: bool,
+    /// Targets of anonymous volumes: labelled like the container, removed with it.
+    pub scratch_volumes: Vec<String>,
+    /// In-memory folders: target and most bytes; mode 1777, `noexec`, `nosuid`, `nodev`.
+    pub tmpfs: Vec<(String, u64)>,
     pub user: Option<String>,
     pub working_dir: Option<String>,
 }
@@ -252,22 +256,7 @@ impl Engine {
         };
         let host_config = HostConfig {
             cap_drop: Some(vec!["ALL".into()]),
-            mounts: Some(
-                spec.mounts
-                    .iter()
-                    .map(|m| Mount {
-                        target: Some(m.target.clone()),
-                        source: Some(m.source.clone()),
-                        typ: Some(if m.volume {
-                            MountType::VOLUME
-                        } else {
-                            MountType::BIND
-                        }),
-                        read_only: Some(m.read_only),
-                        ..Default::default()
-                    })
-                    .collect(),
-            ),
+            mounts: Some(mounts(&spec)),
             memory: spec.limits.memory.and_then(|m| i64::try_from(m).ok()),
             nano_cpus: spec.limits.cpus.map(|c| i64::from(c) * 1_000_000_000),
             network_mode: Some(network_mode),
@@ -330,9 +319,71 @@ impl Engine {
         Ok(created.id)
     }
 
-    /// Writes a tar archive into a container (before it starts: a read-only root
-    /// filesystem refuses it afterwards).
+    /// Writes a tar archive into a container at `/`, before it starts. A container
+    /// with a read-only root filesystem refuses that, but its volumes take writes: the
+    /// archive then goes through a helper container, never started, that mounts the same
+    /// volumes at the same places, and must land in them. Unlike an upload into the
+    /// volume's own path, this also gives the volume's top folder the owner and mode
+    /// the archive says.
     pub async fn upload(&self, id: &str, tar: Vec<u8>) -> Result<(), EngineError> {
+        let info = self
+            .docker
+            .inspect_container(id, None)
+            .await
+            .map_err(EngineError::call("inspect a container"))?;
+        let read_only = info
+            .host_config
+            .as_ref()
+            .and_then(|h| h.readonly_rootfs)
+            .unwrap_or(false);
+        if !read_only {
+            return self.upload_to(id, tar).await;
+        }
+        let volumes: Vec<Mount> = info
+            .mounts
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| m.typ.as_deref() == Some("volume"))
+            .map(|m| Mount {
+                target: m.destination,
+                source: m.name,
+                typ: Some(MountType::VOLUME),
+                ..Default::default()
+            })
+            .collect();
+        let config = info.config.unwrap_or_default();
+        let body = ContainerCreateBody {
+            entrypoint: config.entrypoint,
+            cmd: config.cmd,
+            image: config.image,
+            // Its labels are the container's, so that teardown and gc find it too.
+            labels: config.labels,
+            host_config: Some(HostConfig {
+                mounts: Some(volumes),
+                network_mode: Some("none".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        // No playbook name holds a `.`: this name never clashes with another container.
+        let name = format!(
+            "{}.upload",
+            info.name.unwrap_or_default().trim_start_matches('/')
+        );
+        let options = CreateContainerOptionsBuilder::default().name(&name).build();
+        let helper = self
+            .docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(EngineError::call(format!("create container `{name}`")))?
+            .id;
+        let uploaded = self.upload_to(&helper, tar).await;
+        // Only the helper goes: its volumes are the container's (named mounts stay).
+        let removed = self.remove_container(&helper).await;
+        uploaded.and(removed)
+    }
+
+    async fn upload_to(&self, id: &str, tar: Vec<u8>) -> Result<(), EngineError> {
         // The engine keeps the owners the archive gives (`copyUIDGID` would instead give
         // everything to the container's user).
         let options = UploadToContainerOptionsBuilder::default().path("/").build();
@@ -627,6 +678,49 @@ impl Engine {
             ObjectKind::Volume => self.remove_volume(&object.id).await,
         }
     }
+}
+
+/// Every mount of a container, as structured mounts: a path with spaces, commas or
+/// colons is only ever one path.
+fn mounts(spec: &ContainerSpec) -> Vec<Mount> {
+    let mut mounts: Vec<Mount> = spec
+        .mounts
+        .iter()
+        .map(|m| Mount {
+            target: Some(m.target.clone()),
+            source: Some(m.source.clone()),
+            typ: Some(if m.volume {
+                MountType::VOLUME
+            } else {
+                MountType::BIND
+            }),
+            read_only: Some(m.read_only),
+            ..Default::default()
+        })
+        .collect();
+    // No source: the engine makes an anonymous volume, which `remove_container` takes
+    // with it (`v=true`); the labels let gc find it if that never happens.
+    mounts.extend(spec.scratch_volumes.iter().map(|target| Mount {
+        target: Some(target.clone()),
+        typ: Some(MountType::VOLUME),
+        volume_options: Some(MountVolumeOptions {
+            labels: Some(spec.labels.clone()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }));
+    // The engine mounts a tmpfs `noexec,nosuid,nodev`; API 1.41 cannot change that.
+    mounts.extend(spec.tmpfs.iter().map(|(target, size)| Mount {
+        target: Some(target.clone()),
+        typ: Some(MountType::TMPFS),
+        tmpfs_options: Some(MountTmpfsOptions {
+            size_bytes: i64::try_from(*size).ok(),
+            mode: Some(0o1777),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }));
+    mounts
 }
 
 fn is_not_found(e: &BollardError) -> bool {

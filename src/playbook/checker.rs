@@ -155,6 +155,7 @@ impl Checker<'_> {
             Ty::Bool => "a boolean (`#true` or `#false`)",
             Ty::Int { .. } => "an integer",
             Ty::Choice(_) | Ty::Name | Ty::Path | Ty::Ref(_) | Ty::String | Ty::Text => "a string",
+            Ty::Set(_) => "a string of names separated by spaces",
             Ty::Duration => "a duration such as `\"30m\"`",
             Ty::Size => "a size such as `\"4GiB\"`",
             Ty::Scalar => "a string, an integer or a boolean",
@@ -189,6 +190,7 @@ impl Checker<'_> {
                 KdlValue::String(_),
             )
             | (Ty::Scalar, KdlValue::String(_) | KdlValue::Integer(_) | KdlValue::Bool(_)) => {}
+            (Ty::Set(names), KdlValue::String(s)) => self.check_set(entry, names, s),
             (Ty::Choice(choices), KdlValue::String(s)) => {
                 if !choices.contains(&s.as_str()) {
                     self.problems.push(DecodeError::InvalidValue {
@@ -241,6 +243,34 @@ impl Checker<'_> {
                 },
                 span: entry.span(),
             }),
+        }
+    }
+
+    /// Names separated by spaces or commas, each one of `names`.
+    fn check_set(&mut self, entry: &KdlEntry, names: &[&str], text: &str) {
+        let words: Vec<&str> = text
+            .split(|c: char| c.is_whitespace() || c == ',')
+            .filter(|w| !w.is_empty())
+            .collect();
+        if words.is_empty() {
+            self.problems.push(DecodeError::InvalidValue {
+                help: Some(format!("name one or more of: {}", list(names))),
+                message: "this value is empty".into(),
+                span: entry.span(),
+            });
+        }
+        for word in words.into_iter().filter(|w| !names.contains(w)) {
+            self.problems.push(DecodeError::InvalidValue {
+                help: Some(closest(word, names.iter().copied()).map_or_else(
+                    || format!("use one or more of: {}", list(names)),
+                    |k| format!("did you mean `{k}`? The names are: {}", list(names)),
+                )),
+                message: format!(
+                    "`{word}` is not one of the names `{}` takes",
+                    entry_name(entry)
+                ),
+                span: entry.span(),
+            });
         }
     }
 
@@ -322,6 +352,11 @@ fn expected_args(schema: &Node) -> String {
         1 => format!("one argument: {}", names[0]),
         n => format!("{n} arguments: {}", names.join(", ")),
     }
+}
+
+/// `allow` for a property, `value` for an argument.
+fn entry_name(entry: &KdlEntry) -> &str {
+    entry.name().map_or("value", |n| n.value())
 }
 
 fn type_name(value: &KdlValue) -> &'static str {

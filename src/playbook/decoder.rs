@@ -14,8 +14,9 @@ use miette::SourceSpan;
 
 use super::{
     Container, DEFAULT_CONTEXT, DEFAULT_MAX_STEPS, DEFAULT_MAX_TOKENS, DEFAULT_MODEL_IMAGE,
-    DecodeError, Health, HealthProbe, Image, Limits, Model, Network, Playbook, Source, Spanned,
-    Task, TaskKind, Var, VarType, VarValue, Volume, VolumeMount, checker::Checker, schema, units,
+    DEFAULT_TMPFS_SIZE, DecodeError, Health, HealthProbe, HostMount, Image, Limits, Model, Network,
+    Playbook, Source, Spanned, Task, TaskKind, Tmpfs, Var, VarType, VarValue, Volume, VolumeMount,
+    checker::Checker, schema, units,
 };
 
 /// A decoded playbook and the warnings it gave.
@@ -319,32 +320,66 @@ impl Decoder {
         })
     }
 
-    /// `volume "name" "/target"` children of a container. The target must be absolute
-    /// and must not hide what openmono puts there.
-    fn volume_mounts(&mut self, node: &KdlNode) -> Vec<VolumeMount> {
-        let mut mounts = Vec::new();
-        for child in children(node, "volume") {
-            let (Some(volume), Some(target)) = (str_arg(child, 0), str_arg(child, 1)) else {
-                continue;
-            };
-            let trimmed = target.value.trim_end_matches('/');
-            let reserved = ["", "/workspace", "/.openmono"].contains(&trimmed);
-            if !target.value.starts_with('/') || reserved {
-                self.problems.push(DecodeError::InvalidValue {
-                    help: Some(
-                        "give an absolute path other than `/`, `/workspace` and `/.openmono`"
-                            .into(),
+    /// `volume "name" "/target"` children of a container. Targets are checked with the
+    /// container's other mounts once templates are rendered (see `plan.rs`).
+    fn volume_mounts(node: &KdlNode) -> Vec<VolumeMount> {
+        children(node, "volume")
+            .filter_map(|child| {
+                Some(VolumeMount {
+                    read_only: prop_bool(child, "read-only"),
+                    target: str_arg(child, 1)?,
+                    volume: str_arg(child, 0)?,
+                })
+            })
+            .collect()
+    }
+
+    /// `mount "source" "/target"` children of a container: read-only unless they say
+    /// `read-only=#false`, with the dangers their `allow=` lets through.
+    fn host_mounts(node: &KdlNode) -> Vec<HostMount> {
+        children(node, "mount")
+            .filter_map(|child| {
+                Some(HostMount {
+                    allow: prop_str(child, "allow")
+                        .map(|a| crate::sandbox::parse_permissions(&a.value).0)
+                        .unwrap_or_default(),
+                    read_only: !matches!(
+                        prop(child, "read-only").map(KdlEntry::value),
+                        Some(KdlValue::Bool(false))
                     ),
-                    message: format!("`{}` cannot be a volume's target", target.value),
-                    span: target.span,
-                });
-                continue;
+                    source: str_arg(child, 0)?,
+                    target: str_arg(child, 1)?,
+                })
+            })
+            .collect()
+    }
+
+    /// `tmpfs "/target" size="…"` children of a container; a size of zero is an error
+    /// (the engine would take it as "half the host's memory").
+    fn tmpfs(&mut self, node: &KdlNode) -> Vec<Tmpfs> {
+        let mut mounts = Vec::new();
+        for child in children(node, "tmpfs") {
+            let size = match prop(child, "size") {
+                Some(entry) => match entry.value() {
+                    KdlValue::String(s) => match units::parse_size(s) {
+                        Some(0) => {
+                            self.problems.push(DecodeError::InvalidValue {
+                                help: Some("give a size such as `64MiB`".into()),
+                                message: "a tmpfs cannot hold zero bytes".into(),
+                                span: entry.span(),
+                            });
+                            continue;
+                        }
+                        Some(size) => size,
+                        None => continue,
+                    },
+                    _ => continue,
+                },
+                None => DEFAULT_TMPFS_SIZE,
+            };
+            if let Some(target) = str_arg(child, 0) {
+                mounts.push(Tmpfs { size, target });
             }
-            mounts.push(VolumeMount {
-                read_only: prop_bool(child, "read-only"),
-                target,
-                volume,
-            });
         }
         mounts
     }
@@ -437,17 +472,22 @@ impl Decoder {
             pids: prop_int(l, "pids"),
         });
         let health = self.health(node);
+        let env = self.env(node);
+        let tmpfs = self.tmpfs(node);
         Some(Container {
-            env: self.env(node),
+            env,
             health,
             image: child_str(node, "image")?,
             limits,
+            mounts: Self::host_mounts(node),
             name,
             networks: children(node, "network")
                 .filter_map(|n| Some((str_arg(n, 0)?, prop_str(n, "alias"))))
                 .collect(),
+            read_only_root: child_bool(node, "read-only-root"),
+            tmpfs,
             user: child_str(node, "user"),
-            volumes: self.volume_mounts(node),
+            volumes: Self::volume_mounts(node),
             workdir: child_str(node, "workdir"),
             workspace: child_str(node, "workspace"),
             workspace_read_only: last_child(node, "workspace")
@@ -548,9 +588,7 @@ impl Decoder {
         let env = self.env(node);
         Some(Task {
             after,
-            continue_on_error: last_child(node, "continue-on-error")
-                .and_then(|c| positional(c).next())
-                .is_some_and(|e| matches!(e.value(), KdlValue::Bool(true))),
+            continue_on_error: child_bool(node, "continue-on-error"),
             env,
             kind: kind?,
             name: name?,
@@ -617,6 +655,13 @@ fn last_child<'n>(node: &'n KdlNode, name: &'n str) -> Option<&'n KdlNode> {
 
 fn child_str(node: &KdlNode, name: &str) -> Option<Spanned<String>> {
     last_child(node, name).and_then(|c| str_arg(c, 0))
+}
+
+/// A leaf child such as `read-only-root #true`; absent means `#false`.
+fn child_bool(node: &KdlNode, name: &str) -> bool {
+    last_child(node, name)
+        .and_then(|c| positional(c).next())
+        .is_some_and(|e| matches!(e.value(), KdlValue::Bool(true)))
 }
 
 fn child_int(node: &KdlNode, name: &str) -> Option<Spanned<u32>> {
@@ -707,6 +752,7 @@ mod tests {
     use std::path::{Path, PathBuf};
 
     use super::*;
+    use crate::sandbox::Permission;
 
     fn decode(text: &str) -> Result<Playbook, Vec<DecodeError>> {
         let source = Source::from_text(Path::new("t.kdl"), PathBuf::from("/p"), text.to_owned());
@@ -866,6 +912,76 @@ task "b" after="a" {
         assert_eq!(*first, span_of(text, "egress=#true", 0));
         assert_eq!(*span, span_of(text, "egress=#false", 0));
     }
+
+    #[test]
+    fn mounts_are_read_only_unless_they_say_so_and_tmpfs_has_a_size() {
+        let playbook = decode(
+            r#"container "c" {
+    image "i"
+    mount "a" "/a"
+    mount "b" "/b" read-only=#false allow="outside-project home, home"
+    tmpfs "/t"
+    tmpfs "/u" size="1MiB"
+    read-only-root #true
+}
+container "d" {
+    image "i"
+}"#,
+        )
+        .expect("decodes");
+        let c = &playbook.containers[0];
+        let mounts: Vec<(&str, &str, bool, &[Permission])> = c
+            .mounts
+            .iter()
+            .map(|m| {
+                (
+                    m.source.value.as_str(),
+                    m.target.value.as_str(),
+                    m.read_only,
+                    m.allow.as_slice(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            mounts,
+            [
+                ("a", "/a", true, &[][..]),
+                (
+                    "b",
+                    "/b",
+                    false,
+                    &[Permission::Home, Permission::OutsideProject][..]
+                )
+            ]
+        );
+        let tmpfs: Vec<(&str, u64)> = c
+            .tmpfs
+            .iter()
+            .map(|t| (t.target.value.as_str(), t.size))
+            .collect();
+        assert_eq!(tmpfs, [("/t", DEFAULT_TMPFS_SIZE), ("/u", 1 << 20)]);
+        assert!(c.read_only_root);
+        assert!(!playbook.containers[1].read_only_root);
+    }
+
+    error!(
+        an_unknown_permission,
+        "container \"c\" {\n    image \"i\"\n    mount \"a\" \"/a\" allow=\"home sytem\"\n}",
+        DecodeError::InvalidValue { .. },
+        "allow=\"home sytem\""
+    );
+    error!(
+        an_empty_allow,
+        "container \"c\" {\n    image \"i\"\n    mount \"a\" \"/a\" allow=\" \"\n}",
+        DecodeError::InvalidValue { .. },
+        "allow=\" \""
+    );
+    error!(
+        a_tmpfs_of_zero_bytes,
+        "container \"c\" {\n    image \"i\"\n    tmpfs \"/t\" size=\"0\"\n}",
+        DecodeError::InvalidValue { .. },
+        "size=\"0\""
+    );
 
     #[test]
     fn the_name_defaults_to_the_file_stem() {

@@ -131,6 +131,14 @@ fn ty(ty: Ty) -> String {
             .collect::<Vec<_>>()
             .join(" or "),
         Ty::Scalar => "string, integer or boolean".to_owned(),
+        Ty::Set(names) => format!(
+            "one or more of {}, separated by spaces",
+            names
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         Ty::Duration => "duration (`90s`, `30m`, `1h30m`)".to_owned(),
         Ty::Size => "size (`512MiB`, `4GiB`)".to_owned(),
         Ty::Int { max, min } => format!("integer, {min} to {max}"),

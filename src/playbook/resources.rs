@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use super::{Source, Spanned};
+use crate::sandbox::Permission;
 
 /// The llama.cpp server image a model runs in unless it names another.
 pub const DEFAULT_MODEL_IMAGE: &str = "openmono/llama-server:latest";
@@ -60,6 +61,31 @@ pub struct VolumeMount {
     pub target: Spanned<String>,
     pub volume: Spanned<String>,
 }
+
+/// A host file or folder mounted into a container.
+#[derive(Debug, Clone)]
+pub struct HostMount {
+    /// The dangers the playbook lets through for this source (`allow=`).
+    pub allow: Vec<Permission>,
+    /// Read-only unless the playbook says `read-only=#false`.
+    pub read_only: bool,
+    /// A host path as written, relative to the folder of the file it is written in.
+    pub source: Spanned<String>,
+    /// An absolute path inside the container.
+    pub target: Spanned<String>,
+}
+
+/// An empty folder in memory, gone with its container.
+#[derive(Debug, Clone)]
+pub struct Tmpfs {
+    /// Most bytes it holds.
+    pub size: u64,
+    /// An absolute path inside the container.
+    pub target: Spanned<String>,
+}
+
+/// The size of a `tmpfs` that does not set one: 64 MiB.
+pub const DEFAULT_TMPFS_SIZE: u64 = 64 << 20;
 
 /// An input of the playbook, for templates.
 #[derive(Debug, Clone)]
@@ -151,9 +177,14 @@ pub struct Container {
     pub health: Option<Health>,
     pub image: Spanned<String>,
     pub limits: Limits,
+    /// Host files and folders mounted into it.
+    pub mounts: Vec<HostMount>,
     pub name: Spanned<String>,
     /// The networks it joins, each with an optional extra host name.
     pub networks: Vec<(Spanned<String>, Option<Spanned<String>>)>,
+    /// The image's files are read-only.
+    pub read_only_root: bool,
+    pub tmpfs: Vec<Tmpfs>,
     /// `UID:GID`; none: the user who runs openmono.
     pub user: Option<Spanned<String>>,
     pub volumes: Vec<VolumeMount>,

@@ -22,6 +22,8 @@ pub enum Ty {
     Ref(&'static str),
     /// A string, an integer or a boolean.
     Scalar,
+    /// One or more of these strings, separated by spaces or commas.
+    Set(&'static [&'static str]),
     /// A string that is not empty.
     Text,
     /// A size such as `4GiB`, `512M` or a number of bytes.
@@ -421,6 +423,66 @@ pub const TOP_LEVEL: &[Node] = &[
                 rest: None,
                 times: Times::Many,
             },
+            Node {
+                args: &[
+                    Arg {
+                        doc: "a host file or folder, relative to the playbook's folder; it must exist",
+                        name: "source",
+                        ty: Ty::Path,
+                    },
+                    Arg {
+                        doc: "where it appears in the container, an absolute path",
+                        name: "target",
+                        ty: Ty::Text,
+                    },
+                ],
+                children: &[],
+                doc: "mount a host file or folder, read-only unless it says otherwise; `/`, system folders, the home folder, engine sockets and paths outside the project are refused without `allow`",
+                example: "mount \"fixtures\" \"/fixtures\"",
+                name: "mount",
+                props: &[
+                    Prop {
+                        default: Some("#true"),
+                        doc: "read-only, the secure default; `#false` lets the container change the host's files",
+                        name: "read-only",
+                        ty: Ty::Bool,
+                    },
+                    Prop {
+                        default: None,
+                        doc: "the dangers of this source that the sandbox lets through: `system` (`/`, `/etc`, `/boot`, `/dev`, `/proc`, `/sys`), `home` (the home folder, a folder holding it, its hidden entries), `engine-socket` (a container engine's socket or its folder: root on the host), `outside-project` (outside the playbook's folder)",
+                        name: "allow",
+                        ty: Ty::Set(crate::sandbox::PERMISSIONS),
+                    },
+                ],
+                rest: None,
+                times: Times::Many,
+            },
+            Node {
+                args: &[Arg {
+                    doc: "where it appears in the container, an absolute path",
+                    name: "target",
+                    ty: Ty::Text,
+                }],
+                children: &[],
+                doc: "an empty folder in memory, writable by every user (mode 1777), gone with the container; nothing in it can be run (`noexec`, `nosuid`, `nodev`)",
+                example: "tmpfs \"/scratch\" size=\"256MiB\"",
+                name: "tmpfs",
+                props: &[Prop {
+                    default: Some("64MiB"),
+                    doc: "most bytes it holds; they count as the container's memory",
+                    name: "size",
+                    ty: Ty::Size,
+                }],
+                rest: None,
+                times: Times::Many,
+            },
+            leaf(
+                "read-only-root",
+                "the image's files are read-only; `/tmp` then gets a 64MiB `tmpfs`, unless something else is mounted there",
+                BOOL,
+                Times::Once,
+            )
+            .example("read-only-root #true"),
             leaf(
                 "env",
                 "an environment variable for everything run in it",

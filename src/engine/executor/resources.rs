@@ -184,34 +184,17 @@ impl Executor<'_> {
             limits,
             name,
             networks,
+            read_only_root,
+            tmpfs,
             user,
-            volumes,
             workdir,
             workspace,
+            ..
         } = step
         else {
             unreachable!("called for StartContainer only")
         };
-        let mut mounts: Vec<BindMount> = workspace
-            .iter()
-            .map(|(w, read_only)| BindMount {
-                read_only: *read_only,
-                source: w.display().to_string(),
-                target: WORKSPACE.to_owned(),
-                volume: false,
-            })
-            .collect();
-        for (volume, target, read_only) in volumes {
-            mounts.push(BindMount {
-                read_only: *read_only,
-                source: lock(&self.volumes)
-                    .get(volume)
-                    .cloned()
-                    .ok_or_else(|| format!("volume `{volume}` was not created"))?,
-                target: target.clone(),
-                volume: true,
-            });
-        }
+        let mounts = self.task_mounts(step)?;
         let mut joined = Vec::new();
         for (net, alias) in networks {
             let mut aliases = vec![name.clone()];
@@ -252,11 +235,18 @@ impl Executor<'_> {
             mounts,
             name: self.engine_name(name),
             networks: joined,
+            read_only_rootfs: *read_only_root,
+            // A read-only root takes no upload: the binary goes into a volume of the
+            // container's own, removed with it.
+            scratch_volumes: read_only_root
+                .then(|| crate::step::SELF_DIR.to_owned())
+                .into_iter()
+                .collect(),
+            tmpfs: tmpfs.iter().map(|t| (t.target.clone(), t.size)).collect(),
             user: Some(user),
             working_dir: workdir
                 .clone()
                 .or_else(|| workspace.as_ref().map(|_| WORKSPACE.to_owned())),
-            ..ContainerSpec::default()
         };
         let id = self.create(name, spec).await?;
         self.engine
@@ -268,6 +258,47 @@ impl Executor<'_> {
             .await
             .map_err(|e| error_chain(&e))?;
         Ok(id)
+    }
+
+    /// A task container's host folders and volumes: the workspace, the playbook's
+    /// mounts (their sources checked and made canonical by the plan) and its volumes.
+    fn task_mounts(&self, step: &Step) -> Result<Vec<BindMount>, String> {
+        let Step::StartContainer {
+            mounts: binds,
+            volumes,
+            workspace,
+            ..
+        } = step
+        else {
+            unreachable!("called for StartContainer only")
+        };
+        let mut mounts: Vec<BindMount> = workspace
+            .iter()
+            .map(|(w, read_only)| BindMount {
+                read_only: *read_only,
+                source: w.display().to_string(),
+                target: WORKSPACE.to_owned(),
+                volume: false,
+            })
+            .collect();
+        mounts.extend(binds.iter().map(|b| BindMount {
+            read_only: b.read_only,
+            source: b.source.display().to_string(),
+            target: b.target.clone(),
+            volume: false,
+        }));
+        for (volume, target, read_only) in volumes {
+            mounts.push(BindMount {
+                read_only: *read_only,
+                source: lock(&self.volumes)
+                    .get(volume)
+                    .cloned()
+                    .ok_or_else(|| format!("volume `{volume}` was not created"))?,
+                target: target.clone(),
+                volume: true,
+            });
+        }
+        Ok(mounts)
     }
 
     /// Waits for the engine's health check to say healthy; an unhealthy verdict or an
