@@ -1089,9 +1089,19 @@ fn json_output_is_one_event_a_line_and_follow_streams_task_output() {
     // Progress is on stdout as events; nothing of it on stderr.
     assert_eq!(run.stderr, "");
     assert_run_gone(&id);
-    let text = project.run(&["apply", "--follow"]);
+    // What a container's own process writes is followed too, under its name.
+    project.file(
+        "follow.kdl",
+        "container \"box\" {\n    image \"openmono/agent:latest\"\n}\ntask \"t\" {\n    run \"box\" \"echo one; echo from-the-box > /proc/1/fd/1; sleep 1\"\n}\n",
+    );
+    let text = project.run(&["apply", "--follow", "follow.kdl"]);
     text.expect_code(0);
     assert!(text.stderr.contains("] t | one\n"), "{}", text.stderr);
+    assert!(
+        text.stderr.contains("] box | from-the-box\n"),
+        "{}",
+        text.stderr
+    );
     assert_run_gone(&text.run_id());
 }
 

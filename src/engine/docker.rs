@@ -460,6 +460,30 @@ impl Engine {
         out
     }
 
+    /// Hands each line a container writes to `on_line`, from its start until it stops
+    /// (or the future is dropped).
+    pub async fn follow_logs(&self, id: &str, mut on_line: impl FnMut(Stream, &str)) {
+        let options = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .follow(true)
+            .build();
+        let mut logs = self.docker.logs(id, Some(options));
+        let mut buffers = LineBuffers::default();
+        // A broken stream ends the following, never the run.
+        while let Some(Ok(chunk)) = logs.next().await {
+            let (stream, bytes) = match chunk {
+                LogOutput::StdErr { message } => (Stream::Stderr, message),
+                LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                    (Stream::Stdout, message)
+                }
+                LogOutput::StdIn { .. } => continue,
+            };
+            buffers.push(stream, &bytes, &mut on_line);
+        }
+        buffers.finish(&mut on_line);
+    }
+
     /// Runs a command in a running container, in its working directory, without a TTY
     /// and with stdin closed,
     /// handing each output line to `on_line`; returns the command's exit code.

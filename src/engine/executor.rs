@@ -279,6 +279,8 @@ impl Executor<'_> {
         let mut done = vec![false; count];
         let (cancel, cancelled) = tokio::sync::watch::channel(false);
         let mut running = futures_util::stream::FuturesUnordered::new();
+        // With `--follow`: the output of each container, from its start to the end.
+        let mut followers = futures_util::stream::FuturesUnordered::new();
         let mut stop: Option<Stop> = None;
         loop {
             if stop.is_none() {
@@ -300,7 +302,14 @@ impl Executor<'_> {
             }
             tokio::select! {
                 Some((i, outcome)) = running.next() => match outcome {
-                    Outcome::Done => done[i] = true,
+                    Outcome::Done => {
+                        done[i] = true;
+                        if let (true, Step::StartContainer { name, .. } | Step::StartModel { name, .. }) =
+                            (self.progress.follows(), &self.plan.steps[i])
+                        {
+                            followers.push(self.follow(name, i + 1));
+                        }
+                    }
                     Outcome::Failed(why) => {
                         if stop.is_none() {
                             stop = Some(Stop::Failed(why));
@@ -309,6 +318,7 @@ impl Executor<'_> {
                     }
                     Outcome::Cancelled => {}
                 },
+                Some(()) = followers.next(), if !followers.is_empty() => {}
                 _ = signalled.wait_for(|n| *n > 0), if stop.is_none() => {
                     stop = Some(Stop::Interrupted);
                     let _ = cancel.send(true);
@@ -372,6 +382,15 @@ impl Executor<'_> {
             }
         };
         (i, outcome)
+    }
+
+    /// Shows what container `name` writes, as it comes, until it stops.
+    async fn follow(&self, name: &str, step: usize) {
+        if let Ok(id) = self.container(name) {
+            self.engine
+                .follow_logs(&id, |_, line| self.progress.output(Some(step), name, line))
+                .await;
+        }
     }
 
     /// Reports the tasks that did not run or did not finish.

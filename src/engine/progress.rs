@@ -92,6 +92,27 @@ impl Progress {
         let _ = writeln!(out, "{event}").and_then(|()| out.flush());
     }
 
+    /// Whether output is shown as it comes (`--follow`).
+    pub fn follows(&self) -> bool {
+        self.follow
+    }
+
+    /// A line of output from a task or a container, shown only with `--follow`.
+    pub fn output(&self, step: Option<usize>, name: &str, line: &str) {
+        if !self.follow {
+            return;
+        }
+        if self.json {
+            self.event(
+                "output",
+                json!({ "step": step, "name": name, "line": line }),
+            );
+        } else {
+            let line = super::report::printable(line);
+            self.line(&format!("{name} | {line}"));
+        }
+    }
+
     /// Starts step `step` (its number in the plan; none for teardown).
     pub fn start_step(&self, label: &str, step: Option<usize>) -> StepProgress<'_> {
         let bar = self.bars.as_ref().map(|bars| {
@@ -150,18 +171,7 @@ impl StepProgress<'_> {
 
     /// A line of output from the step's task, shown only with `--follow`.
     pub fn output(&self, name: &str, line: &str) {
-        if !self.progress.follow {
-            return;
-        }
-        if self.progress.json {
-            self.progress.event(
-                "output",
-                json!({ "step": self.step, "name": name, "line": line }),
-            );
-        } else {
-            let line = super::report::printable(line);
-            self.progress.line(&format!("{name} | {line}"));
-        }
+        self.progress.output(self.step, name, line);
     }
 
     pub fn finish(self, ok: bool, note: &str) {
