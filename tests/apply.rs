@@ -1271,3 +1271,83 @@ fn the_binary_volume_of_a_read_only_root_carries_the_run_label_and_is_reaped_wit
         volumes[0]
     );
 }
+
+#[test]
+fn a_command_that_leaves_a_background_child_still_returns() {
+    if !docker() {
+        return;
+    }
+    let project = Project::new();
+    project.file(
+        "openmono.kdl",
+        "container \"box\" {\n    image \"openmono/agent:latest\"\n}\ntask \"t\" {\n    run \"box\" \"sleep 300 & echo started\"\n    timeout \"2m\"\n}\n",
+    );
+    let run = project.run(&["apply"]);
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains("✓ task `t` (run, exit code 0"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("        started\n"), "{}", run.stdout);
+    assert_run_gone(&run.run_id());
+}
+
+#[test]
+fn a_foreign_container_on_the_run_network_is_named_and_left_alone() {
+    if !docker() {
+        return;
+    }
+    let project = Project::new();
+    project.file(
+        "openmono.kdl",
+        "network \"n\"\ncontainer \"box\" {\n    image \"openmono/agent:latest\"\n    network \"n\"\n}\ntask \"long\" {\n    run \"box\" \"sleep 4\"\n}\n",
+    );
+    let (child, id, _) = start_long_run(&project);
+    let network = format!("openmono-{id}-n");
+    let foreign = format!("openmono-test-foreign-{}", std::process::id());
+    // Someone else's container joins the run's network while it runs.
+    docker_lines(&[
+        "run",
+        "-d",
+        "--name",
+        &foreign,
+        "--label",
+        "dev.openmono.test=foreign",
+        "--network",
+        &network,
+        "--entrypoint",
+        "sleep",
+        "openmono/agent:latest",
+        "300",
+    ]);
+    let output = child.wait_with_output().expect("wait");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let left = docker_lines(&["ps", "-aq", "--filter", &format!("name=^{foreign}$")]);
+    let network_left = docker_lines(&[
+        "network",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("name=^{network}$"),
+    ]);
+    // Clean up before asserting, so that a failure leaves nothing either.
+    docker_lines(&["rm", "-f", &foreign]);
+    for net in &network_left {
+        docker_lines(&["network", "rm", net]);
+    }
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "containers that are not this run's are attached to it: {foreign}"
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("Left behind; remove by hand")) && stdout.contains(&network),
+        "{stdout}"
+    );
+    assert_eq!(left.len(), 1, "the foreign container was not touched");
+    assert_eq!(network_left.len(), 1, "{stdout}");
+    assert_run_gone(&id);
+}

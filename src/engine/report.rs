@@ -13,6 +13,8 @@ pub struct Report {
     pub interrupted: bool,
     /// Engine objects that teardown could not remove (should be empty).
     pub leftovers: Vec<String>,
+    /// Why teardown could not remove something.
+    pub teardown_errors: Vec<String>,
     pub removed_containers: usize,
     pub removed_networks: usize,
     pub removed_volumes: usize,
@@ -122,6 +124,7 @@ impl Report {
                 "volumes": self.removed_volumes,
             },
             "leftovers": self.leftovers,
+            "teardown_errors": self.teardown_errors,
             "dir": path(&self.dir),
         })
     }
@@ -210,6 +213,9 @@ impl fmt::Display for Report {
                 "Left behind; remove by hand (`docker rm -f NAME`, `docker network rm NAME`): {}",
                 self.leftovers.join(", ")
             )?;
+            for error in &self.teardown_errors {
+                writeln!(f, "  {}", printable(error))?;
+            }
         }
         write!(f, "Logs: {}", self.dir.display())
     }

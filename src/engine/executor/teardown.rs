@@ -71,6 +71,7 @@ impl Executor<'_> {
         }
         let ok = report.leftovers.is_empty();
         bar.finish(ok, &errors.join("; "));
+        report.teardown_errors = errors;
         report
     }
 
