@@ -1344,7 +1344,7 @@ fn a_foreign_container_on_the_run_network_is_named_and_left_alone() {
         "{stdout}"
     );
     assert!(
-        stdout.contains(&format!("Left behind; remove by hand")) && stdout.contains(&network),
+        stdout.contains("Left behind; remove by hand") && stdout.contains(&network),
         "{stdout}"
     );
     assert_eq!(left.len(), 1, "the foreign container was not touched");
