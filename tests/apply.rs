@@ -4,7 +4,7 @@
 use std::{
     io::{BufRead, BufReader},
     os::unix::fs::MetadataExt,
-    process::Stdio,
+    process::{Command, Stdio},
 };
 
 use crate::support::{
@@ -1350,4 +1350,48 @@ fn a_foreign_container_on_the_run_network_is_named_and_left_alone() {
     assert_eq!(left.len(), 1, "the foreign container was not touched");
     assert_eq!(network_left.len(), 1, "{stdout}");
     assert_run_gone(&id);
+}
+
+#[test]
+fn the_build_context_leaves_out_what_dockerignore_excludes() {
+    if !docker() {
+        return;
+    }
+    let project = Project::new();
+    let reference = format!("openmono-test/ignored-{}:latest", std::process::id());
+    project
+        .file(
+            "tools/Dockerfile",
+            "FROM openmono/agent:latest\nCOPY . /ctx\n",
+        )
+        .file(
+            "tools/.dockerignore",
+            "# as docker build reads it\nsecret.txt\n/cache\ndocs\n!docs/keep.md\n*.log\n",
+        )
+        .file("tools/keep.txt", "kept\n")
+        .file("tools/secret.txt", "do not send\n")
+        .file("tools/cache/big.bin", "cache\n")
+        .file("tools/docs/a.md", "left out\n")
+        .file("tools/docs/keep.md", "brought back\n")
+        .file("tools/top.log", "left out\n")
+        .file("tools/sub/deep.log", "kept: *.log is for the top only\n");
+    project.file(
+        "openmono.kdl",
+        &format!(
+            "image \"{reference}\" {{\n    context \"tools\"\n}}\ncontainer \"box\" {{\n    image \"{reference}\"\n}}\ntask \"look\" {{\n    run \"box\" \"cd /ctx && for f in keep.txt docs/keep.md sub/deep.log secret.txt cache/big.bin docs/a.md top.log; do [ -e $f ] && echo has $f || echo no $f; done\"\n}}\n"
+        ),
+    );
+    let run = project.run(&["apply"]);
+    let _ = Command::new("docker")
+        .args(["image", "rm", &reference])
+        .output();
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains(
+            "        has keep.txt\n        has docs/keep.md\n        has sub/deep.log\n        no secret.txt\n        no cache/big.bin\n        no docs/a.md\n        no top.log\n"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert_run_gone(&run.run_id());
 }

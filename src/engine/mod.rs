@@ -1,6 +1,7 @@
 //! The executor and everything that talks to a Docker engine. `docker.rs` is the only
 //! file that imports bollard, so that other engines can stand behind the same calls.
 
+mod build_context;
 mod docker;
 mod engine_error;
 mod executor;

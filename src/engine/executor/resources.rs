@@ -21,7 +21,7 @@ impl Executor<'_> {
         {
             return Ok("on the engine already".into());
         }
-        let archive = context_archive(context)
+        let archive = crate::engine::build_context::archive(context, dockerfile)
             .map_err(|e| format!("cannot pack the build context {}: {e}", context.display()))?;
         let log_path = self
             .dir
@@ -418,16 +418,6 @@ impl Executor<'_> {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-}
-
-/// A build context folder as a tar archive, for the engine's build.
-pub(super) fn context_archive(dir: &Path) -> std::io::Result<Vec<u8>> {
-    let mut builder = tar::Builder::new(Vec::new());
-    builder.follow_symlinks(false);
-    // The engine's tar reader does not take GNU sparse entries.
-    builder.sparse(false);
-    builder.append_dir_all(".", dir)?;
-    builder.into_inner()
 }
 
 /// The openmono binary as a tar archive holding `.openmono/openmono`, for upload into a
