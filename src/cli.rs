@@ -318,7 +318,8 @@ fn plan(
         Some(out) => save_plan(file, out, vars),
     };
     match planned {
-        Ok(plan) => {
+        Ok(mut plan) => {
+            plan.memory = model_memory(&plan);
             let printed = print_out(&plan);
             if !detailed_exitcode || printed != ExitCode::SUCCESS {
                 printed
@@ -330,6 +331,38 @@ fn plan(
         }
         Err(_) if detailed_exitcode => ExitCode::from(1),
         Err(code) => code,
+    }
+}
+
+/// The memory models will have, for a plan with models: the engine's, if it answers
+/// within two seconds, else this machine's (`plan` needs no engine).
+fn model_memory(plan: &Plan) -> Option<(u64, &'static str)> {
+    plan.steps
+        .iter()
+        .find_map(crate::step::Step::memory_estimate)?;
+    let engine = runtime().ok().and_then(|rt| {
+        rt.block_on(async {
+            let ask = async { engine::Engine::connect().await?.memory().await };
+            tokio::time::timeout(Duration::from_secs(2), ask)
+                .await
+                .ok()?
+                .ok()
+        })
+    });
+    match engine {
+        Some(bytes) if bytes > 0 => Some((bytes, "the engine")),
+        _ => {
+            let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+            let kib: u64 = meminfo
+                .lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))?
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .ok()?;
+            Some((kib * 1024, "this machine (the engine did not answer)"))
+        }
     }
 }
 

@@ -20,7 +20,7 @@ use crate::{
     sandbox,
     step::{
         Bind, DEFAULT_TASK_TIMEOUT, MODEL_PORT, SELF_DIR, Step, TaskSettings, Teardown, TmpfsMount,
-        WORKSPACE,
+        WORKSPACE, human_bytes,
     },
 };
 
@@ -40,6 +40,10 @@ pub struct Plan {
     /// For each step, the earlier steps it waits for (indices into `steps`); the others
     /// may run at the same time.
     pub needs: Vec<Vec<usize>>,
+    /// The memory models will have, and where that number comes from, when known: a
+    /// model that needs more gets a warning.
+    #[serde(skip)]
+    pub memory: Option<(u64, &'static str)>,
     pub teardown: Vec<Teardown>,
 }
 
@@ -109,6 +113,7 @@ impl Plan {
             description: playbook.description.clone(),
             playbook: playbook.name.clone(),
             source: playbook.source.path.clone(),
+            memory: None,
             steps,
             needs,
             teardown,
@@ -135,6 +140,7 @@ fn step_for(p: &Playbook, resource: Resource, errors: &mut Vec<PlanError>) -> Op
             Step::WaitModel {
                 from: p.containers[c].name.value.clone(),
                 model: model.clone(),
+                timeout: p.models[m].load_timeout,
                 url: model_url(model),
             }
         }
@@ -160,6 +166,11 @@ fn step_for(p: &Playbook, resource: Resource, errors: &mut Vec<PlanError>) -> Op
                     max_tokens: *max_tokens,
                     model: model.value.clone(),
                     model_url: model_url(&model.value),
+                    served_model: p
+                        .models
+                        .iter()
+                        .find(|m| m.name.value == model.value)
+                        .map_or_else(|| model.value.clone(), |m| m.served_name().to_owned()),
                     prompt: prompt.value.clone(),
                     settings,
                     task: t.name.value.clone(),
@@ -449,7 +460,10 @@ fn image_step(p: &Playbook, i: usize, errors: &mut Vec<PlanError>) -> Option<Ste
 /// A model's server, with its settings turned into `llama-server` arguments.
 fn model_step(p: &Playbook, i: usize, errors: &mut Vec<PlanError>) -> Option<Step> {
     let m = &p.models[i];
-    let (gguf, gguf_bytes) = check_gguf(p, &m.gguf, errors)?;
+    let (gguf, gguf_bytes, info) = check_gguf(p, &m.gguf, errors)?;
+    if let Some(pin) = &m.sha256 {
+        check_pin(&gguf, &m.gguf.value, pin, errors)?;
+    }
     let mut args = Vec::new();
     for (flag, value) in [
         ("--threads", m.threads),
@@ -462,10 +476,15 @@ fn model_step(p: &Playbook, i: usize, errors: &mut Vec<PlanError>) -> Option<Ste
     }
     args.extend(m.args.iter().map(|a| a.value.clone()));
     Some(Step::StartModel {
+        alias: m.served_name().to_owned(),
         args,
         context: m.context,
         gguf,
         gguf_bytes,
+        gpu: m.gpu_layers.is_some_and(|n| n > 0),
+        info,
+        parallel: m.parallel.unwrap_or(1),
+        pinned: m.sha256.is_some(),
         image: m.image.value.clone(),
         jinja: p.tasks.iter().any(
             |t| matches!(&t.kind, TaskKind::Agent { model, .. } if model.value == m.name.value),
@@ -486,12 +505,70 @@ pub fn model_url(model: &str) -> String {
     format!("http://{model}:{MODEL_PORT}")
 }
 
-/// The GGUF file exists and starts with the magic bytes; returns its path and size.
+/// The file's SHA-256 is the pinned one. Read whole: the pin is there to notice any
+/// change.
+fn check_pin(
+    path: &Path,
+    written: &str,
+    pin: &Spanned<String>,
+    errors: &mut Vec<PlanError>,
+) -> Option<()> {
+    let expected = pin.value.trim().to_ascii_lowercase();
+    if expected.len() != 64 || !expected.chars().all(|c| c.is_ascii_hexdigit()) {
+        errors.push(PlanError::BadPin {
+            length: pin.value.chars().count(),
+            span: pin.span,
+        });
+        return None;
+    }
+    let found = match sha256_file(path) {
+        Ok(found) => found,
+        Err(e) => {
+            errors.push(PlanError::NotGguf {
+                path: written.to_owned(),
+                reason: format!("cannot read it: {e}"),
+                span: pin.span,
+            });
+            return None;
+        }
+    };
+    if found != expected {
+        errors.push(PlanError::PinMismatch {
+            found,
+            path: written.to_owned(),
+            span: pin.span,
+        });
+        return None;
+    }
+    Some(())
+}
+
+/// A file's SHA-256, in lowercase hex.
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    let mut file = std::fs::File::open(path)?;
+    let mut buffer = vec![0; 1 << 20];
+    loop {
+        let n = file.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+    }
+    Ok(hasher.finalize().iter().fold(String::new(), |mut hex, b| {
+        use std::fmt::Write;
+        let _ = write!(hex, "{b:02x}");
+        hex
+    }))
+}
+
+/// The GGUF file exists and its header reads; returns its path, size and what it says.
 fn check_gguf(
     p: &Playbook,
     gguf: &crate::playbook::Spanned<String>,
     errors: &mut Vec<PlanError>,
-) -> Option<(PathBuf, u64)> {
+) -> Option<(PathBuf, u64, crate::gguf::GgufInfo)> {
     let Ok(path) = std::fs::canonicalize(p.resolve(gguf)) else {
         errors.push(PlanError::ModelMissing {
             path: gguf.value.clone(),
@@ -509,24 +586,17 @@ fn check_gguf(
         errors.push(not_gguf("not a regular file".into()));
         return None;
     }
-    let mut magic = [0u8; 4];
-    let read = std::fs::File::open(&path).and_then(|mut f| {
-        let size = f.metadata()?.len();
-        f.read_exact(&mut magic)?;
-        Ok(size)
-    });
-    match read {
-        Ok(size) if &magic == b"GGUF" => Some((path, size)),
-        Ok(_) => {
-            errors.push(not_gguf("does not start with `GGUF`".into()));
-            None
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-            errors.push(not_gguf("too short to be a model".into()));
-            None
-        }
+    let size = match path.metadata() {
+        Ok(metadata) => metadata.len(),
         Err(e) => {
             errors.push(not_gguf(format!("cannot read it: {e}")));
+            return None;
+        }
+    };
+    match crate::gguf::read(&path) {
+        Ok(info) => Some((path, size, info)),
+        Err(e) => {
+            errors.push(not_gguf(e.to_string()));
             None
         }
     }
@@ -570,6 +640,16 @@ impl fmt::Display for Plan {
             writeln!(f)?;
             if !rest.is_empty() {
                 writeln!(f, "{rest}")?;
+            }
+            if let (Some(needed), Some((memory, source))) = (step.memory_estimate(), self.memory)
+                && needed > memory
+            {
+                writeln!(
+                    f,
+                    "      warning: it needs about {}, more than the {} {source} has: it may fail to load",
+                    human_bytes(needed),
+                    human_bytes(memory)
+                )?;
             }
         }
         writeln!(f)?;

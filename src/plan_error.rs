@@ -92,6 +92,31 @@ pub enum PlanError {
         reason: String,
     },
 
+    #[error("model file `{path}` is not the one the playbook pins")]
+    #[diagnostic(
+        code(openmono::plan::pin_mismatch),
+        help(
+            "its SHA-256 is {found}; if the new file is the one you want, pin that (`sha256sum FILE` prints it)"
+        )
+    )]
+    PinMismatch {
+        path: String,
+        found: String,
+        #[label("expected this SHA-256")]
+        span: SourceSpan,
+    },
+
+    #[error("`sha256` must be 64 hexadecimal digits")]
+    #[diagnostic(
+        code(openmono::plan::bad_pin),
+        help("`sha256sum FILE` prints a file's SHA-256")
+    )]
+    BadPin {
+        #[label("{length} characters, not a SHA-256")]
+        span: SourceSpan,
+        length: usize,
+    },
+
     #[error("container `{container}` mounts two things at `{target}`")]
     #[diagnostic(
         code(openmono::plan::target_clash),

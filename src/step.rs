@@ -31,6 +31,8 @@ pub enum Step {
         model: String,
         model_url: String,
         prompt: String,
+        /// The model's name in the server's API.
+        served_model: String,
         settings: TaskSettings,
         task: String,
     },
@@ -71,11 +73,21 @@ pub enum Step {
     },
     /// A llama.cpp server for one model.
     StartModel {
+        /// The model's name in the API (`--alias`).
+        alias: String,
         /// Extra `llama-server` arguments from the playbook.
         args: Vec<String>,
         context: u32,
         gguf: PathBuf,
         gguf_bytes: u64,
+        /// GPU devices are requested from the engine (the playbook offloads layers).
+        gpu: bool,
+        /// What the file's header says.
+        info: crate::gguf::GgufInfo,
+        /// Requests served at once; they share the context.
+        parallel: u32,
+        /// The file matched the playbook's `sha256` pin.
+        pinned: bool,
         image: String,
         /// `--jinja`, which tool calls need.
         jinja: bool,
@@ -93,6 +105,8 @@ pub enum Step {
     WaitModel {
         from: String,
         model: String,
+        /// How long loading may take, if not `apply --model-timeout`.
+        timeout: Option<Duration>,
         url: String,
     },
 }
@@ -153,6 +167,20 @@ impl Step {
                 settings.continue_on_error
             }
             _ => false,
+        }
+    }
+
+    /// Bytes a model server needs: its weights (the file) and its KV cache, when the
+    /// file's header says how big that is.
+    pub fn memory_estimate(&self) -> Option<u64> {
+        match self {
+            Self::StartModel {
+                context,
+                gguf_bytes,
+                info,
+                ..
+            } => Some(gguf_bytes.saturating_add(info.kv_cache_bytes(*context).unwrap_or(0))),
+            _ => None,
         }
     }
 
@@ -230,10 +258,15 @@ impl fmt::Display for Step {
             }
             Self::StartContainer { .. } => self.fmt_container(f),
             Self::StartModel {
+                alias,
                 args,
                 context,
                 gguf,
                 gguf_bytes,
+                gpu,
+                info,
+                parallel,
+                pinned,
                 image,
                 jinja,
                 name,
@@ -245,10 +278,33 @@ impl fmt::Display for Step {
                 )?;
                 write!(
                     f,
-                    "\n      mount {} ({}) at {MODEL_MOUNT} (read-only)",
+                    "\n      mount {} ({}) at {MODEL_MOUNT} (read-only){}",
                     gguf.display(),
-                    human_bytes(*gguf_bytes)
+                    human_bytes(*gguf_bytes),
+                    if *pinned { ", SHA-256 as pinned" } else { "" }
                 )?;
+                write!(f, "\n      {info}")?;
+                if let Some(trained) = info.trained_context {
+                    write!(f, ", trained for {trained} tokens of context")?;
+                }
+                write!(
+                    f,
+                    "\n      memory: about {}",
+                    human_bytes(self.memory_estimate().unwrap_or(*gguf_bytes))
+                )?;
+                match info.kv_cache_bytes(*context) {
+                    Some(kv) => write!(
+                        f,
+                        " (weights {} + KV cache {} for {context} tokens",
+                        human_bytes(*gguf_bytes),
+                        human_bytes(kv)
+                    )?,
+                    None => write!(f, " (weights; the header does not say the KV cache's size")?,
+                }
+                if *parallel > 1 {
+                    write!(f, ", shared by {parallel} requests at once")?;
+                }
+                write!(f, ")")?;
                 write!(f, "\n      context {context}")?;
                 if *jinja {
                     write!(f, ", --jinja (tool calls)")?;
@@ -256,7 +312,11 @@ impl fmt::Display for Step {
                 if !args.is_empty() {
                     write!(f, ", {}", args.join(" "))?;
                 }
-                write!(f, ", served as http://{name}:{MODEL_PORT}")
+                write!(f, ", served as `{alias}` at http://{name}:{MODEL_PORT}")?;
+                if *gpu {
+                    write!(f, "\n      GPU devices requested from the engine")?;
+                }
+                Ok(())
             }
             Self::RunTask {
                 command,
@@ -268,11 +328,20 @@ impl fmt::Display for Step {
                 lines(f, "      $ ", command)?;
                 write!(f, "{settings}")
             }
-            Self::WaitModel { from, model, url } => {
+            Self::WaitModel {
+                from,
+                model,
+                timeout,
+                url,
+            } => {
                 write!(
                     f,
                     "~ wait for model `{model}`: GET {url}/health answers 200, asked from `{from}`"
-                )
+                )?;
+                if let Some(timeout) = timeout {
+                    write!(f, "\n      at most {}", human_duration(*timeout))?;
+                }
+                Ok(())
             }
         }
     }

@@ -1395,3 +1395,36 @@ fn the_build_context_leaves_out_what_dockerignore_excludes() {
     );
     assert_run_gone(&run.run_id());
 }
+
+#[test]
+fn a_model_that_asks_for_a_gpu_on_an_engine_without_one_fails_clearly() {
+    if !docker() {
+        return;
+    }
+    let project = Project::new();
+    project.file(
+        "openmono.kdl",
+        &format!(
+            "network \"n\"\nmodel \"m\" {{\n    gguf \"{}\"\n    network \"n\"\n    gpu-layers 1\n}}\n",
+            gemma().display()
+        ),
+    );
+    let plan = project.run(&["plan"]);
+    plan.expect_code(0);
+    assert!(
+        plan.stdout
+            .contains("      GPU devices requested from the engine\n"),
+        "{}",
+        plan.stdout
+    );
+    let run = project.run(&["apply"]);
+    run.expect_code(1);
+    assert!(
+        run.stdout.contains(
+            "failure: model `m`: the model offloads layers to a GPU (`gpu-layers`), and the engine has no GPU support"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert_run_gone(&run.run_id());
+}

@@ -30,8 +30,11 @@ fn every_bad_playbook_gets_its_exact_diagnostic() {
             .into_owned();
         let project = Project::new();
         project.file(&name, &std::fs::read_to_string(playbook).expect("read"));
-        // A file that exists, for the problems that are not about the model file.
-        project.file("m.gguf", "GGUF");
+        // A model file that reads, for the problems that are not about it; one that is
+        // not a GGUF; one whose header is cut short.
+        std::fs::write(project.path().join("m.gguf"), tiny_gguf()).expect("m.gguf");
+        project.file("text.gguf", "just some text\n");
+        std::fs::write(project.path().join("cut.gguf"), &tiny_gguf()[..30]).expect("cut.gguf");
         // For mounts: a folder of the project, and a symlink that leads out of it.
         project.file("data/readme", "data");
         std::os::unix::fs::symlink("/usr", project.path().join("outside")).expect("symlink");
@@ -66,4 +69,19 @@ fn every_bad_playbook_gets_its_exact_diagnostic() {
         differ.len(),
         differ.join("\n")
     );
+}
+
+/// The smallest GGUF that reads: version 3, no tensors, the architecture only.
+fn tiny_gguf() -> Vec<u8> {
+    let mut b = b"GGUF".to_vec();
+    b.extend(3u32.to_le_bytes());
+    b.extend(0u64.to_le_bytes());
+    b.extend(1u64.to_le_bytes());
+    let key = b"general.architecture";
+    b.extend((key.len() as u64).to_le_bytes());
+    b.extend(key);
+    b.extend(8u32.to_le_bytes());
+    b.extend(5u64.to_le_bytes());
+    b.extend(b"llama");
+    b
 }

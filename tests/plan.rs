@@ -23,7 +23,9 @@ Plan for playbook `hello-agent` (<root>/playbooks/hello-agent.kdl): 6 steps, the
   1. + create network `sandbox`: internal, no route out, no host address
   2. + start model `gemma`: llama-server from `openmono/llama-server:latest` on `sandbox` [after 1]
       mount <root>/models/gemma-3-270m-q4_k_m.gguf (241.4 MiB) at /models/model.gguf (read-only)
-      context 2048, --jinja (tool calls), served as http://gemma:8080
+      gemma3, 268M parameters, Q4_K_M, trained for 32768 tokens of context
+      memory: about 277.4 MiB (weights 241.4 MiB + KV cache 36.0 MiB for 2048 tokens)
+      context 2048, --jinja (tool calls), served as `gemma` at http://gemma:8080
   3. + start container `agent` from `openmono/agent:latest` on `sandbox` [after 1]
       mount <root> at /workspace (read-only), its only host mount
       runs as the user who runs openmono; no capabilities, no new privileges
@@ -445,4 +447,49 @@ fn a_mount_that_leads_to_the_engine_socket_is_refused_and_allowed_by_name() {
         "{}",
         run.stdout
     );
+}
+
+#[test]
+fn plan_reads_the_model_header_estimates_memory_and_checks_the_pin() {
+    let gguf = crate::support::gemma();
+    if !gguf.is_file() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{} is missing: run images/setup",
+            gguf.display()
+        );
+        eprintln!(
+            "\n!!! SKIPPED: {} is missing; run images/setup !!!\n",
+            gguf.display()
+        );
+        return;
+    }
+    let pin = openmono::plan::sha256_file(&gguf).expect("hash");
+    let project = Project::new();
+    project.file(
+        "openmono.kdl",
+        &format!(
+            "network \"n\"\nmodel \"m\" {{\n    gguf \"{}\" sha256=\"{pin}\"\n    network \"n\"\n    context 16777216\n    parallel 4\n    alias \"tiny\"\n    load-timeout \"90s\"\n}}\ncontainer \"c\" {{\n    image \"openmono/agent:latest\"\n    network \"n\"\n}}\ntask \"t\" {{\n    agent \"c\" model=\"m\"\n    prompt \"ask {{{{ models.m.name }}}} at {{{{ models.m.url }}}}\"\n}}\n",
+            gguf.display()
+        ),
+    );
+    // No engine: the memory is this machine's, and plan says so.
+    let run = Project::command(&project, &["plan"])
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(run.status.code(), Some(0), "{stdout}");
+    for line in [
+        "(241.4 MiB) at /models/model.gguf (read-only), SHA-256 as pinned\n",
+        "      gemma3, 268M parameters, Q4_K_M, trained for 32768 tokens of context\n",
+        "      memory: about 288.2 GiB (weights 241.4 MiB + KV cache 288.0 GiB for 16777216 tokens, shared by 4 requests at once)\n",
+        "      context 16777216, --jinja (tool calls), --parallel 4, served as `tiny` at http://m:8080\n",
+        "      warning: it needs about 288.2 GiB, more than the ",
+        " this machine (the engine did not answer) has: it may fail to load\n",
+        "GET http://m:8080/health answers 200, asked from `c` [after 2, 3]\n      at most 1m30s\n",
+        "      prompt: ask tiny at http://m:8080\n",
+    ] {
+        assert!(stdout.contains(line), "{line:?} not in:\n{stdout}");
+    }
 }

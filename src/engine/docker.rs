@@ -9,9 +9,10 @@ use bollard::{
     errors::Error as BollardError,
     exec::{CreateExecOptions, StartExecResults},
     models::{
-        ContainerCreateBody, ContainerState, EndpointSettings, HealthConfig, HealthStatusEnum,
-        HostConfig, Mount, MountTmpfsOptions, MountType, MountVolumeOptions, NetworkConnectRequest,
-        NetworkCreateRequest, NetworkDisconnectRequest, NetworkingConfig, VolumeCreateRequest,
+        ContainerCreateBody, ContainerState, DeviceRequest, EndpointSettings, HealthConfig,
+        HealthStatusEnum, HostConfig, Mount, MountTmpfsOptions, MountType, MountVolumeOptions,
+        NetworkConnectRequest, NetworkCreateRequest, NetworkDisconnectRequest, NetworkingConfig,
+        VolumeCreateRequest,
     },
     query_parameters::{
         BuildImageOptionsBuilder, CreateContainerOptionsBuilder, ListContainersOptionsBuilder,
@@ -46,6 +47,8 @@ pub struct BindMount {
 pub struct ContainerSpec {
     pub cmd: Vec<String>,
     pub entrypoint: Option<Vec<String>>,
+    /// Ask the engine for all its GPUs.
+    pub gpus: bool,
     /// The engine's health check: the test (`CMD …` or `CMD-SHELL …`), interval,
     /// timeout and retries.
     pub health: Option<(Vec<String>, Duration, Duration, u32)>,
@@ -142,6 +145,19 @@ impl Engine {
             .await
             .map_err(|source| EngineError::Connect { source })?;
         Ok(Self { docker })
+    }
+
+    /// The memory the engine's machine has, in bytes.
+    pub async fn memory(&self) -> Result<u64, EngineError> {
+        let info = self
+            .docker
+            .info()
+            .await
+            .map_err(EngineError::call("ask the engine about itself"))?;
+        Ok(info
+            .mem_total
+            .and_then(|m| u64::try_from(m).ok())
+            .unwrap_or(0))
     }
 
     pub async fn image_exists(&self, image: &str) -> Result<bool, EngineError> {
@@ -264,6 +280,13 @@ impl Engine {
             privileged: Some(false),
             readonly_rootfs: Some(spec.read_only_rootfs),
             security_opt: Some(vec!["no-new-privileges".into()]),
+            device_requests: spec.gpus.then(|| {
+                vec![DeviceRequest {
+                    count: Some(-1),
+                    capabilities: Some(vec![vec!["gpu".into()]]),
+                    ..Default::default()
+                }]
+            }),
             ..Default::default()
         };
         let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);

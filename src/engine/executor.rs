@@ -191,6 +191,17 @@ pub async fn apply(plan: &Plan, options: &ApplyOptions) -> Result<Report, Engine
         self_binary,
         tasks: Mutex::default(),
     };
+    let needed: u64 = plan.steps.iter().filter_map(Step::memory_estimate).sum();
+    if let Ok(memory) = executor.engine.memory().await
+        && memory > 0
+        && needed > memory
+    {
+        executor.progress.line(&format!(
+            "warning: the models need about {}, more than the {} the engine has: they may fail to load",
+            crate::step::human_bytes(needed),
+            crate::step::human_bytes(memory)
+        ));
+    }
     for dead in &reaped {
         executor.progress.line(&format!(
             "Removed {} object(s) left by run {} (its openmono, pid {}, is gone)",
@@ -438,7 +449,15 @@ impl Executor<'_> {
             }
             Step::StartModel { .. } => self.start_model(step).await,
             Step::StartContainer { .. } => self.start_container(step).await.map(|_| String::new()),
-            Step::WaitModel { from, model, url } => self.wait_model(from, model, url, bar).await,
+            Step::WaitModel {
+                from,
+                model,
+                timeout,
+                url,
+            } => {
+                let timeout = timeout.unwrap_or(self.options.model_timeout);
+                self.wait_model(from, model, url, timeout, bar).await
+            }
             Step::AgentTask { .. } => self.agent_task(step, bar).await,
             Step::RunTask {
                 command,

@@ -449,8 +449,13 @@ impl Decoder {
 
     fn decode_model(&mut self, node: &KdlNode) -> Option<Model> {
         let name = self.name(node, "host")?;
+        let gguf = last_child(node, "gguf");
         Some(Model {
+            alias: child_str(node, "alias"),
             args: children(node, "args").flat_map(strs).collect(),
+            load_timeout: child_str(node, "load-timeout")
+                .and_then(|t| units::parse_duration(&t.value)),
+            sha256: gguf.and_then(|g| prop_str(g, "sha256")),
             context: child_int(node, "context").map_or(DEFAULT_CONTEXT, |c| c.value),
             gguf: child_str(node, "gguf")?,
             gpu_layers: child_int(node, "gpu-layers").map(|n| n.value),

@@ -114,6 +114,9 @@ pub fn render(playbook: &mut Playbook, inputs: &Inputs) -> Result<(), Vec<Templa
     for model in &mut playbook.models {
         render(&mut model.gguf, true);
         render(&mut model.image, true);
+        if let Some(alias) = &mut model.alias {
+            render(alias, true);
+        }
         model.args.iter_mut().for_each(|a| render(a, true));
     }
     for container in &mut playbook.containers {
@@ -277,7 +280,7 @@ fn context(playbook: &Playbook, inputs: &Inputs, vars: BTreeMap<String, Value>) 
         .iter()
         .map(|m| {
             let fields = BTreeMap::from([
-                ("name", Value::from(m.name.value.clone())),
+                ("name", Value::from(m.served_name().to_owned())),
                 ("url", Value::from(model_url(&m.name.value))),
             ]);
             (m.name.value.clone(), Value::from(fields))

@@ -157,17 +157,30 @@ pub struct Limits {
 /// A local model served by llama.cpp's `llama-server` in its own container.
 #[derive(Debug, Clone)]
 pub struct Model {
+    /// The name the server gives the model in its API (`--alias`), if not its own.
+    pub alias: Option<Spanned<String>>,
     /// Extra arguments for `llama-server`, after the ones openmono sets.
     pub args: Vec<Spanned<String>>,
     pub context: u32,
     /// The GGUF file as written, relative to the playbook's folder.
     pub gguf: Spanned<String>,
+    /// The file's SHA-256, as the playbook pins it.
+    pub sha256: Option<Spanned<String>>,
+    /// How long loading may take, if not `apply --model-timeout`.
+    pub load_timeout: Option<std::time::Duration>,
     pub gpu_layers: Option<u32>,
     pub image: Spanned<String>,
     pub name: Spanned<String>,
     pub parallel: Option<u32>,
     pub threads: Option<u32>,
     pub network: Spanned<String>,
+}
+
+impl Model {
+    /// The model's name in the API: its `alias`, else its own name.
+    pub fn served_name(&self) -> &str {
+        self.alias.as_ref().map_or(&self.name.value, |a| &a.value)
+    }
 }
 
 /// A long-lived container that tasks run in.

@@ -300,13 +300,21 @@ pub const TOP_LEVEL: &[Node] = &[
     Node {
         args: &[NAME],
         children: &[
-            leaf(
-                "gguf",
-                "the GGUF model file, mounted read-only",
-                PATH,
-                Times::Required,
-            )
-            .example("gguf \"models/model.gguf\""),
+            Node {
+                args: PATH,
+                children: &[],
+                doc: "the GGUF model file, mounted read-only",
+                example: "gguf \"models/model.gguf\"",
+                name: "gguf",
+                props: &[Prop {
+                    default: None,
+                    doc: "the file's SHA-256 (64 hex digits); `plan` and `apply` refuse a file that differs",
+                    name: "sha256",
+                    ty: Ty::Text,
+                }],
+                rest: None,
+                times: Times::Required,
+            },
             leaf(
                 "network",
                 "the network it serves, as `http://NAME:8080`",
@@ -344,6 +352,20 @@ pub const TOP_LEVEL: &[Node] = &[
                 STRING,
                 Times::Once,
             ),
+            leaf(
+                "alias",
+                "the model's name in the API, which agents ask for (`--alias`; default: the model's name)",
+                STRING,
+                Times::Once,
+            )
+            .example("alias \"coder\""),
+            leaf(
+                "load-timeout",
+                "how long the server may take to load the model (default: `apply --model-timeout`, 5m)",
+                DURATION,
+                Times::Once,
+            )
+            .example("load-timeout \"10m\""),
             Node {
                 args: &[],
                 children: &[],

@@ -118,9 +118,11 @@ impl Executor<'_> {
 
     pub(super) async fn start_model(&self, step: &Step) -> Result<String, String> {
         let Step::StartModel {
+            alias,
             args,
             context,
             gguf,
+            gpu,
             image,
             jinja,
             name,
@@ -140,7 +142,7 @@ impl Executor<'_> {
             "-c",
             &context.to_string(),
             "--alias",
-            name,
+            alias,
         ]
         .map(str::to_owned)
         .to_vec();
@@ -152,6 +154,7 @@ impl Executor<'_> {
         labels.insert("dev.openmono.kind".to_owned(), "model".to_owned());
         let spec = ContainerSpec {
             cmd,
+            gpus: *gpu,
             image: image.clone(),
             labels,
             mounts: vec![BindMount {
@@ -167,10 +170,16 @@ impl Executor<'_> {
             ..ContainerSpec::default()
         };
         let id = self.create(name, spec).await?;
-        self.engine
-            .start_container(&id)
-            .await
-            .map_err(|e| error_chain(&e))?;
+        self.engine.start_container(&id).await.map_err(|e| {
+            let why = error_chain(&e);
+            if *gpu && why.contains("could not select device driver") {
+                format!(
+                    "the model offloads layers to a GPU (`gpu-layers`), and the engine has no GPU support: install the NVIDIA Container Toolkit for the engine, or remove `gpu-layers` ({why})"
+                )
+            } else {
+                why
+            }
+        })?;
         Ok(String::new())
     }
 
@@ -211,6 +220,7 @@ impl Executor<'_> {
         let spec = ContainerSpec {
             cmd: vec!["sandbox-init".into()],
             entrypoint: Some(vec![SELF_PATH.into()]),
+            gpus: false,
             env: environment,
             health: health.as_ref().map(|h| {
                 let test = match &h.probe {
@@ -376,12 +386,13 @@ impl Executor<'_> {
         from: &str,
         model: &str,
         url: &str,
+        timeout: Duration,
         bar: &StepProgress<'_>,
     ) -> Result<String, String> {
         let model_id = self.container(model)?;
         let from_id = self.container(from)?;
         // A timeout too large to add is no timeout at all.
-        let deadline = Instant::now().checked_add(self.options.model_timeout);
+        let deadline = Instant::now().checked_add(timeout);
         let health = format!("{url}/health");
         loop {
             if let Liveness::Exited(code) = self
@@ -410,8 +421,8 @@ impl Executor<'_> {
             if deadline.is_some_and(|d| Instant::now() > d) {
                 let tail = self.engine.log_tail(&model_id, 15).await;
                 return Err(format!(
-                    "not ready after {}s; the server's last lines:\n{}",
-                    self.options.model_timeout.as_secs(),
+                    "not ready after {}; the server's last lines:\n{}",
+                    crate::step::human_duration(timeout),
                     indent(&tail)
                 ));
             }

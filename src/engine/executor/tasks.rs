@@ -13,11 +13,12 @@ impl Executor<'_> {
             container,
             max_steps,
             max_tokens,
-            model,
             model_url,
             prompt,
+            served_model,
             settings,
             task,
+            ..
         } = step
         else {
             unreachable!("called for AgentTask only")
@@ -33,7 +34,7 @@ impl Executor<'_> {
             "--model-url",
             model_url,
             "--model",
-            model,
+            served_model,
             "--prompt",
             prompt,
             "--max-steps",
