@@ -257,67 +257,7 @@ impl fmt::Display for Step {
                 }
             }
             Self::StartContainer { .. } => self.fmt_container(f),
-            Self::StartModel {
-                alias,
-                args,
-                context,
-                gguf,
-                gguf_bytes,
-                gpu,
-                info,
-                parallel,
-                pinned,
-                image,
-                jinja,
-                name,
-                network,
-            } => {
-                write!(
-                    f,
-                    "+ start model `{name}`: llama-server from `{image}` on `{network}`"
-                )?;
-                write!(
-                    f,
-                    "\n      mount {} ({}) at {MODEL_MOUNT} (read-only){}",
-                    gguf.display(),
-                    human_bytes(*gguf_bytes),
-                    if *pinned { ", SHA-256 as pinned" } else { "" }
-                )?;
-                write!(f, "\n      {info}")?;
-                if let Some(trained) = info.trained_context {
-                    write!(f, ", trained for {trained} tokens of context")?;
-                }
-                write!(
-                    f,
-                    "\n      memory: about {}",
-                    human_bytes(self.memory_estimate().unwrap_or(*gguf_bytes))
-                )?;
-                match info.kv_cache_bytes(*context) {
-                    Some(kv) => write!(
-                        f,
-                        " (weights {} + KV cache {} for {context} tokens",
-                        human_bytes(*gguf_bytes),
-                        human_bytes(kv)
-                    )?,
-                    None => write!(f, " (weights; the header does not say the KV cache's size")?,
-                }
-                if *parallel > 1 {
-                    write!(f, ", shared by {parallel} requests at once")?;
-                }
-                write!(f, ")")?;
-                write!(f, "\n      context {context}")?;
-                if *jinja {
-                    write!(f, ", --jinja (tool calls)")?;
-                }
-                if !args.is_empty() {
-                    write!(f, ", {}", args.join(" "))?;
-                }
-                write!(f, ", served as `{alias}` at http://{name}:{MODEL_PORT}")?;
-                if *gpu {
-                    write!(f, "\n      GPU devices requested from the engine")?;
-                }
-                Ok(())
-            }
+            Self::StartModel { .. } => self.fmt_model(f),
             Self::RunTask {
                 command,
                 container,
@@ -365,6 +305,72 @@ impl Step {
         )?;
         for (key, value) in args {
             write!(f, "\n      build argument {key}={value}")?;
+        }
+        Ok(())
+    }
+
+    fn fmt_model(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self::StartModel {
+            alias,
+            args,
+            context,
+            gguf,
+            gguf_bytes,
+            gpu,
+            info,
+            parallel,
+            pinned,
+            image,
+            jinja,
+            name,
+            network,
+        } = self
+        else {
+            return Ok(());
+        };
+        write!(
+            f,
+            "+ start model `{name}`: llama-server from `{image}` on `{network}`"
+        )?;
+        write!(
+            f,
+            "\n      mount {} ({}) at {MODEL_MOUNT} (read-only){}",
+            gguf.display(),
+            human_bytes(*gguf_bytes),
+            if *pinned { ", SHA-256 as pinned" } else { "" }
+        )?;
+        write!(f, "\n      {info}")?;
+        if let Some(trained) = info.trained_context {
+            write!(f, ", trained for {trained} tokens of context")?;
+        }
+        write!(
+            f,
+            "\n      memory: about {}",
+            human_bytes(self.memory_estimate().unwrap_or(*gguf_bytes))
+        )?;
+        match info.kv_cache_bytes(*context) {
+            Some(kv) => write!(
+                f,
+                " (weights {} + KV cache {} for {context} tokens",
+                human_bytes(*gguf_bytes),
+                human_bytes(kv)
+            )?,
+            None => write!(f, " (weights; the header does not say the KV cache's size")?,
+        }
+        if *parallel > 1 {
+            write!(f, ", shared by {parallel} requests at once")?;
+        }
+        write!(f, ")")?;
+        write!(f, "\n      context {context}")?;
+        if *jinja {
+            write!(f, ", --jinja (tool calls)")?;
+        }
+        if !args.is_empty() {
+            write!(f, ", {}", args.join(" "))?;
+        }
+        write!(f, ", served as `{alias}` at http://{name}:{MODEL_PORT}")?;
+        if *gpu {
+            write!(f, "\n      GPU devices requested from the engine")?;
         }
         Ok(())
     }

@@ -112,12 +112,11 @@ pub fn render(playbook: &mut Playbook, inputs: &Inputs) -> Result<(), Vec<Templa
             .for_each(|(_, value)| render(value, false));
     }
     for model in &mut playbook.models {
-        render(&mut model.gguf, true);
-        render(&mut model.image, true);
-        if let Some(alias) = &mut model.alias {
-            render(alias, true);
-        }
-        model.args.iter_mut().for_each(|a| render(a, true));
+        [&mut model.gguf, &mut model.image]
+            .into_iter()
+            .chain(model.alias.as_mut())
+            .chain(model.args.iter_mut())
+            .for_each(|value| render(value, true));
     }
     for container in &mut playbook.containers {
         render(&mut container.image, true);
