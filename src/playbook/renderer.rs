@@ -124,26 +124,22 @@ pub fn render(playbook: &mut Playbook, inputs: &Inputs) -> Result<(), Vec<Templa
             .env
             .iter_mut()
             .for_each(|(_, value)| render(value, false));
-        for value in [
+        [
             &mut container.workdir,
             &mut container.workspace,
             &mut container.user,
         ]
         .into_iter()
         .flatten()
-        {
-            render(value, true);
-        }
-        let mounts = container.volumes.iter_mut().map(|v| &mut v.target);
-        mounts
-            .chain(
-                container
-                    .mounts
-                    .iter_mut()
-                    .flat_map(|m| [&mut m.source, &mut m.target]),
-            )
-            .chain(container.tmpfs.iter_mut().map(|t| &mut t.target))
-            .for_each(|value| render(value, true));
+        .chain(container.volumes.iter_mut().map(|v| &mut v.target))
+        .chain(
+            container
+                .mounts
+                .iter_mut()
+                .flat_map(|m| [&mut m.source, &mut m.target]),
+        )
+        .chain(container.tmpfs.iter_mut().map(|t| &mut t.target))
+        .for_each(|value| render(value, true));
         if let Some(health) = &mut container.health {
             match &mut health.probe {
                 HealthProbe::Command(value) | HealthProbe::Http(value) => render(value, true),
