@@ -1428,3 +1428,50 @@ fn a_model_that_asks_for_a_gpu_on_an_engine_without_one_fails_clearly() {
     );
     assert_run_gone(&run.run_id());
 }
+
+#[test]
+fn the_real_model_serves_completions_whole_and_streamed() {
+    if !docker() {
+        return;
+    }
+    let project = Project::new();
+    // `max_tokens` keeps generation short: this is about the path, not the words.
+    let ask = |stream: bool| {
+        format!(
+            "curl -sS --max-time 120 -H 'Content-Type: application/json' -d '{{\"model\":\"{{{{ models.gemma.name }}}}\",\"max_tokens\":4,\"stream\":{stream},\"messages\":[{{\"role\":\"user\",\"content\":\"Hi\"}}]}}' {{{{ models.gemma.url }}}}/v1/chat/completions"
+        )
+    };
+    project.file(
+        "openmono.kdl",
+        &format!(
+            "network \"n\"\nmodel \"gemma\" {{\n    gguf \"{}\"\n    network \"n\"\n    context 512\n    alias \"small\"\n}}\ncontainer \"c\" {{\n    image \"openmono/agent:latest\"\n    network \"n\"\n}}\ntask \"ready\" {{\n    run \"c\" \"until curl -sf {{{{ models.gemma.url }}}}/health; do sleep 0.2; done\"\n    timeout \"2m\"\n}}\ntask \"whole\" after=\"ready\" {{\n    run \"c\" \"{}\"\n}}\ntask \"streamed\" after=\"whole\" {{\n    run \"c\" \"{}\"\n}}\n",
+            gemma().display(),
+            ask(false).replace('"', "\\\""),
+            ask(true).replace('"', "\\\""),
+        ),
+    );
+    let run = project.run(&["apply"]);
+    run.expect_code(0);
+    let dir = project.state.path().join("runs").join(run.run_id());
+    let whole = std::fs::read_to_string(dir.join("whole.log")).expect("whole.log");
+    let reply: serde_json::Value = serde_json::from_str(whole.trim()).expect("one JSON reply");
+    assert_eq!(reply["model"], "small", "{whole}");
+    assert!(
+        reply["choices"][0]["message"]["content"].is_string(),
+        "{whole}"
+    );
+    assert_eq!(reply["usage"]["completion_tokens"], 4, "{whole}");
+    let streamed = std::fs::read_to_string(dir.join("streamed.log")).expect("streamed.log");
+    let events: Vec<&str> = streamed
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    assert_eq!(events.last(), Some(&"[DONE]"), "{streamed}");
+    let deltas = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str::<serde_json::Value>(e).expect("a JSON chunk"))
+        .filter(|chunk| chunk["choices"][0]["delta"]["content"].is_string())
+        .count();
+    assert!(deltas >= 1, "{streamed}");
+    assert_run_gone(&run.run_id());
+}
