@@ -127,6 +127,9 @@ pub enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Check the engine and this machine for what weakens the sandbox or stops a run
+    #[command(after_help = concat!("Example:\n  openmono doctor\n\nExit code 0 when nothing is in the way (warnings included), 3 when something is.\n\n", footer!()))]
+    Doctor,
     /// Remove what runs left behind when openmono was killed; live runs are spared
     #[command(after_help = concat!("Examples:\n  openmono gc --dry-run   # list what would go\n  openmono gc\n\n", footer!()))]
     Gc {
@@ -225,6 +228,7 @@ pub fn main() -> ExitCode {
         Command::Graph { file, format } => graph(&file, format),
         Command::Fmt { files, check } => fmt(&files, check),
         Command::Gc { dry_run } => gc(dry_run),
+        Command::Doctor => doctor(),
         Command::Runs { show: None } => {
             print_out(&crate::runs::list(&engine::run_dir::state_dir()))
         }
@@ -527,6 +531,27 @@ fn gc(dry_run: bool) -> ExitCode {
         text.push_str("nothing left behind by killed runs\n");
     }
     print_out(&text)
+}
+
+fn doctor() -> ExitCode {
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let findings = runtime.block_on(crate::doctor::examine());
+    let mut text = String::new();
+    for finding in &findings {
+        let _ = writeln!(text, "{finding}");
+    }
+    let printed = print_out(&text);
+    if findings
+        .iter()
+        .any(|f| f.level == crate::doctor::Level::Error)
+    {
+        ExitCode::from(exit::ENVIRONMENT)
+    } else {
+        printed
+    }
 }
 
 fn graph(file: &std::path::Path, format: GraphFormat) -> ExitCode {

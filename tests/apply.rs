@@ -1475,3 +1475,27 @@ fn the_real_model_serves_completions_whole_and_streamed() {
     assert!(deltas >= 1, "{streamed}");
     assert_run_gone(&run.run_id());
 }
+
+#[test]
+fn doctor_reports_the_engine_and_the_images() {
+    if !docker() {
+        return;
+    }
+    let run = Project::new().run(&["doctor"]);
+    run.expect_code(0);
+    let version = docker_lines(&["version", "--format", "{{.Server.Version}}"]);
+    assert!(
+        run.stdout
+            .starts_with(&format!("✓ Docker engine {} (API ", version[0])),
+        "{}",
+        run.stdout
+    );
+    for image in ["openmono/agent:latest", "openmono/llama-server:latest"] {
+        assert!(
+            run.stdout
+                .contains(&format!("✓ image {image} is on the engine\n")),
+            "{}",
+            run.stdout
+        );
+    }
+}

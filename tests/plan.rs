@@ -493,3 +493,19 @@ fn plan_reads_the_model_header_estimates_memory_and_checks_the_pin() {
         assert!(stdout.contains(line), "{line:?} not in:\n{stdout}");
     }
 }
+
+#[test]
+fn doctor_without_an_engine_says_how_to_start_one() {
+    let run = Project::new()
+        .command(&["doctor"])
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .expect("run");
+    assert_eq!(run.status.code(), Some(3));
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        stdout.starts_with("✗ no Docker engine answers: ")
+            && stdout.contains("\n    start it (`sudo systemctl start docker`"),
+        "{stdout}"
+    );
+}

@@ -26,6 +26,18 @@ use futures_util::StreamExt;
 use super::EngineError;
 use crate::{playbook::Limits, step::DEFAULT_PIDS};
 
+/// What an engine says of itself.
+#[derive(Debug, Clone, Default)]
+pub struct EngineFacts {
+    pub api_version: String,
+    pub memory: Option<u64>,
+    /// Where it keeps images and containers, on its own machine.
+    pub root_dir: Option<String>,
+    /// `name=seccomp,profile=default`, `name=rootless`, `name=userns`, …
+    pub security_options: Vec<String>,
+    pub version: String,
+}
+
 /// A connected engine.
 #[derive(Clone)]
 pub struct Engine {
@@ -145,6 +157,27 @@ impl Engine {
             .await
             .map_err(|source| EngineError::Connect { source })?;
         Ok(Self { docker })
+    }
+
+    /// What `openmono doctor` asks the engine.
+    pub async fn facts(&self) -> Result<EngineFacts, EngineError> {
+        let version = self
+            .docker
+            .version()
+            .await
+            .map_err(EngineError::call("ask the engine its version"))?;
+        let info = self
+            .docker
+            .info()
+            .await
+            .map_err(EngineError::call("ask the engine about itself"))?;
+        Ok(EngineFacts {
+            api_version: version.api_version.unwrap_or_default(),
+            memory: info.mem_total.and_then(|m| u64::try_from(m).ok()),
+            root_dir: info.docker_root_dir,
+            security_options: info.security_options.unwrap_or_default(),
+            version: version.version.unwrap_or_default(),
+        })
     }
 
     /// The memory the engine's machine has, in bytes.

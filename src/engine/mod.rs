@@ -11,7 +11,8 @@ pub mod report;
 pub mod run_dir;
 
 pub use docker::{
-    BindMount, ContainerSpec, Engine, EngineObject, HealthVerdict, Liveness, ObjectKind, Stream,
+    BindMount, ContainerSpec, Engine, EngineFacts, EngineObject, HealthVerdict, Liveness,
+    ObjectKind, Stream,
 };
 pub use engine_error::EngineError;
 pub use executor::{ApplyOptions, DEFAULT_JOBS, RUN_LABEL, SELF_PATH, apply};
