@@ -186,6 +186,31 @@ fn step_for(p: &Playbook, resource: Resource, errors: &mut Vec<PlanError>) -> Op
     })
 }
 
+/// What in a writable workspace stays read-only: the playbook's own files (it is read
+/// once, before the run, but the next run would read what the box wrote) and git's hooks
+/// and config (which run code on the host at the next commit). Paths relative to the
+/// workspace, for those that exist and lie inside it.
+fn protected_paths(p: &Playbook, workspace: &Path) -> Vec<String> {
+    let sources = std::iter::once(p.source.path.clone()).chain(
+        p.source
+            .included
+            .iter()
+            .filter_map(|f| Some(f.dir.join(f.path.file_name()?))),
+    );
+    let git = [".git/hooks", ".git/config"].map(|g| workspace.join(g));
+    let mut protected: Vec<String> = sources
+        .chain(git)
+        .filter_map(|path| {
+            let path = std::fs::canonicalize(path).ok()?;
+            let relative = path.strip_prefix(workspace).ok()?;
+            (!relative.as_os_str().is_empty()).then(|| relative.display().to_string())
+        })
+        .collect();
+    protected.sort();
+    protected.dedup();
+    protected
+}
+
 /// A task container, with its workspace and mounts resolved and judged on the host.
 fn container_step(p: &Playbook, i: usize, errors: &mut Vec<PlanError>) -> Option<Step> {
     let c = &p.containers[i];
@@ -242,12 +267,17 @@ fn container_step(p: &Playbook, i: usize, errors: &mut Vec<PlanError>) -> Option
             target: "/tmp".into(),
         });
     }
+    let protected = match &workspace {
+        Some((dir, false)) => protected_paths(p, dir),
+        _ => Vec::new(),
+    };
     Some(Step::StartContainer {
         env: pairs(&c.env),
         health: c.health.clone(),
         image: c.image.value.clone(),
         limits: c.limits,
         mounts,
+        protected,
         name: c.name.value.clone(),
         networks: c
             .networks

@@ -56,6 +56,8 @@ pub enum Step {
         limits: Limits,
         /// Host files and folders, checked against the sandbox's policy.
         mounts: Vec<Bind>,
+        /// Paths in a writable workspace mounted read-only over themselves.
+        protected: Vec<String>,
         name: String,
         /// The networks it joins, with an extra host name on each, if any.
         networks: Vec<(String, Option<String>)>,
@@ -440,6 +442,7 @@ impl Step {
     fn fmt_filesystem(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let Self::StartContainer {
             mounts,
+            protected,
             read_only_root,
             tmpfs,
             volumes,
@@ -463,6 +466,9 @@ impl Step {
                 )?;
                 if mounts.is_empty() {
                     write!(f, ", its only host mount")?;
+                }
+                if !protected.is_empty() {
+                    write!(f, "\n        read-only in it: {}", protected.join(", "))?;
                 }
             }
             None if mounts.is_empty() => write!(f, "\n      no host mounts")?,

@@ -1499,3 +1499,41 @@ fn doctor_reports_the_engine_and_the_images() {
         );
     }
 }
+
+#[test]
+fn the_playbook_and_git_hooks_and_config_stay_read_only_in_a_writable_workspace() {
+    if !docker() {
+        return;
+    }
+    let project = Project::new();
+    project
+        .file(".git/hooks/pre-commit.sample", "#!/bin/sh\n")
+        .file(".git/config", "[core]\n")
+        .file("shared.kdl", "// included\n")
+        .file(
+            "openmono.kdl",
+            "include \"shared.kdl\"\ncontainer \"box\" {\n    image \"openmono/agent:latest\"\n    workspace \".\"\n}\ntask \"t\" {\n    run \"box\" \"for f in openmono.kdl shared.kdl .git/config .git/hooks/pre-commit; do (echo x >> $f) 2>/dev/null && echo wrote $f || echo kept $f; done; mv openmono.kdl moved.kdl 2>/dev/null || echo kept name; echo ok > new.txt && echo wrote new.txt\"\n}\n",
+        );
+    let plan = project.run(&["plan"]);
+    plan.expect_code(0);
+    assert!(
+        plan.stdout.contains(
+            "        read-only in it: .git/config, .git/hooks, openmono.kdl, shared.kdl\n"
+        ),
+        "{}",
+        plan.stdout
+    );
+    let run = project.run(&["apply"]);
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains("        kept openmono.kdl\n        kept shared.kdl\n        kept .git/config\n        kept .git/hooks/pre-commit\n        kept name\n        wrote new.txt\n"),
+        "{}",
+        run.stdout
+    );
+    let read = |name: &str| std::fs::read_to_string(project.path().join(name)).expect(name);
+    assert_eq!(read(".git/config"), "[core]\n");
+    assert_eq!(read("shared.kdl"), "// included\n");
+    assert_eq!(read("new.txt"), "ok\n");
+    assert!(!project.path().join(".git/hooks/pre-commit").exists());
+    assert_run_gone(&run.run_id());
+}

@@ -275,6 +275,7 @@ impl Executor<'_> {
     fn task_mounts(&self, step: &Step) -> Result<Vec<BindMount>, String> {
         let Step::StartContainer {
             mounts: binds,
+            protected,
             volumes,
             workspace,
             ..
@@ -291,6 +292,15 @@ impl Executor<'_> {
                 volume: false,
             })
             .collect();
+        // Over the workspace, read-only: the engine mounts parents before children.
+        if let Some((dir, _)) = workspace {
+            mounts.extend(protected.iter().map(|relative| BindMount {
+                read_only: true,
+                source: dir.join(relative).display().to_string(),
+                target: format!("{WORKSPACE}/{relative}"),
+                volume: false,
+            }));
+        }
         mounts.extend(binds.iter().map(|b| BindMount {
             read_only: b.read_only,
             source: b.source.display().to_string(),
