@@ -10,9 +10,8 @@ use bollard::{
     exec::{CreateExecOptions, StartExecResults},
     models::{
         ContainerCreateBody, ContainerState, DeviceRequest, EndpointSettings, HealthConfig,
-        HealthStatusEnum, HostConfig, Mount, MountTmpfsOptions, MountType, MountVolumeOptions,
-        NetworkConnectRequest, NetworkCreateRequest, NetworkDisconnectRequest, NetworkingConfig,
-        VolumeCreateRequest,
+        HealthStatusEnum, HostConfig, Mount, MountTmpfsOptions, MountType, NetworkConnectRequest,
+        NetworkCreateRequest, NetworkDisconnectRequest, NetworkingConfig, VolumeCreateRequest,
     },
     query_parameters::{
         BuildImageOptionsBuilder, CreateContainerOptionsBuilder, ListContainersOptionsBuilder,
@@ -73,8 +72,6 @@ pub struct ContainerSpec {
     /// Each network's engine name and this container's aliases on it; none: no network.
     pub networks: Vec<(String, Vec<String>)>,
     pub read_only_rootfs: bool,
-    /// Targets of anonymous volumes: labelled like the container, removed with it.
-    pub scratch_volumes: Vec<String>,
     /// In-memory folders: target and most bytes; mode 1777, `noexec`, `nosuid`, `nodev`.
     pub tmpfs: Vec<(String, u64)>,
     pub user: Option<String>,
@@ -375,57 +372,37 @@ impl Engine {
         Ok(created.id)
     }
 
-    /// Writes a tar archive into a container at `/`, before it starts. A container
-    /// with a read-only root filesystem refuses that, but its volumes take writes: the
-    /// archive then goes through a helper container, never started, that mounts the same
-    /// volumes at the same places, and must land in them. Unlike an upload into the
-    /// volume's own path, this also gives the volume's top folder the owner and mode
-    /// the archive says.
-    pub async fn upload(&self, id: &str, tar: Vec<u8>) -> Result<(), EngineError> {
-        let info = self
-            .docker
-            .inspect_container(id, None)
-            .await
-            .map_err(EngineError::call("inspect a container"))?;
-        let read_only = info
-            .host_config
-            .as_ref()
-            .and_then(|h| h.readonly_rootfs)
-            .unwrap_or(false);
-        if !read_only {
-            return self.upload_to(id, tar).await;
-        }
-        let volumes: Vec<Mount> = info
-            .mounts
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|m| m.typ.as_deref() == Some("volume"))
-            .map(|m| Mount {
-                target: m.destination,
-                source: m.name,
-                typ: Some(MountType::VOLUME),
-                ..Default::default()
-            })
-            .collect();
-        let config = info.config.unwrap_or_default();
+    /// Fills a volume with the files of a tar archive, through a container of `image`
+    /// that mounts it at `target` and never starts: uploads into a volume path keep the
+    /// archive's owners and modes, those of the volume's top folder included.
+    pub async fn fill_volume(
+        &self,
+        volume: &str,
+        target: &str,
+        image: &str,
+        labels: HashMap<String, String>,
+        tar: Vec<u8>,
+    ) -> Result<(), EngineError> {
         let body = ContainerCreateBody {
-            entrypoint: config.entrypoint,
-            cmd: config.cmd,
-            image: config.image,
-            // Its labels are the container's, so that teardown and gc find it too.
-            labels: config.labels,
+            // Never run; the engine wants a command all the same.
+            entrypoint: Some(vec![format!("{target}/none")]),
+            image: Some(image.to_owned()),
+            // Labelled as the run's, so that teardown and gc find it too.
+            labels: Some(labels),
             host_config: Some(HostConfig {
-                mounts: Some(volumes),
+                mounts: Some(vec![Mount {
+                    target: Some(target.to_owned()),
+                    source: Some(volume.to_owned()),
+                    typ: Some(MountType::VOLUME),
+                    ..Default::default()
+                }]),
                 network_mode: Some("none".into()),
                 ..Default::default()
             }),
             ..Default::default()
         };
         // No playbook name holds a `.`: this name never clashes with another container.
-        let name = format!(
-            "{}.upload",
-            info.name.unwrap_or_default().trim_start_matches('/')
-        );
+        let name = format!("{volume}.fill");
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
         let helper = self
             .docker
@@ -433,20 +410,16 @@ impl Engine {
             .await
             .map_err(EngineError::call(format!("create container `{name}`")))?
             .id;
-        let uploaded = self.upload_to(&helper, tar).await;
-        // Only the helper goes: its volumes are the container's (named mounts stay).
-        let removed = self.remove_container(&helper).await;
-        uploaded.and(removed)
-    }
-
-    async fn upload_to(&self, id: &str, tar: Vec<u8>) -> Result<(), EngineError> {
         // The engine keeps the owners the archive gives (`copyUIDGID` would instead give
         // everything to the container's user).
         let options = UploadToContainerOptionsBuilder::default().path("/").build();
-        self.docker
-            .upload_to_container(id, Some(options), bollard::body_full(tar.into()))
+        let uploaded = self
+            .docker
+            .upload_to_container(&helper, Some(options), bollard::body_full(tar.into()))
             .await
-            .map_err(EngineError::call("copy openmono into the container"))
+            .map_err(EngineError::call("copy openmono into its volume"));
+        let removed = self.remove_container(&helper).await;
+        uploaded.and(removed)
     }
 
     pub async fn start_container(&self, id: &str) -> Result<(), EngineError> {
@@ -463,7 +436,8 @@ impl Engine {
             .v(true)
             .build();
         match self.docker.remove_container(id, Some(options)).await {
-            Err(e) if !is_not_found(&e) => {
+            // Gone, or going: another `gc` or teardown is removing it right now.
+            Err(e) if !is_not_found(&e) && !is_being_removed(&e) => {
                 Err(EngineError::call(format!("remove container `{id}`"))(e))
             }
             _ => Ok(()),
@@ -778,17 +752,6 @@ fn mounts(spec: &ContainerSpec) -> Vec<Mount> {
             ..Default::default()
         })
         .collect();
-    // No source: the engine makes an anonymous volume, which `remove_container` takes
-    // with it (`v=true`); the labels let gc find it if that never happens.
-    mounts.extend(spec.scratch_volumes.iter().map(|target| Mount {
-        target: Some(target.clone()),
-        typ: Some(MountType::VOLUME),
-        volume_options: Some(MountVolumeOptions {
-            labels: Some(spec.labels.clone()),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }));
     // The engine mounts a tmpfs `noexec,nosuid,nodev`; API 1.41 cannot change that.
     mounts.extend(spec.tmpfs.iter().map(|(target, size)| Mount {
         target: Some(target.clone()),
@@ -801,6 +764,16 @@ fn mounts(spec: &ContainerSpec) -> Vec<Mount> {
         ..Default::default()
     }));
     mounts
+}
+
+fn is_being_removed(e: &BollardError) -> bool {
+    matches!(
+        e,
+        BollardError::DockerResponseServerError {
+            status_code: 409,
+            message,
+        } if message.contains("already in progress")
+    )
 }
 
 fn is_not_found(e: &BollardError) -> bool {

@@ -128,8 +128,10 @@ struct Executor<'a> {
     plan: &'a Plan,
     progress: Progress,
     run_id: String,
-    /// The openmono binary, read once, copied into every task container.
+    /// The openmono binary, read once, copied into the run's volume for it.
     self_binary: Vec<u8>,
+    /// That volume's name, once it is filled (or why it could not be).
+    self_volume: tokio::sync::OnceCell<Result<String, String>>,
     tasks: Mutex<Vec<TaskReport>>,
 }
 
@@ -189,6 +191,7 @@ pub async fn apply(plan: &Plan, options: &ApplyOptions) -> Result<Report, Engine
         progress: Progress::new(options.output, options.follow),
         run_id,
         self_binary,
+        self_volume: tokio::sync::OnceCell::new(),
         tasks: Mutex::default(),
     };
     let needed: u64 = plan.steps.iter().filter_map(Step::memory_estimate).sum();

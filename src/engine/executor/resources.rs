@@ -203,7 +203,13 @@ impl Executor<'_> {
         else {
             unreachable!("called for StartContainer only")
         };
-        let mounts = self.task_mounts(step)?;
+        let mut mounts = self.task_mounts(step)?;
+        mounts.push(BindMount {
+            read_only: true,
+            source: self.self_volume(image).await?,
+            target: crate::step::SELF_DIR.to_owned(),
+            volume: true,
+        });
         let mut joined = Vec::new();
         for (net, alias) in networks {
             let mut aliases = vec![name.clone()];
@@ -213,8 +219,6 @@ impl Executor<'_> {
         // SAFETY: getuid and getgid cannot fail and touch no memory.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         let user = user.clone().unwrap_or_else(|| format!("{uid}:{gid}"));
-        let archive = self_archive(&self.self_binary, &user)
-            .map_err(|e| format!("cannot pack the openmono binary: {e}"))?;
         let mut environment = vec!["HOME=/tmp".to_owned()];
         environment.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
         let spec = ContainerSpec {
@@ -246,12 +250,6 @@ impl Executor<'_> {
             name: self.engine_name(name),
             networks: joined,
             read_only_rootfs: *read_only_root,
-            // A read-only root takes no upload: the binary goes into a volume of the
-            // container's own, removed with it.
-            scratch_volumes: read_only_root
-                .then(|| crate::step::SELF_DIR.to_owned())
-                .into_iter()
-                .collect(),
             tmpfs: tmpfs.iter().map(|t| (t.target.clone(), t.size)).collect(),
             user: Some(user),
             working_dir: workdir
@@ -260,14 +258,40 @@ impl Executor<'_> {
         };
         let id = self.create(name, spec).await?;
         self.engine
-            .upload(&id, archive)
-            .await
-            .map_err(|e| error_chain(&e))?;
-        self.engine
             .start_container(&id)
             .await
             .map_err(|e| error_chain(&e))?;
         Ok(id)
+    }
+
+    /// The name of the run's volume for the openmono binary.
+    pub(super) fn self_volume_name(&self) -> String {
+        format!("openmono-{}.self", self.run_id)
+    }
+
+    /// The run's volume holding the openmono binary, filled once (through a container
+    /// of `image` that never starts) and mounted read-only into every task container: a
+    /// copy, never the host's file, that no task can change, not even as root.
+    async fn self_volume(&self, image: &str) -> Result<String, String> {
+        self.self_volume
+            .get_or_init(|| async {
+                let name = self.self_volume_name();
+                let labels = self.labels("openmono");
+                self.engine
+                    .create_volume(&name, labels.clone())
+                    .await
+                    .map_err(|e| error_chain(&e))?;
+                lock(&self.created).push(Created::Volume { name: name.clone() });
+                let archive = self_archive(&self.self_binary)
+                    .map_err(|e| format!("cannot pack the openmono binary: {e}"))?;
+                self.engine
+                    .fill_volume(&name, crate::step::SELF_DIR, image, labels, archive)
+                    .await
+                    .map_err(|e| error_chain(&e))?;
+                Ok(name)
+            })
+            .await
+            .clone()
     }
 
     /// A task container's host folders and volumes: the workspace, the playbook's
@@ -441,18 +465,11 @@ impl Executor<'_> {
     }
 }
 
-/// The openmono binary as a tar archive holding `.openmono/openmono`, for upload into a
-/// container before it starts (a copy, never a mount of the host's file). Both belong
-/// to `nobody` and are read-only: tasks run as another user without capabilities, so
-/// they cannot replace the binary that later tasks and the agent run as.
-pub(super) fn self_archive(bytes: &[u8], task_user: &str) -> std::io::Result<Vec<u8>> {
-    let uid = task_user.split(':').next().unwrap_or_default();
-    let owner: u64 = match uid {
-        "65534" => 65533,
-        // A user known by name only: root owns the binary, and a named user is not root.
-        name if !name.is_empty() && name != "root" && name.parse::<u32>().is_err() => 0,
-        _ => 65534,
-    };
+/// The openmono binary as a tar archive holding `.openmono/openmono`, both owned by
+/// `nobody`, readable and runnable by all, writable by none (the volume is also mounted
+/// read-only).
+pub(super) fn self_archive(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    let owner: u64 = 65534;
     let mut builder = tar::Builder::new(Vec::with_capacity(bytes.len() + 4096));
     let mut dir = tar::Header::new_gnu();
     dir.set_entry_type(tar::EntryType::Directory);

@@ -27,16 +27,29 @@ impl Executor<'_> {
             .iter()
             .filter(|c| matches!(c, Created::Container { .. }))
             .map(|c| self.remove_created(c, graceful, signalled.clone()));
+        // The binary's volume is openmono's own: removed, not counted.
+        let own = self.self_volume_name();
         let volumes = created
             .iter()
-            .filter(|c| matches!(c, Created::Volume { .. }))
+            .filter(|c| matches!(c, Created::Volume { name } if *name != own))
+            .map(|c| self.remove_created(c, graceful, signalled.clone()));
+        let own_volume = created
+            .iter()
+            .filter(|c| matches!(c, Created::Volume { name } if *name == own))
             .map(|c| self.remove_created(c, graceful, signalled.clone()));
         let networks = created
             .iter()
             .filter(|c| matches!(c, Created::Network { .. }))
             .map(|c| self.remove_created(c, graceful, signalled.clone()));
+        let containers = join_all(containers).await;
+        errors.extend(
+            join_all(own_volume)
+                .await
+                .into_iter()
+                .filter_map(Result::err),
+        );
         for removals in [
-            join_all(containers).await,
+            containers,
             join_all(volumes).await,
             join_all(networks).await,
         ] {
@@ -52,7 +65,7 @@ impl Executor<'_> {
         let label = format!("{RUN_LABEL}={}", self.run_id);
         if let Ok(objects) = self.engine.objects(&label).await {
             for object in objects {
-                if self.engine.remove(&object).await.is_ok() {
+                if self.engine.remove(&object).await.is_ok() && object.name != own {
                     match object.kind {
                         ObjectKind::Container => report.removed_containers += 1,
                         ObjectKind::Network => report.removed_networks += 1,
