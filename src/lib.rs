@@ -6,6 +6,7 @@
 //! (the loop that runs inside the agent container).
 
 pub mod agent;
+pub mod gguf;
 pub mod graph;
 mod graph_error;
 pub mod graph_format;
