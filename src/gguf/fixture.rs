@@ -5,7 +5,7 @@
 //! How it works. Every attention output and feed-forward down projection is zero, so no
 //! layer adds anything to the residual stream: the last hidden state is the current
 //! token's embedding, and the next token depends on the current one only. Each token's
-//! embedding is a one-hot *state*; the final RMSNorm scales it to √width; the output
+//! embedding is a one-hot *state*; the final RMS norm scales it to √width; the output
 //! matrix gives each state a logit of about 100 for one next token and 0 for all others,
 //! so sampling picks that token even at temperature 2. State 0 belongs to every token
 //! outside the sentence, among them the newline byte that ends the chat template's
@@ -18,7 +18,7 @@
 //! text tokenizes), then the sentence's pieces with the prefixes that the tokenizer's
 //! pairwise merges pass through, so that the sentence's text tokenizes into exactly its
 //! pieces. A piece is a word with the space before it as `▁`: `The`, `▁sandbox`,
-//! `▁holds.`. The chat template is ChatML.
+//! `▁holds.`. The chat template is `ChatML`.
 
 use std::{io, path::Path};
 
@@ -34,11 +34,11 @@ const HEAD_COUNT: u32 = 4;
 const MIN_WIDTH: usize = 64;
 const RMS_EPSILON: f32 = 1e-5;
 
-/// The output weight between a state and its next token: after RMSNorm a state is
+/// The output weight between a state and its next token: after the RMS norm a state is
 /// √width (8 at width 64), so the chosen token's logit is about 96 and every other one 0.
 const OUTPUT_WEIGHT: f32 = 12.0;
 
-/// ChatML, as Qwen and others write it; llama-server also recognises it without `--jinja`.
+/// `ChatML`, as Qwen and others write it; llama-server also recognises it without `--jinja`.
 const CHAT_TEMPLATE: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 
 /// Token types as `tokenizer.ggml.token_type` numbers them.
@@ -58,7 +58,7 @@ const SPECIALS: [(&str, i32); 5] = [
 const BOS: u32 = 1;
 const END_OF_TURN: u32 = 4;
 
-/// SentencePiece's visible space.
+/// The visible space of `SentencePiece` vocabularies.
 const SPACE: char = '▁';
 
 /// The fixture model for one sentence.
@@ -100,12 +100,12 @@ impl Fixture {
         let reserved = tokens.len();
         let mut sentence = Vec::new();
         for piece in &pieces {
-            if let Some(id) = position(&tokens, piece) {
-                if id < reserved || sentence.contains(&id) {
-                    return Err(invalid(format!(
-                        "the sentence has the piece `{piece}` twice or as a special token"
-                    )));
-                }
+            if let Some(id) = position(&tokens, piece)
+                && (id < reserved || sentence.contains(&id))
+            {
+                return Err(invalid(format!(
+                    "the sentence has the piece `{piece}` twice or as a special token"
+                )));
             }
             // The merges build a piece from its characters, one more at a time.
             for (end, _) in piece.char_indices().skip(2) {
@@ -179,7 +179,10 @@ impl Fixture {
             .metadata("tokenizer.ggml.model", "llama")
             .metadata(
                 "tokenizer.ggml.tokens",
-                self.tokens.iter().map(|(t, _)| t.clone()).collect::<Vec<_>>(),
+                self.tokens
+                    .iter()
+                    .map(|(t, _)| t.clone())
+                    .collect::<Vec<_>>(),
             )
             .metadata("tokenizer.ggml.scores", self.scores())
             .metadata(
@@ -306,7 +309,7 @@ mod tests {
     }
 
     /// Runs the model as llama.cpp does, from the file's own tensors: with attention and
-    /// feed-forward outputs zero, the hidden state is the embedding; then RMSNorm and the
+    /// feed-forward outputs zero, the hidden state is the embedding; then the RMS norm and the
     /// output matrix. Greedy and temperature-1 sampling must agree with near certainty.
     #[test]
     fn after_the_generation_prompt_the_model_says_the_sentence_then_ends() {
@@ -332,7 +335,13 @@ mod tests {
             let rms = (h.iter().map(|x| x * x).sum::<f32>() / width as f32 + RMS_EPSILON).sqrt();
             let logits: Vec<f32> = output
                 .chunks_exact(width)
-                .map(|row| row.iter().zip(h).zip(norm).map(|((w, x), n)| w * x / rms * n).sum())
+                .map(|row| {
+                    row.iter()
+                        .zip(h)
+                        .zip(norm)
+                        .map(|((w, x), n)| w * x / rms * n)
+                        .sum()
+                })
                 .collect();
             let best = (0..logits.len())
                 .max_by(|&a, &b| logits[a].total_cmp(&logits[b]))
@@ -354,12 +363,23 @@ mod tests {
 
     #[test]
     fn any_sentence_of_distinct_words_works_and_others_are_refused() {
-        let long = (0..100).map(|i| format!("w{i}")).collect::<Vec<_>>().join(" ");
+        let long = (0..100)
+            .map(|i| format!("w{i}"))
+            .collect::<Vec<_>>()
+            .join(" ");
         let fixture = Fixture::new(&long).unwrap();
         assert_eq!(fixture.width, 128);
         assert_eq!(fixture.sentence_tokens().len(), 100);
         assert_eq!(pieces(" a  b "), ["▁a", "▁", "▁b", "▁"]);
-        for bad in ["", "  ", "a cat and a cat", "a\nb", "a▁b", "<s>", "<0x41> x"] {
+        for bad in [
+            "",
+            "  ",
+            "a cat and a cat",
+            "a\nb",
+            "a▁b",
+            "<s>",
+            "<0x41> x",
+        ] {
             let e = Fixture::new(bad).unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{bad:?}: {e}");
         }

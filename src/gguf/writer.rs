@@ -163,7 +163,10 @@ impl Writer {
         let mut offset = 0;
         for tensor in &self.tensors {
             put_string(&mut head, &tensor.name);
-            put_u32(&mut head, u32::try_from(tensor.dims.len()).expect("at most 4"));
+            put_u32(
+                &mut head,
+                u32::try_from(tensor.dims.len()).expect("at most 4"),
+            );
             for &dim in &tensor.dims {
                 head.extend_from_slice(&dim.to_le_bytes());
             }
@@ -515,7 +518,11 @@ pub(crate) mod tests {
                 (name, dims, data)
             })
             .collect();
-        assert_eq!(bytes.len(), start + expected, "the file ends after the data");
+        assert_eq!(
+            bytes.len(),
+            start + expected,
+            "the file ends after the data"
+        );
         Parsed {
             metadata,
             tensors,
@@ -538,7 +545,7 @@ pub(crate) mod tests {
             ("a.u64", (1u64 << 40).into()),
             ("a.i64", (-1i64 << 40).into()),
             ("a.f64", 0.1f64.into()),
-            ("b.strings", vec!["".to_owned(), "x".to_owned()].into()),
+            ("b.strings", vec![String::new(), "x".to_owned()].into()),
             ("b.i32s", vec![1i32, -2].into()),
             ("b.f32s", vec![0.5f32, -0.25].into()),
             ("b.bools", vec![false, true].into()),
