@@ -282,8 +282,8 @@ fn the_fixture_loads_at_once_and_its_sentence_tokenizes_into_its_own_tokens() {
     if !docker() {
         return;
     }
-    // `start` fails unless the server is healthy within 30 s; on a quiet machine the
-    // model loads in under 100 ms (run with `--nocapture` to see the times).
+    // `start` fails unless the server is healthy within 30 s; the model itself loads in
+    // about 70 ms (run with `--nocapture` to see the times).
     let server = Server::start(&[]);
     let health = server.request("GET", "/health", None);
     assert_eq!(
