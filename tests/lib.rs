@@ -6,6 +6,7 @@ mod bad;
 mod diagnostics;
 mod docs;
 mod faults;
+mod fixture_model;
 mod isolation;
 mod plan;
 mod support;

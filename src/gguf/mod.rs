@@ -4,6 +4,9 @@
 //! back, without loading the tensors; every count and length is bounded by what is left
 //! of the file, so a hostile or truncated file is an error, never a huge allocation.
 
+pub mod fixture;
+pub mod writer;
+
 use std::{
     fmt,
     io::{BufReader, Read, Seek},
@@ -479,6 +482,22 @@ mod tests {
             .expect("reads");
         assert_eq!(info.quantization, "Q4_K");
         assert_eq!(info.kv_bytes_per_token, None);
+    }
+
+    #[test]
+    fn the_fixture_model_reads_back() {
+        let bytes = fixture::Fixture::new(fixture::SENTENCE)
+            .expect("a sentence it can say")
+            .to_bytes();
+        let info = Reader::new(std::io::Cursor::new(bytes.clone()), bytes.len() as u64)
+            .info()
+            .expect("reads");
+        assert_eq!(info.architecture, "llama");
+        assert_eq!(info.quantization, "F32");
+        assert_eq!(info.trained_context, Some(4096));
+        // 2 layers, 2 heads of 16 for keys and for values, f16.
+        assert_eq!(info.kv_bytes_per_token, Some(2 * 2 * 4 * (16 + 16)));
+        assert!(info.parameters > 10_000, "{info:?}");
     }
 
     #[test]
