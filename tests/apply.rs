@@ -1537,3 +1537,51 @@ fn the_playbook_and_git_hooks_and_config_stay_read_only_in_a_writable_workspace(
     assert!(!project.path().join(".git/hooks/pre-commit").exists());
     assert_run_gone(&run.run_id());
 }
+
+#[test]
+fn an_agent_facing_the_fixture_model_gets_its_exact_sentence() {
+    if !docker() {
+        return;
+    }
+    let project = Project::new();
+    openmono::gguf::fixture::write(
+        &project.path().join("fixture.gguf"),
+        openmono::gguf::fixture::SENTENCE,
+    )
+    .expect("fixture model");
+    project.file(
+        "openmono.kdl",
+        "network \"n\"\nmodel \"tiny\" {\n    gguf \"fixture.gguf\"\n    network \"n\"\n    context 4096\n}\ncontainer \"c\" {\n    image \"openmono/agent:latest\"\n    network \"n\"\n}\ntask \"ask\" {\n    agent \"c\" model=\"tiny\"\n    prompt \"What holds?\"\n    max-tokens 16\n}\n",
+    );
+    let plan = project.run(&["plan"]);
+    plan.expect_code(0);
+    assert!(
+        plan.stdout.contains("      llama, "),
+        "the header is read: {}",
+        plan.stdout
+    );
+    let run = project.run(&["apply"]);
+    let transcript = project
+        .state
+        .path()
+        .join("runs")
+        .join(run.run_id())
+        .join("ask.jsonl");
+    assert_eq!(
+        run.code,
+        Some(0),
+        "{}\n{}",
+        run.stdout,
+        std::fs::read_to_string(transcript).unwrap_or_default()
+    );
+    assert!(
+        run.stdout.contains("  ✓ task `ask` (agent, exit code 0, ")
+            && run.stdout.contains(&format!(
+                "      answer:\n        {}\n",
+                openmono::gguf::fixture::SENTENCE
+            )),
+        "{}",
+        run.stdout
+    );
+    assert_run_gone(&run.run_id());
+}
