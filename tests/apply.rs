@@ -9,6 +9,7 @@ use std::{
 
 use crate::support::{
     Project, Run, assert_nothing_left, assert_run_gone, docker, docker_lines, gemma, root,
+    tiny_gguf,
 };
 
 #[test]
@@ -198,10 +199,9 @@ fn a_model_that_cannot_load_fails_the_run_at_once_with_its_log() {
         return;
     }
     let project = Project::new();
-    // The right magic, then garbage: llama-server starts, fails to load it and exits.
-    let mut bytes = b"GGUF".to_vec();
-    bytes.extend(std::iter::repeat_n(0xAB_u8, 4096));
-    std::fs::write(project.path().join("broken.gguf"), bytes).expect("write");
+    // A header that reads, and no model in it: llama-server starts, fails to load it
+    // and exits.
+    std::fs::write(project.path().join("broken.gguf"), tiny_gguf()).expect("write");
     project.file(
         "openmono.kdl",
         r#"
@@ -957,7 +957,8 @@ fn gc_reaps_the_runs_of_a_killed_openmono_and_spares_live_ones() {
             + docker_lines(&["network", "ls", "-q", "--filter", &filter]).len()
             + docker_lines(&["volume", "ls", "-q", "--filter", &filter]).len()
     };
-    assert_eq!(left(&killed_label), 3, "a killed run leaves its objects");
+    // The network, the volume, the container and the volume of openmono's binary.
+    assert_eq!(left(&killed_label), 4, "a killed run leaves its objects");
 
     let dry = Project::new().run(&["gc", "--dry-run"]);
     dry.expect_code(0);
@@ -978,7 +979,7 @@ fn gc_reaps_the_runs_of_a_killed_openmono_and_spares_live_ones() {
         "a live run is not listed: {}",
         dry.stdout
     );
-    assert_eq!(left(&killed_label), 3, "--dry-run removes nothing");
+    assert_eq!(left(&killed_label), 4, "--dry-run removes nothing");
 
     let gc = Project::new().run(&["gc"]);
     gc.expect_code(0);
@@ -986,7 +987,7 @@ fn gc_reaps_the_runs_of_a_killed_openmono_and_spares_live_ones() {
     assert_run_gone(&killed_id);
     assert_eq!(
         left(&format!("dev.openmono.run={live_id}")),
-        3,
+        4,
         "the live run is untouched"
     );
 

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use crate::support::{Project, root};
+use crate::support::{Project, root, tiny_gguf};
 
 #[test]
 fn every_bad_playbook_gets_its_exact_diagnostic() {
@@ -69,19 +69,4 @@ fn every_bad_playbook_gets_its_exact_diagnostic() {
         differ.len(),
         differ.join("\n")
     );
-}
-
-/// The smallest GGUF that reads: version 3, no tensors, the architecture only.
-fn tiny_gguf() -> Vec<u8> {
-    let mut b = b"GGUF".to_vec();
-    b.extend(3u32.to_le_bytes());
-    b.extend(0u64.to_le_bytes());
-    b.extend(1u64.to_le_bytes());
-    let key = b"general.architecture";
-    b.extend((key.len() as u64).to_le_bytes());
-    b.extend(key);
-    b.extend(8u32.to_le_bytes());
-    b.extend(5u64.to_le_bytes());
-    b.extend(b"llama");
-    b
 }

@@ -150,3 +150,18 @@ pub fn assert_nothing_left(label: &str) {
 pub fn assert_run_gone(id: &str) {
     assert_nothing_left(&format!("dev.openmono.run={id}"));
 }
+
+/// The smallest GGUF that reads: version 3, no tensors, the architecture only.
+pub fn tiny_gguf() -> Vec<u8> {
+    let mut b = b"GGUF".to_vec();
+    b.extend(3u32.to_le_bytes());
+    b.extend(0u64.to_le_bytes());
+    b.extend(1u64.to_le_bytes());
+    let key = b"general.architecture";
+    b.extend((key.len() as u64).to_le_bytes());
+    b.extend(key);
+    b.extend(8u32.to_le_bytes());
+    b.extend(5u64.to_le_bytes());
+    b.extend(b"llama");
+    b
+}

@@ -137,6 +137,8 @@ struct Executor<'a> {
 
 /// Applies `plan`: connects, checks images, runs the steps, tears down, and reports.
 pub async fn apply(plan: &Plan, options: &ApplyOptions) -> Result<Report, EngineError> {
+    // Caught from here on: a signal before the steps begin stops the run before them.
+    let signals = signal_streams();
     let engine = Engine::connect().await?;
     let mut missing: Vec<String> = Vec::new();
     let built: Vec<&String> = plan
@@ -213,11 +215,11 @@ pub async fn apply(plan: &Plan, options: &ApplyOptions) -> Result<Report, Engine
             dead.owner_pid
         ));
     }
-    Ok(executor.run().await)
+    Ok(executor.run(signals).await)
 }
 
 impl Executor<'_> {
-    async fn run(&self) -> Report {
+    async fn run(&self, signals: Vec<tokio::signal::unix::Signal>) -> Report {
         if self.options.output == Output::Json {
             self.progress.event(
                 "run-started",
@@ -236,8 +238,9 @@ impl Executor<'_> {
                 self.dir.display()
             ));
         }
-        let (signals, signalled) = tokio::sync::watch::channel(0u32);
+        let (signals_sender, signalled) = tokio::sync::watch::channel(0u32);
         let listener = tokio::spawn(listen(
+            signals_sender,
             signals,
             Arc::clone(&self.created),
             self.run_id.clone(),
@@ -514,16 +517,11 @@ fn indent(text: &str) -> String {
         .join("\n")
 }
 
-/// Counts Ctrl-C, SIGTERM, SIGHUP (the terminal went away) and SIGQUIT into `signals`:
-/// the first stops the run and tears down gracefully, the second skips grace periods,
-/// the third ends openmono at once and says what is left on the engine.
-async fn listen(
-    signals: tokio::sync::watch::Sender<u32>,
-    created: Arc<Mutex<Vec<Created>>>,
-    run_id: String,
-) {
+/// Handlers for Ctrl-C, SIGTERM, SIGHUP and SIGQUIT: from now on they do not kill
+/// openmono, and [`listen`] hears those that came before it started.
+fn signal_streams() -> Vec<tokio::signal::unix::Signal> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut streams: Vec<_> = [
+    [
         SignalKind::interrupt(),
         SignalKind::terminate(),
         SignalKind::hangup(),
@@ -531,7 +529,18 @@ async fn listen(
     ]
     .into_iter()
     .filter_map(|kind| signal(kind).ok())
-    .collect();
+    .collect()
+}
+
+/// Counts Ctrl-C, SIGTERM, SIGHUP (the terminal went away) and SIGQUIT into `signals`:
+/// the first stops the run and tears down gracefully, the second skips grace periods,
+/// the third ends openmono at once and says what is left on the engine.
+async fn listen(
+    signals: tokio::sync::watch::Sender<u32>,
+    mut streams: Vec<tokio::signal::unix::Signal>,
+    created: Arc<Mutex<Vec<Created>>>,
+    run_id: String,
+) {
     if streams.is_empty() {
         // No handler could be installed: never resolve rather than resolve at once.
         std::future::pending::<()>().await;
