@@ -127,6 +127,13 @@ pub enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Write a commented starter playbook, openmono.kdl, for the project in this folder
+    #[command(after_help = concat!("Example:\n  openmono init && openmono plan --var model=models/my-model.gguf\n\n", footer!()))]
+    Init {
+        /// Replace an openmono.kdl that is already there
+        #[arg(long)]
+        force: bool,
+    },
     /// Check the engine and this machine for what weakens the sandbox or stops a run
     #[command(after_help = concat!("Example:\n  openmono doctor\n\nExit code 0 when nothing is in the way (warnings included), 3 when something is.\n\n", footer!()))]
     Doctor,
@@ -229,6 +236,7 @@ pub fn main() -> ExitCode {
         Command::Fmt { files, check } => fmt(&files, check),
         Command::Gc { dry_run } => gc(dry_run),
         Command::Doctor => doctor(),
+        Command::Init { force } => init(force),
         Command::Runs { show: None } => {
             print_out(&crate::runs::list(&engine::run_dir::state_dir()))
         }
@@ -296,7 +304,18 @@ fn load_plan(
     file: &std::path::Path,
     inputs: &Inputs,
 ) -> Result<(Plan, playbook::Source), ExitCode> {
-    let decoded = playbook::load(file).map_err(|e| report(&e, exit::PLAYBOOK))?;
+    let decoded = if file == std::path::Path::new(crate::init::PLAYBOOK) && !file.exists() {
+        // No playbook here: the starter that `openmono init` would write.
+        print_err(&format!(
+            "No {} here: using the built-in default playbook (`openmono init` writes it out to edit).\n",
+            crate::init::PLAYBOOK
+        ));
+        let dir = inputs.cwd.clone();
+        playbook::load_text(file, dir.clone(), crate::init::starter(&dir))
+    } else {
+        playbook::load(file)
+    }
+    .map_err(|e| report(&e, exit::PLAYBOOK))?;
     if let Some(warnings) = decoded.warnings() {
         print_err(&render_diagnostic(&warnings));
     }
@@ -531,6 +550,32 @@ fn gc(dry_run: bool) -> ExitCode {
         text.push_str("nothing left behind by killed runs\n");
     }
     print_out(&text)
+}
+
+fn init(force: bool) -> ExitCode {
+    let path = std::path::Path::new(crate::init::PLAYBOOK);
+    if path.exists() && !force {
+        print_err(&format!(
+            "error: {} is already here; `openmono init --force` replaces it\n",
+            path.display()
+        ));
+        return ExitCode::from(exit::RUN_FAILED);
+    }
+    let dir = std::env::current_dir().unwrap_or_default();
+    let text = crate::init::starter(&dir);
+    if let Err(e) = std::fs::write(path, &text) {
+        print_err(&format!("error: cannot write {}: {e}\n", path.display()));
+        return ExitCode::from(exit::RUN_FAILED);
+    }
+    let check = crate::init::check_for(&dir).map_or_else(
+        || "no test command recognised: set `check` yourself".to_owned(),
+        |c| format!("its check is `{c}`"),
+    );
+    print_err(&format!(
+        "Wrote {}: an agent and a model on a private network, this folder as the workspace; {check}.\nNext: put a GGUF model at models/model.gguf (or pass --var model=PATH), then `openmono plan`.\n",
+        path.display()
+    ));
+    ExitCode::SUCCESS
 }
 
 fn doctor() -> ExitCode {

@@ -11,6 +11,7 @@ pub mod gguf;
 pub mod graph;
 mod graph_error;
 pub mod graph_format;
+pub mod init;
 pub mod playbook;
 
 pub use graph_error::GraphError;

@@ -97,10 +97,10 @@ Teardown, always, also when a step fails or is interrupted:
 #[test]
 fn a_missing_playbook_file_is_a_clear_error() {
     let project = Project::new();
-    let run = project.run(&["plan"]);
+    let run = project.run(&["plan", "missing.kdl"]);
     run.expect_code(2);
     assert!(
-        run.stderr.contains("cannot read playbook `openmono.kdl`"),
+        run.stderr.contains("cannot read playbook `missing.kdl`"),
         "{}",
         run.stderr
     );
@@ -507,5 +507,65 @@ fn doctor_without_an_engine_says_how_to_start_one() {
         stdout.starts_with("✗ no Docker engine answers: ")
             && stdout.contains("\n    start it (`sudo systemctl start docker`"),
         "{stdout}"
+    );
+}
+
+#[test]
+fn init_writes_a_starter_that_plans_and_apply_without_a_playbook_uses_it() {
+    let project = Project::new();
+    project.file("Cargo.toml", "[package]\nname = \"x\"\n");
+    std::fs::create_dir_all(project.path().join("models")).expect("models");
+    std::fs::write(
+        project.path().join("models/model.gguf"),
+        crate::support::tiny_gguf(),
+    )
+    .expect("model");
+    // No playbook yet: plan shows the built-in default, and says so.
+    let builtin = project.run(&["plan"]);
+    builtin.expect_code(0);
+    assert!(
+        builtin.stderr.starts_with(
+            "No openmono.kdl here: using the built-in default playbook (`openmono init` writes it out to edit).\n"
+        ),
+        "{}",
+        builtin.stderr
+    );
+    let init = project.run(&["init"]);
+    init.expect_code(0);
+    assert!(
+        init.stderr
+            .contains("; its check is `cargo test --offline`.\n"),
+        "{}",
+        init.stderr
+    );
+    let written = std::fs::read_to_string(project.path().join("openmono.kdl")).expect("written");
+    assert!(
+        written.contains("    check \"cargo test --offline\""),
+        "{written}"
+    );
+    // The file is the built-in default: the same plan (the file, now there, is kept
+    // read-only in the workspace), and already in `fmt`'s layout.
+    let planned = project.run(&["plan"]);
+    planned.expect_code(0);
+    assert_eq!(
+        planned
+            .stdout
+            .replace("        read-only in it: openmono.kdl\n", ""),
+        builtin.stdout
+    );
+    project.run(&["fmt", "--check"]).expect_code(0);
+    project.run(&["validate"]).expect_code(0);
+    // Never over a playbook that is there, unless asked.
+    let again = project.run(&["init"]);
+    again.expect_code(1);
+    assert_eq!(
+        again.stderr,
+        "error: openmono.kdl is already here; `openmono init --force` replaces it\n"
+    );
+    std::fs::write(project.path().join("openmono.kdl"), "// mine\n").expect("edit");
+    project.run(&["init", "--force"]).expect_code(0);
+    assert_eq!(
+        std::fs::read_to_string(project.path().join("openmono.kdl")).expect("read"),
+        written
     );
 }

@@ -50,6 +50,11 @@ pub fn load(path: &Path) -> Result<Decoded, LoadError> {
     decode(&source).map_err(LoadError::Problems)
 }
 
+/// Decodes a playbook held in memory, as if it were the file `path` in `dir`.
+pub fn load_text(path: &Path, dir: std::path::PathBuf, text: String) -> Result<Decoded, LoadError> {
+    decode(&Source::from_text(path, dir, text)).map_err(LoadError::Problems)
+}
+
 /// Why a playbook could not be loaded.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum LoadError {
