@@ -3,7 +3,7 @@
 
 use std::{fmt::Write as _, io::IsTerminal, path::PathBuf, process::ExitCode, time::Duration};
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use miette::{GraphicalReportHandler, GraphicalTheme};
 
 use crate::{
@@ -134,6 +134,12 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) on stdout
+    #[command(after_help = concat!("Examples:\n  openmono completions bash > ~/.local/share/bash-completion/completions/openmono\n  openmono completions zsh > ~/.zfunc/_openmono\n\n", footer!()))]
+    Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff) on stdout
+    #[command(after_help = concat!("Example:\n  openmono man > ~/.local/share/man/man1/openmono.1\n\n", footer!()))]
+    Man,
     /// Check the engine and this machine for what weakens the sandbox or stops a run
     #[command(after_help = concat!("Example:\n  openmono doctor\n\nExit code 0 when nothing is in the way (warnings included), 3 when something is.\n\n", footer!()))]
     Doctor,
@@ -236,6 +242,27 @@ pub fn main() -> ExitCode {
         Command::Fmt { files, check } => fmt(&files, check),
         Command::Gc { dry_run } => gc(dry_run),
         Command::Doctor => doctor(),
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            // Only the user's commands: bash's generator would offer the hidden ones too.
+            let full = Arguments::command();
+            let mut visible = full.get_subcommands().filter(|c| !c.is_hide_set()).fold(
+                clap::Command::new("openmono").version(env!("CARGO_PKG_VERSION")),
+                |visible, c| visible.subcommand(c.clone()),
+            );
+            clap_complete::generate(shell, &mut visible, "openmono", &mut out);
+            print_out(&String::from_utf8_lossy(&out))
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            match clap_mangen::Man::new(Arguments::command()).render(&mut out) {
+                Ok(()) => print_out(&String::from_utf8_lossy(&out)),
+                Err(e) => {
+                    print_err(&format!("error: cannot render the manual: {e}\n"));
+                    ExitCode::from(exit::RUN_FAILED)
+                }
+            }
+        }
         Command::Init { force } => init(force),
         Command::Runs { show: None } => {
             print_out(&crate::runs::list(&engine::run_dir::state_dir()))

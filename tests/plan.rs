@@ -569,3 +569,51 @@ fn init_writes_a_starter_that_plans_and_apply_without_a_playbook_uses_it() {
         written
     );
 }
+
+#[test]
+fn completions_and_the_manual_come_from_the_command_definitions() {
+    let project = Project::new();
+    let bash = project.run(&["completions", "bash"]);
+    bash.expect_code(0);
+    // Valid bash, offering the user's commands and not the hidden ones run in the box.
+    let script = project.path().join("openmono.bash");
+    std::fs::write(&script, &bash.stdout).expect("write");
+    let syntax = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .expect("bash");
+    assert!(
+        syntax.status.success(),
+        "{}",
+        String::from_utf8_lossy(&syntax.stderr)
+    );
+    for command in ["apply", "plan", "doctor", "init", "gc"] {
+        assert!(
+            bash.stdout.contains(&format!("openmono,{command})")),
+            "{command}"
+        );
+    }
+    for hidden in ["sandbox-init", "supervise", "probe"] {
+        assert!(
+            !bash.stdout.contains(&format!("openmono,{hidden})")),
+            "{hidden}"
+        );
+    }
+    let zsh = project.run(&["completions", "zsh"]);
+    zsh.expect_code(0);
+    assert!(
+        zsh.stdout.starts_with("#compdef openmono"),
+        "{}",
+        zsh.stdout
+    );
+    let man = project.run(&["man"]);
+    man.expect_code(0);
+    assert!(man.stdout.contains(".TH openmono 1"), "{}", man.stdout);
+    assert!(
+        man.stdout.contains("Run the playbook on the Docker engine"),
+        "{}",
+        man.stdout
+    );
+    project.run(&["completions", "tcsh"]).expect_code(2);
+}
