@@ -149,12 +149,20 @@ pub async fn apply(plan: &Plan, options: &ApplyOptions) -> Result<Report, Engine
             _ => None,
         })
         .collect();
-    for step in &plan.steps {
-        if let Step::StartContainer { image, .. } | Step::StartModel { image, .. } = step
-            && !built.contains(&image)
-            && !missing.contains(image)
-            && !engine.image_exists(image).await?
-        {
+    // Each image once: ten containers of one image ask the engine once.
+    let mut images: Vec<&String> = plan
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::StartContainer { image, .. } | Step::StartModel { image, .. } => Some(image),
+            _ => None,
+        })
+        .filter(|image| !built.contains(image))
+        .collect();
+    images.sort();
+    images.dedup();
+    for image in images {
+        if !engine.image_exists(image).await? {
             missing.push(image.clone());
         }
     }
