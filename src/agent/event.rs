@@ -52,6 +52,23 @@ pub enum AgentEvent {
     },
     /// Something went wrong talking to the model; a `Final` follows.
     Error { message: String },
+    /// The conversation no longer fit the model's context: older tool outputs were
+    /// elided and old turns dropped, and the request goes out again, smaller.
+    Compacted {
+        step: u32,
+        /// What the server said about the context.
+        reason: String,
+        /// How many old model turns (with their tool results) were dropped.
+        dropped_turns: u32,
+        /// How many tool outputs and tool-call arguments were replaced by a short note.
+        elided: u32,
+        /// The conversation's size in bytes of text before and after.
+        bytes_before: u64,
+        bytes_after: u64,
+    },
+    /// The server refused native tool calls: from this step on, the tools are
+    /// described in the system prompt and called in fenced `tool` blocks of text.
+    TextTools { step: u32, reason: String },
 }
 
 /// Why the agent loop stopped.
@@ -66,6 +83,11 @@ pub enum EndReason {
     ModelUnreachable,
     /// The model server answered, but with an error status or an unreadable reply.
     ModelError,
+    /// The model server took too long: to accept the connection, to send the first
+    /// token, or between two parts of a streamed reply.
+    ModelTimeout,
+    /// The conversation exceeds the model's context even after compacting it.
+    ContextFull,
 }
 
 impl EndReason {
@@ -75,7 +97,7 @@ impl EndReason {
         match self {
             Self::Done => 0,
             Self::BudgetSpent => 2,
-            Self::ModelUnreachable | Self::ModelError => 3,
+            Self::ModelUnreachable | Self::ModelError | Self::ModelTimeout | Self::ContextFull => 3,
         }
     }
 }
@@ -138,6 +160,29 @@ mod tests {
             },
             AgentEvent::Error {
                 message: "model server returned 500".into(),
+            },
+            AgentEvent::Compacted {
+                step: 4,
+                reason: "request (724 tokens) exceeds the available context size (512 tokens)"
+                    .into(),
+                dropped_turns: 1,
+                elided: 3,
+                bytes_before: 9000,
+                bytes_after: 1200,
+            },
+            AgentEvent::TextTools {
+                step: 1,
+                reason: "tools param requires --jinja flag".into(),
+            },
+            AgentEvent::Final {
+                answer: "late".into(),
+                steps: 2,
+                reason: EndReason::ModelTimeout,
+            },
+            AgentEvent::Final {
+                answer: String::new(),
+                steps: 5,
+                reason: EndReason::ContextFull,
             },
         ]
     }
