@@ -172,3 +172,132 @@ fn elide_arguments(arguments: &str) -> Option<(String, u32)> {
     }
     (count > 0).then(|| (Value::Object(map).to_string(), count))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::message::ToolCall;
+
+    /// A conversation with `turns` turns, each a shell call with a long command and a
+    /// long output.
+    fn conversation(turns: usize) -> Conversation {
+        let mut conversation = Conversation::new("system".into(), "task".into());
+        for turn in 0..turns {
+            let command = format!("echo {}", "c".repeat(300));
+            let arguments = serde_json::json!({ "command": command, "n": turn }).to_string();
+            let id = format!("t{turn}");
+            conversation.push(Message::assistant(
+                Some(format!("turn {turn}")),
+                vec![ToolCall::new(id.clone(), "shell", arguments)],
+            ));
+            conversation.push(Message::tool(id, "o".repeat(1000)));
+        }
+        conversation
+    }
+
+    fn contents(conversation: &Conversation) -> Vec<String> {
+        conversation
+            .messages()
+            .iter()
+            .map(|message| {
+                let calls: Vec<&str> = message
+                    .tool_calls
+                    .iter()
+                    .map(|call| call.function.arguments.as_str())
+                    .collect();
+                format!(
+                    "{}{}",
+                    message.content.as_deref().unwrap_or(""),
+                    calls.concat()
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn compaction_goes_stage_by_stage_and_then_stops() {
+        let mut conversation = conversation(4);
+        let start = conversation.size() as u64;
+        let elided_call = r#"{"command":"[elided: 305 bytes]","n":0}"#;
+        let first = conversation.compact().expect("elides the two oldest turns");
+        assert_eq!((first.dropped_turns, first.elided), (0, 4));
+        assert_eq!(first.bytes_before, start);
+        // Each of the two oldest turns loses 1000 - 27 bytes of output ("[output elided:
+        // 1000 bytes]") and 325 - 39 bytes of arguments (the 305-byte command elided).
+        assert_eq!(
+            first.bytes_before - first.bytes_after,
+            2 * ((1000 - 27) + (325 - elided_call.len() as u64))
+        );
+        assert_eq!(
+            contents(&conversation)[2..4],
+            [
+                format!("turn 0{elided_call}"),
+                "[output elided: 1000 bytes]".to_owned()
+            ]
+        );
+        assert_eq!(contents(&conversation)[9].len(), 1000);
+
+        let second = conversation.compact().expect("drops the two oldest turns");
+        assert_eq!((second.dropped_turns, second.elided), (2, 0));
+        assert_eq!(conversation.messages().len(), 6);
+        assert_eq!(
+            conversation.messages()[1].content.as_deref(),
+            Some(
+                "task\n\n[2 earlier turns of this conversation were dropped to fit the model's \
+                 context.]"
+            )
+        );
+        assert_eq!(
+            conversation.messages()[2].content.as_deref(),
+            Some("turn 2")
+        );
+
+        let third = conversation.compact().expect("elides the recent turns");
+        assert_eq!((third.dropped_turns, third.elided), (0, 4));
+        let fourth = conversation.compact().expect("keeps only the last turn");
+        assert_eq!((fourth.dropped_turns, fourth.elided), (1, 0));
+        assert_eq!(
+            conversation.messages()[2].content.as_deref(),
+            Some("turn 3")
+        );
+        let fifth = conversation.compact().expect("drops every turn");
+        assert_eq!((fifth.dropped_turns, fifth.elided), (1, 0));
+        assert_eq!(
+            contents(&conversation),
+            [
+                "system",
+                "task\n\n[4 earlier turns of this conversation were dropped to fit the model's \
+                 context.]"
+            ]
+        );
+        assert_eq!(conversation.compact(), None);
+        assert_eq!(conversation.compact(), None);
+    }
+
+    #[test]
+    fn a_bare_conversation_cannot_shrink() {
+        let mut conversation = Conversation::new("s".repeat(5000), "t".repeat(5000));
+        assert_eq!(conversation.compact(), None);
+        assert_eq!(
+            conversation.messages()[0].content.as_deref().map(str::len),
+            Some(5000)
+        );
+    }
+
+    #[test]
+    fn arguments_stay_json_when_elided() {
+        assert_eq!(elide_arguments(r#"{"a":"short"}"#), None);
+        let long = "x".repeat(250);
+        assert_eq!(
+            elide_arguments(&format!(r#"{{"path":"a.txt","content":"{long}"}}"#)),
+            Some((
+                r#"{"content":"[elided: 250 bytes]","path":"a.txt"}"#.to_owned(),
+                1
+            ))
+        );
+        assert_eq!(
+            elide_arguments(&format!("not json {long}")),
+            Some((r#""[elided: 259 bytes]""#.to_owned(), 1))
+        );
+    }
+}

@@ -229,3 +229,114 @@ pub fn excerpt(text: &str, limit: usize) -> String {
     }
     format!("{}…", &text[..end])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn built(chunks: &[Value]) -> (Vec<bool>, Reply) {
+        let mut builder = ReplyBuilder::default();
+        let answered = chunks.iter().map(|chunk| builder.push(chunk)).collect();
+        (answered, builder.finish())
+    }
+
+    fn delta(delta: Value) -> Value {
+        json!({"choices": [{"index": 0, "delta": delta}]})
+    }
+
+    #[test]
+    fn fragments_without_index_follow_their_id_or_the_last_call() {
+        let (answered, reply) = built(&[
+            delta(json!({"role": "assistant"})),
+            delta(
+                json!({"tool_calls": [{"id": "a", "function": {"name": "shell", "arguments": "{\"comm"}}]}),
+            ),
+            delta(json!({"tool_calls": [{"function": {"arguments": "and\":\"ls\"}"}}]})),
+            delta(json!({"tool_calls": [{"id": "b", "function": {"name": "list_dir"}}]})),
+            delta(json!({"tool_calls": [{"id": "a", "function": {"name": "shell"}}]})),
+        ]);
+        assert_eq!(answered, [false, true, true, true, true]);
+        assert_eq!(
+            reply.tool_calls,
+            vec![
+                ToolCall::new("a", "shell", r#"{"command":"ls"}"#),
+                ToolCall::new("b", "list_dir", "{}"),
+            ]
+        );
+    }
+
+    #[test]
+    fn names_in_pieces_are_joined_and_repeated_names_kept_once() {
+        let (_, reply) = built(&[
+            delta(json!({"tool_calls": [{"index": 0, "function": {"name": "read_"}}]})),
+            delta(json!({"tool_calls": [{"index": 0, "function": {"name": "file"}}]})),
+            delta(
+                json!({"tool_calls": [{"index": 1, "function": {"name": "shell", "arguments": {"command": "ls"}}}]}),
+            ),
+            delta(json!({"tool_calls": [{"index": 1, "function": {"name": "shell"}}]})),
+        ]);
+        assert_eq!(
+            reply.tool_calls,
+            vec![
+                ToolCall::new("", "read_file", "{}"),
+                ToolCall::new("", "shell", r#"{"command":"ls"}"#),
+            ]
+        );
+    }
+
+    #[test]
+    fn content_null_is_no_text_and_typed_parts_are_joined() {
+        let (answered, reply) = built(&[
+            delta(json!({"content": null})),
+            delta(json!({"content": ""})),
+            json!({"choices": [{"delta": {"reasoning_content": "hmm"}}]}),
+        ]);
+        assert_eq!(answered, [false, false, true]);
+        assert_eq!(reply.content, None);
+        let whole = parse_reply(
+            r#"{"choices":[{"message":{"content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}}]}"#,
+        )
+        .expect("a reply");
+        assert_eq!(whole.content.as_deref(), Some("ab"));
+        assert_eq!(whole.usage, Usage::default());
+    }
+
+    #[test]
+    fn usage_wins_over_timings() {
+        let (answered, reply) = built(&[
+            json!({"choices": [], "timings": {"prompt_n": 3, "predicted_n": 2}}),
+            json!({"choices": [{"delta": {}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 30, "completion_tokens": 20}}),
+        ]);
+        assert_eq!(answered, [false, true]);
+        assert_eq!(
+            reply.usage,
+            Usage {
+                completion_tokens: Some(20),
+                prompt_tokens: Some(30)
+            }
+        );
+    }
+
+    #[test]
+    fn whole_replies_without_choices_are_refused() {
+        assert_eq!(
+            parse_reply(r#"{"choices":[]}"#),
+            Err(r#"no choices: {"choices":[]}"#.into())
+        );
+        assert_eq!(
+            parse_reply(r#"{"error":"x"}"#),
+            Err(r#"no choices: {"error":"x"}"#.into())
+        );
+        assert_eq!(
+            parse_reply("<html>"),
+            Err("expected value at line 1 column 1: <html>".into())
+        );
+    }
+
+    #[test]
+    fn excerpt_trims_and_cuts_on_a_boundary() {
+        assert_eq!(excerpt("  hi \n", 10), "hi");
+        assert_eq!(excerpt("ééé", 3), "é…");
+    }
+}

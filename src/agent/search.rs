@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use regex::RegexBuilder;
 
-use super::file_tools::{cut_line, is_binary, sorted_entries};
+use super::file_tools::{cut_line, is_binary, plural, sorted_entries};
 use super::tool_args::ToolArgs;
 use super::workspace::Workspace;
 
@@ -90,7 +90,7 @@ pub fn search_text(workspace: &Workspace, args: &ToolArgs) -> Result<String, Str
     }
     let kind = if regex { "regex" } else { "text" };
     let skipped_note = if skipped > 0 {
-        format!("; skipped {skipped} binary or large files")
+        format!("; skipped {}", plural(skipped, "binary or large file"))
     } else {
         String::new()
     };
@@ -101,7 +101,9 @@ pub fn search_text(workspace: &Workspace, args: &ToolArgs) -> Result<String, Str
     }
     let _ = write!(
         out,
-        "[{matches} matches in {matched_files} files{skipped_note}]"
+        "[{} in {}{skipped_note}]",
+        plural(matches, "match"),
+        plural(matched_files, "file")
     );
     Ok(out)
 }
@@ -135,4 +137,110 @@ fn searchable_text(file: &Path) -> Option<String> {
         return None;
     }
     Some(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn search(root: &Path, arguments: &serde_json::Value) -> Result<String, String> {
+        let args =
+            ToolArgs::parse("search_text", &arguments.to_string(), SEARCH_USAGE).expect("args");
+        search_text(&Workspace::new(root), &args)
+    }
+
+    fn tree() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for (path, text) in [
+            (
+                "src/main.rs",
+                "fn main() {\n    let a.b = 1;\n    axb();\n}\n",
+            ),
+            ("src/lib.rs", "pub fn Main() {}\n"),
+            (".git/config", "fn main in git\n"),
+            ("README", "main things\n"),
+        ] {
+            let path = dir.path().join(path);
+            fs::create_dir_all(path.parent().expect("parent")).expect("folders");
+            fs::write(path, text).expect("file");
+        }
+        fs::write(dir.path().join("src/blob.bin"), b"fn main\0binary").expect("binary");
+        dir
+    }
+
+    #[test]
+    fn literal_search_lists_file_line_text_and_skips_git_and_binaries() {
+        let dir = tree();
+        assert_eq!(
+            search(dir.path(), &json!({"pattern": "main"})),
+            Ok("README:1:main things\nsrc/main.rs:1:fn main() {\n\
+                [2 matches in 2 files; skipped 1 binary or large file]"
+                .into())
+        );
+        assert_eq!(
+            search(dir.path(), &json!({"pattern": "a.b"})),
+            Ok("src/main.rs:2:    let a.b = 1;\n[1 match in 1 file; skipped 1 binary or large file]".into())
+        );
+        assert_eq!(
+            search(
+                dir.path(),
+                &json!({"pattern": "MAIN(", "ignore_case": true, "path": "src/lib.rs"})
+            ),
+            Ok("src/lib.rs:1:pub fn Main() {}\n[1 match in 1 file]".into())
+        );
+    }
+
+    #[test]
+    fn regex_search_is_asked_for() {
+        let dir = tree();
+        assert_eq!(
+            search(
+                dir.path(),
+                &json!({"pattern": r"a.b\b", "regex": true, "path": "src"})
+            ),
+            Ok("src/main.rs:2:    let a.b = 1;\nsrc/main.rs:3:    axb();\n\
+                [2 matches in 1 file; skipped 1 binary or large file]"
+                .into())
+        );
+        let error = search(dir.path(), &json!({"pattern": "(", "regex": true})).expect_err("bad");
+        assert_eq!(
+            error,
+            "error: `pattern` is not a valid regex (error: unclosed group); leave out \
+             \"regex\": true to search for the text as it is"
+        );
+    }
+
+    #[test]
+    fn no_matches_and_bad_paths_are_said() {
+        let dir = tree();
+        assert_eq!(
+            search(dir.path(), &json!({"pattern": "zzz", "path": "src/lib.rs"})),
+            Ok("no matches for the text `zzz` in `src/lib.rs`".into())
+        );
+        assert_eq!(
+            search(dir.path(), &json!({"pattern": "x", "path": "gone"})),
+            Err("error: `gone` does not exist".into())
+        );
+        assert_eq!(
+            search(dir.path(), &json!({"pattern": ""})),
+            Err("error: `pattern` is empty".into())
+        );
+    }
+
+    #[test]
+    fn the_search_stops_at_the_cap() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let text: String = (1..=150).map(|n| format!("hit {n}\n")).collect();
+        fs::write(dir.path().join("many.txt"), text).expect("file");
+        let found = search(dir.path(), &json!({"pattern": "hit"})).expect("results");
+        let lines: Vec<&str> = found.lines().collect();
+        assert_eq!(lines.len(), MATCH_CAP + 1);
+        assert_eq!(lines[0], "many.txt:1:hit 1");
+        assert_eq!(lines[MATCH_CAP - 1], "many.txt:100:hit 100");
+        assert_eq!(
+            lines[MATCH_CAP],
+            "[stopped after 100 matches; narrow the pattern or the path]"
+        );
+    }
 }
