@@ -267,7 +267,7 @@ impl ChatClient {
         };
         let status = match self.next(pieces, &clock)? {
             Piece::Head(status) => status,
-            Piece::Failed(error) => return Err(self.transport_error(error)),
+            Piece::Failed(error) => return Err(self.transport_error(&error)),
             Piece::End | Piece::Line(_) | Piece::Lost(_) => {
                 return Err(self.unreachable("the exchange ended before a reply"));
             }
@@ -276,12 +276,11 @@ impl ChatClient {
         loop {
             let line = match self.next(pieces, &clock)? {
                 Piece::Line(line) => line,
-                Piece::End => break,
                 Piece::Lost(reason) if (200..300).contains(&status) => {
                     return Err(self.unreachable(&format!("the reply broke off: {reason}")));
                 }
                 // An error body cut short still says what it says.
-                Piece::Lost(_) => break,
+                Piece::End | Piece::Lost(_) => break,
                 Piece::Head(_) | Piece::Failed(_) => continue,
             };
             let answered = if (200..300).contains(&status) {
@@ -323,7 +322,7 @@ impl ChatClient {
     /// Sorts a ureq error: a slow connect is a timeout, trouble on the way is
     /// "unreachable", anything the server said that HTTP cannot make sense of is a bad
     /// reply.
-    fn transport_error(&self, error: ureq::Error) -> ChatError {
+    fn transport_error(&self, error: &ureq::Error) -> ChatError {
         match error {
             ureq::Error::Timeout(ureq::Timeout::Connect | ureq::Timeout::Resolve) => {
                 self.timed_out(Timeout::Connect)
@@ -604,7 +603,7 @@ mod tests {
         if let Some(name) = name {
             fragment["function"]["name"] = json!(name);
         }
-        event(&delta(json!({ "tool_calls": [fragment] })))
+        event(&delta(&json!({ "tool_calls": [fragment] })))
     }
 
     #[test]
@@ -612,7 +611,7 @@ mod tests {
         let split = tool_fragment(0, None, None, "th\": \"a.");
         let (head, tail) = split.split_at(20);
         let server = Server::start(vec![Canned::Stream(vec![
-            event(&delta(json!({"role": "assistant", "content": null}))),
+            event(&delta(&json!({"role": "assistant", "content": null}))),
             // The first fragment carries the name and the start of the arguments.
             tool_fragment(0, Some("a"), Some("read_file"), "{\"pa"),
             tool_fragment(1, Some("b"), Some("shell"), ""),
@@ -652,11 +651,11 @@ mod tests {
     fn text_without_done_ends_with_the_stream() {
         let server = Server::start(vec![Canned::Stream(vec![
             ": keep-alive\n\n".to_owned(),
-            event(&delta(json!({"role": "assistant", "content": null}))),
-            event(&delta(json!({"content": "Hel"}))),
+            event(&delta(&json!({"role": "assistant", "content": null}))),
+            event(&delta(&json!({"content": "Hel"}))),
             "event: message\n".to_owned(),
-            event(&delta(json!({"content": null}))),
-            event(&delta(json!({"content": "lo"}))),
+            event(&delta(&json!({"content": null}))),
+            event(&delta(&json!({"content": "lo"}))),
             // Stats as llama.cpp reports them, when there is no `usage`.
             event(
                 &json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
@@ -779,7 +778,7 @@ mod tests {
     #[test]
     fn a_first_token_timeout_says_so_even_after_a_role_chunk() {
         let role = chunk(&event(&delta(
-            json!({"role": "assistant", "content": null}),
+            &json!({"role": "assistant", "content": null}),
         )));
         let server = Server::start(vec![
             Canned::Silent,
@@ -809,7 +808,7 @@ mod tests {
 
     #[test]
     fn an_idle_timeout_says_so_and_steady_chunks_keep_it_away() {
-        let piece = |text: &str| chunk(&event(&delta(json!({ "content": text }))));
+        let piece = |text: &str| chunk(&event(&delta(&json!({ "content": text }))));
         let server = Server::start(vec![
             Canned::Script(vec![(0, STREAM_HEAD.to_owned()), (0, piece("Hel"))]),
             Canned::Script(vec![
@@ -867,7 +866,7 @@ mod tests {
                 r#"{"error":{"code":500,"message":"the request exceeds the available context size. try increasing the context size or enable context shift","type":"server_error"}}"#.into(),
             ),
             Canned::Stream(vec![
-                event(&delta(json!({"content": "partial"}))),
+                event(&delta(&json!({"content": "partial"}))),
                 "data: {\"error\":{\"code\":500,\"message\":\"Context size has been exceeded.\",\"type\":\"server_error\"}}\n\n".to_owned(),
             ]),
         ]);

@@ -30,6 +30,9 @@ pub struct Compaction {
     pub elided: u32,
 }
 
+/// One stage of compaction: what it dropped (turns) and elided (texts).
+type Stage = fn(&mut Conversation) -> (u32, u32);
+
 /// Turns kept whole by the first stages of compaction.
 const KEEP_RECENT: usize = 2;
 
@@ -71,7 +74,7 @@ impl Conversation {
     /// every turn. `None` when nothing is left to shrink.
     pub fn compact(&mut self) -> Option<Compaction> {
         let before = self.size();
-        let stages: [fn(&mut Self) -> (u32, u32); 5] = [
+        let stages: [Stage; 5] = [
             |c| (0, c.elide_turns_before(c.turns_start(KEEP_RECENT))),
             |c| (c.drop_turns_before(c.turns_start(KEEP_RECENT)), 0),
             |c| (0, c.elide_turns_before(c.messages.len())),

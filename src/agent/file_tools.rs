@@ -364,7 +364,7 @@ mod tests {
     fn read_file_stops_at_the_cap_and_cuts_long_lines() {
         // 100 lines of 300 bytes: each shown line takes 304 bytes with its number.
         let line = "x".repeat(300);
-        let text: String = (0..100).map(|_| format!("{line}\n")).collect();
+        let text = format!("{line}\n").repeat(100);
         let long = format!("{}\n", "é".repeat(400));
         let dir = tree(&[("big.txt", &text), ("long.txt", &long)]);
         let shown = call(read_file, dir.path(), &json!({"path": "big.txt"})).expect("text");

@@ -115,7 +115,7 @@ struct Session<'a, W: Write> {
 enum Calls {
     /// In the reply's `tool_calls`; results go back as `tool` messages.
     Native(Vec<ToolCall>),
-    /// In ```tool blocks of its text; results go back in one user message.
+    /// In fenced `tool` blocks of its text; results go back in one user message.
     Text(Vec<text_tools::TextCall>),
 }
 
@@ -205,7 +205,8 @@ impl<'a, W: Write> Session<'a, W> {
                     let Some(compaction) = self.conversation.compact() else {
                         self.emit(&AgentEvent::Error {
                             message: format!(
-                                "the conversation exceeds the model's context and cannot                                  be compacted further: {message}"
+                                "the conversation exceeds the model's context and cannot \
+                                 be compacted further: {message}"
                             ),
                         });
                         return Err(EndReason::ContextFull);
@@ -770,5 +771,289 @@ mod tests {
             .unwrap_or_default()
             .len();
         assert_eq!(full, "exit code 0\n".len() + 10_000);
+    }
+
+    const OVERFLOW_400: &str = r#"{"error":{"code":400,"message":"request (724 tokens) exceeds the available context size (512 tokens), try increasing it","type":"exceed_context_size_error","n_prompt_tokens":724,"n_ctx":512}}"#;
+    const OVERFLOW_500: &str = r#"{"error":{"code":500,"message":"the request exceeds the available context size. try increasing the context size or enable context shift","type":"server_error"}}"#;
+
+    /// A tool call whose output is 5012 bytes: "exit code 0\n" and 5000 bytes.
+    fn big_output_call() -> Canned {
+        streamed_call("c1", "shell", r#"{"command":"yes | head -c 5000"}"#)
+    }
+
+    #[test]
+    fn an_overflow_in_either_form_is_compacted_and_retried() {
+        for (status, body, message) in [
+            (
+                400,
+                OVERFLOW_400,
+                "request (724 tokens) exceeds the available context size (512 tokens), try increasing it",
+            ),
+            (
+                500,
+                OVERFLOW_500,
+                "the request exceeds the available context size. try increasing the context size or enable context shift",
+            ),
+        ] {
+            let server = Server::start(vec![
+                big_output_call(),
+                Canned::Json(status, body.into()),
+                streamed_text("done"),
+            ]);
+            let (code, events) = run_agent(&args(&server.url, 5), Path::new("/"));
+            assert_eq!(code, 0, "{events:?}");
+            let [
+                AgentEvent::Compacted {
+                    step,
+                    reason,
+                    dropped_turns,
+                    elided,
+                    bytes_before,
+                    bytes_after,
+                },
+            ] = events_of(&events, "compacted")[..]
+            else {
+                panic!("not one compaction in {events:?}");
+            };
+            assert_eq!(
+                (*step, reason.as_str(), *dropped_turns, *elided),
+                (2, message, 0, 1)
+            );
+            assert_eq!(bytes_before - bytes_after, 5012 - 27);
+            assert_eq!(
+                events.last(),
+                Some(&AgentEvent::Final {
+                    answer: "done".into(),
+                    steps: 2,
+                    reason: EndReason::Done
+                })
+            );
+            let requests = server.received();
+            assert_eq!(requests.len(), 3);
+            assert_eq!(
+                last_message(&requests[1])["content"].as_str().map(str::len),
+                Some(5012)
+            );
+            assert_eq!(
+                last_message(&requests[2]),
+                &serde_json::json!({"role": "tool", "tool_call_id": "c1", "content": "[output elided: 5012 bytes]"})
+            );
+        }
+    }
+
+    #[test]
+    fn an_overflow_that_compaction_cannot_cure_ends_without_looping() {
+        let server = Server::start(vec![
+            big_output_call(),
+            Canned::Json(400, OVERFLOW_400.into()),
+        ]);
+        let (code, events) = run_agent(&args(&server.url, 10), Path::new("/"));
+        assert_eq!(code, 3);
+        // The tool call, the overflow, after eliding the output, after dropping the turn.
+        let requests = server.received();
+        assert_eq!(requests.len(), 4);
+        let sizes: Vec<usize> = requests
+            .iter()
+            .map(|request| request["messages"].as_array().map_or(0, Vec::len))
+            .collect();
+        assert_eq!(sizes, [2, 4, 4, 2]);
+        assert_eq!(
+            requests[3]["messages"][1]["content"],
+            "do the thing\n\n[1 earlier turns of this conversation were dropped to fit the \
+             model's context.]"
+        );
+        let compactions: Vec<(u32, u32)> = events_of(&events, "compacted")
+            .into_iter()
+            .map(|event| match event {
+                AgentEvent::Compacted {
+                    dropped_turns,
+                    elided,
+                    ..
+                } => (*dropped_turns, *elided),
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(compactions, [(0, 1), (1, 0)]);
+        assert_eq!(
+            events[events.len() - 2..],
+            [
+                AgentEvent::Error {
+                    message: "the conversation exceeds the model's context and cannot be \
+                              compacted further: request (724 tokens) exceeds the available \
+                              context size (512 tokens), try increasing it"
+                        .into()
+                },
+                AgentEvent::Final {
+                    answer: String::new(),
+                    steps: 1,
+                    reason: EndReason::ContextFull
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn a_server_refusing_tools_gets_them_in_text() {
+        let block = "I will write it.\n```tool\n{\"name\": \"write_file\", \"arguments\": \
+                     {\"path\": \"notes/a.txt\", \"content\": \"hi\\n\"}}\n```";
+        let server = Server::start(vec![
+            Canned::Json(
+                500,
+                r#"{"error":{"code":500,"message":"tools param requires --jinja flag","type":"server_error"}}"#.into(),
+            ),
+            streamed_text(block),
+            streamed_text("done"),
+        ]);
+        let dir = scratch("text-tools");
+        let (code, events) = run_agent(&args(&server.url, 5), &dir);
+        assert_eq!(code, 0);
+        assert_eq!(
+            std::fs::read_to_string(dir.join("notes/a.txt"))
+                .ok()
+                .as_deref(),
+            Some("hi\n")
+        );
+        assert_eq!(
+            events[1..5],
+            [
+                AgentEvent::TextTools {
+                    step: 1,
+                    reason: "tools param requires --jinja flag".into()
+                },
+                AgentEvent::ModelTurn {
+                    step: 1,
+                    content: Some(block.into()),
+                    tool_calls: 1,
+                    prompt_tokens: Some(100),
+                    completion_tokens: Some(10)
+                },
+                AgentEvent::ToolCall {
+                    step: 1,
+                    id: "call_1_0".into(),
+                    name: "write_file".into(),
+                    arguments: r#"{"content":"hi\n","path":"notes/a.txt"}"#.into()
+                },
+                AgentEvent::ToolResult {
+                    step: 1,
+                    id: "call_1_0".into(),
+                    exit_code: None,
+                    output: "wrote 3 bytes (1 line) to `notes/a.txt`, a new file".into(),
+                    truncated: false
+                },
+            ]
+        );
+        let requests = server.received();
+        assert_eq!(requests.len(), 3);
+        assert_eq!(requests[0]["tools"].as_array().map(Vec::len), Some(6));
+        assert_eq!(requests[1].get("tools"), None);
+        let system = requests[1]["messages"][0]["content"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            system.contains(
+                "like this:\n```tool\n{\"name\": \"read_file\", \"arguments\": {\"path\": \
+                 \"README.md\"}}\n```\n"
+            ),
+            "{system}"
+        );
+        assert!(
+            system.contains(
+                "\n- edit_file: Replace one exact piece of a file's text. `old_text` must \
+                 occur exactly once, spaces and line breaks included. Arguments: new_text \
+                 (string), old_text (string), path (string).\n"
+            ),
+            "{system}"
+        );
+        let messages = requests[2]["messages"].as_array().expect("messages");
+        assert_eq!(
+            messages[2],
+            serde_json::json!({"role": "assistant", "content": block})
+        );
+        assert_eq!(
+            messages[3],
+            serde_json::json!({"role": "user", "content": "Result of `write_file` (call_1_0):\nwrote 3 bytes (1 line) to `notes/a.txt`, a new file"})
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn text_tools_on_request_send_no_tools() {
+        let server = Server::start(vec![
+            streamed_text("```tool\n{\"name\": \"list_dir\"}\n```\n```tool\nnope\n```"),
+            streamed_text("done"),
+        ]);
+        let dir = scratch("text-flag");
+        let mut args = args(&server.url, 5);
+        args.text_tools = true;
+        let (code, events) = run_agent(&args, &dir);
+        assert_eq!(code, 0);
+        assert_eq!(events_of(&events, "text_tools"), Vec::<&AgentEvent>::new());
+        let requests = server.received();
+        assert_eq!(requests[0].get("tools"), None);
+        assert!(
+            requests[0]["messages"][0]["content"].as_str().is_some_and(
+                |system| system.contains("A reply without a tool block is your final answer.")
+            )
+        );
+        assert_eq!(
+            last_message(&requests[1])["content"],
+            "Result of `list_dir` (call_1_0):\n`.` is empty\n\nResult of `tool` (call_1_1):\n\
+             error: a ```tool block must hold one JSON object like {\"name\": \"read_file\", \
+             \"arguments\": {\"path\": \"README.md\"}}; this one is not valid JSON (expected \
+             ident at line 1 column 2)"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn the_file_tools_work_through_the_loop() {
+        let server = Server::start(vec![
+            streamed_call(
+                "w",
+                "write_file",
+                r#"{"path": "src/a.py", "content": "x = 1\ny = 1\n"}"#,
+            ),
+            streamed_call(
+                "e1",
+                "edit_file",
+                r#"{"path": "src/a.py", "old_text": " = 1", "new_text": " = 2"}"#,
+            ),
+            streamed_call(
+                "e2",
+                "edit_file",
+                r#"{"path": "src/a.py", "old_text": "y = 1", "new_text": "y = 2"}"#,
+            ),
+            streamed_call("r", "read_file", r#"{"path": "src/a.py", "start_line": 2}"#),
+            streamed_call("s", "search_text", r#"{"pattern": "= 2"}"#),
+            streamed_text("changed y"),
+        ]);
+        let dir = scratch("file-tools");
+        let (code, events) = run_agent(&args(&server.url, 10), &dir);
+        assert_eq!(code, 0);
+        let outputs: Vec<&str> = events_of(&events, "tool_result")
+            .into_iter()
+            .map(|event| match event {
+                AgentEvent::ToolResult { output, .. } => output.as_str(),
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(
+            outputs,
+            [
+                "wrote 12 bytes (2 lines) to `src/a.py`, a new file",
+                "error: `old_text` was found 2 times in `src/a.py`; include more of the \
+                 surrounding lines so that it matches exactly once",
+                "edited `src/a.py` at line 2: 1 line replaced by 1",
+                "src/a.py: lines 2-2 of 2\n2\ty = 2",
+                "src/a.py:2:y = 2\n[1 match in 1 file]",
+            ]
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.join("src/a.py"))
+                .ok()
+                .as_deref(),
+            Some("x = 1\ny = 2\n")
+        );
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

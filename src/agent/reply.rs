@@ -241,20 +241,20 @@ mod tests {
         (answered, builder.finish())
     }
 
-    fn delta(delta: Value) -> Value {
+    fn delta(delta: &Value) -> Value {
         json!({"choices": [{"index": 0, "delta": delta}]})
     }
 
     #[test]
     fn fragments_without_index_follow_their_id_or_the_last_call() {
         let (answered, reply) = built(&[
-            delta(json!({"role": "assistant"})),
+            delta(&json!({"role": "assistant"})),
             delta(
-                json!({"tool_calls": [{"id": "a", "function": {"name": "shell", "arguments": "{\"comm"}}]}),
+                &json!({"tool_calls": [{"id": "a", "function": {"name": "shell", "arguments": "{\"comm"}}]}),
             ),
-            delta(json!({"tool_calls": [{"function": {"arguments": "and\":\"ls\"}"}}]})),
-            delta(json!({"tool_calls": [{"id": "b", "function": {"name": "list_dir"}}]})),
-            delta(json!({"tool_calls": [{"id": "a", "function": {"name": "shell"}}]})),
+            delta(&json!({"tool_calls": [{"function": {"arguments": "and\":\"ls\"}"}}]})),
+            delta(&json!({"tool_calls": [{"id": "b", "function": {"name": "list_dir"}}]})),
+            delta(&json!({"tool_calls": [{"id": "a", "function": {"name": "shell"}}]})),
         ]);
         assert_eq!(answered, [false, true, true, true, true]);
         assert_eq!(
@@ -269,12 +269,12 @@ mod tests {
     #[test]
     fn names_in_pieces_are_joined_and_repeated_names_kept_once() {
         let (_, reply) = built(&[
-            delta(json!({"tool_calls": [{"index": 0, "function": {"name": "read_"}}]})),
-            delta(json!({"tool_calls": [{"index": 0, "function": {"name": "file"}}]})),
+            delta(&json!({"tool_calls": [{"index": 0, "function": {"name": "read_"}}]})),
+            delta(&json!({"tool_calls": [{"index": 0, "function": {"name": "file"}}]})),
             delta(
-                json!({"tool_calls": [{"index": 1, "function": {"name": "shell", "arguments": {"command": "ls"}}}]}),
+                &json!({"tool_calls": [{"index": 1, "function": {"name": "shell", "arguments": {"command": "ls"}}}]}),
             ),
-            delta(json!({"tool_calls": [{"index": 1, "function": {"name": "shell"}}]})),
+            delta(&json!({"tool_calls": [{"index": 1, "function": {"name": "shell"}}]})),
         ]);
         assert_eq!(
             reply.tool_calls,
@@ -288,8 +288,8 @@ mod tests {
     #[test]
     fn content_null_is_no_text_and_typed_parts_are_joined() {
         let (answered, reply) = built(&[
-            delta(json!({"content": null})),
-            delta(json!({"content": ""})),
+            delta(&json!({"content": null})),
+            delta(&json!({"content": ""})),
             json!({"choices": [{"delta": {"reasoning_content": "hmm"}}]}),
         ]);
         assert_eq!(answered, [false, false, true]);

@@ -41,7 +41,7 @@ pub fn search_text(workspace: &Workspace, args: &ToolArgs) -> Result<String, Str
     } else {
         regex::escape(&pattern)
     };
-    let matcher = RegexBuilder::new(&source)
+    let finder = RegexBuilder::new(&source)
         .case_insensitive(ignore_case)
         .size_limit(1 << 22)
         .build()
@@ -64,9 +64,9 @@ pub fn search_text(workspace: &Workspace, args: &ToolArgs) -> Result<String, Str
             skipped += 1;
             continue;
         };
-        let mut matched = false;
+        let mut hit = false;
         for (index, line) in text.lines().enumerate() {
-            if !matcher.is_match(line) {
+            if !finder.is_match(line) {
                 continue;
             }
             if matches == MATCH_CAP {
@@ -77,7 +77,7 @@ pub fn search_text(workspace: &Workspace, args: &ToolArgs) -> Result<String, Str
                 return Ok(out);
             }
             matches += 1;
-            matched = true;
+            hit = true;
             let _ = writeln!(
                 out,
                 "{}:{}:{}",
@@ -86,7 +86,7 @@ pub fn search_text(workspace: &Workspace, args: &ToolArgs) -> Result<String, Str
                 cut_line(line.trim_end())
             );
         }
-        matched_files += usize::from(matched);
+        matched_files += usize::from(hit);
     }
     let kind = if regex { "regex" } else { "text" };
     let skipped_note = if skipped > 0 {
@@ -231,7 +231,10 @@ mod tests {
     #[test]
     fn the_search_stops_at_the_cap() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let text: String = (1..=150).map(|n| format!("hit {n}\n")).collect();
+        let text = (1..=150).fold(String::new(), |mut text, n| {
+            let _ = writeln!(text, "hit {n}");
+            text
+        });
         fs::write(dir.path().join("many.txt"), text).expect("file");
         let found = search(dir.path(), &json!({"pattern": "hit"})).expect("results");
         let lines: Vec<&str> = found.lines().collect();

@@ -118,7 +118,7 @@ pub fn event(data: &Value) -> String {
 }
 
 /// A stream chunk whose first choice carries `delta`.
-pub fn delta(delta: Value) -> Value {
+pub fn delta(delta: &Value) -> Value {
     json!({"choices": [{"index": 0, "delta": delta, "finish_reason": null}], "object": "chat.completion.chunk"})
 }
 
@@ -126,12 +126,14 @@ pub fn delta(delta: Value) -> Value {
 /// pieces (none for `None`), the tool calls (each whole in one chunk), the finish, the
 /// usage, and `[DONE]`.
 pub fn streamed(content: Option<&[&str]>, calls: &[(&str, &str, &str)]) -> Canned {
-    let mut events = vec![event(&delta(json!({"role": "assistant", "content": null})))];
+    let mut events = vec![event(&delta(
+        &json!({"role": "assistant", "content": null}),
+    ))];
     for piece in content.unwrap_or_default() {
-        events.push(event(&delta(json!({"content": piece}))));
+        events.push(event(&delta(&json!({"content": piece}))));
     }
     for (index, (id, name, arguments)) in calls.iter().enumerate() {
-        events.push(event(&delta(json!({"tool_calls": [{
+        events.push(event(&delta(&json!({"tool_calls": [{
             "index": index, "id": id, "type": "function",
             "function": {"name": name, "arguments": arguments}
         }]}))));

@@ -126,7 +126,7 @@ impl Toolbox {
                 "read_file",
                 "Read a text file; the lines come numbered. Long files come in parts: \
                  ask for a range of lines.",
-                json!({
+                &json!({
                     "path": {"type": "string", "description": "The file, relative to the working directory"},
                     "start_line": {"type": "integer", "minimum": 1, "description": "First line to show (default 1)"},
                     "end_line": {"type": "integer", "minimum": 1, "description": "Last line to show (default: the end)"}
@@ -136,7 +136,7 @@ impl Toolbox {
             function(
                 "write_file",
                 "Write a whole file, replacing it if it exists; missing folders are created.",
-                json!({
+                &json!({
                     "path": {"type": "string", "description": "The file, relative to the working directory"},
                     "content": {"type": "string", "description": "The complete new content"}
                 }),
@@ -146,7 +146,7 @@ impl Toolbox {
                 "edit_file",
                 "Replace one exact piece of a file's text. `old_text` must occur exactly \
                  once, spaces and line breaks included.",
-                json!({
+                &json!({
                     "path": {"type": "string", "description": "The file, relative to the working directory"},
                     "old_text": {"type": "string", "description": "The text to replace, copied exactly"},
                     "new_text": {"type": "string", "description": "The text to put in its place"}
@@ -156,7 +156,7 @@ impl Toolbox {
             function(
                 "list_dir",
                 "List a directory's entries, sorted; folders end in `/`.",
-                json!({
+                &json!({
                     "path": {"type": "string", "description": "The directory (default: the working directory)"},
                     "depth": {"type": "integer", "minimum": 1, "maximum": 6, "description": "How many levels deep (default 1)"}
                 }),
@@ -166,7 +166,7 @@ impl Toolbox {
                 "search_text",
                 "Find lines matching a pattern in the files under a path (skips .git and \
                  binary files); results are file:line:text.",
-                json!({
+                &json!({
                     "pattern": {"type": "string", "description": "The text to find"},
                     "regex": {"type": "boolean", "description": "Treat the pattern as a regular expression (default false: literal text)"},
                     "ignore_case": {"type": "boolean", "description": "Ignore upper and lower case (default false)"},
@@ -220,7 +220,7 @@ impl Toolbox {
 }
 
 /// One function declaration.
-fn function(name: &str, description: &str, properties: Value, required: &[&str]) -> Value {
+fn function(name: &str, description: &str, properties: &Value, required: &[&str]) -> Value {
     json!({
         "type": "function",
         "function": {
