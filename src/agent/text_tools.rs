@@ -83,10 +83,10 @@ fn read_block(block: &str) -> TextCall {
 #[must_use]
 pub fn instructions() -> String {
     format!(
-        "To use a tool, write a fenced block tagged `tool` holding one JSON object with \
-         the tool's name and arguments, like this:\n{FENCE}\n{EXAMPLE}\n```\nYou may \
-         write several blocks in one reply; the results come back in the next message. \
-         A reply without a tool block is your final answer.\n\nThe tools:\n{}",
+        "To use a tool, write a block like this, with the tool's name and arguments:\n\
+         {FENCE}\n{EXAMPLE}\n```\nSeveral blocks may follow each other; their results \
+         come back in the next message. A reply without a tool block is your final \
+         answer. The tools:\n{}",
         Toolbox::describe()
     )
 }
@@ -147,6 +147,22 @@ mod tests {
                  \"arguments\": {\"path\": \"README.md\"}}; this one has no \"name\""
             )
         );
+    }
+
+    #[test]
+    fn the_instructions_show_the_form_and_list_the_tools() {
+        let text = instructions();
+        assert!(
+            text.starts_with(
+                "To use a tool, write a block like this, with the tool's name and arguments:\n\
+                 ```tool\n{\"name\": \"read_file\", \"arguments\": {\"path\": \"README.md\"}}\n\
+                 ```\nSeveral blocks may follow each other; their results come back in the \
+                 next message. A reply without a tool block is your final answer. The \
+                 tools:\n- shell(command): "
+            ),
+            "{text}"
+        );
+        assert!(text.ends_with(&Toolbox::describe()), "{text}");
     }
 
     #[test]
