@@ -736,6 +736,19 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_stream_cut_off_is_a_lost_connection() {
+        let server = Server::start(vec![Canned::Cut(vec![event(&delta(
+            &json!({"content": "Hel"}),
+        ))])]);
+        match ask(&server) {
+            Err(ChatError::Unreachable { reason, .. }) => {
+                assert!(reason.starts_with("the reply broke off: "), "{reason}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
     /// A port whose listener takes no more connections: its accept queue is full, so
     /// the kernel drops further SYNs and a connect hangs.
     fn full_listener() -> (TcpListener, Vec<TcpStream>, String) {

@@ -773,6 +773,35 @@ mod tests {
         assert_eq!(full, "exit code 0\n".len() + 10_000);
     }
 
+    #[test]
+    fn the_new_flags_have_defaults_and_the_old_timeout_flag_still_works() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            agent: AgentArgs,
+        }
+        use clap::Parser as _;
+        let base = ["agent", "--model-url", "http://m:8080", "--prompt", "p"];
+        let parsed = Cli::try_parse_from(base).expect("defaults").agent;
+        assert_eq!(
+            (
+                parsed.connect_timeout,
+                parsed.first_token_timeout,
+                parsed.idle_timeout,
+                parsed.text_tools
+            ),
+            (10, 600, 120, false)
+        );
+        let old =
+            Cli::try_parse_from(
+                base.iter()
+                    .chain(&["--request-timeout", "30", "--text-tools"]),
+            )
+            .expect("old flag")
+            .agent;
+        assert_eq!((old.first_token_timeout, old.text_tools), (30, true));
+    }
+
     const OVERFLOW_400: &str = r#"{"error":{"code":400,"message":"request (724 tokens) exceeds the available context size (512 tokens), try increasing it","type":"exceed_context_size_error","n_prompt_tokens":724,"n_ctx":512}}"#;
     const OVERFLOW_500: &str = r#"{"error":{"code":500,"message":"the request exceeds the available context size. try increasing the context size or enable context shift","type":"server_error"}}"#;
 

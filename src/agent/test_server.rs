@@ -13,6 +13,9 @@ use serde_json::{Value, json};
 /// One answer.
 #[derive(Debug, Clone)]
 pub enum Canned {
+    /// A 200 event stream cut off after these chunks: the connection closes without
+    /// the chunked body's end, as when the server dies.
+    Cut(Vec<String>),
     /// A whole body with this status and `Content-Length`.
     Json(u16, String),
     /// Raw pieces written after the given pauses in milliseconds; then the connection
@@ -84,6 +87,13 @@ fn answer(stream: TcpStream, requests: &mpsc::Sender<Value>, reply: &Canned) {
                  Connection: close\r\n\r\n{body}",
                 body.len()
             );
+            let _ = stream.write_all(response.as_bytes());
+        }
+        Canned::Cut(pieces) => {
+            let mut response = STREAM_HEAD.to_owned();
+            for piece in pieces {
+                response.push_str(&chunk(piece));
+            }
             let _ = stream.write_all(response.as_bytes());
         }
         Canned::Stream(pieces) => {
