@@ -216,6 +216,42 @@ mod tests {
             completion_tokens: None,
         };
         assert!(turn.to_line().starts_with(r#"{"event":"model_turn","#));
+        let compacted = AgentEvent::Compacted {
+            step: 2,
+            reason: "too long".into(),
+            dropped_turns: 1,
+            elided: 2,
+            bytes_before: 300,
+            bytes_after: 100,
+        };
+        assert_eq!(
+            compacted.to_line(),
+            r#"{"event":"compacted","step":2,"reason":"too long","dropped_turns":1,"elided":2,"bytes_before":300,"bytes_after":100}"#
+        );
+        let text_tools = AgentEvent::TextTools {
+            step: 1,
+            reason: "no".into(),
+        };
+        assert_eq!(
+            text_tools.to_line(),
+            r#"{"event":"text_tools","step":1,"reason":"no"}"#
+        );
+        for (reason, tag, code) in [
+            (EndReason::ModelTimeout, "model_timeout", 3),
+            (EndReason::ContextFull, "context_full", 3),
+        ] {
+            let line = AgentEvent::Final {
+                answer: String::new(),
+                steps: 0,
+                reason,
+            }
+            .to_line();
+            assert_eq!(
+                line,
+                format!(r#"{{"event":"final","answer":"","steps":0,"reason":"{tag}"}}"#)
+            );
+            assert_eq!(reason.exit_code(), code);
+        }
     }
 
     #[test]
