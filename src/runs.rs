@@ -119,6 +119,24 @@ fn event_text(event: &AgentEvent) -> String {
             answer,
         ),
         AgentEvent::Error { message } => block("  error: ", message),
+        AgentEvent::Compacted {
+            step,
+            reason,
+            dropped_turns,
+            elided,
+            bytes_before,
+            bytes_after,
+        } => block(
+            &format!(
+                "  [{step}] compacted ({dropped_turns} turns dropped, {elided} texts elided, \
+                 {bytes_before} → {bytes_after} bytes): "
+            ),
+            reason,
+        ),
+        AgentEvent::TextTools { step, reason } => block(
+            &format!("  [{step}] tools called in text from now on: "),
+            reason,
+        ),
     }
 }
 

@@ -52,6 +52,23 @@ pub enum AgentEvent {
     },
     /// Something went wrong talking to the model; a `Final` follows.
     Error { message: String },
+    /// The conversation no longer fit the model's context: older tool outputs were
+    /// elided and old turns dropped, and the request goes out again, smaller.
+    Compacted {
+        step: u32,
+        /// What the server said about the context.
+        reason: String,
+        /// How many old model turns (with their tool results) were dropped.
+        dropped_turns: u32,
+        /// How many tool outputs and tool-call arguments were replaced by a short note.
+        elided: u32,
+        /// The conversation's size in bytes of text before and after.
+        bytes_before: u64,
+        bytes_after: u64,
+    },
+    /// The server refused native tool calls: from this step on, the tools are
+    /// described in the system prompt and called in fenced `tool` blocks of text.
+    TextTools { step: u32, reason: String },
 }
 
 /// Why the agent loop stopped.
@@ -66,6 +83,11 @@ pub enum EndReason {
     ModelUnreachable,
     /// The model server answered, but with an error status or an unreadable reply.
     ModelError,
+    /// The model server took too long: to accept the connection, to send the first
+    /// token, or between two parts of a streamed reply.
+    ModelTimeout,
+    /// The conversation exceeds the model's context even after compacting it.
+    ContextFull,
 }
 
 impl EndReason {
@@ -75,7 +97,7 @@ impl EndReason {
         match self {
             Self::Done => 0,
             Self::BudgetSpent => 2,
-            Self::ModelUnreachable | Self::ModelError => 3,
+            Self::ModelUnreachable | Self::ModelError | Self::ModelTimeout | Self::ContextFull => 3,
         }
     }
 }
@@ -139,6 +161,29 @@ mod tests {
             AgentEvent::Error {
                 message: "model server returned 500".into(),
             },
+            AgentEvent::Compacted {
+                step: 4,
+                reason: "request (724 tokens) exceeds the available context size (512 tokens)"
+                    .into(),
+                dropped_turns: 1,
+                elided: 3,
+                bytes_before: 9000,
+                bytes_after: 1200,
+            },
+            AgentEvent::TextTools {
+                step: 1,
+                reason: "tools param requires --jinja flag".into(),
+            },
+            AgentEvent::Final {
+                answer: "late".into(),
+                steps: 2,
+                reason: EndReason::ModelTimeout,
+            },
+            AgentEvent::Final {
+                answer: String::new(),
+                steps: 5,
+                reason: EndReason::ContextFull,
+            },
         ]
     }
 
@@ -171,6 +216,42 @@ mod tests {
             completion_tokens: None,
         };
         assert!(turn.to_line().starts_with(r#"{"event":"model_turn","#));
+        let compacted = AgentEvent::Compacted {
+            step: 2,
+            reason: "too long".into(),
+            dropped_turns: 1,
+            elided: 2,
+            bytes_before: 300,
+            bytes_after: 100,
+        };
+        assert_eq!(
+            compacted.to_line(),
+            r#"{"event":"compacted","step":2,"reason":"too long","dropped_turns":1,"elided":2,"bytes_before":300,"bytes_after":100}"#
+        );
+        let text_tools = AgentEvent::TextTools {
+            step: 1,
+            reason: "no".into(),
+        };
+        assert_eq!(
+            text_tools.to_line(),
+            r#"{"event":"text_tools","step":1,"reason":"no"}"#
+        );
+        for (reason, tag, code) in [
+            (EndReason::ModelTimeout, "model_timeout", 3),
+            (EndReason::ContextFull, "context_full", 3),
+        ] {
+            let line = AgentEvent::Final {
+                answer: String::new(),
+                steps: 0,
+                reason,
+            }
+            .to_line();
+            assert_eq!(
+                line,
+                format!(r#"{{"event":"final","answer":"","steps":0,"reason":"{tag}"}}"#)
+            );
+            assert_eq!(reason.exit_code(), code);
+        }
     }
 
     #[test]

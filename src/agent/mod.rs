@@ -2,28 +2,45 @@
 //!
 //! In go the model server's URL, the task's prompt and the budgets ([`AgentArgs`]); out
 //! come [`AgentEvent`]s on stdout, one JSON line each, ending with `final`, and an exit
-//! code. Each step sends the conversation to the model; if the reply calls tools, they
-//! run (see [`shell`]) and their results join the conversation for the next step; a reply
-//! without tool calls is the final answer. The loop stops early only when the model
-//! server cannot be used; a tool that fails is an answer to the model, never an error.
+//! code. Each step sends the conversation to the model ([`chat`]); if the reply calls
+//! tools, natively or in text ([`text_tools`]), they run ([`toolbox`]) and their
+//! results join the conversation for the next step; a reply without tool calls is the
+//! final answer. A conversation that outgrows the model's context is compacted
+//! ([`conversation`]); a server that refuses native tool calls gets them in text. The
+//! loop stops early only when the model server cannot be used; a tool that fails is an
+//! answer to the model, never an error.
 
 pub mod chat;
+pub mod conversation;
 pub mod event;
+pub mod file_tools;
 pub mod init;
+pub mod message;
 pub mod probe;
+pub mod reply;
+pub mod search;
 pub mod shell;
 pub mod supervise;
+#[cfg(test)]
+mod test_server;
+pub mod text_tools;
+pub mod tool_args;
+pub mod toolbox;
+pub mod workspace;
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
 use serde_json::Value;
 
-use self::chat::{ChatClient, FunctionCall, Message, Reply, ToolCall};
+use self::chat::{ChatClient, ChatError, Timeouts};
+use self::conversation::Conversation;
 pub use self::event::{AgentEvent, EndReason};
-use self::shell::Shell;
+use self::message::{Message, ToolCall};
+use self::reply::{Reply, excerpt};
+use self::text_tools::find_calls;
+use self::toolbox::Toolbox;
 
 /// Arguments of `openmono agent`.
 #[derive(clap::Args, Debug, Clone)]
@@ -46,9 +63,18 @@ pub struct AgentArgs {
     /// Seconds one shell command may run
     #[arg(long, default_value_t = 60)]
     pub tool_timeout: u64,
-    /// Seconds to wait for one model reply
-    #[arg(long, default_value_t = 600)]
-    pub request_timeout: u64,
+    /// Seconds to wait for the model server to accept a connection
+    #[arg(long, default_value_t = 10)]
+    pub connect_timeout: u64,
+    /// Seconds to wait for the first token of a reply (reading the prompt comes first)
+    #[arg(long, alias = "request-timeout", default_value_t = 600)]
+    pub first_token_timeout: u64,
+    /// Seconds a streamed reply may stall between two chunks
+    #[arg(long, default_value_t = 120)]
+    pub idle_timeout: u64,
+    /// Describe the tools in the system prompt and read calls from the reply's text
+    #[arg(long)]
+    pub text_tools: bool,
 }
 
 /// Longest tool output copied into a `tool_result` event; the model gets all of it.
@@ -56,7 +82,8 @@ const EVENT_OUTPUT_LIMIT: usize = 2048;
 
 /// Runs the agent to its end in the current directory, printing events on stdout;
 /// returns the process exit code: 0 the model gave a final answer, 2 the step budget ran
-/// out, 3 the model could not be reached or answered with an error.
+/// out, 3 the model could not be reached, took too long, answered with an error, or the
+/// conversation no longer fits its context.
 #[must_use]
 pub fn run(args: &AgentArgs) -> i32 {
     let workdir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
@@ -74,39 +101,42 @@ pub fn run_in(args: &AgentArgs, workdir: &Path, out: &mut impl Write) -> i32 {
 struct Session<'a, W: Write> {
     args: &'a AgentArgs,
     client: ChatClient,
-    /// The conversation, resent in full on every step.
-    messages: Vec<Message>,
+    conversation: Conversation,
+    /// The tool declarations sent with every request while tools are native.
+    declarations: Vec<Value>,
     out: &'a mut W,
-    shell: Shell,
-    /// The tool declarations sent with every request.
-    tools: Vec<Value>,
+    /// Whether tools are described in the system prompt and called in text.
+    text_tools: bool,
+    toolbox: Toolbox,
     workdir: &'a Path,
+}
+
+/// The tool calls of one model turn, as the model made them.
+enum Calls {
+    /// In the reply's `tool_calls`; results go back as `tool` messages.
+    Native(Vec<ToolCall>),
+    /// In fenced `tool` blocks of its text; results go back in one user message.
+    Text(Vec<text_tools::TextCall>),
 }
 
 impl<'a, W: Write> Session<'a, W> {
     fn new(args: &'a AgentArgs, workdir: &'a Path, out: &'a mut W) -> Self {
-        let system = format!(
-            "You are a coding agent working in the directory {} inside a container. \
-             You can run shell commands with the `shell` tool: each call runs `sh -c` in \
-             that directory with empty stdin, may take at most {} seconds, and returns the \
-             exit code and the combined output. Inspect before you change things, and check \
-             your work by running it. When the task is done, reply with a short plain-text \
-             final answer and no tool call.",
-            workdir.display(),
-            args.tool_timeout
-        );
+        let timeouts = Timeouts {
+            connect: Duration::from_secs(args.connect_timeout),
+            first_token: Duration::from_secs(args.first_token_timeout),
+            idle: Duration::from_secs(args.idle_timeout),
+        };
         Self {
             args,
-            client: ChatClient::new(
-                &args.model_url,
-                &args.model,
-                args.max_tokens,
-                Duration::from_secs(args.request_timeout),
+            client: ChatClient::new(&args.model_url, &args.model, args.max_tokens, timeouts),
+            conversation: Conversation::new(
+                system_prompt(workdir, args.tool_timeout, args.text_tools),
+                args.prompt.clone(),
             ),
-            messages: vec![Message::system(system), Message::user(args.prompt.clone())],
+            declarations: Toolbox::declarations(),
             out,
-            shell: Shell::new(Duration::from_secs(args.tool_timeout)),
-            tools: vec![Shell::spec()],
+            text_tools: args.text_tools,
+            toolbox: Toolbox::new(workdir, Duration::from_secs(args.tool_timeout)),
             workdir,
         }
     }
@@ -120,39 +150,102 @@ impl<'a, W: Write> Session<'a, W> {
         // The latest text the model wrote, the best answer there is if the run ends early.
         let mut last_text = String::new();
         for step in 1..=self.args.max_steps {
-            let reply = match self.client.complete(&self.messages, &self.tools) {
+            let reply = match self.ask(step) {
                 Ok(reply) => reply,
-                Err(error) => {
-                    self.emit(&AgentEvent::Error {
-                        message: error.to_string(),
-                    });
-                    return self.finish(last_text, step - 1, error.end_reason());
-                }
+                Err(reason) => return self.finish(last_text, step - 1, reason),
+            };
+            let calls = if reply.tool_calls.is_empty() {
+                Calls::Text(find_calls(reply.content.as_deref().unwrap_or_default()))
+            } else {
+                Calls::Native(reply.tool_calls.clone())
+            };
+            let count = match &calls {
+                Calls::Native(calls) => calls.len(),
+                Calls::Text(calls) => calls.len(),
             };
             self.emit(&AgentEvent::ModelTurn {
                 step,
                 content: reply.content.clone(),
-                tool_calls: u32::try_from(reply.tool_calls.len()).unwrap_or(u32::MAX),
+                tool_calls: u32::try_from(count).unwrap_or(u32::MAX),
                 prompt_tokens: reply.usage.prompt_tokens,
                 completion_tokens: reply.usage.completion_tokens,
             });
             let text = reply.content.as_deref().map(str::trim).unwrap_or_default();
-            if reply.tool_calls.is_empty() {
+            if count == 0 {
                 return self.finish(text.to_owned(), step, EndReason::Done);
             }
             if !text.is_empty() {
                 text.clone_into(&mut last_text);
             }
-            self.call_tools(step, reply);
+            match calls {
+                Calls::Native(calls) => self.call_native(step, reply, calls),
+                Calls::Text(calls) => self.call_in_text(step, reply, calls),
+            }
         }
         self.finish(last_text, self.args.max_steps, EndReason::BudgetSpent)
     }
 
-    /// Replays the model's turn into the conversation, then runs each of its tool calls
-    /// and adds the results.
-    fn call_tools(&mut self, step: u32, reply: Reply) {
-        let calls: Vec<ToolCall> = reply
-            .tool_calls
+    /// Sends the conversation until the model answers: compacting it while the server
+    /// says it exceeds the context, and switching to tools in text if the server refuses
+    /// native ones. Every retry follows a change of the conversation, so the same
+    /// request is never sent twice.
+    fn ask(&mut self, step: u32) -> Result<Reply, EndReason> {
+        loop {
+            let tools: &[Value] = if self.text_tools {
+                &[]
+            } else {
+                &self.declarations
+            };
+            let error = match self.client.complete(self.conversation.messages(), tools) {
+                Ok(reply) => return Ok(reply),
+                Err(error) => error,
+            };
+            match error {
+                ChatError::ContextExceeded { message, .. } => {
+                    let Some(compaction) = self.conversation.compact() else {
+                        self.emit(&AgentEvent::Error {
+                            message: format!(
+                                "the conversation exceeds the model's context and cannot \
+                                 be compacted further: {message}"
+                            ),
+                        });
+                        return Err(EndReason::ContextFull);
+                    };
+                    self.emit(&AgentEvent::Compacted {
+                        step,
+                        reason: message,
+                        dropped_turns: compaction.dropped_turns,
+                        elided: compaction.elided,
+                        bytes_before: compaction.bytes_before,
+                        bytes_after: compaction.bytes_after,
+                    });
+                }
+                ChatError::ToolsRejected { message, .. } if !self.text_tools => {
+                    self.text_tools = true;
+                    self.conversation.set_system(system_prompt(
+                        self.workdir,
+                        self.args.tool_timeout,
+                        true,
+                    ));
+                    self.emit(&AgentEvent::TextTools {
+                        step,
+                        reason: message,
+                    });
+                }
+                error => {
+                    self.emit(&AgentEvent::Error {
+                        message: error.to_string(),
+                    });
+                    return Err(error.end_reason());
+                }
+            }
+        }
+    }
+
+    /// Replays the model's turn into the conversation, then runs each of its native
+    /// tool calls and adds the results.
+    fn call_native(&mut self, step: u32, reply: Reply, calls: Vec<ToolCall>) {
+        let calls: Vec<ToolCall> = calls
             .into_iter()
             .enumerate()
             .map(|(index, mut call)| {
@@ -163,47 +256,67 @@ impl<'a, W: Write> Session<'a, W> {
                 call
             })
             .collect();
-        self.messages
+        self.conversation
             .push(Message::assistant(reply.content, calls.clone()));
         for call in calls {
-            self.emit(&AgentEvent::ToolCall {
+            let text = self.call(
                 step,
-                id: call.id.clone(),
-                name: call.function.name.clone(),
-                arguments: call.function.arguments.clone(),
-            });
-            let (exit_code, text) = self.execute(&call.function);
-            let shown = chat::excerpt(&text, EVENT_OUTPUT_LIMIT);
-            self.emit(&AgentEvent::ToolResult {
-                step,
-                id: call.id.clone(),
-                exit_code,
-                truncated: shown.len() < text.len(),
-                output: shown,
-            });
-            self.messages.push(Message::tool(call.id, text));
+                &call.id,
+                &call.function.name,
+                &call.function.arguments,
+                None,
+            );
+            self.conversation.push(Message::tool(call.id, text));
         }
     }
 
-    /// Runs one tool call; returns the command's exit code, if it got that far, and the
-    /// text for the model. Mistakes in the call come back as text for the model to fix.
-    fn execute(&self, function: &FunctionCall) -> (Option<i32>, String) {
-        if function.name != "shell" {
-            return (
-                None,
-                format!(
-                    "error: there is no tool named `{}`; the only tool is `shell`",
-                    function.name
-                ),
-            );
+    /// Replays the model's turn as text, runs the calls written in it and answers them
+    /// all in one user message (strict chat templates want user and assistant turns to
+    /// alternate).
+    fn call_in_text(&mut self, step: u32, reply: Reply, calls: Vec<text_tools::TextCall>) {
+        self.conversation
+            .push(Message::assistant(reply.content, Vec::new()));
+        let mut results = Vec::new();
+        for (index, call) in calls.into_iter().enumerate() {
+            let id = format!("call_{step}_{index}");
+            let text = self.call(step, &id, &call.name, &call.arguments, call.problem);
+            results.push(format!("Result of `{}` ({id}):\n{text}", call.name));
         }
-        match shell_command(&function.arguments) {
-            Ok(command) => {
-                let output = self.shell.run(&command, self.workdir);
-                (output.exit_code(), output.to_model_text())
-            }
-            Err(message) => (None, message),
-        }
+        self.conversation.push(Message::user(results.join("\n\n")));
+    }
+
+    /// Runs one call (or answers it with `problem`), with its events; returns the text
+    /// for the model.
+    fn call(
+        &mut self,
+        step: u32,
+        id: &str,
+        name: &str,
+        arguments: &str,
+        problem: Option<String>,
+    ) -> String {
+        self.emit(&AgentEvent::ToolCall {
+            step,
+            id: id.to_owned(),
+            name: name.to_owned(),
+            arguments: arguments.to_owned(),
+        });
+        let outcome = match problem {
+            Some(text) => toolbox::ToolOutcome {
+                exit_code: None,
+                text,
+            },
+            None => self.toolbox.run(name, arguments),
+        };
+        let shown = excerpt(&outcome.text, EVENT_OUTPUT_LIMIT);
+        self.emit(&AgentEvent::ToolResult {
+            step,
+            id: id.to_owned(),
+            exit_code: outcome.exit_code,
+            truncated: shown.len() < outcome.text.trim().len(),
+            output: shown,
+        });
+        outcome.text
     }
 
     fn finish(&mut self, answer: String, steps: u32, reason: EndReason) -> i32 {
@@ -224,104 +337,30 @@ impl<'a, W: Write> Session<'a, W> {
     }
 }
 
-/// The `command` out of the shell tool's JSON arguments, or a message for the model.
-fn shell_command(arguments: &str) -> Result<String, String> {
-    #[derive(Deserialize)]
-    struct ShellArguments {
-        command: String,
+/// What the model is told first: where it works, how the tools behave, when it is done;
+/// with tools in text, how to call them.
+fn system_prompt(workdir: &Path, tool_timeout: u64, text_tools: bool) -> String {
+    let mut prompt = format!(
+        "You are a coding agent working in the directory {} inside a container. Use the \
+         tools to read, search and change files and to run commands; relative paths start \
+         from that directory. Shell commands run with `sh -c` there, with empty stdin, for \
+         at most {tool_timeout} seconds each. Inspect before you change things, and check \
+         your work by running it. When the task is done, reply with a short plain-text \
+         final answer and no tool call.",
+        workdir.display()
+    );
+    if text_tools {
+        prompt.push_str("\n\n");
+        prompt.push_str(&text_tools::instructions());
     }
-    const USAGE: &str = r#"call `shell` with arguments like {"command": "ls -la"}"#;
-    let value: Value = serde_json::from_str(arguments)
-        .map_err(|error| format!("error: the arguments are not valid JSON ({error}); {USAGE}"))?;
-    // Some models encode the arguments twice: a JSON string holding the JSON object.
-    let value = match value {
-        Value::String(inner) => serde_json::from_str(&inner).unwrap_or(Value::String(inner)),
-        other => other,
-    };
-    serde_json::from_value::<ShellArguments>(value)
-        .map(|arguments| arguments.command)
-        .map_err(|error| format!("error: bad arguments for `shell` ({error}); {USAGE}"))
+    prompt
 }
 
 #[cfg(test)]
 mod tests {
+    use super::test_server::{Canned, Server, streamed, streamed_call, streamed_text};
     use super::*;
-    use std::io::{BufRead, BufReader, Read};
-    use std::net::{TcpListener, TcpStream};
-    use std::sync::mpsc;
-    use std::thread;
-
-    /// A model server that replays canned `(status, body)` replies, one per connection,
-    /// repeating the last; it hands every request body it got to the test.
-    struct Server {
-        requests: mpsc::Receiver<Value>,
-        url: String,
-    }
-
-    impl Server {
-        fn start(replies: Vec<(u16, String)>) -> Self {
-            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-            let url = format!("http://{}", listener.local_addr().expect("address"));
-            let (requests_tx, requests) = mpsc::channel();
-            // The thread ends with the test process; it only ever blocks in accept.
-            thread::spawn(move || {
-                for (index, stream) in listener.incoming().enumerate() {
-                    let Ok(stream) = stream else { continue };
-                    let reply = replies.get(index).or(replies.last()).cloned();
-                    let Some((status, body)) = reply else { return };
-                    answer(stream, &requests_tx, status, &body);
-                }
-            });
-            Self { requests, url }
-        }
-
-        fn received(&self) -> Vec<Value> {
-            self.requests.try_iter().collect()
-        }
-    }
-
-    /// Reads one request and answers it; status 0 means never answer.
-    fn answer(stream: TcpStream, requests: &mpsc::Sender<Value>, status: u16, body: &str) {
-        let mut reader = BufReader::new(stream);
-        let mut length = 0;
-        let mut line = String::new();
-        while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line.trim() != "" {
-            if let Some((name, value)) = line.split_once(':')
-                && name.eq_ignore_ascii_case("content-length")
-            {
-                length = value.trim().parse().expect("content-length");
-            }
-            line.clear();
-        }
-        let mut request = vec![0; length];
-        reader.read_exact(&mut request).expect("request body");
-        let _ = requests.send(serde_json::from_slice(&request).expect("JSON request"));
-        if status == 0 {
-            thread::sleep(Duration::from_secs(5));
-            return;
-        }
-        let response = format!(
-            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-             Connection: close\r\n\r\n{body}",
-            body.len()
-        );
-        let _ = reader.get_mut().write_all(response.as_bytes());
-    }
-
-    fn tool_reply(content: Option<&str>, id: &str, name: &str, arguments: &str) -> (u16, String) {
-        let body = serde_json::json!({
-            "choices": [{"message": {"role": "assistant", "content": content, "tool_calls": [
-                {"id": id, "type": "function", "function": {"name": name, "arguments": arguments}}
-            ]}}],
-            "usage": {"prompt_tokens": 100, "completion_tokens": 10}
-        });
-        (200, body.to_string())
-    }
-
-    fn text_reply(content: Option<&str>) -> (u16, String) {
-        let body = serde_json::json!({"choices": [{"message": {"role": "assistant", "content": content}}]});
-        (200, body.to_string())
-    }
+    use std::net::TcpListener;
 
     fn args(url: &str, max_steps: u32) -> AgentArgs {
         AgentArgs {
@@ -331,7 +370,10 @@ mod tests {
             max_steps,
             max_tokens: 64,
             tool_timeout: 10,
-            request_timeout: 2,
+            connect_timeout: 2,
+            first_token_timeout: 2,
+            idle_timeout: 2,
+            text_tools: false,
         }
     }
 
@@ -364,11 +406,30 @@ mod tests {
             .expect("messages")
     }
 
+    fn json_reply(message: &Value) -> Canned {
+        let body = serde_json::json!({
+            "choices": [{"message": message, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 7, "completion_tokens": 3}
+        });
+        Canned::Json(200, body.to_string())
+    }
+
+    fn events_of<'e>(events: &'e [AgentEvent], tag: &str) -> Vec<&'e AgentEvent> {
+        events
+            .iter()
+            .filter(|event| {
+                event
+                    .to_line()
+                    .starts_with(&format!("{{\"event\":\"{tag}\""))
+            })
+            .collect()
+    }
+
     #[test]
     fn runs_a_tool_call_then_ends_with_the_answer() {
         let server = Server::start(vec![
-            tool_reply(None, "c1", "shell", r#"{"command":"echo hi > f.txt"}"#),
-            text_reply(Some("  wrote f.txt\n")),
+            streamed_call("c1", "shell", r#"{"command":"echo hi > f.txt"}"#),
+            streamed(Some(&["  wrote", " f.txt\n"]), &[]),
         ]);
         let dir = scratch("tool-call");
         let (code, events) = run_agent(&args(&server.url, 5), &dir);
@@ -409,8 +470,8 @@ mod tests {
                     step: 2,
                     content: Some("  wrote f.txt\n".into()),
                     tool_calls: 0,
-                    prompt_tokens: None,
-                    completion_tokens: None
+                    prompt_tokens: Some(100),
+                    completion_tokens: Some(10)
                 },
                 AgentEvent::Final {
                     answer: "wrote f.txt".into(),
@@ -422,11 +483,20 @@ mod tests {
         let requests = server.received();
         assert_eq!(requests.len(), 2);
         assert_eq!(requests[0]["model"], "test-model");
-        assert_eq!(requests[0]["tools"][0]["function"]["name"], "shell");
+        assert_eq!(requests[0]["stream"], true);
+        assert_eq!(requests[0]["stream_options"]["include_usage"], true);
+        let names: Vec<&str> = requests[0]["tools"]
+            .as_array()
+            .expect("tools")
+            .iter()
+            .filter_map(|tool| tool["function"]["name"].as_str())
+            .collect();
+        assert_eq!(names, toolbox::TOOL_NAMES);
         assert_eq!(requests[0]["messages"][1]["content"], "do the thing");
         let messages = requests[1]["messages"].as_array().expect("messages");
         assert_eq!(messages.len(), 4);
         assert_eq!(messages[2]["role"], "assistant");
+        assert_eq!(messages[2]["content"], Value::Null);
         assert_eq!(messages[2]["tool_calls"][0]["id"], "c1");
         assert_eq!(
             messages[3],
@@ -436,22 +506,61 @@ mod tests {
     }
 
     #[test]
+    fn a_whole_json_reply_works_too() {
+        let server = Server::start(vec![
+            json_reply(
+                &serde_json::json!({"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "j1", "type": "function", "function": {"name": "list_dir", "arguments": {"path": "."}}}
+                ]}),
+            ),
+            json_reply(&serde_json::json!({"role": "assistant", "content": "empty"})),
+        ]);
+        let dir = scratch("json-reply");
+        let (code, events) = run_agent(&args(&server.url, 5), &dir);
+        assert_eq!(code, 0);
+        assert_eq!(
+            events[1],
+            AgentEvent::ModelTurn {
+                step: 1,
+                content: None,
+                tool_calls: 1,
+                prompt_tokens: Some(7),
+                completion_tokens: Some(3)
+            }
+        );
+        assert_eq!(
+            events[2],
+            AgentEvent::ToolCall {
+                step: 1,
+                id: "j1".into(),
+                name: "list_dir".into(),
+                arguments: r#"{"path":"."}"#.into()
+            }
+        );
+        let requests = server.received();
+        assert_eq!(last_message(&requests[1])["content"], "`.` is empty");
+        assert_eq!(
+            events.last(),
+            Some(&AgentEvent::Final {
+                answer: "empty".into(),
+                steps: 2,
+                reason: EndReason::Done
+            })
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
     fn stops_when_the_step_budget_is_spent() {
-        let server = Server::start(vec![tool_reply(
-            Some("still working"),
-            "c",
-            "shell",
-            r#"{"command":"true"}"#,
+        let server = Server::start(vec![streamed(
+            Some(&["still working"]),
+            &[("c", "shell", r#"{"command":"true"}"#)],
         )]);
         let dir = scratch("budget");
         let (code, events) = run_agent(&args(&server.url, 3), &dir);
         assert_eq!(code, 2);
         assert_eq!(server.received().len(), 3);
-        let turns = events
-            .iter()
-            .filter(|e| matches!(e, AgentEvent::ModelTurn { .. }))
-            .count();
-        assert_eq!(turns, 3);
+        assert_eq!(events_of(&events, "model_turn").len(), 3);
         assert_eq!(
             events.last(),
             Some(&AgentEvent::Final {
@@ -465,43 +574,48 @@ mod tests {
 
     #[test]
     fn an_error_status_ends_with_model_error() {
-        let server = Server::start(vec![(500, "  {\"error\":\"boom\"}\n".into())]);
+        let server = Server::start(vec![Canned::Json(500, "  {\"error\":\"boom\"}\n".into())]);
         let (code, events) = run_agent(&args(&server.url, 3), Path::new("/"));
         assert_eq!(code, 3);
-        let [
-            ..,
-            AgentEvent::Error { message },
-            AgentEvent::Final {
-                answer,
-                steps,
-                reason,
-            },
-        ] = events.as_slice()
-        else {
-            panic!("unexpected events {events:?}");
-        };
-        assert!(
-            message.contains("500") && message.ends_with(r#"{"error":"boom"}"#),
-            "{message}"
-        );
         assert_eq!(
-            (answer.as_str(), *steps, *reason),
-            ("", 0, EndReason::ModelError)
+            events[1..],
+            [
+                AgentEvent::Error {
+                    message: format!(
+                        "model server at {}/v1/chat/completions answered 500: {{\"error\":\"boom\"}}",
+                        server.url
+                    )
+                },
+                AgentEvent::Final {
+                    answer: String::new(),
+                    steps: 0,
+                    reason: EndReason::ModelError
+                }
+            ]
         );
     }
 
     #[test]
     fn an_unreadable_reply_ends_with_model_error() {
-        let server = Server::start(vec![(200, "<html>hello</html>".into())]);
+        let server = Server::start(vec![Canned::Json(200, "<html>hello</html>".into())]);
         let (code, events) = run_agent(&args(&server.url, 3), Path::new("/"));
         assert_eq!(code, 3);
-        assert!(matches!(
-            events.last(),
-            Some(AgentEvent::Final {
-                reason: EndReason::ModelError,
-                ..
-            })
-        ));
+        let [
+            _,
+            AgentEvent::Error { message },
+            AgentEvent::Final { reason, .. },
+        ] = events.as_slice()
+        else {
+            panic!("unexpected events {events:?}");
+        };
+        assert!(
+            message.starts_with(&format!(
+                "model server at {}/v1/chat/completions sent an unreadable reply: expected value",
+                server.url
+            )),
+            "{message}"
+        );
+        assert_eq!(*reason, EndReason::ModelError);
     }
 
     #[test]
@@ -513,56 +627,87 @@ mod tests {
         };
         let (code, events) = run_agent(&args(&url, 3), Path::new("/"));
         assert_eq!(code, 3);
+        let [_, AgentEvent::Error { message }, last] = events.as_slice() else {
+            panic!("unexpected events {events:?}");
+        };
         assert!(
-            matches!(events.get(1), Some(AgentEvent::Error { .. })),
-            "{events:?}"
+            message.starts_with(&format!(
+                "could not reach the model server at {url}/v1/chat/completions: "
+            )),
+            "{message}"
         );
         assert_eq!(
-            events.last(),
-            Some(&AgentEvent::Final {
+            last,
+            &AgentEvent::Final {
                 answer: String::new(),
                 steps: 0,
                 reason: EndReason::ModelUnreachable
-            })
+            }
         );
     }
 
     #[test]
-    fn a_silent_server_times_out_as_unreachable() {
-        let server = Server::start(vec![(0, String::new())]);
+    fn a_silent_server_ends_with_a_first_token_timeout() {
+        let server = Server::start(vec![Canned::Silent]);
         let mut args = args(&server.url, 3);
-        args.request_timeout = 1;
+        args.first_token_timeout = 1;
+        let started = std::time::Instant::now();
         let (code, events) = run_agent(&args, Path::new("/"));
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            started.elapsed()
+        );
         assert_eq!(code, 3);
-        assert!(matches!(
-            events.last(),
-            Some(AgentEvent::Final {
-                reason: EndReason::ModelUnreachable,
-                ..
-            })
-        ));
+        assert_eq!(
+            events[1..],
+            [
+                AgentEvent::Error {
+                    message: format!(
+                        "model server at {}/v1/chat/completions: first-token timeout: no \
+                         answer began in time (reading a long prompt on a CPU can take \
+                         minutes; see --first-token-timeout) (1s)",
+                        server.url
+                    )
+                },
+                AgentEvent::Final {
+                    answer: String::new(),
+                    steps: 0,
+                    reason: EndReason::ModelTimeout
+                }
+            ]
+        );
     }
 
     #[test]
     fn null_content_is_an_empty_answer() {
-        let server = Server::start(vec![text_reply(None)]);
+        let server = Server::start(vec![streamed(None, &[])]);
         let (code, events) = run_agent(&args(&server.url, 3), Path::new("/"));
         assert_eq!(code, 0);
         assert_eq!(
-            events.last(),
-            Some(&AgentEvent::Final {
-                answer: String::new(),
-                steps: 1,
-                reason: EndReason::Done
-            })
+            events[1..],
+            [
+                AgentEvent::ModelTurn {
+                    step: 1,
+                    content: None,
+                    tool_calls: 0,
+                    prompt_tokens: Some(100),
+                    completion_tokens: Some(10)
+                },
+                AgentEvent::Final {
+                    answer: String::new(),
+                    steps: 1,
+                    reason: EndReason::Done
+                }
+            ]
         );
     }
 
     #[test]
     fn malformed_arguments_are_answered_with_an_error() {
         let server = Server::start(vec![
-            tool_reply(None, "", "shell", r#"{"command": "echo hi"#),
-            text_reply(Some("sorry")),
+            streamed_call("", "shell", r#"{"command": "echo hi"#),
+            streamed_text("sorry"),
         ]);
         let dir = scratch("malformed");
         let (code, events) = run_agent(&args(&server.url, 5), &dir);
@@ -571,10 +716,10 @@ mod tests {
         assert_eq!(requests.len(), 2);
         let result = last_message(&requests[1]);
         assert_eq!(result["tool_call_id"], "call_1_0");
-        let text = result["content"].as_str().unwrap_or_default();
-        assert!(
-            text.starts_with("error: the arguments are not valid JSON"),
-            "{text}"
+        assert_eq!(
+            result["content"],
+            "error: the arguments are not valid JSON (EOF while parsing a string at line 1 \
+             column 20); call `shell` with arguments like {\"command\": \"ls -la\"}"
         );
         assert!(events.iter().any(|e| matches!(
             e,
@@ -589,36 +734,37 @@ mod tests {
     #[test]
     fn unknown_tools_are_answered_with_an_error() {
         let server = Server::start(vec![
-            tool_reply(None, "c1", "python", r#"{"code":"1"}"#),
-            text_reply(Some("ok")),
+            streamed_call("c1", "python", r#"{"code":"1"}"#),
+            streamed_text("ok"),
         ]);
         let (code, _) = run_agent(&args(&server.url, 5), Path::new("/"));
         assert_eq!(code, 0);
         let requests = server.received();
         assert_eq!(
             last_message(&requests[1])["content"],
-            "error: there is no tool named `python`; the only tool is `shell`"
+            "error: there is no tool named `python`; the tools are shell, read_file, \
+             write_file, edit_file, list_dir, search_text"
         );
     }
 
     #[test]
     fn long_tool_output_is_shortened_in_events_only() {
         let server = Server::start(vec![
-            tool_reply(None, "c1", "shell", r#"{"command":"yes | head -c 10000"}"#),
-            text_reply(Some("ok")),
+            streamed_call("c1", "shell", r#"{"command":"yes | head -c 10000"}"#),
+            streamed_text("ok"),
         ]);
         let (code, events) = run_agent(&args(&server.url, 5), Path::new("/"));
         assert_eq!(code, 0);
-        let Some(AgentEvent::ToolResult {
-            output, truncated, ..
-        }) = events
-            .iter()
-            .find(|e| matches!(e, AgentEvent::ToolResult { .. }))
+        let [
+            AgentEvent::ToolResult {
+                output, truncated, ..
+            },
+        ] = events_of(&events, "tool_result")[..]
         else {
             panic!("no tool result in {events:?}");
         };
         assert!(*truncated);
-        assert!(output.len() <= EVENT_OUTPUT_LIMIT + '…'.len_utf8());
+        assert_eq!(output.len(), EVENT_OUTPUT_LIMIT + '…'.len_utf8());
         let sent = server.received();
         let full = last_message(&sent[1])["content"]
             .as_str()
@@ -628,12 +774,307 @@ mod tests {
     }
 
     #[test]
-    fn shell_arguments_are_read_leniently() {
-        assert_eq!(shell_command(r#"{"command":"ls"}"#), Ok("ls".into()));
-        assert_eq!(shell_command(r#""{\"command\":\"ls\"}""#), Ok("ls".into()));
-        assert!(
-            shell_command(r#"{"cmd":"ls"}"#).is_err_and(|e| e.starts_with("error: bad arguments"))
+    fn the_new_flags_have_defaults_and_the_old_timeout_flag_still_works() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            agent: AgentArgs,
+        }
+        use clap::Parser as _;
+        let base = ["agent", "--model-url", "http://m:8080", "--prompt", "p"];
+        let parsed = Cli::try_parse_from(base).expect("defaults").agent;
+        assert_eq!(
+            (
+                parsed.connect_timeout,
+                parsed.first_token_timeout,
+                parsed.idle_timeout,
+                parsed.text_tools
+            ),
+            (10, 600, 120, false)
         );
-        assert!(shell_command("").is_err());
+        let old =
+            Cli::try_parse_from(
+                base.iter()
+                    .chain(&["--request-timeout", "30", "--text-tools"]),
+            )
+            .expect("old flag")
+            .agent;
+        assert_eq!((old.first_token_timeout, old.text_tools), (30, true));
+    }
+
+    const OVERFLOW_400: &str = r#"{"error":{"code":400,"message":"request (724 tokens) exceeds the available context size (512 tokens), try increasing it","type":"exceed_context_size_error","n_prompt_tokens":724,"n_ctx":512}}"#;
+    const OVERFLOW_500: &str = r#"{"error":{"code":500,"message":"the request exceeds the available context size. try increasing the context size or enable context shift","type":"server_error"}}"#;
+
+    /// A tool call whose output is 5012 bytes: "exit code 0\n" and 5000 bytes.
+    fn big_output_call() -> Canned {
+        streamed_call("c1", "shell", r#"{"command":"yes | head -c 5000"}"#)
+    }
+
+    #[test]
+    fn an_overflow_in_either_form_is_compacted_and_retried() {
+        for (status, body, message) in [
+            (
+                400,
+                OVERFLOW_400,
+                "request (724 tokens) exceeds the available context size (512 tokens), try increasing it",
+            ),
+            (
+                500,
+                OVERFLOW_500,
+                "the request exceeds the available context size. try increasing the context size or enable context shift",
+            ),
+        ] {
+            let server = Server::start(vec![
+                big_output_call(),
+                Canned::Json(status, body.into()),
+                streamed_text("done"),
+            ]);
+            let (code, events) = run_agent(&args(&server.url, 5), Path::new("/"));
+            assert_eq!(code, 0, "{events:?}");
+            let [
+                AgentEvent::Compacted {
+                    step,
+                    reason,
+                    dropped_turns,
+                    elided,
+                    bytes_before,
+                    bytes_after,
+                },
+            ] = events_of(&events, "compacted")[..]
+            else {
+                panic!("not one compaction in {events:?}");
+            };
+            assert_eq!(
+                (*step, reason.as_str(), *dropped_turns, *elided),
+                (2, message, 0, 1)
+            );
+            assert_eq!(bytes_before - bytes_after, 5012 - 27);
+            assert_eq!(
+                events.last(),
+                Some(&AgentEvent::Final {
+                    answer: "done".into(),
+                    steps: 2,
+                    reason: EndReason::Done
+                })
+            );
+            let requests = server.received();
+            assert_eq!(requests.len(), 3);
+            assert_eq!(
+                last_message(&requests[1])["content"].as_str().map(str::len),
+                Some(5012)
+            );
+            assert_eq!(
+                last_message(&requests[2]),
+                &serde_json::json!({"role": "tool", "tool_call_id": "c1", "content": "[output elided: 5012 bytes]"})
+            );
+        }
+    }
+
+    #[test]
+    fn an_overflow_that_compaction_cannot_cure_ends_without_looping() {
+        let server = Server::start(vec![
+            big_output_call(),
+            Canned::Json(400, OVERFLOW_400.into()),
+        ]);
+        let (code, events) = run_agent(&args(&server.url, 10), Path::new("/"));
+        assert_eq!(code, 3);
+        // The tool call, the overflow, after eliding the output, after dropping the turn.
+        let requests = server.received();
+        assert_eq!(requests.len(), 4);
+        let sizes: Vec<usize> = requests
+            .iter()
+            .map(|request| request["messages"].as_array().map_or(0, Vec::len))
+            .collect();
+        assert_eq!(sizes, [2, 4, 4, 2]);
+        assert_eq!(
+            requests[3]["messages"][1]["content"],
+            "do the thing\n\n[1 earlier turns of this conversation were dropped to fit the \
+             model's context.]"
+        );
+        let compactions: Vec<(u32, u32)> = events_of(&events, "compacted")
+            .into_iter()
+            .map(|event| match event {
+                AgentEvent::Compacted {
+                    dropped_turns,
+                    elided,
+                    ..
+                } => (*dropped_turns, *elided),
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(compactions, [(0, 1), (1, 0)]);
+        assert_eq!(
+            events[events.len() - 2..],
+            [
+                AgentEvent::Error {
+                    message: "the conversation exceeds the model's context and cannot be \
+                              compacted further: request (724 tokens) exceeds the available \
+                              context size (512 tokens), try increasing it"
+                        .into()
+                },
+                AgentEvent::Final {
+                    answer: String::new(),
+                    steps: 1,
+                    reason: EndReason::ContextFull
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn a_server_refusing_tools_gets_them_in_text() {
+        let block = "I will write it.\n```tool\n{\"name\": \"write_file\", \"arguments\": \
+                     {\"path\": \"notes/a.txt\", \"content\": \"hi\\n\"}}\n```";
+        let server = Server::start(vec![
+            Canned::Json(
+                500,
+                r#"{"error":{"code":500,"message":"tools param requires --jinja flag","type":"server_error"}}"#.into(),
+            ),
+            streamed_text(block),
+            streamed_text("done"),
+        ]);
+        let dir = scratch("text-tools");
+        let (code, events) = run_agent(&args(&server.url, 5), &dir);
+        assert_eq!(code, 0);
+        assert_eq!(
+            std::fs::read_to_string(dir.join("notes/a.txt"))
+                .ok()
+                .as_deref(),
+            Some("hi\n")
+        );
+        assert_eq!(
+            events[1..5],
+            [
+                AgentEvent::TextTools {
+                    step: 1,
+                    reason: "tools param requires --jinja flag".into()
+                },
+                AgentEvent::ModelTurn {
+                    step: 1,
+                    content: Some(block.into()),
+                    tool_calls: 1,
+                    prompt_tokens: Some(100),
+                    completion_tokens: Some(10)
+                },
+                AgentEvent::ToolCall {
+                    step: 1,
+                    id: "call_1_0".into(),
+                    name: "write_file".into(),
+                    arguments: r#"{"content":"hi\n","path":"notes/a.txt"}"#.into()
+                },
+                AgentEvent::ToolResult {
+                    step: 1,
+                    id: "call_1_0".into(),
+                    exit_code: None,
+                    output: "wrote 3 bytes (1 line) to `notes/a.txt`, a new file".into(),
+                    truncated: false
+                },
+            ]
+        );
+        let requests = server.received();
+        assert_eq!(requests.len(), 3);
+        assert_eq!(requests[0]["tools"].as_array().map(Vec::len), Some(6));
+        assert_eq!(requests[1].get("tools"), None);
+        let system = requests[1]["messages"][0]["content"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            system.ends_with(&format!(
+                "final answer and no tool call.\n\n{}",
+                text_tools::instructions()
+            )),
+            "{system}"
+        );
+        let messages = requests[2]["messages"].as_array().expect("messages");
+        assert_eq!(
+            messages[2],
+            serde_json::json!({"role": "assistant", "content": block})
+        );
+        assert_eq!(
+            messages[3],
+            serde_json::json!({"role": "user", "content": "Result of `write_file` (call_1_0):\nwrote 3 bytes (1 line) to `notes/a.txt`, a new file"})
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn text_tools_on_request_send_no_tools() {
+        let server = Server::start(vec![
+            streamed_text("```tool\n{\"name\": \"list_dir\"}\n```\n```tool\nnope\n```"),
+            streamed_text("done"),
+        ]);
+        let dir = scratch("text-flag");
+        let mut args = args(&server.url, 5);
+        args.text_tools = true;
+        let (code, events) = run_agent(&args, &dir);
+        assert_eq!(code, 0);
+        assert_eq!(events_of(&events, "text_tools"), Vec::<&AgentEvent>::new());
+        let requests = server.received();
+        assert_eq!(requests[0].get("tools"), None);
+        assert!(
+            requests[0]["messages"][0]["content"].as_str().is_some_and(
+                |system| system.contains("A reply without a tool block is your final answer.")
+            )
+        );
+        assert_eq!(
+            last_message(&requests[1])["content"],
+            "Result of `list_dir` (call_1_0):\n`.` is empty\n\nResult of `tool` (call_1_1):\n\
+             error: a ```tool block must hold one JSON object like {\"name\": \"read_file\", \
+             \"arguments\": {\"path\": \"README.md\"}}; this one is not valid JSON (expected \
+             ident at line 1 column 2)"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn the_file_tools_work_through_the_loop() {
+        let server = Server::start(vec![
+            streamed_call(
+                "w",
+                "write_file",
+                r#"{"path": "src/a.py", "content": "x = 1\ny = 1\n"}"#,
+            ),
+            streamed_call(
+                "e1",
+                "edit_file",
+                r#"{"path": "src/a.py", "old_text": " = 1", "new_text": " = 2"}"#,
+            ),
+            streamed_call(
+                "e2",
+                "edit_file",
+                r#"{"path": "src/a.py", "old_text": "y = 1", "new_text": "y = 2"}"#,
+            ),
+            streamed_call("r", "read_file", r#"{"path": "src/a.py", "start_line": 2}"#),
+            streamed_call("s", "search_text", r#"{"pattern": "= 2"}"#),
+            streamed_text("changed y"),
+        ]);
+        let dir = scratch("file-tools");
+        let (code, events) = run_agent(&args(&server.url, 10), &dir);
+        assert_eq!(code, 0);
+        let outputs: Vec<&str> = events_of(&events, "tool_result")
+            .into_iter()
+            .map(|event| match event {
+                AgentEvent::ToolResult { output, .. } => output.as_str(),
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(
+            outputs,
+            [
+                "wrote 12 bytes (2 lines) to `src/a.py`, a new file",
+                "error: `old_text` was found 2 times in `src/a.py`; include more of the \
+                 surrounding lines so that it matches exactly once",
+                "edited `src/a.py` at line 2: 1 line replaced by 1",
+                "src/a.py: lines 2-2 of 2\n2\ty = 2",
+                "src/a.py:2:y = 2\n[1 match in 1 file]",
+            ]
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.join("src/a.py"))
+                .ok()
+                .as_deref(),
+            Some("x = 1\ny = 2\n")
+        );
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -85,27 +85,6 @@ impl Shell {
         Self { cap, ..self }
     }
 
-    /// The tool's declaration for the chat request's `tools` array.
-    #[must_use]
-    pub fn spec() -> serde_json::Value {
-        serde_json::json!({
-            "type": "function",
-            "function": {
-                "name": "shell",
-                "description": "Run a shell command with `sh -c` in the working directory \
-                    and return its exit code and combined stdout and stderr. Stdin is \
-                    empty; long-running commands are killed after a time limit.",
-                "parameters": {
-                    "type": "object",
-                    "properties": {
-                        "command": { "type": "string", "description": "The command line to run" }
-                    },
-                    "required": ["command"]
-                }
-            }
-        })
-    }
-
     /// Runs `command` in `workdir` and waits for it, at most for the time limit.
     #[must_use]
     pub fn run(&self, command: &str, workdir: &Path) -> ShellOutput {

@@ -282,5 +282,14 @@ pub(super) fn describe(event: &AgentEvent) -> String {
         },
         AgentEvent::Final { .. } => "done".into(),
         AgentEvent::Error { message } => format!("error: {message}"),
+        AgentEvent::Compacted {
+            step,
+            bytes_before,
+            bytes_after,
+            ..
+        } => format!(
+            "step {step}: compacted the conversation ({bytes_before} → {bytes_after} bytes)"
+        ),
+        AgentEvent::TextTools { step, .. } => format!("step {step}: tools called in text"),
     }
 }
