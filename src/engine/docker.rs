@@ -502,14 +502,7 @@ impl Engine {
         let mut buffers = LineBuffers::default();
         // A broken stream ends the following, never the run.
         while let Some(Ok(chunk)) = logs.next().await {
-            let (stream, bytes) = match chunk {
-                LogOutput::StdErr { message } => (Stream::Stderr, message),
-                LogOutput::StdOut { message } | LogOutput::Console { message } => {
-                    (Stream::Stdout, message)
-                }
-                LogOutput::StdIn { .. } => continue,
-            };
-            buffers.push(stream, &bytes, &mut on_line);
+            buffers.push_output(chunk, &mut on_line);
         }
         buffers.finish(&mut on_line);
     }
@@ -547,14 +540,7 @@ impl Engine {
             let mut buffers = LineBuffers::default();
             while let Some(chunk) = output.next().await {
                 let chunk = chunk.map_err(EngineError::call("read an exec's output"))?;
-                let (stream, bytes) = match chunk {
-                    LogOutput::StdErr { message } => (Stream::Stderr, message),
-                    LogOutput::StdOut { message } | LogOutput::Console { message } => {
-                        (Stream::Stdout, message)
-                    }
-                    LogOutput::StdIn { .. } => continue,
-                };
-                buffers.push(stream, &bytes, &mut on_line);
+                buffers.push_output(chunk, &mut on_line);
             }
             buffers.finish(&mut on_line);
         }
@@ -794,6 +780,18 @@ struct LineBuffers {
 }
 
 impl LineBuffers {
+    /// One chunk of a container's or an exec's output, by the stream it came on.
+    fn push_output(&mut self, chunk: LogOutput, on_line: &mut impl FnMut(Stream, &str)) {
+        let (stream, bytes) = match chunk {
+            LogOutput::StdErr { message } => (Stream::Stderr, message),
+            LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                (Stream::Stdout, message)
+            }
+            LogOutput::StdIn { .. } => return,
+        };
+        self.push(stream, &bytes, on_line);
+    }
+
     fn push(&mut self, stream: Stream, bytes: &[u8], on_line: &mut impl FnMut(Stream, &str)) {
         let buffer = match stream {
             Stream::Stderr => &mut self.stderr,
