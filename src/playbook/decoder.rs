@@ -123,7 +123,7 @@ impl Decoder {
             });
             return;
         }
-        let mut doc = match KdlDocument::parse_v2(text) {
+        let mut doc = match super::parse(text) {
             Ok(doc) => doc,
             Err(err) => {
                 self.problems.extend(
