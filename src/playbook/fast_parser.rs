@@ -524,7 +524,10 @@ impl<'t> FastParser<'t> {
 
 /// A byte of an ASCII identifier: printable, and none of `\/(){}[];"#=`.
 fn is_identifier_byte(b: u8) -> bool {
-    b.is_ascii_graphic() && !b"\\/(){}[];\"#=".contains(&b)
+    matches!(
+        b,
+        b'!' | b'$'..=b'\'' | b'*'..=b'.' | b'0'..=b':' | b'<' | b'>'..=b'Z' | b'^'..=b'z' | b'|' | b'~'
+    )
 }
 
 /// A byte that starts an identifier string the fast path reads (a sign or a dot could
@@ -683,6 +686,14 @@ mod tests {
             declined(text);
             // kdl may still read the valid ones; it must be a decline, not a mistake.
             agrees(text);
+        }
+    }
+
+    #[test]
+    fn identifier_bytes_are_the_printable_ones_kdl_allows() {
+        for b in 0..=u8::MAX {
+            let expected = b.is_ascii_graphic() && !b"\\/(){}[];\"#=".contains(&b);
+            assert_eq!(is_identifier_byte(b), expected, "{b:#x}");
         }
     }
 
