@@ -31,6 +31,9 @@ type Parsed<T> = Result<T, Declined>;
 /// grammar rule at the cursor and leave the cursor after it, or decline;
 /// `skip_*` methods move over whitespace and comments.
 pub struct FastParser<'t> {
+    /// A node without name, entries or formatting, copied for every node:
+    /// `KdlNode::new` would allocate a trailing newline that `set_format` throws away.
+    blank: KdlNode,
     /// Byte offset of the next unread character.
     pos: usize,
     text: &'t str,
@@ -39,7 +42,13 @@ pub struct FastParser<'t> {
 impl<'t> FastParser<'t> {
     /// The document kdl would build for `text`, or `None` if the fast path declines.
     pub fn parse(text: &'t str) -> Option<KdlDocument> {
-        let mut parser = FastParser { pos: 0, text };
+        let mut blank = KdlNode::new(KdlIdentifier::from(String::new()));
+        blank.set_format(KdlNodeFormat::default());
+        let mut parser = FastParser {
+            blank,
+            pos: 0,
+            text,
+        };
         let document = parser.parse_nodes(0).ok()?;
         (parser.pos == text.len()).then_some(document)
     }
@@ -117,7 +126,8 @@ impl<'t> FastParser<'t> {
         let start = self.pos;
         let name = self.parse_identifier()?;
         self.check_value_end(false)?;
-        let mut node = KdlNode::new(name);
+        let mut node = self.blank.clone();
+        node.set_name(name);
         loop {
             let space = self.pos;
             if !self.skip_node_space()? || !self.entry_follows() {
@@ -585,6 +595,8 @@ mod tests {
         };
         let kdl = KdlDocument::parse_v2(text)
             .unwrap_or_else(|e| panic!("kdl rejects what the fast path read: {text:?}: {e:?}"));
+        // The decoder skips its nesting check for what the fast path reads.
+        assert_eq!(super::super::nesting::too_deep(text), None, "{text:?}");
         assert_eq!(format!("{fast:#?}"), format!("{kdl:#?}"), "{text:?}");
         assert_eq!(fast.to_string(), kdl.to_string(), "{text:?}");
         true
