@@ -532,6 +532,24 @@ impl<'t> FastParser<'t> {
     }
 }
 
+/// The fast path against kdl's parser on `text`: either the fast path declines, or kdl
+/// reads the text too, into the same document, every span and bit of formatting
+/// included (`Debug` shows them all), and the text does not nest too deep (the decoder
+/// skips that check for it). Panics otherwise; returns whether the fast path read the
+/// text. For the tests and the fuzz target.
+#[doc(hidden)]
+pub fn check_against_kdl(text: &str) -> bool {
+    let Some(fast) = FastParser::parse(text) else {
+        return false;
+    };
+    let kdl = KdlDocument::parse_v2(text)
+        .unwrap_or_else(|e| panic!("kdl rejects what the fast path read: {text:?}: {e:?}"));
+    assert_eq!(format!("{fast:#?}"), format!("{kdl:#?}"), "{text:?}");
+    assert_eq!(fast.to_string(), kdl.to_string(), "{text:?}");
+    assert_eq!(super::nesting::too_deep(text), None, "{text:?}");
+    true
+}
+
 /// A byte of an ASCII identifier: printable, and none of `\/(){}[];"#=`.
 fn is_identifier_byte(b: u8) -> bool {
     matches!(
@@ -585,21 +603,9 @@ mod tests {
 
     use super::*;
 
-    /// Either the fast path declines `text`, or it builds exactly kdl's document:
-    /// nodes, entries, values, identifiers, formatting and every span (the `Debug`
-    /// output holds them all). Returns whether it handled the text.
     #[track_caller]
     fn agrees(text: &str) -> bool {
-        let Some(fast) = FastParser::parse(text) else {
-            return false;
-        };
-        let kdl = KdlDocument::parse_v2(text)
-            .unwrap_or_else(|e| panic!("kdl rejects what the fast path read: {text:?}: {e:?}"));
-        // The decoder skips its nesting check for what the fast path reads.
-        assert_eq!(super::super::nesting::too_deep(text), None, "{text:?}");
-        assert_eq!(format!("{fast:#?}"), format!("{kdl:#?}"), "{text:?}");
-        assert_eq!(fast.to_string(), kdl.to_string(), "{text:?}");
-        true
+        check_against_kdl(text)
     }
 
     #[track_caller]

@@ -22,6 +22,8 @@ use std::path::Path;
 
 pub use decode_error::DecodeError;
 pub use decoder::{DecodeFailure, Decoded, Decoder, closest, syntax_errors};
+#[doc(hidden)]
+pub use fast_parser::check_against_kdl;
 pub use parser::parse;
 pub use problems::Problems;
 pub use renderer::{Inputs, render};
