@@ -19,15 +19,18 @@ pub struct Checker<'p> {
 impl Checker<'_> {
     /// Checks `nodes`, the children of `owner` (or the top level), against `schemas`.
     pub fn check_nodes(&mut self, nodes: &[KdlNode], schemas: &[Node], owner: Option<&KdlNode>) {
-        let place = owner.map_or_else(
-            || "at the top level".to_owned(),
-            |o| format!("in `{}`", o.name().value()),
-        );
+        // Only for messages: not built for every node.
+        let place = || {
+            owner.map_or_else(
+                || "at the top level".to_owned(),
+                |o| format!("in `{}`", o.name().value()),
+            )
+        };
         let mut first: Vec<(&str, SourceSpan)> = Vec::new();
         for node in nodes {
             let name = node.name().value();
             let Some(schema) = schemas.iter().find(|s| s.name == name) else {
-                self.unknown_node(node, &place, schemas);
+                self.unknown_node(node, &place(), schemas);
                 continue;
             };
             if matches!(schema.times, Times::Once | Times::Required) {
@@ -36,7 +39,7 @@ impl Checker<'_> {
                         first: earlier,
                         help: format!("remove one `{name}`: the last one is used"),
                         span: node.name().span(),
-                        what: format!("`{name}` {place}"),
+                        what: format!("`{name}` {}", place()),
                     });
                 }
             }

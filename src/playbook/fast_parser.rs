@@ -100,6 +100,7 @@ impl<'t> FastParser<'t> {
                 nodes.push(self.parse_node(leading, depth)?);
             }
         }
+        nodes.shrink_to_fit();
         let span = self.span(start);
         self.skip_terminator()?;
         let trailing_start = self.pos;
@@ -137,6 +138,9 @@ impl<'t> FastParser<'t> {
             let entry = self.parse_entry(space)?;
             node.entries_mut().push(entry);
         }
+        // A `Vec` starts with room for four; most nodes have one or two entries, and the
+        // spare room would be most of the document's memory.
+        node.entries_mut().shrink_to_fit();
         let space = self.pos;
         self.skip_node_space()?;
         let (before_children, before_terminator) = if self.peek() == Some(b'{') {
