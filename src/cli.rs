@@ -498,7 +498,7 @@ fn fmt(files: &[PathBuf], check: bool) -> ExitCode {
                 continue;
             }
         };
-        if let Err(e) = kdl::KdlDocument::parse_v2(&source.text) {
+        if let Err(e) = playbook::parse(&source.text) {
             report(
                 &playbook::Problems::new(source.named(), playbook::syntax_errors(&source.text, e)),
                 exit::PLAYBOOK,

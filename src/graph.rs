@@ -59,7 +59,56 @@ struct GraphBuilder<'a> {
     errors: Vec<GraphError>,
     graph: DiGraph<Resource, ()>,
     index: HashMap<Resource, NodeIndex>,
+    /// Where each name is defined, so that a reference is not a search of the list.
+    names: Names<'a>,
     playbook: &'a Playbook,
+}
+
+/// The index of the first resource of each name, per kind (a later one is a duplicate
+/// the decoder reported), and who is on each network.
+struct Names<'a> {
+    containers: HashMap<&'a str, usize>,
+    /// The containers on each network, in playbook order.
+    containers_on: HashMap<&'a str, Vec<usize>>,
+    images: HashMap<&'a str, usize>,
+    models: HashMap<&'a str, usize>,
+    /// The models on each network, in playbook order.
+    models_on: HashMap<&'a str, Vec<usize>>,
+    networks: HashMap<&'a str, usize>,
+    tasks: HashMap<&'a str, usize>,
+    volumes: HashMap<&'a str, usize>,
+}
+
+impl<'a> Names<'a> {
+    fn new(p: &'a Playbook) -> Self {
+        fn first<'a>(names: impl Iterator<Item = &'a String>) -> HashMap<&'a str, usize> {
+            let mut map = HashMap::new();
+            for (i, name) in names.enumerate() {
+                map.entry(name.as_str()).or_insert(i);
+            }
+            map
+        }
+        let mut containers_on: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, c) in p.containers.iter().enumerate() {
+            for (net, _) in &c.networks {
+                containers_on.entry(net.value.as_str()).or_default().push(i);
+            }
+        }
+        let mut models_on: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, m) in p.models.iter().enumerate() {
+            models_on.entry(m.network.value.as_str()).or_default().push(i);
+        }
+        Self {
+            containers: first(p.containers.iter().map(|c| &c.name.value)),
+            containers_on,
+            images: first(p.images.iter().map(|i| &i.reference.value)),
+            models: first(p.models.iter().map(|m| &m.name.value)),
+            models_on,
+            networks: first(p.networks.iter().map(|n| &n.name.value)),
+            tasks: first(p.tasks.iter().map(|t| &t.name.value)),
+            volumes: first(p.volumes.iter().map(|v| &v.name.value)),
+        }
+    }
 }
 
 impl<'a> GraphBuilder<'a> {
@@ -68,6 +117,7 @@ impl<'a> GraphBuilder<'a> {
             errors: Vec::new(),
             graph: DiGraph::new(),
             index: HashMap::new(),
+            names: Names::new(playbook),
             playbook,
         }
     }
@@ -97,12 +147,8 @@ impl<'a> GraphBuilder<'a> {
                 self.edge_to_network(net, me);
             }
             for mount in &container.volumes {
-                match p
-                    .volumes
-                    .iter()
-                    .position(|v| v.name.value == mount.volume.value)
-                {
-                    Some(v) => self.edge(Resource::Volume(v), me),
+                match self.names.volumes.get(mount.volume.value.as_str()) {
+                    Some(&v) => self.edge(Resource::Volume(v), me),
                     None => self.unknown(
                         "volume",
                         &mount.volume,
@@ -125,8 +171,8 @@ impl<'a> GraphBuilder<'a> {
                 self.model_for(m, c, model, me);
             }
             for after in &task.after {
-                match p.tasks.iter().position(|t| t.name.value == after.value) {
-                    Some(j) => self.edge(Resource::Task(j), me),
+                match self.names.tasks.get(after.value.as_str()) {
+                    Some(&j) => self.edge(Resource::Task(j), me),
                     None => self.unknown("task", after, p.tasks.iter().map(|t| &t.name.value)),
                 }
             }
@@ -180,31 +226,26 @@ impl<'a> GraphBuilder<'a> {
 
     /// A playbook that says how to build an image builds it before what runs it.
     fn edge_from_image(&mut self, reference: &str, to: Resource) {
-        if let Some(i) = self
-            .playbook
-            .images
-            .iter()
-            .position(|im| im.reference.value == reference)
-        {
+        if let Some(&i) = self.names.images.get(reference) {
             self.edge(Resource::Image(i), to);
         }
     }
 
     fn edge_to_network(&mut self, net: &Spanned<String>, to: Resource) {
         let p = self.playbook;
-        match p.networks.iter().position(|n| n.name.value == net.value) {
-            Some(i) => self.edge(Resource::Network(i), to),
+        match self.names.networks.get(net.value.as_str()) {
+            Some(&i) => self.edge(Resource::Network(i), to),
             None => self.unknown("network", net, p.networks.iter().map(|n| &n.name.value)),
         }
     }
 
     fn lookup_container(&mut self, name: &Spanned<String>) -> Option<usize> {
         let p = self.playbook;
-        let found = p.containers.iter().position(|c| c.name.value == name.value);
+        let found = self.names.containers.get(name.value.as_str()).copied();
         if found.is_some() {
             return found;
         }
-        if p.models.iter().any(|m| m.name.value == name.value) {
+        if self.names.models.contains_key(name.value.as_str()) {
             self.errors.push(GraphError::UnknownReference {
                 help: format!("`{}` is a model; tasks run in a `container`", name.value),
                 kind: "container",
@@ -223,7 +264,7 @@ impl<'a> GraphBuilder<'a> {
 
     fn lookup_model(&mut self, name: &Spanned<String>) -> Option<usize> {
         let p = self.playbook;
-        let found = p.models.iter().position(|m| m.name.value == name.value);
+        let found = self.names.models.get(name.value.as_str()).copied();
         if found.is_none() {
             self.unknown("model", name, p.models.iter().map(|m| &m.name.value));
         }
@@ -273,20 +314,22 @@ impl<'a> GraphBuilder<'a> {
     /// as a user of the box would expect.
     fn edges_from_neighbours(&mut self, c: usize, task: Resource) {
         let p = self.playbook;
-        let nets: Vec<&String> = p.containers[c]
-            .networks
-            .iter()
-            .map(|(n, _)| &n.value)
-            .collect();
-        for (j, other) in p.containers.iter().enumerate() {
-            if j != c && other.networks.iter().any(|(n, _)| nets.contains(&&n.value)) {
-                self.edge(Resource::Container(j), task);
-            }
+        let (mut containers, mut models) = (Vec::new(), Vec::new());
+        for (net, _) in &p.containers[c].networks {
+            let net = net.value.as_str();
+            containers.extend(self.names.containers_on.get(net).into_iter().flatten());
+            models.extend(self.names.models_on.get(net).into_iter().flatten());
         }
-        for (m, model) in p.models.iter().enumerate() {
-            if nets.contains(&&model.network.value) {
-                self.edge(Resource::Model(m), task);
-            }
+        // In playbook order, each once: the order the edges were always added in.
+        containers.sort_unstable();
+        containers.dedup();
+        models.sort_unstable();
+        models.dedup();
+        for j in containers.into_iter().filter(|j| *j != c) {
+            self.edge(Resource::Container(j), task);
+        }
+        for m in models {
+            self.edge(Resource::Model(m), task);
         }
     }
 

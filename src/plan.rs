@@ -234,13 +234,19 @@ fn container_step(p: &Playbook, i: usize, errors: &mut Vec<PlanError>) -> Option
         None => None,
     };
     check_targets(c, errors);
-    let host = sandbox::Host::current();
-    let project = std::fs::canonicalize(&p.source.dir).unwrap_or_else(|_| p.source.dir.clone());
-    let mounts: Vec<Bind> = c
-        .mounts
-        .iter()
-        .filter_map(|m| bind(p, m, &project, &host, errors))
-        .collect();
+    // Resolving the host's sockets, home and project takes a dozen system calls: only
+    // for a container that mounts something.
+    let mounts: Vec<Bind> = if c.mounts.is_empty() {
+        Vec::new()
+    } else {
+        let host = sandbox::Host::current();
+        let project =
+            std::fs::canonicalize(&p.source.dir).unwrap_or_else(|_| p.source.dir.clone());
+        c.mounts
+            .iter()
+            .filter_map(|m| bind(p, m, &project, &host, errors))
+            .collect()
+    };
     if errors.len() > before {
         return None;
     }

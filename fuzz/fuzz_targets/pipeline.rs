@@ -1,5 +1,6 @@
 //! Any bytes as a playbook: parse → decode → render → graph → plan, and the rendered
-//! diagnostics, must never panic.
+//! diagnostics, must never panic. And the parser's fast path must agree with kdl's
+//! parser: it declines the text, or builds the very document kdl builds, spans included.
 #![no_main]
 
 use std::path::Path;
@@ -14,6 +15,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
+    playbook::check_against_kdl(text);
     let dir = std::env::temp_dir();
     let source = Source::from_text(Path::new("fuzz.kdl"), dir.clone(), text.to_owned());
     let mut decoded = match playbook::decode(&source) {

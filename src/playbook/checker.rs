@@ -3,8 +3,6 @@
 //! overrides. It reports everything it finds and changes nothing; the decoder then reads
 //! values knowing their shape is right.
 
-use std::collections::HashMap;
-
 use kdl::{KdlEntry, KdlNode, KdlValue};
 use miette::SourceSpan;
 
@@ -21,33 +19,35 @@ pub struct Checker<'p> {
 impl Checker<'_> {
     /// Checks `nodes`, the children of `owner` (or the top level), against `schemas`.
     pub fn check_nodes(&mut self, nodes: &[KdlNode], schemas: &[Node], owner: Option<&KdlNode>) {
-        let place = owner.map_or_else(
-            || "at the top level".to_owned(),
-            |o| format!("in `{}`", o.name().value()),
-        );
-        let mut first: HashMap<&str, SourceSpan> = HashMap::new();
+        // Only for messages: not built for every node.
+        let place = || {
+            owner.map_or_else(
+                || "at the top level".to_owned(),
+                |o| format!("in `{}`", o.name().value()),
+            )
+        };
+        let mut first: Vec<(&str, SourceSpan)> = Vec::new();
         for node in nodes {
             let name = node.name().value();
             let Some(schema) = schemas.iter().find(|s| s.name == name) else {
-                self.unknown_node(node, &place, schemas);
+                self.unknown_node(node, &place(), schemas);
                 continue;
             };
             if matches!(schema.times, Times::Once | Times::Required) {
-                if let Some(earlier) = first.get(name) {
+                if let Some(earlier) = record(&mut first, schema.name, node.name().span()) {
                     self.problems.push(DecodeError::Overridden {
-                        first: *earlier,
+                        first: earlier,
                         help: format!("remove one `{name}`: the last one is used"),
                         span: node.name().span(),
-                        what: format!("`{name}` {place}"),
+                        what: format!("`{name}` {}", place()),
                     });
                 }
-                first.insert(schema.name, node.name().span());
             }
             self.check_node(node, schema);
         }
         if let Some(owner) = owner {
             for schema in schemas.iter().filter(|s| s.times == Times::Required) {
-                if !first.contains_key(schema.name) {
+                if !first.iter().any(|(name, _)| *name == schema.name) {
                     self.problems.push(DecodeError::MissingChild {
                         child: schema.name,
                         help: Some(if schema.example.is_empty() {
@@ -64,7 +64,7 @@ impl Checker<'_> {
     }
 
     fn check_node(&mut self, node: &KdlNode, schema: &Node) {
-        let mut props: HashMap<&str, SourceSpan> = HashMap::new();
+        let mut props: Vec<(&str, SourceSpan)> = Vec::new();
         let mut args = Vec::new();
         for entry in node.entries() {
             let Some(key) = entry.name() else {
@@ -75,7 +75,7 @@ impl Checker<'_> {
                 self.unknown_property(node, entry, schema);
                 continue;
             };
-            if let Some(earlier) = props.insert(prop.name, entry.span()) {
+            if let Some(earlier) = record(&mut props, prop.name, entry.span()) {
                 let opens = prop.name == "egress" && matches!(entry.value(), KdlValue::Bool(true));
                 self.problems.push(DecodeError::Overridden {
                     first: earlier,
@@ -330,6 +330,22 @@ pub fn is_name(s: &str) -> bool {
 }
 
 /// "container `box`" for a node whose first argument is its name.
+/// Records `span` as the latest place of `name` and returns the one before, if any: a
+/// map for the handful of names of one node, where a `HashMap` costs more than it saves.
+fn record<'s>(
+    seen: &mut Vec<(&'s str, SourceSpan)>,
+    name: &'s str,
+    span: SourceSpan,
+) -> Option<SourceSpan> {
+    match seen.iter_mut().find(|(seen, _)| *seen == name) {
+        Some((_, latest)) => Some(std::mem::replace(latest, span)),
+        None => {
+            seen.push((name, span));
+            None
+        }
+    }
+}
+
 pub fn describe(node: &KdlNode) -> String {
     match node
         .entries()

@@ -16,7 +16,7 @@ use super::{
     Container, DEFAULT_CONTEXT, DEFAULT_MAX_STEPS, DEFAULT_MAX_TOKENS, DEFAULT_MODEL_IMAGE,
     DEFAULT_TMPFS_SIZE, DecodeError, Health, HealthProbe, HostMount, Image, Limits, Model, Network,
     Playbook, Source, Spanned, Task, TaskKind, Tmpfs, Var, VarType, VarValue, Volume, VolumeMount,
-    checker::Checker, schema, units,
+    checker::Checker, fast_parser::FastParser, schema, units,
 };
 
 /// A decoded playbook and the warnings it gave.
@@ -111,28 +111,8 @@ impl Decoder {
         playbook: &mut Playbook,
         chain: &mut Vec<(PathBuf, PathBuf)>,
     ) {
-        if let Some(at) = super::nesting::too_deep(text) {
-            self.problems.push(DecodeError::Syntax {
-                help: Some("a playbook nests two or three levels; check for unclosed `{`".into()),
-                label: "too deep".into(),
-                message: format!(
-                    "children are nested more than {} levels deep",
-                    super::nesting::MAX_DEPTH
-                ),
-                span: (base + at, 1).into(),
-            });
+        let Some(mut doc) = self.parse(text, base) else {
             return;
-        }
-        let mut doc = match KdlDocument::parse_v2(text) {
-            Ok(doc) => doc,
-            Err(err) => {
-                self.problems.extend(
-                    err.diagnostics
-                        .into_iter()
-                        .map(|d| syntax_error(text, base, d)),
-                );
-                return;
-            }
         };
         if base > 0 {
             shift_document(&mut doc, base);
@@ -160,6 +140,39 @@ impl Decoder {
                 "task" => playbook.tasks.extend(self.decode_task(node)),
                 // The checker reported it.
                 _ => {}
+            }
+        }
+    }
+
+    /// One file's text as a KDL document, or its syntax errors recorded. Text the fast
+    /// path declines is checked for nesting first: kdl's parser recurses, and would
+    /// overflow its stack on a hostile file. (The fast path never reads text nested
+    /// that deep.)
+    fn parse(&mut self, text: &str, base: usize) -> Option<KdlDocument> {
+        if let Some(doc) = FastParser::parse(text) {
+            return Some(doc);
+        }
+        if let Some(at) = super::nesting::too_deep(text) {
+            self.problems.push(DecodeError::Syntax {
+                help: Some("a playbook nests two or three levels; check for unclosed `{`".into()),
+                label: "too deep".into(),
+                message: format!(
+                    "children are nested more than {} levels deep",
+                    super::nesting::MAX_DEPTH
+                ),
+                span: (base + at, 1).into(),
+            });
+            return None;
+        }
+        match KdlDocument::parse_v2(text) {
+            Ok(doc) => Some(doc),
+            Err(err) => {
+                self.problems.extend(
+                    err.diagnostics
+                        .into_iter()
+                        .map(|d| syntax_error(text, base, d)),
+                );
+                None
             }
         }
     }

@@ -4,9 +4,11 @@
 mod checker;
 mod decode_error;
 mod decoder;
+mod fast_parser;
 pub mod formatter;
 pub mod grammar;
 mod nesting;
+mod parser;
 mod problems;
 mod renderer;
 mod resources;
@@ -20,6 +22,9 @@ use std::path::Path;
 
 pub use decode_error::DecodeError;
 pub use decoder::{DecodeFailure, Decoded, Decoder, closest, syntax_errors};
+#[doc(hidden)]
+pub use fast_parser::check_against_kdl;
+pub use parser::parse;
 pub use problems::Problems;
 pub use renderer::{Inputs, render};
 pub use resources::*;
