@@ -34,6 +34,12 @@ pub struct FastParser<'t> {
     /// A node without name, entries or formatting, copied for every node:
     /// `KdlNode::new` would allocate a trailing newline that `set_format` throws away.
     blank: KdlNode,
+    /// The entries of the node being read. They move into a `Vec` of their exact size
+    /// once all are read: one that grows starts with room for four, and most nodes have
+    /// one or two, so spare room would be most of the document's memory.
+    entries: Vec<KdlEntry>,
+    /// The nodes being read, per depth, likewise.
+    nodes: Vec<Vec<KdlNode>>,
     /// Byte offset of the next unread character.
     pos: usize,
     text: &'t str,
@@ -46,6 +52,8 @@ impl<'t> FastParser<'t> {
         blank.set_format(KdlNodeFormat::default());
         let mut parser = FastParser {
             blank,
+            entries: Vec::new(),
+            nodes: Vec::new(),
             pos: 0,
             text,
         };
@@ -81,9 +89,12 @@ impl<'t> FastParser<'t> {
         self.skip_line_space()?;
         let leading = self.since(leading_start);
         let start = self.pos;
-        let mut nodes = Vec::new();
+        if self.nodes.len() <= depth {
+            self.nodes.resize_with(depth + 1, Vec::new);
+        }
+        let mut scratch = std::mem::take(&mut self.nodes[depth]);
         if !self.at_block_end() {
-            nodes.push(self.parse_node(String::new(), depth)?);
+            scratch.push(self.parse_node(String::new(), depth)?);
             loop {
                 let separator = self.pos;
                 if !self.skip_terminator()? {
@@ -97,10 +108,11 @@ impl<'t> FastParser<'t> {
                     break;
                 }
                 let leading = self.since(node_start).to_owned();
-                nodes.push(self.parse_node(leading, depth)?);
+                scratch.push(self.parse_node(leading, depth)?);
             }
         }
-        nodes.shrink_to_fit();
+        let mut nodes: Vec<KdlNode> = scratch.drain(..).collect();
+        self.nodes[depth] = scratch;
         let span = self.span(start);
         self.skip_terminator()?;
         let trailing_start = self.pos;
@@ -136,11 +148,9 @@ impl<'t> FastParser<'t> {
                 break;
             }
             let entry = self.parse_entry(space)?;
-            node.entries_mut().push(entry);
+            self.entries.push(entry);
         }
-        // A `Vec` starts with room for four; most nodes have one or two entries, and the
-        // spare room would be most of the document's memory.
-        node.entries_mut().shrink_to_fit();
+        *node.entries_mut() = self.entries.drain(..).collect();
         let space = self.pos;
         self.skip_node_space()?;
         let (before_children, before_terminator) = if self.peek() == Some(b'{') {
