@@ -256,7 +256,9 @@ impl<'t> FastParser<'t> {
     /// where a property's key may stand.
     fn check_value_end(&self, key: bool) -> Parsed<()> {
         match self.rest() {
-            [] | [b' ' | b'\t' | b'\n' | b';' | b'{' | b'}', ..] | [b'/', b'/' | b'*', ..] => Ok(()),
+            [] | [b' ' | b'\t' | b'\n' | b';' | b'{' | b'}', ..] | [b'/', b'/' | b'*', ..] => {
+                Ok(())
+            }
             [b'=', ..] if key => Ok(()),
             _ => Err(Declined),
         }
@@ -582,13 +584,8 @@ fn is_identifier_start(b: u8) -> bool {
 fn is_unicode_space(c: char) -> bool {
     matches!(
         c,
-        '\t' | ' '
-            | '\u{a0}'
-            | '\u{1680}'
-            | '\u{2000}'..='\u{200a}'
-            | '\u{202f}'
-            | '\u{205f}'
-            | '\u{3000}'
+        '\t' | ' ' | '\u{a0}' | '\u{1680}' | '\u{2000}'
+            ..='\u{200a}' | '\u{202f}' | '\u{205f}' | '\u{3000}'
     )
 }
 
@@ -733,7 +730,11 @@ mod tests {
     fn declines_children_nested_too_deep() {
         let depth = super::super::nesting::MAX_DEPTH;
         handled(&format!("{}{}", "a { ".repeat(depth), "} ".repeat(depth)));
-        declined(&format!("{}{}", "a { ".repeat(depth + 1), "} ".repeat(depth + 1)));
+        declined(&format!(
+            "{}{}",
+            "a { ".repeat(depth + 1),
+            "} ".repeat(depth + 1)
+        ));
     }
 
     fn root() -> PathBuf {
@@ -857,11 +858,60 @@ mod tests {
 
     /// Pieces of KDL, valid and not, for the random texts below.
     const PIECES: &[&str] = &[
-        "a", "node", "k", "=", " = ", " ", "  ", "\t", "\n", "\n    ", ";", "{", "}", "{ ",
-        " }", "\"s\"", "\"\"", "\"\\n\"", "\"\\u{41}\"", "\"\\\"\"", "\"é\"", "1", "-7", "0",
-        "12", "1.5", "#true", "#false", "#null", "#inf", "#\"r\"#", "##\"r\"#\"##", "//",
-        "// c\n", "/*", "*/", "/* c */", "/-", "(t)", "\\", "\r", "\u{a0}", "\"\"\"\n",
-        "\"\"\"", "\n  \"\"\"", "x\n", "é", "#", "-", ".", "+", "true", "\u{feff}", "\u{2028}",
+        "a",
+        "node",
+        "k",
+        "=",
+        " = ",
+        " ",
+        "  ",
+        "\t",
+        "\n",
+        "\n    ",
+        ";",
+        "{",
+        "}",
+        "{ ",
+        " }",
+        "\"s\"",
+        "\"\"",
+        "\"\\n\"",
+        "\"\\u{41}\"",
+        "\"\\\"\"",
+        "\"é\"",
+        "1",
+        "-7",
+        "0",
+        "12",
+        "1.5",
+        "#true",
+        "#false",
+        "#null",
+        "#inf",
+        "#\"r\"#",
+        "##\"r\"#\"##",
+        "//",
+        "// c\n",
+        "/*",
+        "*/",
+        "/* c */",
+        "/-",
+        "(t)",
+        "\\",
+        "\r",
+        "\u{a0}",
+        "\"\"\"\n",
+        "\"\"\"",
+        "\n  \"\"\"",
+        "x\n",
+        "é",
+        "#",
+        "-",
+        ".",
+        "+",
+        "true",
+        "\u{feff}",
+        "\u{2028}",
     ];
 
     #[test]
