@@ -111,7 +111,8 @@ impl<'t> FastParser<'t> {
                 scratch.push(self.parse_node(leading, depth)?);
             }
         }
-        let mut nodes: Vec<KdlNode> = scratch.drain(..).collect();
+        let mut nodes = Vec::with_capacity(scratch.len());
+        nodes.append(&mut scratch);
         self.nodes[depth] = scratch;
         let span = self.span(start);
         self.skip_terminator()?;
@@ -121,7 +122,7 @@ impl<'t> FastParser<'t> {
         // The first node, if any, holds the whitespace before it, not the document.
         let leading = match nodes.first_mut().and_then(KdlNode::format_mut) {
             Some(format) => {
-                format.leading = leading.to_owned();
+                leading.clone_into(&mut format.leading);
                 String::new()
             }
             None => leading.to_owned(),
@@ -150,7 +151,9 @@ impl<'t> FastParser<'t> {
             let entry = self.parse_entry(space)?;
             self.entries.push(entry);
         }
-        *node.entries_mut() = self.entries.drain(..).collect();
+        let entries = node.entries_mut();
+        entries.reserve_exact(self.entries.len());
+        entries.append(&mut self.entries);
         let space = self.pos;
         self.skip_node_space()?;
         let (before_children, before_terminator) = if self.peek() == Some(b'{') {
@@ -196,49 +199,62 @@ impl<'t> FastParser<'t> {
 
     /// An argument or a property; `leading_start` is where the space before it began.
     fn parse_entry(&mut self, leading_start: usize) -> Parsed<KdlEntry> {
-        let mut format = KdlEntryFormat {
-            leading: self.since(leading_start).to_owned(),
-            ..KdlEntryFormat::default()
-        };
         let start = self.pos;
-        let mut key = None;
-        let value = if let Some(string) = self.parse_string()? {
-            self.check_value_end(true)?;
-            let key_end = self.pos;
-            self.skip_node_space()?;
-            if self.peek() == Some(b'=') {
-                let mut name = KdlIdentifier::from(string);
-                name.set_repr(&self.text[start..key_end]);
-                name.set_span(SourceSpan::from(start..key_end));
-                key = Some(name);
-                format.after_key = self.text[key_end..self.pos].to_owned();
-                self.pos += 1;
-                let after_eq = self.pos;
-                self.skip_node_space()?;
-                format.after_eq = self.since(after_eq).to_owned();
-                let value_start = self.pos;
-                let value = match self.parse_string()? {
-                    Some(string) => KdlValue::String(string),
-                    None => self.parse_number_or_keyword()?,
-                };
-                format.value_repr = self.since(value_start).to_owned();
-                value
-            } else {
-                self.pos = key_end;
-                format.value_repr = self.since(start).to_owned();
-                KdlValue::String(string)
-            }
-        } else {
+        let Some(string) = self.parse_string()? else {
             let value = self.parse_number_or_keyword()?;
-            format.value_repr = self.since(start).to_owned();
-            value
+            return self.finish_entry(value, leading_start, None, start);
         };
-        self.check_value_end(false)?;
-        let mut entry = KdlEntry::new(value);
-        if key.is_some() {
-            entry.set_name(key);
+        self.check_value_end(true)?;
+        let key_end = self.pos;
+        self.skip_node_space()?;
+        if self.peek() != Some(b'=') {
+            self.pos = key_end;
+            return self.finish_entry(KdlValue::String(string), leading_start, None, start);
         }
-        entry.set_format(format);
+        let mut key = KdlIdentifier::from(string);
+        key.set_repr(&self.text[start..key_end]);
+        key.set_span(SourceSpan::from(start..key_end));
+        let after_key = self.text[key_end..self.pos].to_owned();
+        self.pos += 1;
+        let after_eq = self.pos;
+        self.skip_node_space()?;
+        let after_eq = self.since(after_eq).to_owned();
+        let value_start = self.pos;
+        let value = match self.parse_string()? {
+            Some(string) => KdlValue::String(string),
+            None => self.parse_number_or_keyword()?,
+        };
+        let key = (key, after_key, after_eq, value_start);
+        self.finish_entry(value, leading_start, Some(key), start)
+    }
+
+    /// The entry whose value ends at the cursor, with its key, the space around the
+    /// `=` and where the value starts, if it is a property.
+    fn finish_entry(
+        &self,
+        value: KdlValue,
+        leading_start: usize,
+        key: Option<(KdlIdentifier, String, String, usize)>,
+        start: usize,
+    ) -> Parsed<KdlEntry> {
+        self.check_value_end(false)?;
+        let (name, after_key, after_eq, value_start) = match key {
+            Some((name, after_key, after_eq, value_start)) => {
+                (Some(name), after_key, after_eq, value_start)
+            }
+            None => (None, String::new(), String::new(), start),
+        };
+        let mut entry = KdlEntry::new(value);
+        if name.is_some() {
+            entry.set_name(name);
+        }
+        entry.set_format(KdlEntryFormat {
+            after_eq,
+            after_key,
+            leading: self.text[leading_start..start].to_owned(),
+            value_repr: self.since(value_start).to_owned(),
+            ..KdlEntryFormat::default()
+        });
         entry.set_span(self.span(start));
         Ok(entry)
     }
@@ -751,7 +767,7 @@ mod tests {
         files
     }
 
-    /// The ```kdl blocks of a Markdown text.
+    /// The `kdl` code blocks of a Markdown text.
     fn kdl_blocks(text: &str) -> Vec<String> {
         let mut blocks = Vec::new();
         let mut current: Option<String> = None;
