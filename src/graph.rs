@@ -81,8 +81,8 @@ struct Names<'a> {
 
 impl<'a> Names<'a> {
     fn new(p: &'a Playbook) -> Self {
-        fn first<'a>(names: impl Iterator<Item = &'a String>) -> HashMap<&'a str, usize> {
-            let mut map = HashMap::new();
+        fn first<'a>(names: impl ExactSizeIterator<Item = &'a String>) -> HashMap<&'a str, usize> {
+            let mut map = HashMap::with_capacity(names.len());
             for (i, name) in names.enumerate() {
                 map.entry(name.as_str()).or_insert(i);
             }
@@ -96,7 +96,10 @@ impl<'a> Names<'a> {
         }
         let mut models_on: HashMap<&str, Vec<usize>> = HashMap::new();
         for (i, m) in p.models.iter().enumerate() {
-            models_on.entry(m.network.value.as_str()).or_default().push(i);
+            models_on
+                .entry(m.network.value.as_str())
+                .or_default()
+                .push(i);
         }
         Self {
             containers: first(p.containers.iter().map(|c| &c.name.value)),
@@ -113,10 +116,18 @@ impl<'a> Names<'a> {
 
 impl<'a> GraphBuilder<'a> {
     fn new(playbook: &'a Playbook) -> Self {
+        let p = playbook;
+        // Every resource, and a readiness node per model: room for all from the start.
+        let nodes = p.networks.len()
+            + p.volumes.len()
+            + p.images.len()
+            + 2 * p.models.len()
+            + p.containers.len()
+            + p.tasks.len();
         Self {
             errors: Vec::new(),
-            graph: DiGraph::new(),
-            index: HashMap::new(),
+            graph: DiGraph::with_capacity(nodes, 0),
+            index: HashMap::with_capacity(nodes),
             names: Names::new(playbook),
             playbook,
         }
@@ -415,28 +426,27 @@ impl<'a> GraphBuilder<'a> {
     /// Kahn's algorithm, always taking the ready resource that sorts first, so the order
     /// is stable: networks, models, containers, readiness, tasks; each in playbook order.
     fn order(&self) -> Vec<Resource> {
-        let mut indegree: HashMap<NodeIndex, usize> = self
+        // By node index: petgraph numbers the nodes 0, 1, 2, …
+        let mut indegree: Vec<usize> = self
             .graph
             .node_indices()
             .map(|n| {
-                (
-                    n,
-                    self.graph
-                        .neighbors_directed(n, Direction::Incoming)
-                        .count(),
-                )
+                self.graph
+                    .neighbors_directed(n, Direction::Incoming)
+                    .count()
             })
             .collect();
-        let mut ready: BTreeSet<(Resource, NodeIndex)> = indegree
-            .iter()
-            .filter(|(_, d)| **d == 0)
-            .map(|(n, _)| (self.graph[*n], *n))
+        let mut ready: BTreeSet<(Resource, NodeIndex)> = self
+            .graph
+            .node_indices()
+            .filter(|n| indegree[n.index()] == 0)
+            .map(|n| (self.graph[n], n))
             .collect();
         let mut order = Vec::with_capacity(indegree.len());
         while let Some((r, n)) = ready.pop_first() {
             order.push(r);
             for next in self.graph.neighbors_directed(n, Direction::Outgoing) {
-                let d = indegree.get_mut(&next).expect("every node has an indegree");
+                let d = &mut indegree[next.index()];
                 *d -= 1;
                 if *d == 0 {
                     ready.insert((self.graph[next], next));

@@ -240,8 +240,7 @@ fn container_step(p: &Playbook, i: usize, errors: &mut Vec<PlanError>) -> Option
         Vec::new()
     } else {
         let host = sandbox::Host::current();
-        let project =
-            std::fs::canonicalize(&p.source.dir).unwrap_or_else(|_| p.source.dir.clone());
+        let project = std::fs::canonicalize(&p.source.dir).unwrap_or_else(|_| p.source.dir.clone());
         c.mounts
             .iter()
             .filter_map(|m| bind(p, m, &project, &host, errors))

@@ -33,15 +33,15 @@ impl Checker<'_> {
                 self.unknown_node(node, &place(), schemas);
                 continue;
             };
-            if matches!(schema.times, Times::Once | Times::Required) {
-                if let Some(earlier) = record(&mut first, schema.name, node.name().span()) {
-                    self.problems.push(DecodeError::Overridden {
-                        first: earlier,
-                        help: format!("remove one `{name}`: the last one is used"),
-                        span: node.name().span(),
-                        what: format!("`{name}` {}", place()),
-                    });
-                }
+            if matches!(schema.times, Times::Once | Times::Required)
+                && let Some(earlier) = record(&mut first, schema.name, node.name().span())
+            {
+                self.problems.push(DecodeError::Overridden {
+                    first: earlier,
+                    help: format!("remove one `{name}`: the last one is used"),
+                    span: node.name().span(),
+                    what: format!("`{name}` {}", place()),
+                });
             }
             self.check_node(node, schema);
         }
@@ -337,13 +337,11 @@ fn record<'s>(
     name: &'s str,
     span: SourceSpan,
 ) -> Option<SourceSpan> {
-    match seen.iter_mut().find(|(seen, _)| *seen == name) {
-        Some((_, latest)) => Some(std::mem::replace(latest, span)),
-        None => {
-            seen.push((name, span));
-            None
-        }
+    if let Some((_, latest)) = seen.iter_mut().find(|(seen, _)| *seen == name) {
+        return Some(std::mem::replace(latest, span));
     }
+    seen.push((name, span));
+    None
 }
 
 pub fn describe(node: &KdlNode) -> String {

@@ -34,6 +34,12 @@ pub struct FastParser<'t> {
     /// A node without name, entries or formatting, copied for every node:
     /// `KdlNode::new` would allocate a trailing newline that `set_format` throws away.
     blank: KdlNode,
+    /// The entries of the node being read. They move into a `Vec` of their exact size
+    /// once all are read: one that grows starts with room for four, and most nodes have
+    /// one or two, so spare room would be most of the document's memory.
+    entries: Vec<KdlEntry>,
+    /// The nodes being read, per depth, likewise.
+    nodes: Vec<Vec<KdlNode>>,
     /// Byte offset of the next unread character.
     pos: usize,
     text: &'t str,
@@ -46,6 +52,8 @@ impl<'t> FastParser<'t> {
         blank.set_format(KdlNodeFormat::default());
         let mut parser = FastParser {
             blank,
+            entries: Vec::new(),
+            nodes: Vec::new(),
             pos: 0,
             text,
         };
@@ -81,9 +89,12 @@ impl<'t> FastParser<'t> {
         self.skip_line_space()?;
         let leading = self.since(leading_start);
         let start = self.pos;
-        let mut nodes = Vec::new();
+        if self.nodes.len() <= depth {
+            self.nodes.resize_with(depth + 1, Vec::new);
+        }
+        let mut scratch = std::mem::take(&mut self.nodes[depth]);
         if !self.at_block_end() {
-            nodes.push(self.parse_node(String::new(), depth)?);
+            scratch.push(self.parse_node(String::new(), depth)?);
             loop {
                 let separator = self.pos;
                 if !self.skip_terminator()? {
@@ -97,10 +108,12 @@ impl<'t> FastParser<'t> {
                     break;
                 }
                 let leading = self.since(node_start).to_owned();
-                nodes.push(self.parse_node(leading, depth)?);
+                scratch.push(self.parse_node(leading, depth)?);
             }
         }
-        nodes.shrink_to_fit();
+        let mut nodes = Vec::with_capacity(scratch.len());
+        nodes.append(&mut scratch);
+        self.nodes[depth] = scratch;
         let span = self.span(start);
         self.skip_terminator()?;
         let trailing_start = self.pos;
@@ -109,7 +122,7 @@ impl<'t> FastParser<'t> {
         // The first node, if any, holds the whitespace before it, not the document.
         let leading = match nodes.first_mut().and_then(KdlNode::format_mut) {
             Some(format) => {
-                format.leading = leading.to_owned();
+                leading.clone_into(&mut format.leading);
                 String::new()
             }
             None => leading.to_owned(),
@@ -136,11 +149,11 @@ impl<'t> FastParser<'t> {
                 break;
             }
             let entry = self.parse_entry(space)?;
-            node.entries_mut().push(entry);
+            self.entries.push(entry);
         }
-        // A `Vec` starts with room for four; most nodes have one or two entries, and the
-        // spare room would be most of the document's memory.
-        node.entries_mut().shrink_to_fit();
+        let entries = node.entries_mut();
+        entries.reserve_exact(self.entries.len());
+        entries.append(&mut self.entries);
         let space = self.pos;
         self.skip_node_space()?;
         let (before_children, before_terminator) = if self.peek() == Some(b'{') {
@@ -186,49 +199,62 @@ impl<'t> FastParser<'t> {
 
     /// An argument or a property; `leading_start` is where the space before it began.
     fn parse_entry(&mut self, leading_start: usize) -> Parsed<KdlEntry> {
-        let mut format = KdlEntryFormat {
-            leading: self.since(leading_start).to_owned(),
-            ..KdlEntryFormat::default()
-        };
         let start = self.pos;
-        let mut key = None;
-        let value = if let Some(string) = self.parse_string()? {
-            self.check_value_end(true)?;
-            let key_end = self.pos;
-            self.skip_node_space()?;
-            if self.peek() == Some(b'=') {
-                let mut name = KdlIdentifier::from(string);
-                name.set_repr(&self.text[start..key_end]);
-                name.set_span(SourceSpan::from(start..key_end));
-                key = Some(name);
-                format.after_key = self.text[key_end..self.pos].to_owned();
-                self.pos += 1;
-                let after_eq = self.pos;
-                self.skip_node_space()?;
-                format.after_eq = self.since(after_eq).to_owned();
-                let value_start = self.pos;
-                let value = match self.parse_string()? {
-                    Some(string) => KdlValue::String(string),
-                    None => self.parse_number_or_keyword()?,
-                };
-                format.value_repr = self.since(value_start).to_owned();
-                value
-            } else {
-                self.pos = key_end;
-                format.value_repr = self.since(start).to_owned();
-                KdlValue::String(string)
-            }
-        } else {
+        let Some(string) = self.parse_string()? else {
             let value = self.parse_number_or_keyword()?;
-            format.value_repr = self.since(start).to_owned();
-            value
+            return self.finish_entry(value, leading_start, None, start);
         };
-        self.check_value_end(false)?;
-        let mut entry = KdlEntry::new(value);
-        if key.is_some() {
-            entry.set_name(key);
+        self.check_value_end(true)?;
+        let key_end = self.pos;
+        self.skip_node_space()?;
+        if self.peek() != Some(b'=') {
+            self.pos = key_end;
+            return self.finish_entry(KdlValue::String(string), leading_start, None, start);
         }
-        entry.set_format(format);
+        let mut key = KdlIdentifier::from(string);
+        key.set_repr(&self.text[start..key_end]);
+        key.set_span(SourceSpan::from(start..key_end));
+        let after_key = self.text[key_end..self.pos].to_owned();
+        self.pos += 1;
+        let after_eq = self.pos;
+        self.skip_node_space()?;
+        let after_eq = self.since(after_eq).to_owned();
+        let value_start = self.pos;
+        let value = match self.parse_string()? {
+            Some(string) => KdlValue::String(string),
+            None => self.parse_number_or_keyword()?,
+        };
+        let key = (key, after_key, after_eq, value_start);
+        self.finish_entry(value, leading_start, Some(key), start)
+    }
+
+    /// The entry whose value ends at the cursor, with its key, the space around the
+    /// `=` and where the value starts, if it is a property.
+    fn finish_entry(
+        &self,
+        value: KdlValue,
+        leading_start: usize,
+        key: Option<(KdlIdentifier, String, String, usize)>,
+        start: usize,
+    ) -> Parsed<KdlEntry> {
+        self.check_value_end(false)?;
+        let (name, after_key, after_eq, value_start) = match key {
+            Some((name, after_key, after_eq, value_start)) => {
+                (Some(name), after_key, after_eq, value_start)
+            }
+            None => (None, String::new(), String::new(), start),
+        };
+        let mut entry = KdlEntry::new(value);
+        if name.is_some() {
+            entry.set_name(name);
+        }
+        entry.set_format(KdlEntryFormat {
+            after_eq,
+            after_key,
+            leading: self.text[leading_start..start].to_owned(),
+            value_repr: self.since(value_start).to_owned(),
+            ..KdlEntryFormat::default()
+        });
         entry.set_span(self.span(start));
         Ok(entry)
     }
@@ -246,7 +272,9 @@ impl<'t> FastParser<'t> {
     /// where a property's key may stand.
     fn check_value_end(&self, key: bool) -> Parsed<()> {
         match self.rest() {
-            [] | [b' ' | b'\t' | b'\n' | b';' | b'{' | b'}', ..] | [b'/', b'/' | b'*', ..] => Ok(()),
+            [] | [b' ' | b'\t' | b'\n' | b';' | b'{' | b'}', ..] | [b'/', b'/' | b'*', ..] => {
+                Ok(())
+            }
             [b'=', ..] if key => Ok(()),
             _ => Err(Declined),
         }
@@ -572,13 +600,8 @@ fn is_identifier_start(b: u8) -> bool {
 fn is_unicode_space(c: char) -> bool {
     matches!(
         c,
-        '\t' | ' '
-            | '\u{a0}'
-            | '\u{1680}'
-            | '\u{2000}'..='\u{200a}'
-            | '\u{202f}'
-            | '\u{205f}'
-            | '\u{3000}'
+        '\t' | ' ' | '\u{a0}' | '\u{1680}' | '\u{2000}'
+            ..='\u{200a}' | '\u{202f}' | '\u{205f}' | '\u{3000}'
     )
 }
 
@@ -723,7 +746,11 @@ mod tests {
     fn declines_children_nested_too_deep() {
         let depth = super::super::nesting::MAX_DEPTH;
         handled(&format!("{}{}", "a { ".repeat(depth), "} ".repeat(depth)));
-        declined(&format!("{}{}", "a { ".repeat(depth + 1), "} ".repeat(depth + 1)));
+        declined(&format!(
+            "{}{}",
+            "a { ".repeat(depth + 1),
+            "} ".repeat(depth + 1)
+        ));
     }
 
     fn root() -> PathBuf {
@@ -740,7 +767,7 @@ mod tests {
         files
     }
 
-    /// The ```kdl blocks of a Markdown text.
+    /// The `kdl` code blocks of a Markdown text.
     fn kdl_blocks(text: &str) -> Vec<String> {
         let mut blocks = Vec::new();
         let mut current: Option<String> = None;
@@ -847,11 +874,60 @@ mod tests {
 
     /// Pieces of KDL, valid and not, for the random texts below.
     const PIECES: &[&str] = &[
-        "a", "node", "k", "=", " = ", " ", "  ", "\t", "\n", "\n    ", ";", "{", "}", "{ ",
-        " }", "\"s\"", "\"\"", "\"\\n\"", "\"\\u{41}\"", "\"\\\"\"", "\"é\"", "1", "-7", "0",
-        "12", "1.5", "#true", "#false", "#null", "#inf", "#\"r\"#", "##\"r\"#\"##", "//",
-        "// c\n", "/*", "*/", "/* c */", "/-", "(t)", "\\", "\r", "\u{a0}", "\"\"\"\n",
-        "\"\"\"", "\n  \"\"\"", "x\n", "é", "#", "-", ".", "+", "true", "\u{feff}", "\u{2028}",
+        "a",
+        "node",
+        "k",
+        "=",
+        " = ",
+        " ",
+        "  ",
+        "\t",
+        "\n",
+        "\n    ",
+        ";",
+        "{",
+        "}",
+        "{ ",
+        " }",
+        "\"s\"",
+        "\"\"",
+        "\"\\n\"",
+        "\"\\u{41}\"",
+        "\"\\\"\"",
+        "\"é\"",
+        "1",
+        "-7",
+        "0",
+        "12",
+        "1.5",
+        "#true",
+        "#false",
+        "#null",
+        "#inf",
+        "#\"r\"#",
+        "##\"r\"#\"##",
+        "//",
+        "// c\n",
+        "/*",
+        "*/",
+        "/* c */",
+        "/-",
+        "(t)",
+        "\\",
+        "\r",
+        "\u{a0}",
+        "\"\"\"\n",
+        "\"\"\"",
+        "\n  \"\"\"",
+        "x\n",
+        "é",
+        "#",
+        "-",
+        ".",
+        "+",
+        "true",
+        "\u{feff}",
+        "\u{2028}",
     ];
 
     #[test]
