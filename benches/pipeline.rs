@@ -177,7 +177,11 @@ fn main() {
     // profiler); by default every size, with the peer.
     let args: Vec<String> = std::env::args().skip(1).collect();
     let peer = !args.iter().any(|a| a == "--no-peer");
-    let files: Vec<&String> = args.iter().filter(|a| a.ends_with(".kdl")).collect();
+    // Any other argument names a playbook file.
+    let files: Vec<&String> = args
+        .iter()
+        .filter(|a| !a.starts_with("--") && a.parse::<usize>().is_err())
+        .collect();
     let mut sizes: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
     if sizes.is_empty() && files.is_empty() {
         sizes = vec![10, 100, 1_000, 10_000];
