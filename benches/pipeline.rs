@@ -3,6 +3,9 @@
 //! equivalent compose file in the same run as the peer (when it is installed).
 //!
 //! Run: `cargo bench --bench pipeline`. Results go to stdout as a Markdown table.
+//! `cargo bench --bench pipeline -- playbooks/hello-agent.kdl` measures a real playbook
+//! instead: its parse by kdl alone and by openmono (whose fast path reads playbooks that
+//! are valid KDL), and its parse → plan.
 
 // A bench builds text and prints numbers; precision to the last byte does not matter.
 #![allow(clippy::format_push_string, clippy::cast_precision_loss)]
@@ -95,7 +98,12 @@ fn pipeline(text: &str) -> Plan {
         std::env::temp_dir(),
         text.to_owned(),
     );
-    let mut decoded = playbook::decode(&source).expect("decodes").playbook;
+    plan(&source)
+}
+
+/// decode (parse included) → render → graph → plan.
+fn plan(source: &Source) -> Plan {
+    let mut decoded = playbook::decode(source).expect("decodes").playbook;
     let inputs = Inputs {
         cwd: std::env::temp_dir(),
         run_id: "bench".into(),
@@ -141,17 +149,55 @@ fn compose_config(text: &str) -> Option<Duration> {
     Some(time)
 }
 
+/// A playbook file, read once: its parse by kdl and by openmono, and parse → plan.
+fn measure_file(path: &Path) {
+    let source = Source::read(path).expect("reads the playbook");
+    let text = source.text.as_str();
+    let micros = |d: Duration| format!("{:.1} µs", d.as_secs_f64() * 1e6);
+    let kdl = median(201, || {
+        std::hint::black_box(kdl::KdlDocument::parse_v2(text)).expect("parses");
+    });
+    let openmono = median(201, || {
+        std::hint::black_box(playbook::parse(text)).expect("parses");
+    });
+    let whole = median(201, || {
+        std::hint::black_box(plan(&source));
+    });
+    println!(
+        "| {} | {} | {} | {} |",
+        path.display(),
+        micros(kdl),
+        micros(openmono),
+        micros(whole)
+    );
+}
+
 fn main() {
-    println!("| resources | openmono parse→plan | peak heap | docker-compose config | ratio |");
-    println!("| ---: | ---: | ---: | ---: | ---: |");
     // `cargo bench --bench pipeline -- 1000 --no-peer` measures one size alone (for a
     // profiler); by default every size, with the peer.
     let args: Vec<String> = std::env::args().skip(1).collect();
     let peer = !args.iter().any(|a| a == "--no-peer");
+    // Any other argument names a playbook file.
+    let files: Vec<&String> = args
+        .iter()
+        .filter(|a| !a.starts_with("--") && a.parse::<usize>().is_err())
+        .collect();
     let mut sizes: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
-    if sizes.is_empty() {
+    if sizes.is_empty() && files.is_empty() {
         sizes = vec![10, 100, 1_000, 10_000];
     }
+    if !files.is_empty() {
+        println!("| playbook | parse (kdl) | parse (openmono) | openmono parse→plan |");
+        println!("| --- | ---: | ---: | ---: |");
+        for file in files {
+            measure_file(Path::new(file));
+        }
+    }
+    if sizes.is_empty() {
+        return;
+    }
+    println!("| resources | openmono parse→plan | peak heap | docker-compose config | ratio |");
+    println!("| ---: | ---: | ---: | ---: | ---: |");
     for n in sizes {
         let text = playbook(n);
         let runs = if n >= 10_000 { 5 } else { 21 };

@@ -819,12 +819,30 @@ mod tests {
             }
             read += usize::from(handled);
         }
+        eprintln!("the fast path read {read} of {} texts", corpus.len());
         // Most of them are plain playbook KDL.
         assert!(
             corpus.len() > 50 && read * 3 > corpus.len() * 2,
             "{read} of {}",
             corpus.len()
         );
+    }
+
+    /// `OPENMONO_CORPUS=fuzz/corpus/parser cargo test --lib -- --ignored corpus`: a fuzz
+    /// corpus replayed through the check, with how much of it the fast path read.
+    #[test]
+    #[ignore = "needs a fuzz corpus"]
+    fn a_fuzz_corpus_agrees() {
+        let dir = std::env::var("OPENMONO_CORPUS").expect("OPENMONO_CORPUS names a folder");
+        let (mut texts, mut read) = (0, 0);
+        for entry in std::fs::read_dir(dir).expect("folder") {
+            let bytes = std::fs::read(entry.expect("entry").path()).expect("read");
+            if let Ok(text) = std::str::from_utf8(&bytes) {
+                texts += 1;
+                read += usize::from(agrees(text));
+            }
+        }
+        eprintln!("the fast path read {read} of {texts} texts");
     }
 
     /// A playbook of about `n` resources, shaped like the benchmark's.
