@@ -142,14 +142,7 @@ fn digests(source: &Source) -> Vec<SourceDigest> {
     files
         .map(|(path, text)| SourceDigest {
             path: std::path::absolute(path).unwrap_or_else(|_| path.clone()),
-            sha256: Sha256::digest(text.as_bytes()).iter().fold(
-                String::with_capacity(64),
-                |mut hex, b| {
-                    use std::fmt::Write;
-                    let _ = write!(hex, "{b:02x}");
-                    hex
-                },
-            ),
+            sha256: crate::plan::hex(&Sha256::digest(text.as_bytes())),
         })
         .collect()
 }
