@@ -23,7 +23,7 @@ use crate::{
     agent::supervise::TIMED_OUT,
     plan::Plan,
     playbook::{Health, HealthProbe},
-    step::{MODEL_MOUNT, MODEL_PORT, Step, TaskSettings, WORKSPACE},
+    step::{MODEL_MOUNT, MODEL_PORT, REPLAY_MOUNT, Step, TaskSettings, WORKSPACE},
 };
 
 use super::{
@@ -154,7 +154,9 @@ pub async fn apply(plan: &Plan, options: &ApplyOptions) -> Result<Report, Engine
         .steps
         .iter()
         .filter_map(|s| match s {
-            Step::StartContainer { image, .. } | Step::StartModel { image, .. } => Some(image),
+            Step::StartContainer { image, .. }
+            | Step::StartModel { image, .. }
+            | Step::StartReplay { image, .. } => Some(image),
             _ => None,
         })
         .filter(|image| !built.contains(image))
@@ -329,7 +331,7 @@ impl Executor<'_> {
                 Some((i, outcome)) = running.next() => match outcome {
                     Outcome::Done => {
                         done[i] = true;
-                        if let (true, Step::StartContainer { name, .. } | Step::StartModel { name, .. }) =
+                        if let (true, Step::StartContainer { name, .. } | Step::StartModel { name, .. } | Step::StartReplay { name, .. }) =
                             (self.progress.follows(), &self.plan.steps[i])
                         {
                             followers.push(self.follow(name, i + 1));
@@ -462,6 +464,7 @@ impl Executor<'_> {
                     .await
             }
             Step::StartModel { .. } => self.start_model(step).await,
+            Step::StartReplay { .. } => self.start_replay(step).await,
             Step::StartContainer { .. } => self.start_container(step).await.map(|_| String::new()),
             Step::WaitModel {
                 from,

@@ -16,8 +16,6 @@ use std::io::Write;
 use std::net::TcpListener;
 use std::path::PathBuf;
 
-use serde_json::json;
-
 use self::script::Script;
 
 /// Arguments of `openmono replay`.
@@ -59,7 +57,8 @@ pub fn run(args: &ReplayArgs) -> i32 {
         args.listen
     ));
     server::serve(&listener, &args.alias, move |index, request| {
-        say(&json!({"request": index + 1, "body": request}).to_string());
+        // The number first, for people reading the log.
+        say(&format!("{{\"request\":{},\"body\":{request}}}", index + 1));
         script.answer(index, &request)
     });
     0

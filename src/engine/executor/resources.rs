@@ -183,6 +183,65 @@ impl Executor<'_> {
         Ok(String::new())
     }
 
+    /// A scripted model: the run's copy of openmono replays the script, with the same
+    /// confinement as a model server (a read-only root, no capabilities, `nobody`).
+    pub(super) async fn start_replay(&self, step: &Step) -> Result<String, String> {
+        let Step::StartReplay {
+            alias,
+            image,
+            name,
+            network,
+            script,
+            ..
+        } = step
+        else {
+            unreachable!("called for StartReplay only")
+        };
+        let cmd = [
+            "replay",
+            REPLAY_MOUNT,
+            "--listen",
+            &format!("0.0.0.0:{MODEL_PORT}"),
+            "--alias",
+            alias,
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let mut labels = self.labels(name);
+        labels.insert("dev.openmono.kind".to_owned(), "model".to_owned());
+        let spec = ContainerSpec {
+            cmd,
+            entrypoint: Some(vec![SELF_PATH.into()]),
+            image: image.clone(),
+            labels,
+            mounts: vec![
+                BindMount {
+                    read_only: true,
+                    source: script.display().to_string(),
+                    target: REPLAY_MOUNT.to_owned(),
+                    volume: false,
+                },
+                BindMount {
+                    read_only: true,
+                    source: self.self_volume(image).await?,
+                    target: crate::step::SELF_DIR.to_owned(),
+                    volume: true,
+                },
+            ],
+            name: self.engine_name(name),
+            networks: vec![(self.network(network)?, vec![name.clone()])],
+            read_only_rootfs: true,
+            user: Some("65534:65534".into()),
+            ..ContainerSpec::default()
+        };
+        let id = self.create(name, spec).await?;
+        self.engine
+            .start_container(&id)
+            .await
+            .map_err(|e| error_chain(&e))?;
+        Ok(String::new())
+    }
+
     /// Creates and starts a task container; returns its id. Its health, if it has a
     /// check, is waited for by the caller.
     pub(super) async fn start_container(&self, step: &Step) -> Result<String, String> {
