@@ -280,37 +280,7 @@ impl fmt::Display for Step {
             }
             Self::StartContainer { .. } => self.fmt_container(f),
             Self::StartModel { .. } => self.fmt_model(f),
-            Self::StartReplay {
-                alias,
-                image,
-                name,
-                network,
-                pinned,
-                replies,
-                script,
-                transcript,
-            } => {
-                write!(
-                    f,
-                    "+ start model `{name}`: openmono replay from `{image}` on `{network}`"
-                )?;
-                write!(
-                    f,
-                    "\n      mount {} ({replies} {}{}) at {REPLAY_MOUNT} (read-only){}",
-                    script.display(),
-                    if *replies == 1 { "reply" } else { "replies" },
-                    if *transcript {
-                        ", from a transcript"
-                    } else {
-                        ""
-                    },
-                    if *pinned { ", SHA-256 as pinned" } else { "" }
-                )?;
-                write!(
-                    f,
-                    "\n      answers request n with reply n, served as `{alias}` at http://{name}:{MODEL_PORT}"
-                )
-            }
+            Self::StartReplay { .. } => self.fmt_replay(f),
             Self::RunTask {
                 command,
                 container,
@@ -426,6 +396,42 @@ impl Step {
             write!(f, "\n      GPU devices requested from the engine")?;
         }
         Ok(())
+    }
+
+    fn fmt_replay(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self::StartReplay {
+            alias,
+            image,
+            name,
+            network,
+            pinned,
+            replies,
+            script,
+            transcript,
+        } = self
+        else {
+            return Ok(());
+        };
+        write!(
+            f,
+            "+ start model `{name}`: openmono replay from `{image}` on `{network}`"
+        )?;
+        write!(
+            f,
+            "\n      mount {} ({replies} {}{}) at {REPLAY_MOUNT} (read-only){}",
+            script.display(),
+            if *replies == 1 { "reply" } else { "replies" },
+            if *transcript {
+                ", from a transcript"
+            } else {
+                ""
+            },
+            if *pinned { ", SHA-256 as pinned" } else { "" }
+        )?;
+        write!(
+            f,
+            "\n      answers request n with reply n, served as `{alias}` at http://{name}:{MODEL_PORT}"
+        )
     }
 
     fn fmt_container(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -1127,6 +1127,45 @@ container "d" {
         "agent"
     );
     error!(
+        a_model_cannot_both_serve_a_file_and_replay,
+        "model \"m\" {\n    gguf \"a.gguf\"\n    network \"n\"\n    replay \"s.jsonl\"\n}",
+        DecodeError::KindConflict { .. },
+        "replay"
+    );
+    error!(
+        a_model_needs_something_to_serve,
+        "model \"m\" {\n    network \"n\"\n}",
+        DecodeError::MissingChild {
+            child: "gguf` or `replay",
+            ..
+        },
+        "model"
+    );
+    error!(
+        a_replayed_model_has_no_llama_settings,
+        "model \"m\" {\n    replay \"s.jsonl\"\n    network \"n\"\n    context 512\n}",
+        DecodeError::InvalidValue { .. },
+        "context"
+    );
+
+    #[test]
+    fn a_replayed_model_runs_in_the_agent_image_unless_it_names_one() {
+        let playbook = decode(
+            "model \"a\" {\n    replay \"s.jsonl\" sha256=\"x\"\n    network \"n\"\n}\nmodel \"b\" {\n    replay \"t.jsonl\"\n    network \"n\"\n    image \"mine\"\n}",
+        )
+        .expect("decodes");
+        let [a, b] = &playbook.models[..] else {
+            panic!("two models")
+        };
+        assert!(matches!(&a.source, ModelSource::Replay(path) if path.value == "s.jsonl"));
+        assert_eq!(a.sha256.as_ref().map(|s| s.value.as_str()), Some("x"));
+        assert_eq!(
+            (a.image.value.as_str(), b.image.value.as_str()),
+            (DEFAULT_REPLAY_IMAGE, "mine")
+        );
+    }
+
+    error!(
         a_task_needs_a_kind,
         "task \"t\" {\n    prompt \"p\"\n}",
         DecodeError::MissingChild { .. },

@@ -394,3 +394,244 @@ fn from_transcript(lines: &[(usize, &str)]) -> Result<Vec<Reply>, String> {
     }
     Ok(replies)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mistakes_name_their_line() {
+        let mut wrong = Vec::new();
+        for (text, expected) in [
+            ("", "it has no replies"),
+            ("# only a comment\n\n", "it has no replies"),
+            (
+                "{\"content\": \"a\"}\n{\"tool_call\": []}",
+                "line 2: column 12: unknown field `tool_call`, expected one of `body`, `chunks`, `content`, `end`, `overflow`, `status`, `tool_calls`",
+            ),
+            (
+                "{\"content\": \"a\"",
+                "line 1: column 15: EOF while parsing an object",
+            ),
+            (
+                "{\"content\": \"a\", \"overflow\": 400}",
+                "line 1: a reply has `content` and/or `tool_calls`, or `overflow`, or `status`: exactly one kind",
+            ),
+            (
+                "{}",
+                "line 1: a reply has `content` and/or `tool_calls`, or `overflow`, or `status`: exactly one kind",
+            ),
+            (
+                "{\"overflow\": 413}",
+                "line 1: `overflow` is 400 (with token counts) or 500 (\"context exceeded\"), not 413",
+            ),
+            (
+                "{\"status\": 200}",
+                "line 1: `status` is an error status, 400 to 599, not 200",
+            ),
+            (
+                "{\"status\": 500, \"end\": \"cut\"}",
+                "line 1: `chunks` and `end` go with `content` or `tool_calls`",
+            ),
+            (
+                "{\"content\": \"a\", \"body\": \"x\"}",
+                "line 1: `body` goes with `status`",
+            ),
+            (
+                "{\"content\": \"a\", \"chunks\": 0}",
+                "line 1: `chunks` is at least 1",
+            ),
+            (
+                "{\"content\": \"a\", \"end\": \"never\"}",
+                "line 1: column 31: unknown variant `never`, expected one of `cut`, `done`, `endless`, `exit`",
+            ),
+            (
+                "{\"tool_calls\": [{\"arguments\": {}}]}",
+                "line 1: column 33: missing field `name`",
+            ),
+        ] {
+            let got = Script::parse(text);
+            if got != Err(expected.to_owned()) {
+                wrong.push(format!("{text:?}: {got:?}"));
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}");
+    }
+
+    #[test]
+    fn replies_of_every_kind() {
+        let script = Script::parse(
+            "# a comment\n\
+             {\"content\": \"hi\", \"tool_calls\": [{\"name\": \"shell\", \"arguments\": {\"command\": \"ls\"}}, {\"id\": \"x\", \"name\": \"shell\", \"arguments\": \"{bad\"}], \"chunks\": 3, \"end\": \"exit\"}\n\
+             \n\
+             {\"overflow\": 500}\n\
+             {\"status\": 503, \"body\": {\"error\": \"busy\"}}\n\
+             {\"status\": 502}\n\
+             {\"tool_calls\": [{\"name\": \"list_dir\"}]}\n",
+        )
+        .expect("parses");
+        assert_eq!(
+            script,
+            Script {
+                replies: vec![
+                    Reply::Answer {
+                        calls: vec![
+                            Call {
+                                arguments: r#"{"command":"ls"}"#.into(),
+                                id: "call_0".into(),
+                                name: "shell".into()
+                            },
+                            Call {
+                                arguments: "{bad".into(),
+                                id: "x".into(),
+                                name: "shell".into()
+                            },
+                        ],
+                        chunks: 3,
+                        content: Some("hi".into()),
+                        end: End::Exit
+                    },
+                    Reply::Overflow(500),
+                    Reply::Error {
+                        body: r#"{"error":"busy"}"#.into(),
+                        status: 503
+                    },
+                    Reply::Error {
+                        body: error_json(502, "scripted error"),
+                        status: 502
+                    },
+                    Reply::Answer {
+                        calls: vec![Call {
+                            arguments: "{}".into(),
+                            id: "call_0".into(),
+                            name: "list_dir".into()
+                        }],
+                        chunks: 1,
+                        content: None,
+                        end: End::Done
+                    },
+                ],
+                transcript: false
+            }
+        );
+    }
+
+    #[test]
+    fn text_is_split_into_chunks_of_about_one_size() {
+        assert_eq!(split("abcdefg", 3), ["abc", "def", "g"]);
+        assert_eq!(split("ab", 5), ["a", "b"]);
+        assert_eq!(split("", 4), [""]);
+        assert_eq!(split("é€x", 1), ["é€x"]);
+    }
+
+    #[test]
+    fn whole_and_streamed_answers_and_the_end_of_the_script() {
+        let script = Script::parse("{\"content\": \"abcd\", \"chunks\": 2, \"end\": \"cut\"}")
+            .expect("parses");
+        let streamed = json!({"stream": true, "messages": []});
+        let Canned::Cut(events) = script.answer(0, &streamed) else {
+            panic!("a cut stream")
+        };
+        // The role and the first of the two pieces.
+        assert_eq!(events.len(), 2);
+        assert!(events[1].contains(r#""content":"ab""#), "{events:?}");
+        let Canned::Truncated(200, body) = script.answer(0, &json!({"stream": false})) else {
+            panic!("a cut body")
+        };
+        assert!(body.contains(r#""content":"abcd""#), "{body}");
+        assert_eq!(
+            script.answer(1, &streamed),
+            error_body(
+                500,
+                "replay: the script has 1 replies and this is request 2"
+            )
+        );
+    }
+
+    #[test]
+    fn a_transcript_replays_its_turns_calls_compactions_and_refusals() {
+        let lines = [
+            AgentEvent::Start {
+                model: "m".into(),
+                model_url: "http://m:8080".into(),
+                max_steps: 5,
+            },
+            AgentEvent::ModelTurn {
+                step: 1,
+                content: None,
+                tool_calls: 1,
+                prompt_tokens: None,
+                completion_tokens: None,
+            },
+            AgentEvent::ToolCall {
+                step: 1,
+                id: "c1".into(),
+                name: "shell".into(),
+                arguments: r#"{"command":"ls"}"#.into(),
+            },
+            AgentEvent::Compacted {
+                step: 2,
+                reason: "too long".into(),
+                dropped_turns: 0,
+                elided: 1,
+                bytes_before: 10,
+                bytes_after: 5,
+            },
+            AgentEvent::TextTools {
+                step: 2,
+                reason: TOOLS_REFUSED.into(),
+            },
+            AgentEvent::ModelTurn {
+                step: 2,
+                content: Some("```tool\n{\"name\": \"list_dir\"}\n```".into()),
+                tool_calls: 1,
+                prompt_tokens: None,
+                completion_tokens: None,
+            },
+            AgentEvent::ToolCall {
+                step: 2,
+                id: "call_2_0".into(),
+                name: "list_dir".into(),
+                arguments: "{}".into(),
+            },
+            AgentEvent::Final {
+                answer: String::new(),
+                steps: 2,
+                reason: crate::agent::EndReason::BudgetSpent,
+            },
+        ];
+        let text: String = lines.iter().map(|e| e.to_line() + "\n").collect();
+        let script = Script::parse(&text).expect("a transcript");
+        assert!(script.transcript);
+        assert_eq!(
+            script.replies,
+            [
+                Reply::Answer {
+                    calls: vec![Call {
+                        arguments: r#"{"command":"ls"}"#.into(),
+                        id: "c1".into(),
+                        name: "shell".into()
+                    }],
+                    chunks: 1,
+                    content: None,
+                    end: End::Done
+                },
+                Reply::Overflow(400),
+                Reply::Error {
+                    body: error_json(500, TOOLS_REFUSED),
+                    status: 500
+                },
+                Reply::Answer {
+                    calls: Vec::new(),
+                    chunks: 1,
+                    content: Some("```tool\n{\"name\": \"list_dir\"}\n```".into()),
+                    end: End::Done
+                },
+            ]
+        );
+        assert_eq!(
+            Script::parse(&format!("{}\nnot json\n", lines[0].to_line())),
+            Err("line 2: not an event of an openmono transcript".to_owned())
+        );
+    }
+}

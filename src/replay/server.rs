@@ -69,7 +69,7 @@ pub fn serve(
         let _ = stream.set_read_timeout(Some(REQUEST_TIMEOUT));
         // Read here, in order, so that the n-th request that arrives gets the n-th answer.
         let reply = match read_request(&stream) {
-            Ok(request) => route(request, model, &count, answer.as_ref()),
+            Ok(request) => route(&request, model, &count, answer.as_ref()),
             Err(why) => error_body(400, &why),
         };
         thread::spawn(move || write_answer(&mut stream, &reply));
@@ -129,7 +129,7 @@ fn read_request(stream: &TcpStream) -> Result<Request, String> {
 
 /// What a request gets; a chat request takes the next number.
 fn route(
-    request: Request,
+    request: &Request,
     model: &str,
     count: &AtomicUsize,
     answer: &(impl Fn(usize, Value) -> Canned + ?Sized),
