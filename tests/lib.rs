@@ -9,4 +9,5 @@ mod faults;
 mod fixture_model;
 mod isolation;
 mod plan;
+mod scenarios;
 mod support;
