@@ -347,3 +347,28 @@ fn a_server_that_dies_mid_reply_fails_the_task_and_teardown_removes_everything()
         "{log}"
     );
 }
+
+#[test]
+fn the_example_replay_playbook_runs() {
+    if !docker() {
+        return;
+    }
+    let project = Project::new();
+    let playbook = crate::support::root().join("playbooks/replay.kdl");
+    let run = project.run(&["apply", playbook.to_str().expect("utf-8 path")]);
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains(
+            "      answer:\n        openmono runs coding agents with local models in a sealed box, declared by a KDL playbook.\n"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("  ✓ task `look` (agent, exit code 0, check exit code 0, "),
+        "{}",
+        run.stdout
+    );
+    assert_run_gone(&run.run_id());
+}
