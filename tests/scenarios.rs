@@ -71,6 +71,21 @@ fn final_event(events: &[AgentEvent]) -> (&str, u32, EndReason) {
     }
 }
 
+/// How the report says the agent ended on a model it could not use.
+const MODEL_FAILED: &str =
+    "the model could not be reached or answered with an error (exit code 3); see the transcript";
+
+/// Asserts that task `t` failed with the agent's exit `code`, for this reason.
+#[track_caller]
+fn assert_failed(run: &Run, code: i32, why: &str) {
+    for line in [
+        format!("  ✗ task `t` (agent, exit code {code}, "),
+        format!("  failure: agent task `t`: {why}\n"),
+    ] {
+        assert!(run.stdout.contains(&line), "{line}\n{}", run.stdout);
+    }
+}
+
 /// Runs `apply`; asserts the exit code and that teardown left nothing.
 #[track_caller]
 fn apply(project: &Project, code: i32) -> Run {
@@ -217,17 +232,7 @@ fn a_model_that_never_stops_is_ended_by_the_budget() {
         "    max-steps 3\n",
     );
     let run = apply(&project, 1);
-    assert!(
-        run.stdout.contains("  ✗ task `t` (agent, exit code 2, "),
-        "{}",
-        run.stdout
-    );
-    assert!(
-        run.stdout
-            .contains("  failure: agent task `t`: the agent used up its steps (exit code 2)\n"),
-        "{}",
-        run.stdout
-    );
+    assert_failed(&run, 2, "the agent used up its steps (exit code 2)");
     assert_eq!(
         final_event(&transcript(&project, &run)),
         ("Still looking.", 3, EndReason::BudgetSpent)
@@ -240,17 +245,7 @@ fn a_model_that_never_stops_is_ended_by_the_budget() {
         "    timeout \"3s\"\n",
     );
     let run = apply(&project, 1);
-    assert!(
-        run.stdout.contains("  ✗ task `t` (agent, exit code 124, "),
-        "{}",
-        run.stdout
-    );
-    assert!(
-        run.stdout
-            .contains("  failure: agent task `t`: timed out after 3s; its processes were killed\n"),
-        "{}",
-        run.stdout
-    );
+    assert_failed(&run, 124, "timed out after 3s; its processes were killed");
     assert_eq!(requests(&project, &run).len(), 1);
 }
 
@@ -296,11 +291,7 @@ fn a_context_overflow_is_compacted_or_ends_the_task_as_context_full() {
         "",
     );
     let run = apply(&project, 1);
-    assert!(
-        run.stdout.contains("  ✗ task `t` (agent, exit code 3, "),
-        "{}",
-        run.stdout
-    );
+    assert_failed(&run, 3, MODEL_FAILED);
     let events = transcript(&project, &run);
     assert_eq!(final_event(&events), ("", 1, EndReason::ContextFull));
     let sizes: Vec<usize> = requests(&project, &run)
@@ -323,18 +314,7 @@ fn a_server_that_dies_mid_reply_fails_the_task_and_teardown_removes_everything()
         "",
     );
     let run = apply(&project, 1);
-    assert!(
-        run.stdout.contains("  ✗ task `t` (agent, exit code 3, "),
-        "{}",
-        run.stdout
-    );
-    assert!(
-        run.stdout.contains(
-            "  failure: agent task `t`: the model could not be reached or answered with an error (exit code 3); see the transcript\n"
-        ),
-        "{}",
-        run.stdout
-    );
+    assert_failed(&run, 3, MODEL_FAILED);
     let events = transcript(&project, &run);
     assert_eq!(final_event(&events), ("", 1, EndReason::ModelUnreachable));
     assert!(

@@ -8,6 +8,7 @@ use std::thread;
 
 use serde_json::{Value, json};
 
+use crate::replay::script::Script;
 use crate::replay::server::{CallPieces, serve, stream_events};
 pub use crate::replay::server::{Canned, STREAM_HEAD, chunk, delta, event};
 
@@ -18,18 +19,31 @@ pub struct Server {
 
 impl Server {
     pub fn start(replies: Vec<Canned>) -> Self {
+        Self::answering(move |index, _| {
+            replies
+                .get(index)
+                .or(replies.last())
+                .cloned()
+                .unwrap_or(Canned::Silent)
+        })
+    }
+
+    /// A server that replays a script, as `openmono replay` does.
+    pub fn replaying(script: &str) -> Self {
+        let script = Script::parse(script).expect("script");
+        Self::answering(move |index, request| script.answer(index, request))
+    }
+
+    fn answering(answer: impl Fn(usize, &Value) -> Canned + Send + Sync + 'static) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("address"));
         let (requests_tx, requests) = mpsc::channel();
         // The thread ends with the test process; it only ever blocks in accept.
         thread::spawn(move || {
             serve(&listener, "test", move |index, request| {
+                let canned = answer(index, &request);
                 let _ = requests_tx.send(request);
-                replies
-                    .get(index)
-                    .or(replies.last())
-                    .cloned()
-                    .unwrap_or(Canned::Silent)
+                canned
             });
         });
         Self { requests, url }

@@ -150,24 +150,17 @@ impl Executor<'_> {
             cmd.push("--jinja".into());
         }
         cmd.extend(args.iter().cloned());
-        let mut labels = self.labels(name);
-        labels.insert("dev.openmono.kind".to_owned(), "model".to_owned());
         let spec = ContainerSpec {
             cmd,
             gpus: *gpu,
             image: image.clone(),
-            labels,
             mounts: vec![BindMount {
                 read_only: true,
                 source: gguf.display().to_string(),
                 target: MODEL_MOUNT.to_owned(),
                 volume: false,
             }],
-            name: self.engine_name(name),
-            networks: vec![(self.network(network)?, vec![name.clone()])],
-            read_only_rootfs: true,
-            user: Some("65534:65534".into()),
-            ..ContainerSpec::default()
+            ..self.model_container(name, network)?
         };
         let id = self.create(name, spec).await?;
         self.engine.start_container(&id).await.map_err(|e| {
@@ -181,6 +174,21 @@ impl Executor<'_> {
             }
         })?;
         Ok(String::new())
+    }
+
+    /// What every model server's container gets: the model's labels and name, its
+    /// network with the model's name as host name, a read-only root, user `nobody`.
+    fn model_container(&self, name: &str, network: &str) -> Result<ContainerSpec, String> {
+        let mut labels = self.labels(name);
+        labels.insert("dev.openmono.kind".to_owned(), "model".to_owned());
+        Ok(ContainerSpec {
+            labels,
+            name: self.engine_name(name),
+            networks: vec![(self.network(network)?, vec![name.to_owned()])],
+            read_only_rootfs: true,
+            user: Some("65534:65534".into()),
+            ..ContainerSpec::default()
+        })
     }
 
     /// A scripted model: the run's copy of openmono replays the script, with the same
@@ -207,13 +215,10 @@ impl Executor<'_> {
         ]
         .map(str::to_owned)
         .to_vec();
-        let mut labels = self.labels(name);
-        labels.insert("dev.openmono.kind".to_owned(), "model".to_owned());
         let spec = ContainerSpec {
             cmd,
             entrypoint: Some(vec![SELF_PATH.into()]),
             image: image.clone(),
-            labels,
             mounts: vec![
                 BindMount {
                     read_only: true,
@@ -228,11 +233,7 @@ impl Executor<'_> {
                     volume: true,
                 },
             ],
-            name: self.engine_name(name),
-            networks: vec![(self.network(network)?, vec![name.clone()])],
-            read_only_rootfs: true,
-            user: Some("65534:65534".into()),
-            ..ContainerSpec::default()
+            ..self.model_container(name, network)?
         };
         let id = self.create(name, spec).await?;
         self.engine
