@@ -309,15 +309,24 @@ impl Executor<'_> {
         let mut stop: Option<Stop> = None;
         loop {
             if stop.is_none() {
-                for (i, started) in started.iter_mut().enumerate() {
+                // A model takes seconds to load and every agent waits for it: while a
+                // model's container is being started, other containers wait their
+                // turn, so that the engine gives it its whole attention.
+                let mut model_starting = (0..count).any(|i| {
+                    started[i] && !done[i] && matches!(self.plan.steps[i], Step::StartModel { .. })
+                });
+                for i in self.launch_order() {
                     if running.len() >= self.options.jobs.max(1) {
                         break;
                     }
                     let ready = self.plan.needs.get(i).is_none_or(|needs| {
                         needs.iter().all(|n| done.get(*n).copied().unwrap_or(true))
                     });
-                    if !*started && ready {
-                        *started = true;
+                    let held =
+                        model_starting && matches!(self.plan.steps[i], Step::StartContainer { .. });
+                    if !started[i] && ready && !held {
+                        started[i] = true;
+                        model_starting |= matches!(self.plan.steps[i], Step::StartModel { .. });
                         running.push(self.run_step(i, cancelled.clone()));
                     }
                 }
@@ -353,6 +362,17 @@ impl Executor<'_> {
         // A step that never started or did not finish: its task did not run.
         self.not_run();
         stop.map_or(Ok(()), Err)
+    }
+
+    /// The steps in the order to start those that are ready: models first, since their
+    /// load is the longest wait of a run, then the plan's order.
+    fn launch_order(&self) -> impl Iterator<Item = usize> + '_ {
+        let model = |i: &usize| matches!(self.plan.steps[*i], Step::StartModel { .. });
+        let steps = 0..self.plan.steps.len();
+        steps
+            .clone()
+            .filter(model)
+            .chain(steps.filter(move |i| !model(i)))
     }
 
     /// Runs step `i` with its own progress line; the steps that wait stop when
