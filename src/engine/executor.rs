@@ -161,9 +161,24 @@ pub async fn apply(plan: &Plan, options: &ApplyOptions) -> Result<Report, Engine
         .collect();
     images.sort();
     images.dedup();
-    for image in images {
-        if !engine.image_exists(image).await? {
-            missing.push(image.clone());
+    // The engine answers these at once; asked one after the other they were a third
+    // of the time before the first step.
+    let present = futures_util::future::try_join_all(
+        images.iter().map(|image| engine.image_exists(image)),
+    );
+    let needed: u64 = plan.steps.iter().filter_map(Step::memory_estimate).sum();
+    let memory = async {
+        match needed {
+            0 => None,
+            _ => engine.memory().await.ok(),
+        }
+    };
+    // Runs whose openmono was killed left their objects; reap them before adding ours.
+    let reaped = gc::collect(&engine, false, Duration::from_mins(1));
+    let (present, memory, reaped) = tokio::join!(present, memory, reaped);
+    for (image, present) in images.iter().zip(present?) {
+        if !present {
+            missing.push((*image).clone());
         }
     }
     if !missing.is_empty() {
@@ -184,8 +199,7 @@ pub async fn apply(plan: &Plan, options: &ApplyOptions) -> Result<Report, Engine
             path: dir.display().to_string(),
             source,
         })?;
-    // Runs whose openmono was killed left their objects; reap them before adding ours.
-    let reaped = gc::collect(&engine, false, Duration::from_mins(1)).await?;
+    let reaped = reaped?;
     let executor = Executor {
         host: gc::host_name(),
         owner_start: gc::process_start(std::process::id()).unwrap_or_default(),
@@ -204,8 +218,7 @@ pub async fn apply(plan: &Plan, options: &ApplyOptions) -> Result<Report, Engine
         self_volume: tokio::sync::OnceCell::new(),
         tasks: Mutex::default(),
     };
-    let needed: u64 = plan.steps.iter().filter_map(Step::memory_estimate).sum();
-    if let Ok(memory) = executor.engine.memory().await
+    if let Some(memory) = memory
         && memory > 0
         && needed > memory
     {
