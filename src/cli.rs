@@ -168,6 +168,9 @@ pub enum Command {
         url: String,
         #[arg(long, default_value_t = 2)]
         timeout: u64,
+        /// Ask until 200 (exit 0) or this many seconds have passed (exit 2)
+        #[arg(long)]
+        wait: Option<u64>,
     },
     /// Run a task's command, killing its process group at the timeout (inside the box)
     #[command(hide = true)]
@@ -315,9 +318,10 @@ pub fn main() -> ExitCode {
         }
         Command::Agent(args) => code(agent::run(&args)),
         Command::Replay(args) => code(crate::replay::run(&args)),
-        Command::Probe { url, timeout } => {
-            code(agent::probe::probe(&url, Duration::from_secs(timeout)))
-        }
+        Command::Probe { url, timeout, wait } => code(match wait {
+            None => agent::probe::probe(&url, Duration::from_secs(timeout)),
+            Some(wait) => agent::probe::wait(&url, Duration::from_secs(wait)),
+        }),
         Command::Supervise {
             timeout_ms,
             command,

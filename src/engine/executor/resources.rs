@@ -473,8 +473,9 @@ impl Executor<'_> {
             .ok_or_else(|| format!("container `{name}` was not started"))
     }
 
-    /// Asks the model's `/health` from inside `from` until it answers 200; fails at once
-    /// when the model's container exits, with its last log lines.
+    /// Asks the model's `/health` from inside `from` until it answers 200, with one
+    /// `probe --wait` there; fails at once when the model's container exits, with its
+    /// last log lines.
     pub(super) async fn wait_model(
         &self,
         from: &str,
@@ -485,43 +486,50 @@ impl Executor<'_> {
     ) -> Result<String, String> {
         let model_id = self.container(model)?;
         let from_id = self.container(from)?;
-        // A timeout too large to add is no timeout at all.
-        let deadline = Instant::now().checked_add(timeout);
-        let health = format!("{url}/health");
-        loop {
-            if let Liveness::Exited(code) = self
-                .engine
-                .liveness(&model_id)
-                .await
-                .map_err(|e| error_chain(&e))?
-            {
+        // The probe gives up on its own a little after the host does, so that the
+        // host's clock decides and the probe never outlives the run by much.
+        let patience = timeout.as_secs().saturating_add(2);
+        let cmd = vec![
+            SELF_PATH.to_owned(),
+            "probe".to_owned(),
+            "--wait".to_owned(),
+            patience.to_string(),
+            format!("{url}/health"),
+        ];
+        let probe = self
+            .engine
+            .exec(&from_id, cmd, &[], |_, line| bar.detail(line));
+        let timed_out = || async {
+            let tail = self.engine.log_tail(&model_id, 15).await;
+            Err(format!(
+                "not ready after {}; the server's last lines:\n{}",
+                crate::step::human_duration(timeout),
+                indent(&tail)
+            ))
+        };
+        tokio::select! {
+            code = probe => match code.map_err(|e| error_chain(&e))? {
+                0 => Ok(format!("{url} answers")),
+                _ => timed_out().await,
+            },
+            exited = self.engine.exited(&model_id) => {
+                let code = exited.map_err(|e| error_chain(&e))?;
                 let tail = self.engine.log_tail(&model_id, 15).await;
-                return Err(format!(
+                Err(format!(
                     "the model server exited with code {code} while loading; its last lines:\n{}",
                     indent(&tail)
-                ));
+                ))
             }
-            let cmd = vec![SELF_PATH.to_owned(), "probe".to_owned(), health.clone()];
-            let code = self
-                .engine
-                .exec(&from_id, cmd, &[], |_, _| {})
-                .await
-                .map_err(|e| error_chain(&e))?;
-            match code {
-                0 => return Ok(format!("{url} answers")),
-                1 => bar.detail("loading the model (503)"),
-                _ => bar.detail("waiting for the server to listen"),
-            }
-            if deadline.is_some_and(|d| Instant::now() > d) {
-                let tail = self.engine.log_tail(&model_id, 15).await;
-                return Err(format!(
-                    "not ready after {}; the server's last lines:\n{}",
-                    crate::step::human_duration(timeout),
-                    indent(&tail)
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            () = sleep_for(timeout) => timed_out().await,
         }
+    }
+}
+
+/// Sleeps for `duration`, or for ever when it is too long to add to now.
+async fn sleep_for(duration: Duration) {
+    match tokio::time::Instant::now().checked_add(duration) {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 
