@@ -433,6 +433,63 @@ fn refusal(m: &HostMount, written: &Path, source: &Path, dangers: &[sandbox::Dan
     }
 }
 
+impl Plan {
+    /// Who can reach whom, one line a network and one for each box on none: the
+    /// containers and models on a network reach each other by name, and nothing else
+    /// unless the network lets traffic out.
+    pub fn reachability(&self) -> Vec<String> {
+        let mut on: Vec<(&str, bool, Vec<String>)> = Vec::new();
+        let mut alone = Vec::new();
+        for step in &self.steps {
+            let (name, networks): (&str, Vec<&str>) = match step {
+                Step::CreateNetwork { egress, name } => {
+                    on.push((name, *egress, Vec::new()));
+                    continue;
+                }
+                Step::StartContainer { name, networks, .. } => {
+                    (name, networks.iter().map(|(n, _)| n.as_str()).collect())
+                }
+                Step::StartModel { name, network, .. }
+                | Step::StartReplay { name, network, .. } => (name, vec![network.as_str()]),
+                _ => continue,
+            };
+            if networks.is_empty() {
+                alone.push(format!(
+                    "`{name}` is on no network: it reaches nothing, and nothing reaches it"
+                ));
+            }
+            for network in networks {
+                if let Some((_, _, members)) = on.iter_mut().find(|(n, _, _)| *n == network) {
+                    members.push(format!("`{name}`"));
+                }
+            }
+        }
+        let mut lines: Vec<String> = on
+            .into_iter()
+            .map(|(network, egress, members)| {
+                let who = list(members.iter().map(String::as_str), ", ", " and ");
+                match (members.len(), egress) {
+                    (0, _) => format!("`{network}`: no one is on it"),
+                    (1, false) => format!(
+                        "`{network}`: only {who}; through it, no one: not the host, the LAN or the internet"
+                    ),
+                    (1, true) => format!(
+                        "`{network}`: only {who}; through it (egress), the host, the LAN and the internet"
+                    ),
+                    (_, false) => format!(
+                        "`{network}`: {who} reach each other by name, and nothing else: not the host, the LAN or the internet"
+                    ),
+                    (_, true) => format!(
+                        "`{network}`: {who} reach each other by name and, through it (egress), the host, the LAN and the internet"
+                    ),
+                }
+            })
+            .collect();
+        lines.extend(alone);
+        lines
+    }
+}
+
 /// The items with `between` between them, and `last` before the last one:
 /// `a, b and c`.
 fn list<'a>(items: impl Iterator<Item = &'a str>, between: &str, last: &str) -> String {
@@ -744,6 +801,14 @@ impl fmt::Display for Plan {
                     human_bytes(needed),
                     human_bytes(memory)
                 )?;
+            }
+        }
+        let reach = self.reachability();
+        if !reach.is_empty() {
+            writeln!(f)?;
+            writeln!(f, "Who can reach whom:")?;
+            for line in reach {
+                writeln!(f, "  {line}")?;
             }
         }
         writeln!(f)?;

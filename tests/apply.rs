@@ -821,6 +821,14 @@ task "from-right" {
         "{}",
         plan.stdout
     );
+    // The plan says what the run then shows: who can reach whom.
+    assert!(
+        plan.stdout.contains(
+            "Who can reach whom:\n  `a`: `hub` and `left` reach each other by name, and nothing else: not the host, the LAN or the internet\n  `b`: `hub` and `right` reach each other by name, and nothing else: not the host, the LAN or the internet\n\n"
+        ),
+        "{}",
+        plan.stdout
+    );
     let run = project.run(&["apply"]);
     run.expect_code(0);
     for line in [

@@ -39,6 +39,9 @@ Plan for playbook `hello-agent` (<root>/playbooks/hello-agent.kdl): 6 steps, the
       $ ls /workspace && git -C /workspace status --short | head -n 5
       timeout 1h: then its processes are killed
 
+Who can reach whom:
+  `sandbox`: `gemma` and `agent` reach each other by name, and nothing else: not the host, the LAN or the internet
+
 Teardown, always, also when a step fails or is interrupted:
   7. - remove container `agent`
   8. - remove container `gemma`
@@ -87,6 +90,9 @@ Plan for playbook `openmono` (openmono.kdl): 3 steps, then teardown
   3. + run task `second` in `box` [after 1, 2]
       $ echo 2
       timeout 1h: then its processes are killed
+
+Who can reach whom:
+  `box` is on no network: it reaches nothing, and nothing reaches it
 
 Teardown, always, also when a step fails or is interrupted:
   4. - remove container `box`
@@ -393,6 +399,10 @@ Plan for playbook `openmono` (openmono.kdl): 2 steps, then teardown
       limits: memory unlimited, all CPUs, 1024 processes
       openmono copied in to run tasks
 
+Who can reach whom:
+  `box` is on no network: it reaches nothing, and nothing reaches it
+  `plain` is on no network: it reaches nothing, and nothing reaches it
+
 Teardown, always, also when a step fails or is interrupted:
   3. - remove container `plain`
   4. - remove container `box`
@@ -616,4 +626,49 @@ fn completions_and_the_manual_come_from_the_command_definitions() {
         man.stdout
     );
     project.run(&["completions", "tcsh"]).expect_code(2);
+}
+
+#[test]
+fn plan_says_who_can_reach_whom() {
+    let project = Project::new();
+    project.file(
+        "openmono.kdl",
+        r#"
+network "a"
+network "b"
+network "out" egress=#true
+network "empty"
+container "one" {
+    image "openmono/agent:latest"
+    network "a"
+    network "out"
+}
+container "two" {
+    image "openmono/agent:latest"
+    network "b"
+}
+container "loner" {
+    image "openmono/agent:latest"
+}
+task "t" {
+    run "one" "true"
+}
+"#,
+    );
+    let plan = project.run(&["plan"]);
+    plan.expect_code(0);
+    let reach = plan
+        .stdout
+        .split_once("Who can reach whom:\n")
+        .and_then(|(_, rest)| rest.split_once("\n\n"))
+        .map(|(reach, _)| reach)
+        .unwrap_or_else(|| panic!("{}", plan.stdout));
+    assert_eq!(
+        reach,
+        "  `a`: only `one`; through it, no one: not the host, the LAN or the internet\n  \
+         `b`: only `two`; through it, no one: not the host, the LAN or the internet\n  \
+         `out`: only `one`; through it (egress), the host, the LAN and the internet\n  \
+         `empty`: no one is on it\n  \
+         `loner` is on no network: it reaches nothing, and nothing reaches it"
+    );
 }
