@@ -5,6 +5,7 @@ mod apply;
 mod bad;
 mod diagnostics;
 mod docs;
+mod errors;
 mod faults;
 mod fixture_model;
 mod isolation;
