@@ -6,6 +6,7 @@ mod bad;
 mod diagnostics;
 mod docs;
 mod errors;
+mod examples;
 mod faults;
 mod fixture_model;
 mod isolation;
