@@ -5,7 +5,9 @@
 //! Marks in HTML comments just above a block's fence (readers do not see them) say how a
 //! block is tested: `<!-- test: exit 2 -->` (its exit status, 0 unless marked),
 //! `<!-- test: engine -->` (it needs the Docker engine), `<!-- test: file PATH -->` (a
-//! `kdl` block written to PATH for the blocks after it), `<!-- test: skip WHY -->` (it
+//! `kdl` block written to PATH for the blocks after it), `<!-- test: output -->` (a `text`
+//! block that the `sh` block before it prints, paths as on the reader's machine: the
+//! clone at `/root/openmono`, the home folder `/root`; wrapped lines joined), `<!-- test: skip WHY -->` (it
 //! cannot run in a test: it installs, builds or runs a model).
 
 use std::{
@@ -19,7 +21,7 @@ use openmono::{
     playbook::{self, Source},
 };
 
-use crate::support::{Project, docker, root, skip_without};
+use crate::support::{Project, docker, root, skip_without, unwrapped};
 
 /// A fenced code block of a Markdown file, with the `<!-- test: … -->` marks on the lines
 /// just above its fence (comments: readers of the page do not see them).
@@ -251,6 +253,8 @@ struct Marks {
     engine: bool,
     /// A `kdl` block to write to this path before the commands that follow it.
     file: Option<String>,
+    /// A `text` block that the output of the `sh` block before it holds, word for word.
+    output: bool,
     /// Why the block cannot run in a test.
     skip: Option<String>,
 }
@@ -264,9 +268,10 @@ impl Marks {
                 ("exit", code) => parsed.exit = code.parse().expect("exit CODE"),
                 ("engine", "") => parsed.engine = true,
                 ("file", path) if !path.is_empty() => parsed.file = Some(path.to_owned()),
+                ("output", "") => parsed.output = true,
                 ("skip", why) if !why.is_empty() => parsed.skip = Some(why.to_owned()),
                 _ => panic!(
-                    "{place}: unknown mark `{mark}` (known: `exit N`, `engine`, `file PATH`, `skip WHY`)"
+                    "{place}: unknown mark `{mark}` (known: `exit N`, `engine`, `file PATH`, `output`, `skip WHY`)"
                 ),
             }
         }
@@ -372,6 +377,15 @@ impl Sandbox {
         }
     }
 
+    /// Output as the docs print it: the clone at `/root/openmono` (the models in it),
+    /// the home folder at `/root`.
+    fn as_printed(&self, output: &[u8]) -> String {
+        String::from_utf8_lossy(output)
+            .replace(self.clone_dir().to_str().expect("utf-8"), "/root/openmono")
+            .replace(root().to_str().expect("utf-8"), "/root/openmono")
+            .replace(self.home().to_str().expect("utf-8"), "/root")
+    }
+
     /// Runs a block's commands with bash, as a reader would paste them (stopping at the
     /// first that fails), in the folder the examples have reached; the folder they end in
     /// is where the next block starts.
@@ -409,13 +423,32 @@ impl Sandbox {
 #[test]
 fn every_command_in_the_readme_and_the_book_works_as_printed() {
     let mut ran = 0;
+    let mut outputs = 0;
     for file in markdown_files() {
         let text = std::fs::read_to_string(&file).expect("read");
         let dir = file.parent().expect("in a folder");
         let sandbox = Sandbox::new();
+        // What the last `sh` block printed (stdout, stderr); `None` when it did not run.
+        let mut printed: Option<(String, String)> = None;
         for block in blocks(&text) {
             let place = format!("{}:{}", file.display(), block.line);
             let marks = Marks::parse(&block.marks, &place);
+            if marks.output {
+                let Some((stdout, stderr)) = &printed else {
+                    continue;
+                };
+                let doc = unwrapped(&block.text);
+                assert!(
+                    unwrapped(stdout).contains(&doc) || unwrapped(stderr).contains(&doc),
+                    "{place}: the command before it prints something else\n--- the doc\n{}--- stdout\n{stdout}--- stderr\n{stderr}",
+                    block.text
+                );
+                outputs += 1;
+                continue;
+            }
+            if block.info == "sh" {
+                printed = None;
+            }
             if marks.skip.is_some() || (block.info != "sh" && marks.file.is_none()) {
                 continue;
             }
@@ -429,16 +462,20 @@ fn every_command_in_the_readme_and_the_book_works_as_printed() {
                 continue;
             }
             let output = sandbox.run(&block.text, marks.engine);
+            let (stdout, stderr) = (
+                sandbox.as_printed(&output.stdout),
+                sandbox.as_printed(&output.stderr),
+            );
             assert_eq!(
                 output.status.code(),
                 Some(marks.exit),
-                "{place}: the example exits differently than the doc says (mark it `<!-- test: exit N -->`, or `<!-- test: skip WHY -->` if it cannot run in a test)\n--- commands\n{}--- stdout\n{}--- stderr\n{}",
+                "{place}: the example exits differently than the doc says (mark it `<!-- test: exit N -->`, or `<!-- test: skip WHY -->` if it cannot run in a test)\n--- commands\n{}--- stdout\n{stdout}--- stderr\n{stderr}",
                 block.text,
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr),
             );
+            printed = Some((stdout, stderr));
             ran += 1;
         }
     }
     assert!(ran >= 20, "only {ran} examples ran");
+    assert!(outputs >= 5, "only {outputs} outputs compared");
 }

@@ -4,7 +4,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use crate::support::{Project, Run, assert_nothing_left, docker};
+use crate::support::{Project, Run, assert_nothing_left, docker, unwrapped};
 
 /// A playbook that needs the engine and nothing else: one container, one command.
 const ONE_BOX: &str = "container \"box\" {\n    image \"openmono/agent:latest\"\n}\ntask \"t\" {\n    run \"box\" \"true\"\n}\n";
@@ -103,7 +103,7 @@ fn a_socket_this_user_may_not_open_says_so_and_how_to_get_in() {
     );
     assert!(
         run.stderr.contains("╰─▶ Permission denied (os error 13)\n")
-            && run.stderr.replace("\n        ", " ").contains("  help: the socket lets in root and its group (usually `docker`) only: run openmono as root, or join that group (`sudo usermod -aG docker $USER`, then log in again); whoever may use the engine is root on this machine\n"),
+            && unwrapped(&run.stderr).contains("  help: the socket lets in root and its group (usually `docker`) only: run openmono as root, or join that group (`sudo usermod -aG docker $USER`, then log in again); whoever may use the engine is root on this machine\n"),
         "{}",
         run.stderr
     );

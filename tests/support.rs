@@ -171,3 +171,9 @@ pub fn tiny_gguf() -> Vec<u8> {
     b.extend(b"llama");
     b
 }
+
+/// A rendered diagnostic with its wrapped lines joined again (a message's `│ ` and a help's
+/// indented continuations), so that a long path does not change what is compared.
+pub fn unwrapped(text: &str) -> String {
+    text.replace("\n  │ ", " ").replace("\n        ", " ")
+}
