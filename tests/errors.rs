@@ -9,6 +9,20 @@ use crate::support::{Project, Run, assert_nothing_left, docker, unwrapped};
 /// A playbook that needs the engine and nothing else: one container, one command.
 const ONE_BOX: &str = "container \"box\" {\n    image \"openmono/agent:latest\"\n}\ntask \"t\" {\n    run \"box\" \"true\"\n}\n";
 
+/// `apply` stopped with exit code 3 and the diagnostic `code`: its message, and the
+/// engine's cause last in its chain.
+#[track_caller]
+fn assert_engine_error(run: &Run, code: &str, message: &str, cause: &str) {
+    run.expect_code(3);
+    assert!(
+        run.stderr
+            .starts_with(&format!("openmono::engine::{code}\n\n  × {message}\n"))
+            && run.stderr.contains(&format!("╰─▶ {cause}\n")),
+        "{}",
+        run.stderr
+    );
+}
+
 #[test]
 fn no_engine_says_how_to_start_one() {
     let project = Project::new();
@@ -49,19 +63,11 @@ fn a_socket_left_by_a_stopped_engine_is_an_engine_not_running() {
             .output()
             .expect("run"),
     );
-    run.expect_code(3);
-    assert!(
-        run.stderr.starts_with(&format!(
-            "openmono::engine::not_running\n\n  × the Docker engine is not running: nothing answers at `{host}`\n"
-        )),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr
-            .contains("╰─▶ Connection refused (os error 111)\n"),
-        "{}",
-        run.stderr
+    assert_engine_error(
+        &run,
+        "not_running",
+        &format!("the Docker engine is not running: nothing answers at `{host}`"),
+        "Connection refused (os error 111)",
     );
 }
 
@@ -93,17 +99,14 @@ fn a_socket_this_user_may_not_open_says_so_and_how_to_get_in() {
         command = as_nobody;
     }
     let run = Run::from(command.env("DOCKER_HOST", &host).output().expect("run"));
-    run.expect_code(3);
-    assert!(
-        run.stderr.starts_with(&format!(
-            "openmono::engine::permission_denied\n\n  × permission denied on the Docker engine's socket `{host}`\n"
-        )),
-        "{}",
-        run.stderr
+    assert_engine_error(
+        &run,
+        "permission_denied",
+        &format!("permission denied on the Docker engine's socket `{host}`"),
+        "Permission denied (os error 13)",
     );
     assert!(
-        run.stderr.contains("╰─▶ Permission denied (os error 13)\n")
-            && unwrapped(&run.stderr).contains("  help: the socket lets in root and its group (usually `docker`) only: run openmono as root, or join that group (`sudo usermod -aG docker $USER`, then log in again); whoever may use the engine is root on this machine\n"),
+        unwrapped(&run.stderr).contains("  help: the socket lets in root and its group (usually `docker`) only: run openmono as root, or join that group (`sudo usermod -aG docker $USER`, then log in again); whoever may use the engine is root on this machine\n"),
         "{}",
         run.stderr
     );
