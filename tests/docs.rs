@@ -215,7 +215,7 @@ fn the_book_builds_with_every_chapter_in_its_summary() {
         "mdbook complained:\n{log}"
     );
     let chapters = summary_chapters();
-    assert!(chapters.len() >= 11, "only {} chapters", chapters.len());
+    assert!(chapters.len() >= 13, "only {} chapters", chapters.len());
     for chapter in &chapters {
         let source = std::fs::read_to_string(root().join("book/src").join(chapter))
             .unwrap_or_else(|e| panic!("{chapter}: {e}"));
@@ -223,13 +223,14 @@ fn the_book_builds_with_every_chapter_in_its_summary() {
             .lines()
             .find_map(|l| l.strip_prefix("# "))
             .unwrap_or_else(|| panic!("{chapter} has no `# ` title"));
-        let html = out.path().join(chapter).with_extension("html");
+        let page = out.path().join(chapter).with_extension("html");
         let html =
-            std::fs::read_to_string(&html).unwrap_or_else(|e| panic!("{}: {e}", html.display()));
+            std::fs::read_to_string(&page).unwrap_or_else(|e| panic!("{}: {e}", page.display()));
         assert!(
             html.contains(&format!("\">{title}</a></h1>")),
             "{chapter}: its title `{title}` is not in the page"
         );
+        assert_links_resolve(&page, &html, chapter);
     }
     // Every page of the source is in the book: none is left out of the summary.
     let mut pages = Vec::new();
@@ -240,6 +241,31 @@ fn the_book_builds_with_every_chapter_in_its_summary() {
         assert!(
             relative == "SUMMARY.md" || chapters.iter().any(|c| c == relative),
             "book/src/{relative} is not in SUMMARY.md"
+        );
+    }
+}
+
+/// Every relative link of a built page leads to a page of the book, and to a heading
+/// there when it names one.
+#[track_caller]
+fn assert_links_resolve(page: &Path, html: &str, chapter: &str) {
+    for link in html.split("href=\"").skip(1) {
+        let link = &link[..link.find('"').expect("a closing quote")];
+        if link.contains("://") || link.starts_with("mailto:") {
+            continue;
+        }
+        let (file, fragment) = link.split_once('#').unwrap_or((link, ""));
+        let target = if file.is_empty() {
+            page.to_owned()
+        } else {
+            page.parent().expect("in a folder").join(file)
+        };
+        let bytes = std::fs::read(&target)
+            .unwrap_or_else(|e| panic!("{chapter}: the link `{link}` leads nowhere: {e}"));
+        assert!(
+            fragment.is_empty()
+                || String::from_utf8_lossy(&bytes).contains(&format!("id=\"{fragment}\"")),
+            "{chapter}: the link `{link}` names no heading of its page"
         );
     }
 }
