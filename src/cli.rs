@@ -160,12 +160,18 @@ pub enum Command {
     /// Run an agent loop (inside the agent container; started by `apply`)
     #[command(hide = true)]
     Agent(AgentArgs),
+    /// Serve a scripted model: replay a script's replies over the OpenAI-compatible API
+    #[command(after_help = concat!("Examples:\n  openmono replay session.jsonl --listen 127.0.0.1:8080\n  openmono replay ~/.local/state/openmono/runs/3f9a2c1b7e/fix.jsonl   # a recorded run\n\n", footer!()))]
+    Replay(crate::replay::ReplayArgs),
     /// Ask a URL once: exit 0 on 200, 1 on 503, 2 otherwise (inside the box)
     #[command(hide = true)]
     Probe {
         url: String,
         #[arg(long, default_value_t = 2)]
         timeout: u64,
+        /// Ask until 200 (exit 0) or this many seconds have passed (exit 2)
+        #[arg(long)]
+        wait: Option<u64>,
     },
     /// Run a task's command, killing its process group at the timeout (inside the box)
     #[command(hide = true)]
@@ -312,9 +318,11 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Agent(args) => code(agent::run(&args)),
-        Command::Probe { url, timeout } => {
-            code(agent::probe::probe(&url, Duration::from_secs(timeout)))
-        }
+        Command::Replay(args) => code(crate::replay::run(&args)),
+        Command::Probe { url, timeout, wait } => code(match wait {
+            None => agent::probe::probe(&url, Duration::from_secs(timeout)),
+            Some(wait) => agent::probe::wait(&url, Duration::from_secs(wait)),
+        }),
         Command::Supervise {
             timeout_ms,
             command,

@@ -48,11 +48,8 @@ pub fn starter(dir: &Path) -> String {
         name
     };
     let check = match check_for(dir) {
-        Some(check) => format!(
-            "    check \"{check}\"                 // the task succeeds when this exits 0\n"
-        ),
-        None => "    // check \"make test\"               // the task succeeds when this exits 0\n"
-            .to_owned(),
+        Some(check) => format!("    check \"{check}\" // the task succeeds when this exits 0\n"),
+        None => "    // check \"make test\" // the task succeeds when this exits 0\n".to_owned(),
     };
     format!(
         r#"// An agent with a local model works on this project inside a sealed box.
@@ -64,7 +61,7 @@ playbook "{name}" {{
 // The model file; set it with `--var model=PATH` or OPENMONO_VAR_model=PATH.
 var "model" type="path" default="models/model.gguf" description="the GGUF model file"
 
-network "sandbox"                    // internal: no route out, the host is unreachable
+network "sandbox" // internal: no route out, the host is unreachable
 
 model "coder" {{
     gguf "{{{{ var.model }}}}"
@@ -75,7 +72,7 @@ model "coder" {{
 container "agent" {{
     image "openmono/agent:latest"
     network "sandbox"
-    workspace "."                    // this folder, at /workspace, the only host mount
+    workspace "." // this folder, at /workspace, the only host mount
     limits memory="4GiB" pids=512
 }}
 

@@ -17,6 +17,7 @@ pub mod playbook;
 pub use graph_error::GraphError;
 pub mod plan;
 mod plan_error;
+pub mod replay;
 pub mod runs;
 pub mod sandbox;
 pub mod saved_plan;

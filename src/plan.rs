@@ -15,7 +15,8 @@ use crate::{
     GraphError, PlanError,
     graph::{self, Resource},
     playbook::{
-        Container, DEFAULT_TMPFS_SIZE, EnvVar, HostMount, Playbook, Problems, Spanned, TaskKind,
+        Container, DEFAULT_TMPFS_SIZE, EnvVar, HostMount, Model, ModelSource, Playbook, Problems,
+        Spanned, TaskKind,
     },
     sandbox,
     step::{
@@ -91,7 +92,9 @@ impl Plan {
             .iter()
             .rev()
             .filter_map(|s| match s {
-                Step::StartContainer { name, .. } | Step::StartModel { name, .. } => {
+                Step::StartContainer { name, .. }
+                | Step::StartModel { name, .. }
+                | Step::StartReplay { name, .. } => {
                     Some(Teardown::RemoveContainer { name: name.clone() })
                 }
                 _ => None,
@@ -492,13 +495,19 @@ fn image_step(p: &Playbook, i: usize, errors: &mut Vec<PlanError>) -> Option<Ste
     })
 }
 
-/// A model's server, with its settings turned into `llama-server` arguments.
+/// A model's server, with its settings turned into `llama-server` arguments, or the
+/// replay of a script.
 fn model_step(p: &Playbook, i: usize, errors: &mut Vec<PlanError>) -> Option<Step> {
     let m = &p.models[i];
-    let (gguf, gguf_bytes, info) = check_gguf(p, &m.gguf, errors)?;
+    let gguf = match &m.source {
+        ModelSource::Gguf(gguf) => gguf,
+        ModelSource::Replay(script) => return replay_step(p, m, script, errors),
+    };
+    let (gguf_path, gguf_bytes, info) = check_gguf(p, gguf, errors)?;
     if let Some(pin) = &m.sha256 {
-        check_pin(&gguf, &m.gguf.value, pin, errors)?;
+        check_pin(&gguf_path, &gguf.value, pin, errors)?;
     }
+    let gguf = gguf_path;
     let mut args = Vec::new();
     for (flag, value) in [
         ("--threads", m.threads),
@@ -526,6 +535,49 @@ fn model_step(p: &Playbook, i: usize, errors: &mut Vec<PlanError>) -> Option<Ste
         ),
         name: m.name.value.clone(),
         network: m.network.value.clone(),
+    })
+}
+
+/// A scripted model, its script read and checked on the host.
+fn replay_step(
+    p: &Playbook,
+    m: &Model,
+    script: &Spanned<String>,
+    errors: &mut Vec<PlanError>,
+) -> Option<Step> {
+    let bad = |reason: String| PlanError::BadScript {
+        path: script.value.clone(),
+        reason,
+        span: script.span,
+    };
+    let Ok(path) = std::fs::canonicalize(p.resolve(script)) else {
+        errors.push(bad("does not exist".into()));
+        return None;
+    };
+    // Only a regular file: opening a FIFO or a device would block or read for ever.
+    if !path.is_file() {
+        errors.push(bad("not a regular file".into()));
+        return None;
+    }
+    let parsed = match crate::replay::script::Script::read(&path) {
+        Ok(parsed) => parsed,
+        Err(why) => {
+            errors.push(bad(why));
+            return None;
+        }
+    };
+    if let Some(pin) = &m.sha256 {
+        check_pin(&path, &script.value, pin, errors)?;
+    }
+    Some(Step::StartReplay {
+        alias: m.served_name().to_owned(),
+        image: m.image.value.clone(),
+        name: m.name.value.clone(),
+        network: m.network.value.clone(),
+        pinned: m.sha256.is_some(),
+        replies: parsed.replies.len(),
+        script: path,
+        transcript: parsed.transcript,
     })
 }
 

@@ -42,6 +42,20 @@ pub enum PlanError {
         span: SourceSpan,
     },
 
+    #[error("replay script `{path}` cannot be used")]
+    #[diagnostic(
+        code(openmono::plan::bad_script),
+        help(
+            "a replay script is JSON Lines, one reply per line such as {{\"content\": \"Done.\"}}, or a run's transcript; paths are relative to the playbook's folder (see the book's chapter on replay)"
+        )
+    )]
+    BadScript {
+        path: String,
+        #[label("{reason}")]
+        span: SourceSpan,
+        reason: String,
+    },
+
     #[error("model file `{path}` does not exist")]
     #[diagnostic(
         code(openmono::plan::model_missing),

@@ -12,6 +12,8 @@ use crate::{
 pub const MODEL_PORT: u16 = 8080;
 /// Where the GGUF file appears inside the model's container.
 pub const MODEL_MOUNT: &str = "/models/model.gguf";
+/// Where a replay script appears inside its model's container.
+pub const REPLAY_MOUNT: &str = "/models/replay.jsonl";
 /// Where the project folder appears inside a container.
 pub const WORKSPACE: &str = "/workspace";
 /// Where openmono's own binary goes in a task container; nothing may be mounted there.
@@ -95,6 +97,22 @@ pub enum Step {
         jinja: bool,
         name: String,
         network: String,
+    },
+    /// A scripted model: `openmono replay`, from the binary the run copies in.
+    StartReplay {
+        /// The model's name in the API.
+        alias: String,
+        image: String,
+        name: String,
+        network: String,
+        /// The file matched the playbook's `sha256` pin.
+        pinned: bool,
+        /// How many replies the script has.
+        replies: usize,
+        /// The script, canonical.
+        script: PathBuf,
+        /// The script is a run's transcript.
+        transcript: bool,
     },
     /// One shell command inside `container`.
     RunTask {
@@ -202,7 +220,9 @@ impl Step {
             Self::CreateVolume { name, .. } => format!("volume `{name}`"),
             Self::BuildImage { reference, .. } => format!("image `{reference}`"),
             Self::StartContainer { name, .. } => format!("container `{name}`"),
-            Self::StartModel { name, .. } => format!("model `{name}`"),
+            Self::StartModel { name, .. } | Self::StartReplay { name, .. } => {
+                format!("model `{name}`")
+            }
             Self::RunTask { task, .. } => format!("run task `{task}`"),
             Self::WaitModel { model, .. } => format!("model `{model}` ready"),
         }
@@ -260,6 +280,7 @@ impl fmt::Display for Step {
             }
             Self::StartContainer { .. } => self.fmt_container(f),
             Self::StartModel { .. } => self.fmt_model(f),
+            Self::StartReplay { .. } => self.fmt_replay(f),
             Self::RunTask {
                 command,
                 container,
@@ -375,6 +396,42 @@ impl Step {
             write!(f, "\n      GPU devices requested from the engine")?;
         }
         Ok(())
+    }
+
+    fn fmt_replay(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self::StartReplay {
+            alias,
+            image,
+            name,
+            network,
+            pinned,
+            replies,
+            script,
+            transcript,
+        } = self
+        else {
+            return Ok(());
+        };
+        write!(
+            f,
+            "+ start model `{name}`: openmono replay from `{image}` on `{network}`"
+        )?;
+        write!(
+            f,
+            "\n      mount {} ({replies} {}{}) at {REPLAY_MOUNT} (read-only){}",
+            script.display(),
+            if *replies == 1 { "reply" } else { "replies" },
+            if *transcript {
+                ", from a transcript"
+            } else {
+                ""
+            },
+            if *pinned { ", SHA-256 as pinned" } else { "" }
+        )?;
+        write!(
+            f,
+            "\n      answers request n with reply n, served as `{alias}` at http://{name}:{MODEL_PORT}"
+        )
     }
 
     fn fmt_container(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

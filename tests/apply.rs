@@ -243,6 +243,59 @@ task "t" {
 }
 
 #[test]
+fn a_model_that_never_answers_fails_at_its_load_timeout() {
+    if !docker() {
+        return;
+    }
+    let project = Project::new();
+    // The server loads and listens, but on another port than the one asked: the
+    // probe is refused until the playbook's load timeout ends the wait.
+    project.file(
+        "openmono.kdl",
+        &format!(
+            r#"
+network "n"
+model "m" {{
+    gguf "{}"
+    network "n"
+    args "--port" "9999"
+    load-timeout "3s"
+}}
+container "box" {{
+    image "openmono/agent:latest"
+    network "n"
+}}
+task "t" {{
+    agent "box" model="m"
+    prompt "hi"
+}}
+"#,
+            gemma().display()
+        ),
+    );
+    let run = project.run(&["apply"]);
+    run.expect_code(1);
+    assert!(
+        run.stderr
+            .contains("model `m` ready: waiting for the server to listen\n"),
+        "the probe's state is the step's progress: {}",
+        run.stderr
+    );
+    assert!(
+        run.stdout
+            .contains("failure: model `m` ready: not ready after 3s; the server's last lines:"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("9999"),
+        "the server's own words: {}",
+        run.stdout
+    );
+    assert_run_gone(&run.run_id());
+}
+
+#[test]
 fn every_stop_signal_tears_everything_down_and_exits_130() {
     if !docker() {
         return;

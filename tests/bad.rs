@@ -35,6 +35,12 @@ fn every_bad_playbook_gets_its_exact_diagnostic() {
         std::fs::write(project.path().join("m.gguf"), tiny_gguf()).expect("m.gguf");
         project.file("text.gguf", "just some text\n");
         std::fs::write(project.path().join("cut.gguf"), &tiny_gguf()[..30]).expect("cut.gguf");
+        // Replay scripts: one that reads, one with a mistake on its second line.
+        project.file("ok.jsonl", "{\"content\": \"Done.\"}\n");
+        project.file(
+            "bad.jsonl",
+            "{\"content\": \"Done.\"}\n{\"contents\": \"typo\"}\n",
+        );
         // For mounts: a folder of the project, and a symlink that leads out of it.
         project.file("data/readme", "data");
         std::os::unix::fs::symlink("/usr", project.path().join("outside")).expect("symlink");

@@ -11,4 +11,5 @@ mod faults;
 mod fixture_model;
 mod isolation;
 mod plan;
+mod scenarios;
 mod support;

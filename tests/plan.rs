@@ -241,7 +241,7 @@ fn fmt_rewrites_the_layout_and_nothing_else() {
     project.run(&["fmt"]).expect_code(0);
     assert_eq!(
         std::fs::read_to_string(project.path().join("openmono.kdl")).expect("read"),
-        "// the box\ncontainer \"box\" {\n    image \"openmono/agent:latest\"\n\n    workspace \".\"  // here\n}\ntask \"t\" {\n    run \"box\" \"\"\"\n    echo {\n    \"\"\"\n}\n"
+        "// the box\ncontainer \"box\" {\n    image \"openmono/agent:latest\"\n\n    workspace \".\" // here\n}\ntask \"t\" {\n    run \"box\" \"\"\"\n    echo {\n    \"\"\"\n}\n"
     );
     project.run(&["fmt", "--check"]).expect_code(0);
     let after = project.run(&["plan"]);

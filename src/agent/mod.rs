@@ -22,7 +22,7 @@ pub mod search;
 pub mod shell;
 pub mod supervise;
 #[cfg(test)]
-mod test_server;
+pub(crate) mod test_server;
 pub mod text_tools;
 pub mod tool_args;
 pub mod toolbox;
@@ -1076,5 +1076,50 @@ mod tests {
             Some("x = 1\ny = 2\n")
         );
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_script_with_arguments_split_across_chunks_and_an_overflow() {
+        let server = Server::replaying(
+            "{\"content\": \"Writing.\", \"tool_calls\": [{\"id\": \"w\", \"name\": \"write_file\", \"arguments\": {\"path\": \"a.txt\", \"content\": \"fixed\\n\"}}], \"chunks\": 7}\n\
+             {\"overflow\": 400}\n\
+             {\"content\": \"Done.\", \"chunks\": 3}\n",
+        );
+        let dir = scratch("replayed");
+        let (code, events) = run_agent(&args(&server.url, 5), &dir);
+        assert_eq!(code, 0, "{events:?}");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("a.txt")).ok().as_deref(),
+            Some("fixed\n")
+        );
+        assert!(events.contains(&AgentEvent::ToolCall {
+            step: 1,
+            id: "w".into(),
+            name: "write_file".into(),
+            arguments: r#"{"content":"fixed\n","path":"a.txt"}"#.into()
+        }));
+        assert_eq!(events_of(&events, "compacted").len(), 1);
+        assert_eq!(server.received().len(), 3);
+        assert_eq!(
+            events.last(),
+            Some(&AgentEvent::Final {
+                answer: "Done.".into(),
+                steps: 2,
+                reason: EndReason::Done
+            })
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_scripted_reply_cut_off_is_a_lost_connection() {
+        let server =
+            Server::replaying("{\"content\": \"abcdef\", \"chunks\": 3, \"end\": \"cut\"}");
+        let (code, events) = run_agent(&args(&server.url, 3), Path::new("/"));
+        assert_eq!(code, 3);
+        assert!(
+            matches!(&events[..], [_, AgentEvent::Error { message }, AgentEvent::Final { reason: EndReason::ModelUnreachable, .. }] if message.contains("the reply broke off")),
+            "{events:?}"
+        );
     }
 }

@@ -17,7 +17,7 @@ use bollard::{
         BuildImageOptionsBuilder, CreateContainerOptionsBuilder, ListContainersOptionsBuilder,
         ListNetworksOptionsBuilder, ListVolumesOptions, LogsOptionsBuilder,
         RemoveContainerOptionsBuilder, RemoveVolumeOptions, StopContainerOptionsBuilder,
-        UploadToContainerOptionsBuilder,
+        UploadToContainerOptionsBuilder, WaitContainerOptionsBuilder,
     },
 };
 use futures_util::StreamExt;
@@ -463,6 +463,28 @@ impl Engine {
 
     pub async fn liveness(&self, id: &str) -> Result<Liveness, EngineError> {
         Ok(Liveness::of(&self.state(id).await?))
+    }
+
+    /// Waits until the container stops (at once if it has), and returns its exit code.
+    pub async fn exited(&self, id: &str) -> Result<i64, EngineError> {
+        let options = WaitContainerOptionsBuilder::default()
+            .condition("not-running")
+            .build();
+        match self.docker.wait_container(id, Some(options)).next().await {
+            Some(Ok(response)) => Ok(response.status_code),
+            // bollard reports a non-zero exit as an error of the wait itself.
+            Some(Err(BollardError::DockerContainerWaitError { code, .. })) => Ok(code),
+            Some(Err(e)) => Err(EngineError::call("wait for a container")(e)),
+            None => match self.liveness(id).await? {
+                Liveness::Exited(code) => Ok(code),
+                Liveness::Running => Err(EngineError::call("wait for a container")(
+                    BollardError::DockerContainerWaitError {
+                        error: "the engine ended the wait while the container runs".into(),
+                        code: -1,
+                    },
+                )),
+            },
+        }
     }
 
     async fn state(&self, id: &str) -> Result<ContainerState, EngineError> {

@@ -23,7 +23,7 @@ use crate::{
     agent::supervise::TIMED_OUT,
     plan::Plan,
     playbook::{Health, HealthProbe},
-    step::{MODEL_MOUNT, MODEL_PORT, Step, TaskSettings, WORKSPACE},
+    step::{MODEL_MOUNT, MODEL_PORT, REPLAY_MOUNT, Step, TaskSettings, WORKSPACE},
 };
 
 use super::{
@@ -154,16 +154,32 @@ pub async fn apply(plan: &Plan, options: &ApplyOptions) -> Result<Report, Engine
         .steps
         .iter()
         .filter_map(|s| match s {
-            Step::StartContainer { image, .. } | Step::StartModel { image, .. } => Some(image),
+            Step::StartContainer { image, .. }
+            | Step::StartModel { image, .. }
+            | Step::StartReplay { image, .. } => Some(image),
             _ => None,
         })
         .filter(|image| !built.contains(image))
         .collect();
     images.sort();
     images.dedup();
-    for image in images {
-        if !engine.image_exists(image).await? {
-            missing.push(image.clone());
+    // The engine answers these at once; asked one after the other they were a third
+    // of the time before the first step.
+    let present =
+        futures_util::future::try_join_all(images.iter().map(|image| engine.image_exists(image)));
+    let needed: u64 = plan.steps.iter().filter_map(Step::memory_estimate).sum();
+    let memory = async {
+        match needed {
+            0 => None,
+            _ => engine.memory().await.ok(),
+        }
+    };
+    // Runs whose openmono was killed left their objects; reap them before adding ours.
+    let reaped = gc::collect(&engine, false, Duration::from_mins(1));
+    let (present, memory, reaped) = tokio::join!(present, memory, reaped);
+    for (image, present) in images.iter().zip(present?) {
+        if !present {
+            missing.push((*image).clone());
         }
     }
     if !missing.is_empty() {
@@ -182,8 +198,7 @@ pub async fn apply(plan: &Plan, options: &ApplyOptions) -> Result<Report, Engine
             path: dir.display().to_string(),
             source,
         })?;
-    // Runs whose openmono was killed left their objects; reap them before adding ours.
-    let reaped = gc::collect(&engine, false, Duration::from_mins(1)).await?;
+    let reaped = reaped?;
     let executor = Executor {
         host: gc::host_name(),
         owner_start: gc::process_start(std::process::id()).unwrap_or_default(),
@@ -202,8 +217,7 @@ pub async fn apply(plan: &Plan, options: &ApplyOptions) -> Result<Report, Engine
         self_volume: tokio::sync::OnceCell::new(),
         tasks: Mutex::default(),
     };
-    let needed: u64 = plan.steps.iter().filter_map(Step::memory_estimate).sum();
-    if let Ok(memory) = executor.engine.memory().await
+    if let Some(memory) = memory
         && memory > 0
         && needed > memory
     {
@@ -307,15 +321,24 @@ impl Executor<'_> {
         let mut stop: Option<Stop> = None;
         loop {
             if stop.is_none() {
-                for (i, started) in started.iter_mut().enumerate() {
+                // A model takes seconds to load and every agent waits for it: while a
+                // model's container is being started, other containers wait their
+                // turn, so that the engine gives it its whole attention.
+                let mut model_starting = (0..count).any(|i| {
+                    started[i] && !done[i] && matches!(self.plan.steps[i], Step::StartModel { .. })
+                });
+                for i in self.launch_order() {
                     if running.len() >= self.options.jobs.max(1) {
                         break;
                     }
                     let ready = self.plan.needs.get(i).is_none_or(|needs| {
                         needs.iter().all(|n| done.get(*n).copied().unwrap_or(true))
                     });
-                    if !*started && ready {
-                        *started = true;
+                    let held =
+                        model_starting && matches!(self.plan.steps[i], Step::StartContainer { .. });
+                    if !started[i] && ready && !held {
+                        started[i] = true;
+                        model_starting |= matches!(self.plan.steps[i], Step::StartModel { .. });
                         running.push(self.run_step(i, cancelled.clone()));
                     }
                 }
@@ -327,7 +350,7 @@ impl Executor<'_> {
                 Some((i, outcome)) = running.next() => match outcome {
                     Outcome::Done => {
                         done[i] = true;
-                        if let (true, Step::StartContainer { name, .. } | Step::StartModel { name, .. }) =
+                        if let (true, Step::StartContainer { name, .. } | Step::StartModel { name, .. } | Step::StartReplay { name, .. }) =
                             (self.progress.follows(), &self.plan.steps[i])
                         {
                             followers.push(self.follow(name, i + 1));
@@ -351,6 +374,17 @@ impl Executor<'_> {
         // A step that never started or did not finish: its task did not run.
         self.not_run();
         stop.map_or(Ok(()), Err)
+    }
+
+    /// The steps in the order to start those that are ready: models first, since their
+    /// load is the longest wait of a run, then the plan's order.
+    fn launch_order(&self) -> impl Iterator<Item = usize> + '_ {
+        let model = |i: &usize| matches!(self.plan.steps[*i], Step::StartModel { .. });
+        let steps = 0..self.plan.steps.len();
+        steps
+            .clone()
+            .filter(model)
+            .chain(steps.filter(move |i| !model(i)))
     }
 
     /// Runs step `i` with its own progress line; the steps that wait stop when
@@ -460,6 +494,7 @@ impl Executor<'_> {
                     .await
             }
             Step::StartModel { .. } => self.start_model(step).await,
+            Step::StartReplay { .. } => self.start_replay(step).await,
             Step::StartContainer { .. } => self.start_container(step).await.map(|_| String::new()),
             Step::WaitModel {
                 from,

@@ -109,17 +109,19 @@ pub enum DecodeError {
         span: SourceSpan,
     },
 
-    #[error("task `{task}` says both `agent` and `run`")]
-    #[diagnostic(
-        code(openmono::decode::task_kind_conflict),
-        help("a task either runs an agent or runs a command: split it into two tasks")
-    )]
-    TaskKindConflict {
+    #[error("{owner} says both `{kinds}`")]
+    #[diagnostic(code(openmono::decode::kind_conflict))]
+    KindConflict {
         #[label("first kind")]
         first: SourceSpan,
+        #[help]
+        help: &'static str,
+        /// The two, as "agent` and `run".
+        kinds: String,
+        /// What says both, as "task `t`".
+        owner: String,
         #[label("second kind")]
         span: SourceSpan,
-        task: String,
     },
 
     #[error("unknown node `{name}` {place}")]

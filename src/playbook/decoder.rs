@@ -14,9 +14,10 @@ use miette::SourceSpan;
 
 use super::{
     Container, DEFAULT_CONTEXT, DEFAULT_MAX_STEPS, DEFAULT_MAX_TOKENS, DEFAULT_MODEL_IMAGE,
-    DEFAULT_TMPFS_SIZE, DecodeError, Health, HealthProbe, HostMount, Image, Limits, Model, Network,
-    Playbook, Source, Spanned, Task, TaskKind, Tmpfs, Var, VarType, VarValue, Volume, VolumeMount,
-    checker::Checker, fast_parser::FastParser, schema, units,
+    DEFAULT_REPLAY_IMAGE, DEFAULT_TMPFS_SIZE, DecodeError, Health, HealthProbe, HostMount, Image,
+    Limits, Model, ModelSource, Network, Playbook, Source, Spanned, Task, TaskKind, Tmpfs, Var,
+    VarType, VarValue, Volume, VolumeMount, checker::Checker, fast_parser::FastParser, schema,
+    units,
 };
 
 /// A decoded playbook and the warnings it gave.
@@ -462,24 +463,86 @@ impl Decoder {
 
     fn decode_model(&mut self, node: &KdlNode) -> Option<Model> {
         let name = self.name(node, "host")?;
-        let gguf = last_child(node, "gguf");
+        let owner = format!("model `{}`", name.value);
+        let (gguf, replay) = (last_child(node, "gguf"), last_child(node, "replay"));
+        let (source, default_image) = match (gguf, replay) {
+            (Some(gguf), Some(replay)) => {
+                self.conflict(
+                    &owner,
+                    [gguf, replay],
+                    "a model either serves a GGUF file or replays a script: keep one",
+                );
+                return None;
+            }
+            (Some(gguf), None) => (ModelSource::Gguf(str_arg(gguf, 0)?), DEFAULT_MODEL_IMAGE),
+            (None, Some(replay)) => {
+                self.only_for_llama(node);
+                (
+                    ModelSource::Replay(str_arg(replay, 0)?),
+                    DEFAULT_REPLAY_IMAGE,
+                )
+            }
+            (None, None) => {
+                self.problems.push(DecodeError::MissingChild {
+                    child: "gguf` or `replay",
+                    help: Some(
+                        "say what it serves: `gguf \"models/model.gguf\"` or `replay \"session.jsonl\"`"
+                            .into(),
+                    ),
+                    owner,
+                    span: node.name().span(),
+                });
+                return None;
+            }
+        };
         Some(Model {
             alias: child_str(node, "alias"),
             args: children(node, "args").flat_map(strs).collect(),
             load_timeout: child_str(node, "load-timeout")
                 .and_then(|t| units::parse_duration(&t.value)),
-            sha256: gguf.and_then(|g| prop_str(g, "sha256")),
+            sha256: gguf.or(replay).and_then(|g| prop_str(g, "sha256")),
             context: child_int(node, "context").map_or(DEFAULT_CONTEXT, |c| c.value),
-            gguf: child_str(node, "gguf")?,
+            source,
             gpu_layers: child_int(node, "gpu-layers").map(|n| n.value),
-            image: child_str(node, "image").unwrap_or_else(|| {
-                Spanned::new(DEFAULT_MODEL_IMAGE.to_owned(), node.name().span())
-            }),
+            image: child_str(node, "image")
+                .unwrap_or_else(|| Spanned::new(default_image.to_owned(), node.name().span())),
             name,
             network: child_str(node, "network")?,
             parallel: child_int(node, "parallel").map(|n| n.value),
             threads: child_int(node, "threads").map(|n| n.value),
         })
+    }
+
+    /// Two children of `owner` that exclude each other: both are labelled, in the
+    /// order they are written.
+    fn conflict(&mut self, owner: &str, [a, b]: [&KdlNode; 2], help: &'static str) {
+        let (first, second) = if a.span().offset() < b.span().offset() {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        self.problems.push(DecodeError::KindConflict {
+            first: first.name().span(),
+            help,
+            kinds: format!("{}` and `{}", first.name().value(), second.name().value()),
+            owner: owner.to_owned(),
+            span: second.name().span(),
+        });
+    }
+
+    /// A replayed model's children that only `llama-server` understands are mistakes.
+    fn only_for_llama(&mut self, node: &KdlNode) {
+        for what in ["context", "threads", "parallel", "gpu-layers", "args"] {
+            for child in children(node, what) {
+                self.problems.push(DecodeError::InvalidValue {
+                    help: Some(format!(
+                        "`{what}` sets up `llama-server`, which a replayed model does not run; remove it"
+                    )),
+                    message: format!("`{what}` has no meaning for a model that replays a script"),
+                    span: child.name().span(),
+                });
+            }
+        }
     }
 
     fn decode_container(&mut self, node: &KdlNode) -> Option<Container> {
@@ -526,16 +589,11 @@ impl Decoder {
         let owner = format!("task `{}`", name.as_ref().map_or("?", |n| n.value.as_str()));
         let kind = match (agent, run) {
             (Some(agent), Some(run)) => {
-                let (first, second) = if agent.span().offset() < run.span().offset() {
-                    (agent, run)
-                } else {
-                    (run, agent)
-                };
-                self.problems.push(DecodeError::TaskKindConflict {
-                    first: first.name().span(),
-                    span: second.name().span(),
-                    task: name.as_ref().map_or_else(String::new, |n| n.value.clone()),
-                });
+                self.conflict(
+                    &owner,
+                    [agent, run],
+                    "a task either runs an agent or runs a command: split it into two tasks",
+                );
                 None
             }
             (Some(agent), None) => {
@@ -1065,9 +1123,48 @@ container "d" {
     error!(
         a_task_cannot_be_both_kinds,
         "task \"t\" {\n    run \"c\" \"x\"\n    agent \"c\" model=\"m\"\n}",
-        DecodeError::TaskKindConflict { .. },
+        DecodeError::KindConflict { .. },
         "agent"
     );
+    error!(
+        a_model_cannot_both_serve_a_file_and_replay,
+        "model \"m\" {\n    gguf \"a.gguf\"\n    network \"n\"\n    replay \"s.jsonl\"\n}",
+        DecodeError::KindConflict { .. },
+        "replay"
+    );
+    error!(
+        a_model_needs_something_to_serve,
+        "model \"m\" {\n    network \"n\"\n}",
+        DecodeError::MissingChild {
+            child: "gguf` or `replay",
+            ..
+        },
+        "model"
+    );
+    error!(
+        a_replayed_model_has_no_llama_settings,
+        "model \"m\" {\n    replay \"s.jsonl\"\n    network \"n\"\n    context 512\n}",
+        DecodeError::InvalidValue { .. },
+        "context"
+    );
+
+    #[test]
+    fn a_replayed_model_runs_in_the_agent_image_unless_it_names_one() {
+        let playbook = decode(
+            "model \"a\" {\n    replay \"s.jsonl\" sha256=\"x\"\n    network \"n\"\n}\nmodel \"b\" {\n    replay \"t.jsonl\"\n    network \"n\"\n    image \"mine\"\n}",
+        )
+        .expect("decodes");
+        let [a, b] = &playbook.models[..] else {
+            panic!("two models")
+        };
+        assert!(matches!(&a.source, ModelSource::Replay(path) if path.value == "s.jsonl"));
+        assert_eq!(a.sha256.as_ref().map(|s| s.value.as_str()), Some("x"));
+        assert_eq!(
+            (a.image.value.as_str(), b.image.value.as_str()),
+            (DEFAULT_REPLAY_IMAGE, "mine")
+        );
+    }
+
     error!(
         a_task_needs_a_kind,
         "task \"t\" {\n    prompt \"p\"\n}",

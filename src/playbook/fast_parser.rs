@@ -625,7 +625,7 @@ fn allowed_char(text: &str) -> Parsed<usize> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::path::{Path, PathBuf};
 
     use super::*;
@@ -789,7 +789,7 @@ mod tests {
     }
 
     /// The texts in the repository: playbooks, the docs' examples, the bad playbooks.
-    fn corpus() -> Vec<(String, String)> {
+    pub(in crate::playbook) fn corpus() -> Vec<(String, String)> {
         let mut texts = Vec::new();
         for dir in ["playbooks", "tests/bad"] {
             for path in files(&root().join(dir), "kdl") {

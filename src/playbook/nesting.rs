@@ -37,6 +37,16 @@ impl Scanner {
     /// Moves the state past `text` (a line, or a whole file), calling `on_open` with
     /// the offset and the new depth at each `{` of code.
     pub(super) fn scan(&mut self, text: &str, mut on_open: impl FnMut(usize, usize)) {
+        self.walk(text, |at, byte, depth| {
+            if byte == b'{' {
+                on_open(at, depth);
+            }
+        });
+    }
+
+    /// Moves the state past `text`, calling `on_code` with the offset, the byte and the
+    /// depth after it for every byte of code: not inside a string or a comment.
+    pub(super) fn walk(&mut self, text: &str, mut on_code: impl FnMut(usize, u8, usize)) {
         let bytes = text.as_bytes();
         let mut i = 0;
         while i < bytes.len() {
@@ -103,14 +113,18 @@ impl Scanner {
                 }
                 b'{' => {
                     self.depth += 1;
-                    on_open(i, self.depth);
+                    on_code(i, b'{', self.depth);
                     i += 1;
                 }
                 b'}' => {
                     self.depth = self.depth.saturating_sub(1);
+                    on_code(i, b'}', self.depth);
                     i += 1;
                 }
-                _ => i += 1,
+                byte => {
+                    on_code(i, byte, self.depth);
+                    i += 1;
+                }
             }
         }
     }

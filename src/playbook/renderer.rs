@@ -112,7 +112,7 @@ pub fn render(playbook: &mut Playbook, inputs: &Inputs) -> Result<(), Vec<Templa
             .for_each(|(_, value)| render(value, false));
     }
     for model in &mut playbook.models {
-        [&mut model.gguf, &mut model.image]
+        [model.source.path_mut(), &mut model.image]
             .into_iter()
             .chain(model.alias.as_mut())
             .chain(model.sha256.as_mut())
@@ -414,7 +414,7 @@ task "t" {
         let p = rendered(TEXT, &[]).expect("renders");
         assert_eq!(command(&p), "echo world 3 false http://coder:8080 r1 /proj");
         // A path default is made absolute against the playbook's folder.
-        assert_eq!(p.models[0].gguf.value, "/proj/data/m.gguf");
+        assert_eq!(p.models[0].source.path().value, "/proj/data/m.gguf");
     }
 
     #[test]
@@ -431,7 +431,7 @@ task "t" {
         )
         .expect("renders");
         assert_eq!(command(&p), "echo cli 42 true http://coder:8080 r1 /proj");
-        assert_eq!(p.models[0].gguf.value, "/cwd/d/m.gguf");
+        assert_eq!(p.models[0].source.path().value, "/cwd/d/m.gguf");
     }
 
     #[test]

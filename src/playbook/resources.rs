@@ -8,6 +8,9 @@ use crate::sandbox::Permission;
 
 /// The llama.cpp server image a model runs in unless it names another.
 pub const DEFAULT_MODEL_IMAGE: &str = "openmono/llama-server:latest";
+/// The image a replayed model runs in unless it names another: any image will do, as
+/// the server is the openmono binary the run copies in; this one is there anyway.
+pub const DEFAULT_REPLAY_IMAGE: &str = "openmono/agent:latest";
 /// The context size of a model that does not set one.
 pub const DEFAULT_CONTEXT: u32 = 4096;
 /// Most model turns of an agent task that does not set `max-steps`.
@@ -162,8 +165,8 @@ pub struct Model {
     /// Extra arguments for `llama-server`, after the ones openmono sets.
     pub args: Vec<Spanned<String>>,
     pub context: u32,
-    /// The GGUF file as written, relative to the playbook's folder.
-    pub gguf: Spanned<String>,
+    /// What it serves: a GGUF file or a replay script.
+    pub source: ModelSource,
     /// The file's SHA-256, as the playbook pins it.
     pub sha256: Option<Spanned<String>>,
     /// How long loading may take, if not `apply --model-timeout`.
@@ -174,6 +177,29 @@ pub struct Model {
     pub parallel: Option<u32>,
     pub threads: Option<u32>,
     pub network: Spanned<String>,
+}
+
+/// What a model serves; the path as written, relative to the playbook's folder.
+#[derive(Debug, Clone)]
+pub enum ModelSource {
+    /// A GGUF file, served by `llama-server`.
+    Gguf(Spanned<String>),
+    /// A replay script, served by `openmono replay`.
+    Replay(Spanned<String>),
+}
+
+impl ModelSource {
+    pub fn path(&self) -> &Spanned<String> {
+        match self {
+            Self::Gguf(path) | Self::Replay(path) => path,
+        }
+    }
+
+    pub fn path_mut(&mut self) -> &mut Spanned<String> {
+        match self {
+            Self::Gguf(path) | Self::Replay(path) => path,
+        }
+    }
 }
 
 impl Model {

@@ -158,6 +158,14 @@ const REPLY_TOKENS: &[Arg] = &[arg(
     },
 )];
 
+/// A model file's pin.
+const SHA256: Prop = Prop {
+    default: None,
+    doc: "the file's SHA-256 (64 hex digits); `plan` and `apply` refuse a file that differs",
+    name: "sha256",
+    ty: Ty::Text,
+};
+
 /// A resource's name, the first argument of every top-level resource.
 const NAME: Arg = Arg {
     doc: "its name",
@@ -303,17 +311,22 @@ pub const TOP_LEVEL: &[Node] = &[
             Node {
                 args: PATH,
                 children: &[],
-                doc: "the GGUF model file, mounted read-only",
+                doc: "the GGUF model file, mounted read-only and served by `llama-server` (give `gguf` or `replay`)",
                 example: "gguf \"models/model.gguf\"",
                 name: "gguf",
-                props: &[Prop {
-                    default: None,
-                    doc: "the file's SHA-256 (64 hex digits); `plan` and `apply` refuse a file that differs",
-                    name: "sha256",
-                    ty: Ty::Text,
-                }],
+                props: &[SHA256],
                 rest: None,
-                times: Times::Required,
+                times: Times::Once,
+            },
+            Node {
+                args: PATH,
+                children: &[],
+                doc: "instead of `gguf`: a replay script (JSON Lines of replies, or a run's transcript), mounted read-only and served by `openmono replay`, which answers the n-th request with the n-th reply",
+                example: "replay \"session.jsonl\"",
+                name: "replay",
+                props: &[SHA256],
+                rest: None,
+                times: Times::Once,
             },
             leaf(
                 "network",
@@ -348,7 +361,7 @@ pub const TOP_LEVEL: &[Node] = &[
             ),
             leaf(
                 "image",
-                "the llama-server image (default `openmono/llama-server:latest`)",
+                "the server's image (default `openmono/llama-server:latest`, and `openmono/agent:latest` for `replay`)",
                 STRING,
                 Times::Once,
             ),
@@ -377,7 +390,7 @@ pub const TOP_LEVEL: &[Node] = &[
                 times: Times::Many,
             },
         ],
-        doc: "a local model, served by llama.cpp's `llama-server` in its own container",
+        doc: "a local model, served by llama.cpp's `llama-server` in its own container, or a scripted one that replays recorded replies",
         example: "",
         name: "model",
         props: &[],

@@ -150,24 +150,17 @@ impl Executor<'_> {
             cmd.push("--jinja".into());
         }
         cmd.extend(args.iter().cloned());
-        let mut labels = self.labels(name);
-        labels.insert("dev.openmono.kind".to_owned(), "model".to_owned());
         let spec = ContainerSpec {
             cmd,
             gpus: *gpu,
             image: image.clone(),
-            labels,
             mounts: vec![BindMount {
                 read_only: true,
                 source: gguf.display().to_string(),
                 target: MODEL_MOUNT.to_owned(),
                 volume: false,
             }],
-            name: self.engine_name(name),
-            networks: vec![(self.network(network)?, vec![name.clone()])],
-            read_only_rootfs: true,
-            user: Some("65534:65534".into()),
-            ..ContainerSpec::default()
+            ..self.model_container(name, network)?
         };
         let id = self.create(name, spec).await?;
         self.engine.start_container(&id).await.map_err(|e| {
@@ -180,6 +173,73 @@ impl Executor<'_> {
                 why
             }
         })?;
+        Ok(String::new())
+    }
+
+    /// What every model server's container gets: the model's labels and name, its
+    /// network with the model's name as host name, a read-only root, user `nobody`.
+    fn model_container(&self, name: &str, network: &str) -> Result<ContainerSpec, String> {
+        let mut labels = self.labels(name);
+        labels.insert("dev.openmono.kind".to_owned(), "model".to_owned());
+        Ok(ContainerSpec {
+            labels,
+            name: self.engine_name(name),
+            networks: vec![(self.network(network)?, vec![name.to_owned()])],
+            read_only_rootfs: true,
+            user: Some("65534:65534".into()),
+            ..ContainerSpec::default()
+        })
+    }
+
+    /// A scripted model: the run's copy of openmono replays the script, with the same
+    /// confinement as a model server (a read-only root, no capabilities, `nobody`).
+    pub(super) async fn start_replay(&self, step: &Step) -> Result<String, String> {
+        let Step::StartReplay {
+            alias,
+            image,
+            name,
+            network,
+            script,
+            ..
+        } = step
+        else {
+            unreachable!("called for StartReplay only")
+        };
+        let cmd = [
+            "replay",
+            REPLAY_MOUNT,
+            "--listen",
+            &format!("0.0.0.0:{MODEL_PORT}"),
+            "--alias",
+            alias,
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let spec = ContainerSpec {
+            cmd,
+            entrypoint: Some(vec![SELF_PATH.into()]),
+            image: image.clone(),
+            mounts: vec![
+                BindMount {
+                    read_only: true,
+                    source: script.display().to_string(),
+                    target: REPLAY_MOUNT.to_owned(),
+                    volume: false,
+                },
+                BindMount {
+                    read_only: true,
+                    source: self.self_volume(image).await?,
+                    target: crate::step::SELF_DIR.to_owned(),
+                    volume: true,
+                },
+            ],
+            ..self.model_container(name, network)?
+        };
+        let id = self.create(name, spec).await?;
+        self.engine
+            .start_container(&id)
+            .await
+            .map_err(|e| error_chain(&e))?;
         Ok(String::new())
     }
 
@@ -413,8 +473,9 @@ impl Executor<'_> {
             .ok_or_else(|| format!("container `{name}` was not started"))
     }
 
-    /// Asks the model's `/health` from inside `from` until it answers 200; fails at once
-    /// when the model's container exits, with its last log lines.
+    /// Asks the model's `/health` from inside `from` until it answers 200, with one
+    /// `probe --wait` there; fails at once when the model's container exits, with its
+    /// last log lines.
     pub(super) async fn wait_model(
         &self,
         from: &str,
@@ -425,43 +486,50 @@ impl Executor<'_> {
     ) -> Result<String, String> {
         let model_id = self.container(model)?;
         let from_id = self.container(from)?;
-        // A timeout too large to add is no timeout at all.
-        let deadline = Instant::now().checked_add(timeout);
-        let health = format!("{url}/health");
-        loop {
-            if let Liveness::Exited(code) = self
-                .engine
-                .liveness(&model_id)
-                .await
-                .map_err(|e| error_chain(&e))?
-            {
+        // The probe gives up on its own a little after the host does, so that the
+        // host's clock decides and the probe never outlives the run by much.
+        let patience = timeout.as_secs().saturating_add(2);
+        let cmd = vec![
+            SELF_PATH.to_owned(),
+            "probe".to_owned(),
+            "--wait".to_owned(),
+            patience.to_string(),
+            format!("{url}/health"),
+        ];
+        let probe = self
+            .engine
+            .exec(&from_id, cmd, &[], |_, line| bar.detail(line));
+        let timed_out = || async {
+            let tail = self.engine.log_tail(&model_id, 15).await;
+            Err(format!(
+                "not ready after {}; the server's last lines:\n{}",
+                crate::step::human_duration(timeout),
+                indent(&tail)
+            ))
+        };
+        tokio::select! {
+            code = probe => match code.map_err(|e| error_chain(&e))? {
+                0 => Ok(format!("{url} answers")),
+                _ => timed_out().await,
+            },
+            exited = self.engine.exited(&model_id) => {
+                let code = exited.map_err(|e| error_chain(&e))?;
                 let tail = self.engine.log_tail(&model_id, 15).await;
-                return Err(format!(
+                Err(format!(
                     "the model server exited with code {code} while loading; its last lines:\n{}",
                     indent(&tail)
-                ));
+                ))
             }
-            let cmd = vec![SELF_PATH.to_owned(), "probe".to_owned(), health.clone()];
-            let code = self
-                .engine
-                .exec(&from_id, cmd, &[], |_, _| {})
-                .await
-                .map_err(|e| error_chain(&e))?;
-            match code {
-                0 => return Ok(format!("{url} answers")),
-                1 => bar.detail("loading the model (503)"),
-                _ => bar.detail("waiting for the server to listen"),
-            }
-            if deadline.is_some_and(|d| Instant::now() > d) {
-                let tail = self.engine.log_tail(&model_id, 15).await;
-                return Err(format!(
-                    "not ready after {}; the server's last lines:\n{}",
-                    crate::step::human_duration(timeout),
-                    indent(&tail)
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            () = sleep_for(timeout) => timed_out().await,
         }
+    }
+}
+
+/// Sleeps for `duration`, or for ever when it is too long to add to now.
+async fn sleep_for(duration: Duration) {
+    match tokio::time::Instant::now().checked_add(duration) {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 

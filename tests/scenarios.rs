@@ -1,0 +1,354 @@
+//! The agent driven through exact scenarios by a scripted model (`model { replay … }`),
+//! end to end on the real engine: the replay server runs in its own container on the
+//! run's internal network, the agent in the box, and after every run nothing with the
+//! run's label is left.
+
+use openmono::agent::{AgentEvent, EndReason};
+use serde_json::{Value, json};
+
+use crate::support::{Project, Run, assert_run_gone, docker};
+
+/// A project whose playbook has the model `m` replaying `script`, and an agent task `t`
+/// in `box` (the project as its workspace) with these extra lines.
+fn scenario(script: &str, task: &str) -> Project {
+    let project = Project::new();
+    project.file("session.jsonl", script);
+    project.file(
+        "openmono.kdl",
+        &format!(
+            "network \"n\"\nmodel \"m\" {{\n    replay \"session.jsonl\"\n    network \"n\"\n}}\n\
+             container \"box\" {{\n    image \"openmono/agent:latest\"\n    network \"n\"\n    workspace \".\"\n}}\n\
+             task \"t\" {{\n    agent \"box\" model=\"m\"\n    prompt \"Fix greeting.txt\"\n{task}}}\n"
+        ),
+    );
+    project
+}
+
+/// The run's folder.
+fn run_dir(project: &Project, run: &Run) -> std::path::PathBuf {
+    project.state.path().join("runs").join(run.run_id())
+}
+
+/// The events of task `t`'s transcript.
+fn transcript(project: &Project, run: &Run) -> Vec<AgentEvent> {
+    let path = run_dir(project, run).join("t.jsonl");
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|line| AgentEvent::parse_line(line).unwrap_or_else(|| panic!("bad line {line}")))
+        .collect()
+}
+
+/// The chat requests the replay server got, in order, from its log in the run's folder.
+fn requests(project: &Project, run: &Run) -> Vec<Value> {
+    let path = run_dir(project, run).join("m.server.log");
+    let log = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let requests: Vec<Value> = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .collect();
+    for (i, request) in requests.iter().enumerate() {
+        assert_eq!(request["request"], i + 1, "{log}");
+    }
+    requests.into_iter().map(|r| r["body"].clone()).collect()
+}
+
+fn last_message(request: &Value) -> &Value {
+    request["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .expect("messages")
+}
+
+fn final_event(events: &[AgentEvent]) -> (&str, u32, EndReason) {
+    match events.last() {
+        Some(AgentEvent::Final {
+            answer,
+            steps,
+            reason,
+        }) => (answer.as_str(), *steps, *reason),
+        other => panic!("the transcript does not end with `final`: {other:?}"),
+    }
+}
+
+/// How the report says the agent ended on a model it could not use.
+const MODEL_FAILED: &str =
+    "the model could not be reached or answered with an error (exit code 3); see the transcript";
+
+/// Asserts that task `t` failed with the agent's exit `code`, for this reason.
+#[track_caller]
+fn assert_failed(run: &Run, code: i32, why: &str) {
+    for line in [
+        format!("  ✗ task `t` (agent, exit code {code}, "),
+        format!("  failure: agent task `t`: {why}\n"),
+    ] {
+        assert!(run.stdout.contains(&line), "{line}\n{}", run.stdout);
+    }
+}
+
+/// Runs `apply`; asserts the exit code and that teardown left nothing.
+#[track_caller]
+fn apply(project: &Project, code: i32) -> Run {
+    let run = project.run(&["apply"]);
+    run.expect_code(code);
+    assert!(
+        run.stdout
+            .contains("Teardown removed 2 container(s) and 1 network(s)."),
+        "{}",
+        run.stdout
+    );
+    assert_run_gone(&run.run_id());
+    run
+}
+
+/// Edits `greeting.txt` with its arguments in 6 chunks, then says it is done.
+const EDIT: &str = r#"{"content": "I will fix the greeting.", "tool_calls": [{"id": "e1", "name": "edit_file", "arguments": {"path": "greeting.txt", "old_text": "helo", "new_text": "hello"}}], "chunks": 6}
+{"content": "Fixed the greeting.", "chunks": 2}
+"#;
+
+#[test]
+fn a_scripted_edit_passes_the_check_and_its_transcript_replays_the_same() {
+    if !docker() {
+        return;
+    }
+    let project = scenario(EDIT, "    check \"grep -qx 'hello world' greeting.txt\"\n");
+    project.file("greeting.txt", "helo world\n");
+    let plan = project.run(&["plan"]);
+    plan.expect_code(0);
+    assert!(
+        plan.stdout.contains(&format!(
+            "  2. + start model `m`: openmono replay from `openmono/agent:latest` on `n` [after 1]\n      mount {}/session.jsonl (2 replies) at /models/replay.jsonl (read-only)\n      answers request n with reply n, served as `m` at http://m:8080\n",
+            std::fs::canonicalize(project.path()).expect("path").display()
+        )),
+        "{}",
+        plan.stdout
+    );
+    let run = apply(&project, 0);
+    assert!(
+        run.stdout
+            .contains("  ✓ task `t` (agent, exit code 0, check exit code 0, "),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("      answer:\n        Fixed the greeting.\n"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        std::fs::read_to_string(project.path().join("greeting.txt")).expect("file"),
+        "hello world\n"
+    );
+    let events = transcript(&project, &run);
+    // The six pieces of the arguments came back together.
+    assert!(
+        events.contains(&AgentEvent::ToolCall {
+            step: 1,
+            id: "e1".into(),
+            name: "edit_file".into(),
+            arguments: r#"{"new_text":"hello","old_text":"helo","path":"greeting.txt"}"#.into()
+        }),
+        "{events:?}"
+    );
+    assert_eq!(
+        final_event(&events),
+        ("Fixed the greeting.", 2, EndReason::Done)
+    );
+    let sent = requests(&project, &run);
+    assert_eq!(sent.len(), 2);
+    assert_eq!(
+        last_message(&sent[1]),
+        &json!({"role": "tool", "tool_call_id": "e1", "content": "edited `greeting.txt` at line 1: 1 line replaced by 1"})
+    );
+
+    // The transcript is a script: the recorded session replays to the same end.
+    let replayed = scenario(
+        &std::fs::read_to_string(run_dir(&project, &run).join("t.jsonl")).expect("transcript"),
+        "    check \"grep -qx 'hello world' greeting.txt\"\n",
+    );
+    replayed.file("greeting.txt", "helo world\n");
+    let plan = replayed.run(&["plan"]);
+    assert!(
+        plan.stdout.contains("(2 replies, from a transcript)"),
+        "{}",
+        plan.stdout
+    );
+    let again = apply(&replayed, 0);
+    assert_eq!(
+        std::fs::read_to_string(replayed.path().join("greeting.txt")).expect("file"),
+        "hello world\n"
+    );
+    assert_eq!(
+        final_event(&transcript(&replayed, &again)),
+        ("Fixed the greeting.", 2, EndReason::Done)
+    );
+}
+
+#[test]
+fn a_failing_tool_and_a_malformed_call_are_answered_and_the_run_goes_on() {
+    if !docker() {
+        return;
+    }
+    let project = scenario(
+        r#"{"tool_calls": [{"id": "s1", "name": "shell", "arguments": {"command": "echo oops >&2; exit 3"}}]}
+{"tool_calls": [{"id": "s2", "name": "shell", "arguments": "{\"command\": \"echo hi"}]}
+{"content": "Gave up."}
+"#,
+        "",
+    );
+    let run = apply(&project, 0);
+    let sent = requests(&project, &run);
+    assert_eq!(sent.len(), 3);
+    assert_eq!(
+        last_message(&sent[1]),
+        &json!({"role": "tool", "tool_call_id": "s1", "content": "exit code 3\noops\n"})
+    );
+    assert_eq!(
+        last_message(&sent[2]),
+        &json!({"role": "tool", "tool_call_id": "s2", "content": "error: the arguments are not valid JSON (EOF while parsing a string at line 1 column 20); call `shell` with arguments like {\"command\": \"ls -la\"}"})
+    );
+    let events = transcript(&project, &run);
+    let results: Vec<(&str, Option<i32>)> = events
+        .iter()
+        .filter_map(|e| match e {
+            AgentEvent::ToolResult { id, exit_code, .. } => Some((id.as_str(), *exit_code)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(results, [("s1", Some(3)), ("s2", None)]);
+    assert_eq!(final_event(&events), ("Gave up.", 3, EndReason::Done));
+}
+
+#[test]
+fn a_model_that_never_stops_is_ended_by_the_budget() {
+    if !docker() {
+        return;
+    }
+    // Calling tools for ever: the step budget ends it.
+    let call = r#"{"content": "Still looking.", "tool_calls": [{"name": "shell", "arguments": {"command": "true"}}]}"#;
+    let project = scenario(
+        &format!("{call}\n{call}\n{call}\n{call}\n"),
+        "    max-steps 3\n",
+    );
+    let run = apply(&project, 1);
+    assert_failed(&run, 2, "the agent used up its steps (exit code 2)");
+    assert_eq!(
+        final_event(&transcript(&project, &run)),
+        ("Still looking.", 3, EndReason::BudgetSpent)
+    );
+    assert_eq!(requests(&project, &run).len(), 3);
+
+    // A reply that never ends: the task's time budget ends it.
+    let project = scenario(
+        "{\"content\": \"And on\", \"end\": \"endless\"}\n",
+        "    timeout \"3s\"\n",
+    );
+    let run = apply(&project, 1);
+    assert_failed(&run, 124, "timed out after 3s; its processes were killed");
+    assert_eq!(requests(&project, &run).len(), 1);
+}
+
+#[test]
+fn a_context_overflow_is_compacted_or_ends_the_task_as_context_full() {
+    if !docker() {
+        return;
+    }
+    let big = r#"{"tool_calls": [{"id": "c1", "name": "shell", "arguments": {"command": "yes | head -c 5000"}}]}"#;
+    // Both forms of llama-server's overflow; the first is cured by eliding the output.
+    let project = scenario(
+        &format!("{big}\n{{\"overflow\": 400}}\n{{\"content\": \"Done.\"}}\n"),
+        "",
+    );
+    let run = apply(&project, 0);
+    let events = transcript(&project, &run);
+    let compactions: Vec<(u32, u32, u32)> = events
+        .iter()
+        .filter_map(|e| match e {
+            AgentEvent::Compacted {
+                step,
+                dropped_turns,
+                elided,
+                ..
+            } => Some((*step, *dropped_turns, *elided)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(compactions, [(2, 0, 1)]);
+    assert_eq!(final_event(&events), ("Done.", 2, EndReason::Done));
+    let sent = requests(&project, &run);
+    assert_eq!(
+        last_message(&sent[2]),
+        &json!({"role": "tool", "tool_call_id": "c1", "content": "[output elided: 5012 bytes]"})
+    );
+
+    // An overflow that no compaction cures ends the task; the same request is never
+    // sent twice.
+    let project = scenario(
+        &format!(
+            "{big}\n{{\"overflow\": 500}}\n{{\"overflow\": 400}}\n{{\"overflow\": 500}}\n{{\"content\": \"never\"}}\n"
+        ),
+        "",
+    );
+    let run = apply(&project, 1);
+    assert_failed(&run, 3, MODEL_FAILED);
+    let events = transcript(&project, &run);
+    assert_eq!(final_event(&events), ("", 1, EndReason::ContextFull));
+    let sizes: Vec<usize> = requests(&project, &run)
+        .iter()
+        .map(|r| r["messages"].as_array().map_or(0, Vec::len))
+        .collect();
+    assert_eq!(sizes, [2, 4, 4, 2]);
+}
+
+#[test]
+fn a_server_that_dies_mid_reply_fails_the_task_and_teardown_removes_everything() {
+    if !docker() {
+        return;
+    }
+    let project = scenario(
+        r#"{"tool_calls": [{"id": "s1", "name": "shell", "arguments": {"command": "echo step one"}}]}
+{"content": "This reply is never finished.", "chunks": 4, "end": "exit"}
+{"content": "never"}
+"#,
+        "",
+    );
+    let run = apply(&project, 1);
+    assert_failed(&run, 3, MODEL_FAILED);
+    let events = transcript(&project, &run);
+    assert_eq!(final_event(&events), ("", 1, EndReason::ModelUnreachable));
+    assert!(
+        events.iter().any(|e| matches!(e, AgentEvent::Error { message } if message.contains("the reply broke off"))),
+        "{events:?}"
+    );
+    let log = std::fs::read_to_string(run_dir(&project, &run).join("m.server.log")).expect("log");
+    assert!(
+        log.ends_with("replay: the script says the server dies here\n"),
+        "{log}"
+    );
+}
+
+#[test]
+fn the_example_replay_playbook_runs() {
+    if !docker() {
+        return;
+    }
+    let project = Project::new();
+    let playbook = crate::support::root().join("playbooks/replay.kdl");
+    let run = project.run(&["apply", playbook.to_str().expect("utf-8 path")]);
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains(
+            "      answer:\n        openmono runs coding agents with local models in a sealed box, declared by a KDL playbook.\n"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("  ✓ task `look` (agent, exit code 0, check exit code 0, "),
+        "{}",
+        run.stdout
+    );
+    assert_run_gone(&run.run_id());
+}
