@@ -20,7 +20,7 @@ pub mod exit {
     pub const RUN_FAILED: u8 = 1;
     /// The playbook has problems (or the command line was wrong).
     pub const PLAYBOOK: u8 = 2;
-    /// The environment is not ready: no engine, a missing image.
+    /// The environment is not ready: no engine, no permission to use it, a missing image.
     pub const ENVIRONMENT: u8 = 3;
     /// Interrupted by Ctrl-C or SIGTERM; everything was torn down.
     pub const INTERRUPTED: u8 = 130;
@@ -30,7 +30,8 @@ pub mod exit {
 macro_rules! footer {
     () => {
         "Exit codes: 0 success, 1 the run failed, 2 the playbook has problems,
-3 the environment is not ready (no Docker engine, an image missing), 130 interrupted.
+3 the environment is not ready (no Docker engine, no permission to use it, an image
+missing), 130 interrupted.
 Runs keep their logs in $OPENMONO_STATE_DIR, else $XDG_STATE_HOME/openmono, else
 ~/.local/state/openmono; DOCKER_HOST selects the engine."
     };

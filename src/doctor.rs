@@ -74,10 +74,9 @@ pub async fn examine() -> Vec<Finding> {
     let engine = match Engine::connect().await {
         Ok(engine) => engine,
         Err(e) => {
-            findings.push(Finding::error(
-                format!("no Docker engine answers: {e}"),
-                "start it (`sudo systemctl start docker`, or `images/setup` on a machine like the CI's), or point DOCKER_HOST at one",
-            ));
+            // The error knows why (not running, no permission) and what to do about it.
+            let help = miette::Diagnostic::help(&e).map(|h| h.to_string());
+            findings.push(Finding::error(e.to_string(), help.unwrap_or_default()));
             findings.extend(host_findings(Path::new("/sys/fs/selinux/enforce")));
             return findings;
         }

@@ -60,7 +60,7 @@ pub enum PlanError {
     #[diagnostic(
         code(openmono::plan::model_missing),
         help(
-            "paths are relative to the playbook's folder; `images/fetch-model` downloads the example model"
+            "a relative path starts at the playbook's folder; to get a model, `images/fetch-model` puts the example one in `models/`, and any GGUF file llama.cpp loads will do"
         )
     )]
     ModelMissing {

@@ -276,8 +276,8 @@ Error: openmono::plan::model_missing
    ·                    ╰── no such file
  4 │     network "n"
    ╰────
-  help: paths are relative to the playbook's folder; `images/fetch-model` downloads the example
-        model
+  help: a relative path starts at the playbook's folder; to get a model, `images/fetch-model` puts
+        the example one in `models/`, and any GGUF file llama.cpp loads will do
 
 Error: openmono::plan::not_gguf
 

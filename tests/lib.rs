@@ -5,6 +5,8 @@ mod apply;
 mod bad;
 mod diagnostics;
 mod docs;
+mod errors;
+mod examples;
 mod faults;
 mod fixture_model;
 mod isolation;

@@ -514,8 +514,9 @@ fn doctor_without_an_engine_says_how_to_start_one() {
     assert_eq!(run.status.code(), Some(3));
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(
-        stdout.starts_with("✗ no Docker engine answers: ")
-            && stdout.contains("\n    start it (`sudo systemctl start docker`"),
+        stdout.starts_with(
+            "✗ the Docker engine is not running: nothing answers at `unix:///nonexistent/docker.sock`\n    start it: as root, `images/setup` installs and starts it (or `systemctl start docker`, or `dockerd &`); DOCKER_HOST selects another engine\n"
+        ),
         "{stdout}"
     );
 }

@@ -98,8 +98,7 @@ impl Run {
     }
 }
 
-/// Whether a Docker engine answers. Without one, a test may skip locally, loudly; in CI
-/// (`CI=true`) it fails.
+/// Whether a Docker engine answers. Without one, a test may skip (see `skip_without`).
 #[track_caller]
 pub fn docker() -> bool {
     let up = Command::new("docker")
@@ -107,13 +106,20 @@ pub fn docker() -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !up {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "no Docker engine, and CI=true: run images/setup first"
-        );
-        eprintln!("\n!!! SKIPPED: no Docker engine answers `docker info`; run images/setup !!!\n");
+        skip_without("no Docker engine answers `docker info`", "run images/setup");
     }
     up
+}
+
+/// Something a test needs is missing: locally the test skips, loudly; in CI (`CI=true`)
+/// it fails, since CI installs everything the tests need.
+#[track_caller]
+pub fn skip_without(missing: &str, fix: &str) {
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{missing}, and CI=true: {fix} first"
+    );
+    eprintln!("\n!!! SKIPPED: {missing}; {fix} !!!\n");
 }
 
 /// `docker` CLI output lines.
@@ -164,4 +170,10 @@ pub fn tiny_gguf() -> Vec<u8> {
     b.extend(5u64.to_le_bytes());
     b.extend(b"llama");
     b
+}
+
+/// A rendered diagnostic with its wrapped lines joined again (a message's `│ ` and a help's
+/// indented continuations), so that a long path does not change what is compared.
+pub fn unwrapped(text: &str) -> String {
+    text.replace("\n  │ ", " ").replace("\n        ", " ")
 }

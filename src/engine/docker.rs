@@ -141,18 +141,17 @@ impl Engine {
     /// agrees on an API version the engine speaks.
     pub async fn connect() -> Result<Self, EngineError> {
         // `DOCKER_HOST=` (set but empty) means the default, as for the docker CLI.
-        let docker = match std::env::var("DOCKER_HOST") {
-            Ok(host) if !host.is_empty() => Docker::connect_with_host(&host),
-            _ => Docker::connect_with_local_defaults(),
+        let host = std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty());
+        let failed = |source| EngineError::connect(host.as_deref(), source);
+        let docker = match &host {
+            Some(host) => Docker::connect_with_host(host),
+            None => Docker::connect_with_local_defaults(),
         }
-        .map_err(|source| EngineError::Connect { source })?
+        .map_err(failed)?
         .negotiate_version()
         .await
-        .map_err(|source| EngineError::Connect { source })?;
-        docker
-            .ping()
-            .await
-            .map_err(|source| EngineError::Connect { source })?;
+        .map_err(failed)?;
+        docker.ping().await.map_err(failed)?;
         Ok(Self { docker })
     }
 

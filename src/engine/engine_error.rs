@@ -5,14 +5,41 @@ use thiserror::Error;
 
 #[derive(Debug, Error, Diagnostic)]
 pub enum EngineError {
-    #[error("cannot reach the Docker engine")]
+    #[error("cannot reach the Docker engine at `{engine}`")]
     #[diagnostic(
         code(openmono::engine::unreachable),
         help(
-            "start it (as root: `dockerd &`, or `sudo systemctl start docker`), or run `images/setup`, which installs and starts it; DOCKER_HOST selects another engine"
+            "check that it runs (`docker info`); as root, `images/setup` installs and starts it; DOCKER_HOST selects another engine"
         )
     )]
     Connect {
+        engine: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+
+    #[error("the Docker engine is not running: nothing answers at `{engine}`")]
+    #[diagnostic(
+        code(openmono::engine::not_running),
+        help(
+            "start it: as root, `images/setup` installs and starts it (or `systemctl start docker`, or `dockerd &`); DOCKER_HOST selects another engine"
+        )
+    )]
+    NotRunning {
+        engine: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+
+    #[error("permission denied on the Docker engine's socket `{engine}`")]
+    #[diagnostic(
+        code(openmono::engine::permission_denied),
+        help(
+            "the socket lets in root and its group (usually `docker`) only: run openmono as root, or join that group (`sudo usermod -aG docker $USER`, then log in again); whoever may use the engine is root on this machine"
+        )
+    )]
+    PermissionDenied {
+        engine: String,
         #[source]
         source: bollard::errors::Error,
     },
@@ -25,14 +52,14 @@ pub enum EngineError {
         source: bollard::errors::Error,
     },
 
-    #[error("image `{image}` is not on this engine")]
-    #[diagnostic(
-        code(openmono::engine::image_missing),
-        help(
-            "`images/setup` builds openmono's images without a registry; `docker pull {image}` fetches it where there is one"
-        )
-    )]
-    ImageMissing { image: String },
+    #[error("{what} not on this engine")]
+    #[diagnostic(code(openmono::engine::image_missing))]
+    ImageMissing {
+        #[help]
+        help: String,
+        /// The missing images, each in backticks: "image `a` is" or "images `a`, `b` are".
+        what: String,
+    },
 
     #[error("cannot create the run's folder `{path}`")]
     #[diagnostic(
@@ -53,9 +80,142 @@ pub enum EngineError {
     },
 }
 
+/// Where bollard connects when `DOCKER_HOST` is not set.
+const DEFAULT_ENGINE: &str = "unix:///var/run/docker.sock";
+
 impl EngineError {
     pub fn call(action: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> Self {
         let action = action.into();
         move |source| Self::Call { action, source }
+    }
+
+    /// A failure to connect, told apart by its cause: nothing listening, or a socket
+    /// this user may not open. `host` is `DOCKER_HOST`, when set.
+    pub fn connect(host: Option<&str>, source: bollard::errors::Error) -> Self {
+        let engine = host.unwrap_or(DEFAULT_ENGINE).to_owned();
+        if matches!(source, bollard::errors::Error::SocketNotFoundError(_)) {
+            return Self::NotRunning { engine, source };
+        }
+        // `IOError` is transparent: its own `source()` skips the `io::Error` it holds.
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = match &source {
+            bollard::errors::Error::IOError { err } => Some(err),
+            other => Some(other),
+        };
+        while let Some(error) = cause {
+            if let Some(io) = error.downcast_ref::<std::io::Error>() {
+                match io.kind() {
+                    std::io::ErrorKind::PermissionDenied => {
+                        return Self::PermissionDenied { engine, source };
+                    }
+                    std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound => {
+                        return Self::NotRunning { engine, source };
+                    }
+                    _ => {}
+                }
+            }
+            cause = error.source();
+        }
+        Self::Connect { engine, source }
+    }
+
+    /// Images a plan needs that the engine lacks, with how to get each kind.
+    pub fn image_missing(images: &[String]) -> Self {
+        let names = images
+            .iter()
+            .map(|i| format!("`{i}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let what = if images.len() == 1 {
+            format!("image {names} is")
+        } else {
+            format!("images {names} are")
+        };
+        let (ours, theirs): (Vec<&String>, Vec<&String>) =
+            images.iter().partition(|i| i.starts_with("openmono/"));
+        let mut help = Vec::new();
+        if !ours.is_empty() {
+            help.push(
+                "as root, `images/setup` builds openmono's images without a registry".to_owned(),
+            );
+        }
+        if let Some(first) = theirs.first() {
+            help.push(format!(
+                "build it (`docker build -t {first} DIR`), load it (`docker load -i FILE`) or pull it, or add `image \"{first}\" {{ context \"DIR\" }}` to the playbook and `apply` builds it"
+            ));
+        }
+        Self::ImageMissing {
+            help: help.join("; "),
+            what,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(kind: std::io::ErrorKind) -> bollard::errors::Error {
+        bollard::errors::Error::IOError {
+            err: std::io::Error::from(kind),
+        }
+    }
+
+    #[test]
+    fn a_failed_connect_is_told_apart_by_its_cause() {
+        let not_running = [
+            bollard::errors::Error::SocketNotFoundError("/run/x.sock".into()),
+            io(std::io::ErrorKind::ConnectionRefused),
+            io(std::io::ErrorKind::NotFound),
+        ];
+        for source in not_running {
+            let error = EngineError::connect(None, source);
+            assert_eq!(
+                error.to_string(),
+                "the Docker engine is not running: nothing answers at `unix:///var/run/docker.sock`"
+            );
+        }
+        let denied = EngineError::connect(
+            Some("unix:///srv/d.sock"),
+            io(std::io::ErrorKind::PermissionDenied),
+        );
+        assert_eq!(
+            denied.to_string(),
+            "permission denied on the Docker engine's socket `unix:///srv/d.sock`"
+        );
+        assert!(
+            denied
+                .help()
+                .is_some_and(|h| h.to_string().contains("sudo usermod -aG docker $USER"))
+        );
+        let other = EngineError::connect(None, io(std::io::ErrorKind::TimedOut));
+        assert_eq!(
+            other.to_string(),
+            "cannot reach the Docker engine at `unix:///var/run/docker.sock`"
+        );
+    }
+
+    #[test]
+    fn a_missing_image_says_how_to_get_it() {
+        let ours = EngineError::image_missing(&["openmono/agent:latest".into()]);
+        assert_eq!(
+            ours.to_string(),
+            "image `openmono/agent:latest` is not on this engine"
+        );
+        assert_eq!(
+            ours.help().map(|h| h.to_string()).as_deref(),
+            Some("as root, `images/setup` builds openmono's images without a registry")
+        );
+        let both =
+            EngineError::image_missing(&["me/rust:1".into(), "openmono/agent:latest".into()]);
+        assert_eq!(
+            both.to_string(),
+            "images `me/rust:1`, `openmono/agent:latest` are not on this engine"
+        );
+        assert_eq!(
+            both.help().map(|h| h.to_string()).as_deref(),
+            Some(
+                "as root, `images/setup` builds openmono's images without a registry; build it (`docker build -t me/rust:1 DIR`), load it (`docker load -i FILE`) or pull it, or add `image \"me/rust:1\" { context \"DIR\" }` to the playbook and `apply` builds it"
+            )
+        );
     }
 }

@@ -183,9 +183,7 @@ pub async fn apply(plan: &Plan, options: &ApplyOptions) -> Result<Report, Engine
         }
     }
     if !missing.is_empty() {
-        return Err(EngineError::ImageMissing {
-            image: missing.join("`, `"),
-        });
+        return Err(EngineError::image_missing(&missing));
     }
     let self_binary = std::env::current_exe()
         .and_then(std::fs::read)

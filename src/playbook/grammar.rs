@@ -14,6 +14,7 @@ pub fn markdown() -> String {
          The rules that hold for all of them (KDL v2 syntax, names, paths, references and\n\
          the order of steps) are in [rules.md](rules.md); a guided tour is in\n\
          [the book](../book/src/language.md).\n\n\
+         <!-- ANCHOR: reference (the book includes what follows) -->\n\n\
          | Node | Meaning |\n| --- | --- |\n",
     );
     for node in TOP_LEVEL {
@@ -22,6 +23,7 @@ pub fn markdown() -> String {
     for node in TOP_LEVEL {
         section(&mut out, node, &[]);
     }
+    out.push_str("\n<!-- ANCHOR_END: reference -->\n");
     out
 }
 

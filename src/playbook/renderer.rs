@@ -115,6 +115,7 @@ pub fn render(playbook: &mut Playbook, inputs: &Inputs) -> Result<(), Vec<Templa
         [model.source.path_mut(), &mut model.image]
             .into_iter()
             .chain(model.alias.as_mut())
+            .chain(model.sha256.as_mut())
             .chain(model.args.iter_mut())
             .for_each(|value| render(value, true));
     }
@@ -431,6 +432,16 @@ task "t" {
         .expect("renders");
         assert_eq!(command(&p), "echo cli 42 true http://coder:8080 r1 /proj");
         assert_eq!(p.models[0].source.path().value, "/cwd/d/m.gguf");
+    }
+
+    #[test]
+    fn a_model_pin_is_a_template_too() {
+        let text = "var \"pin\" default=\"ab\"\nnetwork \"n\"\nmodel \"m\" {\n    gguf \"m.gguf\" sha256=\"{{ var.pin }}{{ var.pin }}\"\n    network \"n\"\n}\n";
+        let p = rendered(text, &[("pin", "cd")]).expect("renders");
+        assert_eq!(
+            p.models[0].sha256.as_ref().map(|s| s.value.as_str()),
+            Some("cdcd")
+        );
     }
 
     #[test]
