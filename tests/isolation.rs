@@ -446,3 +446,259 @@ fn chown_tree(dir: &std::path::Path, uid: u32, gid: u32) {
         }
     }
 }
+
+/// A UDP listener on port 53 of each address that is free there (another resolver may
+/// hold one: that address is left out), counting the datagrams it gets.
+fn dns_listeners(addresses: &[String]) -> (Vec<String>, Arc<AtomicUsize>) {
+    let heard = Arc::new(AtomicUsize::new(0));
+    let mut bound = Vec::new();
+    for address in addresses {
+        let Ok(socket) = std::net::UdpSocket::bind((address.as_str(), 53)) else {
+            eprintln!("port 53 of {address} is taken: not listening there");
+            continue;
+        };
+        bound.push(address.clone());
+        let count = Arc::clone(&heard);
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 512];
+            while socket.recv_from(&mut buffer).is_ok() {
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+    }
+    (bound, heard)
+}
+
+#[test]
+fn no_outside_name_resolves_and_the_host_hears_no_question_while_names_on_the_network_do() {
+    if !docker() {
+        return;
+    }
+    let mut addresses = vec!["127.0.0.1".to_owned()];
+    addresses.extend(host_addresses());
+    let (listening, heard) = dns_listeners(&addresses);
+    let playbook = format!("it-isolation-dns-{}", std::process::id());
+    let project = Project::new();
+    project.file(
+        "openmono.kdl",
+        &format!(
+            r#"
+playbook "{playbook}"
+network "sandbox"
+container "peer" {{
+    image "openmono/agent:latest"
+    network "sandbox" alias="peer-alias"
+}}
+container "agent" {{
+    image "openmono/agent:latest"
+    network "sandbox"
+    workspace "."
+}}
+task "look-up" {{
+    run "agent" """
+        touch /workspace/ready
+        for i in $(seq 300); do [ -e /workspace/go ] && break; sleep 0.1; done
+        getent hosts peer | awk '{{ print "peer", $1 }}'
+        getent hosts peer-alias | awk '{{ print "alias", $1 }}'
+        s=$(date +%s%N)
+        getent hosts openmono-isolation.invalid
+        echo "outside exit $? after $(( ($(date +%s%N) - s) / 1000000 )) ms"
+        """
+}}
+"#
+        ),
+    );
+    let mut child = project
+        .command(&["apply"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run openmono");
+    let ready = project.path().join("ready");
+    let started = std::time::Instant::now();
+    while !ready.exists() && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Every container of the run, model or task, on internal networks only: its
+    // unknown names go to a server inside the box, which the engine dials from there.
+    let filter = format!("label=dev.openmono.playbook={playbook}");
+    let containers = docker_lines(&["ps", "-q", "--filter", &filter]);
+    let settings = containers
+        .iter()
+        .map(|id| {
+            docker_lines(&[
+                "inspect",
+                "--format",
+                "{{json .HostConfig.Dns}} {{json .HostConfig.DnsOptions}}",
+                id,
+            ])
+            .join("")
+        })
+        .collect::<Vec<_>>();
+    std::fs::write(project.path().join("go"), "").expect("go");
+    let run = Run::from(child.wait_with_output().expect("openmono ends"));
+    run.expect_code(0);
+    assert_eq!(
+        settings,
+        vec![r#"["127.0.0.1"] ["timeout:1","attempts:1"]"#; 2],
+        "{containers:?}"
+    );
+    let out = task_log(&project, &run, "look-up");
+    let address = |name: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|a| a.parse::<std::net::Ipv4Addr>().ok())
+            .unwrap_or_else(|| panic!("`{name}` did not resolve: {out}"))
+    };
+    assert_eq!(address("peer"), address("alias"), "{out}");
+    // getent's exit code 2: not found. Within the resolver's one second per question
+    // (A and AAAA), not the twenty seconds the engine's silence costs by default.
+    let (code, ms) = out
+        .lines()
+        .find_map(|l| {
+            let rest = l.strip_prefix("outside exit ")?;
+            let (code, rest) = rest.split_once(" after ")?;
+            Some((
+                code.to_owned(),
+                rest.strip_suffix(" ms")?.parse::<u64>().ok()?,
+            ))
+        })
+        .unwrap_or_else(|| panic!("no lookup line: {out}"));
+    assert_eq!(code, "2", "{out}");
+    assert!(ms < 5000, "the outside name took {ms} ms to fail: {out}");
+    // SAFETY: getuid cannot fail and touches no memory.
+    if unsafe { libc::getuid() } == 0 {
+        assert!(!listening.is_empty(), "port 53 is taken on every address");
+    } else {
+        eprintln!("not root: no DNS listener on port 53 could be bound");
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        heard.load(Ordering::SeqCst),
+        0,
+        "a DNS listener on the host ({listening:?}) heard a question"
+    );
+    assert_run_gone(&run.run_id());
+}
+
+#[test]
+fn the_self_test_stops_an_agent_whose_box_can_reach_the_host_and_passes_a_sealed_one() {
+    if !docker() {
+        return;
+    }
+    let project = Project::new();
+    openmono::gguf::fixture::write(
+        &project.path().join("fixture.gguf"),
+        openmono::gguf::fixture::SENTENCE,
+    )
+    .expect("fixture model");
+    // `open` reaches the host through its gateway, the host's bridge address. The
+    // self-test knocks only there and at the host's own addresses, and looks no name
+    // up once it has seen the default route: nothing outside this machine is asked.
+    project.file(
+        "openmono.kdl",
+        r#"
+playbook "it-isolation-self-test"
+network "sandbox"
+network "open" egress=#true
+model "tiny" {
+    gguf "fixture.gguf"
+    network "sandbox"
+    context 4096
+}
+container "sealed" {
+    image "openmono/agent:latest"
+    network "sandbox"
+}
+container "leaky" {
+    image "openmono/agent:latest"
+    network "sandbox"
+    network "open"
+}
+task "inside" {
+    agent "sealed" model="tiny"
+    prompt "What holds?"
+    max-tokens 16
+}
+task "outside" after="inside" {
+    agent "leaky" model="tiny"
+    prompt "What holds?"
+    max-tokens 16
+    continue-on-error #true
+}
+task "trusted" after="outside" {
+    agent "leaky" model="tiny"
+    prompt "What holds?"
+    max-tokens 16
+    self-test #false
+}
+"#,
+    );
+    let plan = project.run(&["plan"]);
+    plan.expect_code(0);
+    assert!(
+        plan.stdout.contains(
+            "      prompt: What holds?\n      NO SELF-TEST (`self-test #false`): the agent starts without probing the box for a way out\n"
+        ),
+        "{}",
+        plan.stdout
+    );
+    let run = project.run(&["apply"]);
+    run.expect_code(0);
+    let out = &run.stdout;
+    let sentence = openmono::gguf::fixture::SENTENCE;
+    assert!(
+        out.contains("  ✓ task `inside` (agent, exit code 0, "),
+        "{out}"
+    );
+    assert!(out.contains("  ✗ task `outside` (agent, "), "{out}");
+    assert!(
+        out.contains("  ✓ task `trusted` (agent, exit code 0, "),
+        "{out}"
+    );
+    assert_eq!(
+        out.matches(&format!("      answer:\n        {sentence}\n"))
+            .count(),
+        2,
+        "{out}"
+    );
+    // What answered, by name: the default route and its gateway.
+    let log = task_log(&project, &run, "outside");
+    let gateway = log
+        .lines()
+        .find_map(|l| l.strip_prefix("self-test OPEN: a route out of the box: default via "))
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("no default route found: {log}"))
+        .to_owned();
+    assert!(
+        log.contains(&format!(
+            "self-test OPEN: {gateway} port 9 refused a connection: the address is reachable\n"
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains(
+            "self-test closed: openmono-self-test.invalid: not looked up, the box has a route out already\n"
+        ),
+        "{log}"
+    );
+    // The report shows what answered; the progress says why the task failed.
+    assert!(
+        out.contains(&format!(
+            "        self-test OPEN: a route out of the box: default via {gateway} dev "
+        )),
+        "{out}"
+    );
+    assert!(
+        run.stderr.contains(&format!(
+            "the self-test found a way out of the box, so the agent did not start: a route out of the box: default via {gateway} dev "
+        )),
+        "{}",
+        run.stderr
+    );
+    // The agent never started: no transcript, no answer for `outside`.
+    let runs = project.state.path().join("runs").join(run.run_id());
+    assert!(!runs.join("outside.jsonl").exists());
+    assert!(runs.join("trusted.jsonl").exists());
+    assert_run_gone(&run.run_id());
+}

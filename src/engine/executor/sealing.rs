@@ -101,7 +101,8 @@ impl Executor<'_> {
     ) -> Result<(), String> {
         let started = Instant::now();
         let networks = self.container_networks(container);
-        let tested = self.self_test(id, &networks, log, bar).await;
+        let mut lines = Vec::new();
+        let tested = self.self_test(id, &networks, (log, &mut lines), bar).await;
         if tested.is_err() {
             lock(&self.tasks).push(TaskReport {
                 answer: None,
@@ -111,7 +112,7 @@ impl Executor<'_> {
                 kind: "agent",
                 log: log_path.to_owned(),
                 name: task.to_owned(),
-                output_tail: Vec::new(),
+                output_tail: lines,
                 status: TaskStatus::Failed,
                 transcript: None,
             });
@@ -121,12 +122,12 @@ impl Executor<'_> {
 
     /// Runs `openmono self-test` in container `id` before an agent task starts,
     /// against the host's addresses and the gateways of `networks` (engine names);
-    /// its lines go to `log`. `Err` names what answered.
-    pub(super) async fn self_test(
+    /// its lines go to `log` and `lines`. `Err` names what answered.
+    async fn self_test(
         &self,
         id: &str,
         networks: &[String],
-        log: &mut File,
+        (log, lines): (&mut File, &mut Vec<String>),
         bar: &StepProgress<'_>,
     ) -> Result<(), String> {
         bar.detail("self-test: looking for a way out of the box");
@@ -148,6 +149,7 @@ impl Executor<'_> {
             .engine
             .exec(id, cmd, &[], |_, line| {
                 let _ = writeln!(log, "self-test {line}");
+                lines.push(format!("self-test {line}"));
                 if let Some(what) = line.strip_prefix("OPEN: ") {
                     open.push(what.to_owned());
                 }

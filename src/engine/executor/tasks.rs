@@ -27,12 +27,13 @@ impl Executor<'_> {
         let id = self.container(container)?;
         let transcript_path = self.dir.join(format!("{task}.jsonl"));
         let log_path = self.dir.join(format!("{task}.log"));
-        let mut transcript = create_file(&transcript_path)?;
         let mut log = create_file(&log_path)?;
         if *self_test {
             self.guard((task, container, &id), (&mut log, &log_path), bar)
                 .await?;
         }
+        // Made once the agent starts: a task stopped by its self-test has none.
+        let mut transcript = create_file(&transcript_path)?;
         let cmd = supervised(
             settings,
             agent_argv(model_url, served_model, prompt, *max_steps, *max_tokens),
