@@ -469,6 +469,25 @@ fn dns_listeners(addresses: &[String]) -> (Vec<String>, Arc<AtomicUsize>) {
     (bound, heard)
 }
 
+/// `Dns DnsOptions` of every container of playbook `playbook`, as the engine has them.
+/// Each container of a run on internal networks only, model or task, sends the names
+/// it does not know to a server inside the box, which the engine dials from there.
+fn dns_settings(playbook: &str) -> Vec<String> {
+    let filter = format!("label=dev.openmono.playbook={playbook}");
+    docker_lines(&["ps", "-q", "--filter", &filter])
+        .iter()
+        .map(|id| {
+            docker_lines(&[
+                "inspect",
+                "--format",
+                "{{json .HostConfig.Dns}} {{json .HostConfig.DnsOptions}}",
+                id,
+            ])
+            .join("")
+        })
+        .collect()
+}
+
 #[test]
 fn no_outside_name_resolves_and_the_host_hears_no_question_while_names_on_the_network_do() {
     if !docker() {
@@ -508,7 +527,7 @@ task "look-up" {{
 "#
         ),
     );
-    let mut child = project
+    let child = project
         .command(&["apply"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -516,32 +535,16 @@ task "look-up" {{
         .expect("run openmono");
     let ready = project.path().join("ready");
     let started = std::time::Instant::now();
-    while !ready.exists() && started.elapsed() < Duration::from_secs(60) {
+    while !ready.exists() && started.elapsed() < Duration::from_mins(1) {
         std::thread::sleep(Duration::from_millis(50));
     }
-    // Every container of the run, model or task, on internal networks only: its
-    // unknown names go to a server inside the box, which the engine dials from there.
-    let filter = format!("label=dev.openmono.playbook={playbook}");
-    let containers = docker_lines(&["ps", "-q", "--filter", &filter]);
-    let settings = containers
-        .iter()
-        .map(|id| {
-            docker_lines(&[
-                "inspect",
-                "--format",
-                "{{json .HostConfig.Dns}} {{json .HostConfig.DnsOptions}}",
-                id,
-            ])
-            .join("")
-        })
-        .collect::<Vec<_>>();
+    let settings = dns_settings(&playbook);
     std::fs::write(project.path().join("go"), "").expect("go");
     let run = Run::from(child.wait_with_output().expect("openmono ends"));
     run.expect_code(0);
     assert_eq!(
         settings,
-        vec![r#"["127.0.0.1"] ["timeout:1","attempts:1"]"#; 2],
-        "{containers:?}"
+        vec![r#"["127.0.0.1"] ["timeout:1","attempts:1"]"#; 2]
     );
     let out = task_log(&project, &run, "look-up");
     let address = |name: &str| {
@@ -581,23 +584,9 @@ task "look-up" {{
     assert_run_gone(&run.run_id());
 }
 
-#[test]
-fn the_self_test_stops_an_agent_whose_box_can_reach_the_host_and_passes_a_sealed_one() {
-    if !docker() {
-        return;
-    }
-    let project = Project::new();
-    openmono::gguf::fixture::write(
-        &project.path().join("fixture.gguf"),
-        openmono::gguf::fixture::SENTENCE,
-    )
-    .expect("fixture model");
-    // `open` reaches the host through its gateway, the host's bridge address. The
-    // self-test knocks only there and at the host's own addresses, and looks no name
-    // up once it has seen the default route: nothing outside this machine is asked.
-    project.file(
-        "openmono.kdl",
-        r#"
+/// `inside` runs on an internal network; `outside` and `trusted` in a box that is also
+/// on `open`, which reaches the host through its gateway, the host's bridge address.
+const SELF_TEST_PLAYBOOK: &str = r#"
 playbook "it-isolation-self-test"
 network "sandbox"
 network "open" egress=#true
@@ -632,8 +621,23 @@ task "trusted" after="outside" {
     max-tokens 16
     self-test #false
 }
-"#,
-    );
+"#;
+
+#[test]
+fn the_self_test_stops_an_agent_whose_box_can_reach_the_host_and_passes_a_sealed_one() {
+    if !docker() {
+        return;
+    }
+    let project = Project::new();
+    openmono::gguf::fixture::write(
+        &project.path().join("fixture.gguf"),
+        openmono::gguf::fixture::SENTENCE,
+    )
+    .expect("fixture model");
+    // The self-test knocks only at the gateways and the host's own addresses, and
+    // looks no name up once it has seen a default route: nothing outside this machine
+    // is asked.
+    project.file("openmono.kdl", SELF_TEST_PLAYBOOK);
     let plan = project.run(&["plan"]);
     plan.expect_code(0);
     assert!(
