@@ -14,7 +14,8 @@ use std::{
 };
 
 use crate::support::{
-    Project, Run, assert_nothing_left, assert_run_gone, docker, docker_lines, gemma,
+    Project, Run, assert_contains_all, assert_nothing_left, assert_run_gone, docker, docker_lines,
+    gemma,
 };
 
 /// Prints the box's default routes (`DEFAULT none` without one) and its network's
@@ -332,19 +333,20 @@ task "look" {
             "{source}"
         );
     }
-    for line in [
-        "CapInh:\t0000000000000000\n",
-        "CapPrm:\t0000000000000000\n",
-        "CapEff:\t0000000000000000\n",
-        "CapBnd:\t0000000000000000\n",
-        "CapAmb:\t0000000000000000\n",
-        "NoNewPrivs:\t1\n",
-        "SOCKETS none\n",
-        "ABSENT /var/run/docker.sock\n",
-        "ABSENT /run/docker.sock\n",
-    ] {
-        assert!(out.contains(line), "missing {line:?} in\n{out}");
-    }
+    assert_contains_all(
+        out,
+        &[
+            "CapInh:\t0000000000000000\n",
+            "CapPrm:\t0000000000000000\n",
+            "CapEff:\t0000000000000000\n",
+            "CapBnd:\t0000000000000000\n",
+            "CapAmb:\t0000000000000000\n",
+            "NoNewPrivs:\t1\n",
+            "SOCKETS none\n",
+            "ABSENT /var/run/docker.sock\n",
+            "ABSENT /run/docker.sock\n",
+        ],
+    );
     // The playbook and `.git/hooks` cannot be written from inside: see
     // `apply::the_playbook_and_git_hooks_and_config_stay_read_only_in_a_writable_workspace`.
     assert_run_gone(&run.run_id());

@@ -410,13 +410,7 @@ impl Engine {
         };
         // No playbook name holds a `.`: this name never clashes with another container.
         let name = format!("{volume}.fill");
-        let options = CreateContainerOptionsBuilder::default().name(&name).build();
-        let helper = self
-            .docker
-            .create_container(Some(options), body)
-            .await
-            .map_err(EngineError::call(format!("create container `{name}`")))?
-            .id;
+        let helper = self.create_helper(&name, body).await?;
         // The engine keeps the owners the archive gives (`copyUIDGID` would instead give
         // everything to the container's user).
         let options = UploadToContainerOptionsBuilder::default().path("/").build();
@@ -427,6 +421,21 @@ impl Engine {
             .map_err(EngineError::call("copy openmono into its volume"));
         let removed = self.remove_container(&helper).await;
         uploaded.and(removed)
+    }
+
+    /// Creates one of openmono's short-lived helper containers, exactly as `body` says.
+    async fn create_helper(
+        &self,
+        name: &str,
+        body: ContainerCreateBody,
+    ) -> Result<String, EngineError> {
+        let options = CreateContainerOptionsBuilder::default().name(name).build();
+        Ok(self
+            .docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(EngineError::call(format!("create container `{name}`")))?
+            .id)
     }
 
     /// Deletes the default routes of container `target` (running), through a helper
@@ -467,13 +476,7 @@ impl Engine {
             }),
             ..Default::default()
         };
-        let options = CreateContainerOptionsBuilder::default().name(name).build();
-        let helper = self
-            .docker
-            .create_container(Some(options), body)
-            .await
-            .map_err(EngineError::call(format!("create container `{name}`")))?
-            .id;
+        let helper = self.create_helper(name, body).await?;
         let ran = async {
             self.start_container(&helper).await?;
             let code = self.exited(&helper).await?;
