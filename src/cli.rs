@@ -184,6 +184,12 @@ pub enum Command {
     /// Wait and reap children as a container's first process (inside the box)
     #[command(hide = true)]
     SandboxInit,
+    /// Delete the default routes of the box this runs in (from a helper sharing its network)
+    #[command(hide = true)]
+    SealRoutes,
+    /// Probe for a way out of the box: routes, host addresses, a name (inside the box)
+    #[command(hide = true)]
+    SelfTest(agent::self_test::SelfTestArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -331,6 +337,8 @@ pub fn main() -> ExitCode {
             &command,
         )),
         Command::SandboxInit => agent::init::sandbox_init(),
+        Command::SealRoutes => code(agent::routes::seal()),
+        Command::SelfTest(args) => code(agent::self_test::run(&args)),
     }
 }
 

@@ -116,10 +116,10 @@ pub fn engine_findings(facts: &EngineFacts) -> Vec<Finding> {
     if leaks_dns(&facts.version) {
         findings.push(Finding::warn(
             format!(
-                "engine {} answers DNS for internal networks by asking the host's resolvers (CVE-2024-29018): a box could send data out in the names it looks up",
+                "engine {} answers DNS for internal networks by asking the host's resolvers (CVE-2024-29018); openmono's runs are protected: a box on internal networks only sends unknown names to a server inside itself, where nothing answers",
                 facts.version
             ),
-            "upgrade the engine to 26.0 or later (or 25.0.5, 23.0.11); the network itself stays closed",
+            "other containers on this engine are not; upgrade it to 26.0 or later (or 25.0.5, 23.0.11)",
         ));
     }
     let options = facts.security_options.join(" ");
@@ -238,7 +238,8 @@ mod tests {
             .collect();
         assert_eq!(text[0], "✓ Docker engine 20.10.24 (API 1.41)");
         assert!(
-            text[1].starts_with("! engine 20.10.24 answers DNS for internal networks"),
+            text[1].starts_with("! engine 20.10.24 answers DNS for internal networks")
+                && text[1].contains("openmono's runs are protected"),
             "{}",
             text[1]
         );

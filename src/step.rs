@@ -33,6 +33,8 @@ pub enum Step {
         model: String,
         model_url: String,
         prompt: String,
+        /// Probe the box for a way out first; the agent starts only if nothing answers.
+        self_test: bool,
         /// The model's name in the server's API.
         served_model: String,
         settings: TaskSettings,
@@ -239,6 +241,7 @@ impl fmt::Display for Step {
                 max_tokens,
                 model,
                 prompt,
+                self_test,
                 settings,
                 task,
                 ..
@@ -251,6 +254,17 @@ impl fmt::Display for Step {
                 lines(f, "      prompt: ", prompt)?;
                 if let Some(check) = check {
                     lines(f, "      check: $ ", check)?;
+                }
+                if *self_test {
+                    write!(
+                        f,
+                        "\n      self-test first: the agent starts only if the box has no route out and nothing outside answers"
+                    )?;
+                } else {
+                    write!(
+                        f,
+                        "\n      NO SELF-TEST (`self-test #false`): the agent starts without probing the box for a way out"
+                    )?;
                 }
                 write!(f, "{settings}")
             }
@@ -274,7 +288,7 @@ impl fmt::Display for Step {
                 } else {
                     write!(
                         f,
-                        "+ create network `{name}`: internal, no route out, no host address"
+                        "+ create network `{name}`: internal, no route out, no host address, no outside names"
                     )
                 }
             }

@@ -8,8 +8,8 @@ use std::{
 };
 
 use crate::support::{
-    Project, Run, assert_nothing_left, assert_run_gone, docker, docker_lines, gemma, root,
-    tiny_gguf,
+    Project, Run, assert_contains_all, assert_nothing_left, assert_run_gone, docker, docker_lines,
+    gemma, root, tiny_gguf,
 };
 
 #[test]
@@ -399,20 +399,21 @@ task "look" {
     let run = project.run(&["apply"]);
     run.expect_code(0);
     let out = &run.stdout;
-    for line in [
-        "        env c-value t-value\n",
-        "        ids 1234:2345 in /tmp\n",
-        "        memory 268435456\n",
-        "        pids 100\n",
-        "        caps CapEff:\t0000000000000000\n",
-        "        nnp NoNewPrivs:\t1\n",
-        // Tasks cannot replace the binary that later tasks and the agent run as.
-        "        binary 65534 555\n",
-        "        binary stays\n",
-        "        workspace ro\n",
-    ] {
-        assert!(out.contains(line), "missing {line:?} in\n{out}");
-    }
+    assert_contains_all(
+        out,
+        &[
+            "        env c-value t-value\n",
+            "        ids 1234:2345 in /tmp\n",
+            "        memory 268435456\n",
+            "        pids 100\n",
+            "        caps CapEff:\t0000000000000000\n",
+            "        nnp NoNewPrivs:\t1\n",
+            // Tasks cannot replace the binary that later tasks and the agent run as.
+            "        binary 65534 555\n",
+            "        binary stays\n",
+            "        workspace ro\n",
+        ],
+    );
     assert_run_gone(&run.run_id());
 }
 

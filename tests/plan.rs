@@ -20,7 +20,7 @@ Plan for playbook `hello-agent` (<root>/playbooks/hello-agent.kdl): 6 steps, the
   The smallest complete run: a model, an agent, a private network
   Each step starts once the steps in its [after …] are done; the others run at the same time.
 
-  1. + create network `sandbox`: internal, no route out, no host address
+  1. + create network `sandbox`: internal, no route out, no host address, no outside names
   2. + start model `gemma`: llama-server from `openmono/llama-server:latest` on `sandbox` [after 1]
       mount <root>/models/gemma-3-270m-q4_k_m.gguf (241.4 MiB) at /models/model.gguf (read-only)
       gemma3, 268M parameters, Q4_K_M, trained for 32768 tokens of context
@@ -34,6 +34,7 @@ Plan for playbook `hello-agent` (<root>/playbooks/hello-agent.kdl): 6 steps, the
   4. ~ wait for model `gemma`: GET http://gemma:8080/health answers 200, asked from `agent` [after 2, 3]
   5. + run agent task `look` in `agent` with model `gemma` (at most 3 steps of 96 tokens) [after 2, 3, 4]
       prompt: In one sentence: what is a sandbox for a coding agent?
+      self-test first: the agent starts only if the box has no route out and nothing outside answers
       timeout 1h: then its processes are killed
   6. + run task `files` in `agent` [after 2, 3, 5]
       $ ls /workspace && git -C /workspace status --short | head -n 5

@@ -138,6 +138,14 @@ pub fn docker_lines(args: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// Asserts that `out` holds every one of `lines`, each as written.
+#[track_caller]
+pub fn assert_contains_all(out: &str, lines: &[&str]) {
+    for line in lines {
+        assert!(out.contains(line), "missing {line:?} in\n{out}");
+    }
+}
+
 /// Asserts that the engine holds no container and no network with `label`.
 #[track_caller]
 pub fn assert_nothing_left(label: &str) {

@@ -18,7 +18,9 @@ pub mod init;
 pub mod message;
 pub mod probe;
 pub mod reply;
+pub mod routes;
 pub mod search;
+pub mod self_test;
 pub mod shell;
 pub mod supervise;
 #[cfg(test)]

@@ -57,6 +57,11 @@ pub struct BindMount {
 #[derive(Debug, Clone, Default)]
 pub struct ContainerSpec {
     pub cmd: Vec<String>,
+    /// DNS servers for the engine's embedded resolver to ask, from inside the box, for
+    /// names it does not know; none: the host's.
+    pub dns: Vec<String>,
+    /// Resolver options in the box's `resolv.conf`.
+    pub dns_options: Vec<String>,
     pub entrypoint: Option<Vec<String>>,
     /// Ask the engine for all its GPUs.
     pub gpus: bool,
@@ -301,6 +306,8 @@ impl Engine {
         };
         let host_config = HostConfig {
             cap_drop: Some(vec!["ALL".into()]),
+            dns: (!spec.dns.is_empty()).then(|| spec.dns.clone()),
+            dns_options: (!spec.dns_options.is_empty()).then(|| spec.dns_options.clone()),
             mounts: Some(mounts(&spec)),
             memory: spec.limits.memory.and_then(|m| i64::try_from(m).ok()),
             nano_cpus: spec.limits.cpus.map(|c| i64::from(c) * 1_000_000_000),
@@ -402,13 +409,7 @@ impl Engine {
         };
         // No playbook name holds a `.`: this name never clashes with another container.
         let name = format!("{volume}.fill");
-        let options = CreateContainerOptionsBuilder::default().name(&name).build();
-        let helper = self
-            .docker
-            .create_container(Some(options), body)
-            .await
-            .map_err(EngineError::call(format!("create container `{name}`")))?
-            .id;
+        let helper = self.create_helper(&name, body).await?;
         // The engine keeps the owners the archive gives (`copyUIDGID` would instead give
         // everything to the container's user).
         let options = UploadToContainerOptionsBuilder::default().path("/").build();
@@ -419,6 +420,93 @@ impl Engine {
             .map_err(EngineError::call("copy openmono into its volume"));
         let removed = self.remove_container(&helper).await;
         uploaded.and(removed)
+    }
+
+    /// Creates one of openmono's short-lived helper containers, exactly as `body` says.
+    async fn create_helper(
+        &self,
+        name: &str,
+        body: ContainerCreateBody,
+    ) -> Result<String, EngineError> {
+        let options = CreateContainerOptionsBuilder::default().name(name).build();
+        Ok(self
+            .docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(EngineError::call(format!("create container `{name}`")))?
+            .id)
+    }
+
+    /// Deletes the default routes of container `target` (running), through a helper
+    /// container of `image` that joins its network namespace, mounts the run's volume of
+    /// openmono at `self_dir` and runs `openmono seal-routes` there with `CAP_NET_ADMIN`,
+    /// the only capability it has, and that only in the box's network namespace. The
+    /// box never holds it. The inner error is what the helper said.
+    pub async fn seal_routes(
+        &self,
+        target: &str,
+        image: &str,
+        (volume, self_dir): (&str, &str),
+        name: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<Result<(), String>, EngineError> {
+        let body = ContainerCreateBody {
+            entrypoint: Some(vec![format!("{self_dir}/openmono"), "seal-routes".into()]),
+            image: Some(image.to_owned()),
+            labels: Some(labels),
+            // Root, so that the capability is in effect; it owns nothing but the netns.
+            user: Some("0:0".into()),
+            host_config: Some(HostConfig {
+                cap_add: Some(vec!["NET_ADMIN".into()]),
+                cap_drop: Some(vec!["ALL".into()]),
+                mounts: Some(vec![Mount {
+                    target: Some(self_dir.to_owned()),
+                    source: Some(volume.to_owned()),
+                    typ: Some(MountType::VOLUME),
+                    read_only: Some(true),
+                    ..Default::default()
+                }]),
+                network_mode: Some(format!("container:{target}")),
+                pids_limit: Some(16),
+                privileged: Some(false),
+                readonly_rootfs: Some(true),
+                security_opt: Some(vec!["no-new-privileges".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let helper = self.create_helper(name, body).await?;
+        let ran = async {
+            self.start_container(&helper).await?;
+            let code = self.exited(&helper).await?;
+            Ok(match code {
+                0 => Ok(()),
+                _ => Err(format!(
+                    "exit code {code}: {}",
+                    self.log_tail(&helper, 5).await.trim()
+                )),
+            })
+        }
+        .await;
+        let removed = self.remove_container(&helper).await;
+        let sealed = ran?;
+        removed.map(|()| sealed)
+    }
+
+    /// The gateway addresses of a network's subnets.
+    pub async fn network_gateways(&self, name: &str) -> Result<Vec<String>, EngineError> {
+        let network = self
+            .docker
+            .inspect_network(name, None)
+            .await
+            .map_err(EngineError::call(format!("inspect network `{name}`")))?;
+        Ok(network
+            .ipam
+            .and_then(|ipam| ipam.config)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|c| c.gateway)
+            .collect())
     }
 
     pub async fn start_container(&self, id: &str) -> Result<(), EngineError> {

@@ -15,6 +15,7 @@ use std::{
 use futures_util::{FutureExt, StreamExt};
 
 mod resources;
+mod sealing;
 mod tasks;
 mod teardown;
 

@@ -586,6 +586,7 @@ impl Decoder {
         let check = child_str(node, "check");
         let max_steps = child_int(node, "max-steps");
         let max_tokens = child_int(node, "max-tokens");
+        let self_test = last_child(node, "self-test");
         let owner = format!("task `{}`", name.as_ref().map_or("?", |n| n.value.as_str()));
         let kind = match (agent, run) {
             (Some(agent), Some(run)) => {
@@ -626,6 +627,7 @@ impl Decoder {
                     max_tokens: max_tokens.map_or(DEFAULT_MAX_TOKENS, |m| m.value),
                     model: model?,
                     prompt: prompt?,
+                    self_test: !child_is_false(node, "self-test"),
                 })
             }
             (None, Some(run)) => {
@@ -634,6 +636,7 @@ impl Decoder {
                     (check.map(|c| c.span), "check"),
                     (max_steps.map(|m| m.span), "max-steps"),
                     (max_tokens.map(|m| m.span), "max-tokens"),
+                    (self_test.map(KdlNode::span), "self-test"),
                 ] {
                     if let Some(span) = span {
                         self.problems.push(DecodeError::InvalidValue {
@@ -738,6 +741,13 @@ fn child_bool(node: &KdlNode, name: &str) -> bool {
     last_child(node, name)
         .and_then(|c| positional(c).next())
         .is_some_and(|e| matches!(e.value(), KdlValue::Bool(true)))
+}
+
+/// Whether child `name` is there and says `#false`.
+fn child_is_false(node: &KdlNode, name: &str) -> bool {
+    last_child(node, name)
+        .and_then(|c| positional(c).next())
+        .is_some_and(|e| matches!(e.value(), KdlValue::Bool(false)))
 }
 
 fn child_int(node: &KdlNode, name: &str) -> Option<Spanned<u32>> {
@@ -919,11 +929,16 @@ task "b" after="a" {
                 max_steps,
                 model,
                 prompt,
+                self_test,
                 ..
             } => {
                 assert_eq!(*max_steps, DEFAULT_MAX_STEPS);
                 assert_eq!(model.value, "m");
                 assert_eq!(prompt.value, "go");
+                assert!(
+                    *self_test,
+                    "the self-test is on unless the task says `#false`"
+                );
             }
             TaskKind::Run { .. } => panic!("an agent task"),
         }
@@ -933,6 +948,22 @@ task "b" after="a" {
             .map(|a| a.value.as_str())
             .collect();
         assert_eq!(after, ["a", "a"]);
+    }
+
+    #[test]
+    fn self_test_false_turns_the_self_test_off() {
+        let self_test = |line: &str| {
+            let playbook = decode(&format!(
+                "task \"t\" {{\n    agent \"c\" model=\"m\"\n    prompt \"go\"\n    {line}\n}}"
+            ))
+            .expect("decodes");
+            match &playbook.tasks[0].kind {
+                TaskKind::Agent { self_test, .. } => *self_test,
+                TaskKind::Run { .. } => panic!("an agent task"),
+            }
+        };
+        assert!(!self_test("self-test #false"));
+        assert!(self_test("self-test #true"));
     }
 
     error!(

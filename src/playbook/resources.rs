@@ -259,6 +259,9 @@ pub enum TaskKind {
         max_tokens: u32,
         model: Spanned<String>,
         prompt: Spanned<String>,
+        /// Probe the box for a way out before the agent starts (`self-test`, on unless
+        /// `#false`).
+        self_test: bool,
     },
     /// One shell command inside `container`.
     Run {

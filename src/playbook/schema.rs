@@ -666,6 +666,13 @@ pub const TOP_LEVEL: &[Node] = &[
                 REPLY_TOKENS,
                 Times::Once,
             ),
+            leaf(
+                "self-test",
+                "before the agent starts, probe the box for a way out (a default route, an answer from the host or a gateway, an outside name resolved) and fail the task if one is open (agent tasks; default `#true`)",
+                BOOL,
+                Times::Once,
+            )
+            .example("self-test #false"),
             Node {
                 args: &[
                     Arg {

@@ -162,6 +162,7 @@ impl Executor<'_> {
             }],
             ..self.model_container(name, network)?
         };
+        let sealed = !spec.dns.is_empty();
         let id = self.create(name, spec).await?;
         self.engine.start_container(&id).await.map_err(|e| {
             let why = error_chain(&e);
@@ -173,6 +174,9 @@ impl Executor<'_> {
                 why
             }
         })?;
+        if sealed {
+            self.seal_routes(&id, name, image).await?;
+        }
         Ok(String::new())
     }
 
@@ -181,7 +185,10 @@ impl Executor<'_> {
     fn model_container(&self, name: &str, network: &str) -> Result<ContainerSpec, String> {
         let mut labels = self.labels(name);
         labels.insert("dev.openmono.kind".to_owned(), "model".to_owned());
+        let (dns, dns_options) = Self::dns(self.sealed(std::iter::once(&network.to_owned())));
         Ok(ContainerSpec {
+            dns,
+            dns_options,
             labels,
             name: self.engine_name(name),
             networks: vec![(self.network(network)?, vec![name.to_owned()])],
@@ -235,11 +242,15 @@ impl Executor<'_> {
             ],
             ..self.model_container(name, network)?
         };
+        let sealed = !spec.dns.is_empty();
         let id = self.create(name, spec).await?;
         self.engine
             .start_container(&id)
             .await
             .map_err(|e| error_chain(&e))?;
+        if sealed {
+            self.seal_routes(&id, name, image).await?;
+        }
         Ok(String::new())
     }
 
@@ -270,6 +281,8 @@ impl Executor<'_> {
             target: crate::step::SELF_DIR.to_owned(),
             volume: true,
         });
+        let sealed = self.sealed(networks.iter().map(|(net, _)| net));
+        let (dns, dns_options) = Self::dns(sealed);
         let mut joined = Vec::new();
         for (net, alias) in networks {
             let mut aliases = vec![name.clone()];
@@ -283,6 +296,8 @@ impl Executor<'_> {
         environment.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
         let spec = ContainerSpec {
             cmd: vec!["sandbox-init".into()],
+            dns,
+            dns_options,
             entrypoint: Some(vec![SELF_PATH.into()]),
             gpus: false,
             env: environment,
@@ -321,6 +336,9 @@ impl Executor<'_> {
             .start_container(&id)
             .await
             .map_err(|e| error_chain(&e))?;
+        if sealed {
+            self.seal_routes(&id, name, image).await?;
+        }
         Ok(id)
     }
 
@@ -332,7 +350,7 @@ impl Executor<'_> {
     /// The run's volume holding the openmono binary, filled once (through a container
     /// of `image` that never starts) and mounted read-only into every task container: a
     /// copy, never the host's file, that no task can change, not even as root.
-    async fn self_volume(&self, image: &str) -> Result<String, String> {
+    pub(super) async fn self_volume(&self, image: &str) -> Result<String, String> {
         self.self_volume
             .get_or_init(|| async {
                 let name = self.self_volume_name();

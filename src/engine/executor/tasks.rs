@@ -15,6 +15,7 @@ impl Executor<'_> {
             max_tokens,
             model_url,
             prompt,
+            self_test,
             served_model,
             settings,
             task,
@@ -26,25 +27,17 @@ impl Executor<'_> {
         let id = self.container(container)?;
         let transcript_path = self.dir.join(format!("{task}.jsonl"));
         let log_path = self.dir.join(format!("{task}.log"));
-        let mut transcript = create_file(&transcript_path)?;
         let mut log = create_file(&log_path)?;
-        let cmd = [
-            SELF_PATH,
-            "agent",
-            "--model-url",
-            model_url,
-            "--model",
-            served_model,
-            "--prompt",
-            prompt,
-            "--max-steps",
-            &max_steps.to_string(),
-            "--max-tokens",
-            &max_tokens.to_string(),
-        ]
-        .map(str::to_owned)
-        .to_vec();
-        let cmd = supervised(settings, cmd);
+        if *self_test {
+            self.guard((task, container, &id), (&mut log, &log_path), bar)
+                .await?;
+        }
+        // Made once the agent starts: a task stopped by its self-test has none.
+        let mut transcript = create_file(&transcript_path)?;
+        let cmd = supervised(
+            settings,
+            agent_argv(model_url, served_model, prompt, *max_steps, *max_tokens),
+        );
         let started = Instant::now();
         let mut answer = None;
         let code = self
@@ -202,6 +195,32 @@ impl Executor<'_> {
             .map_err(|e| error_chain(&e))?;
         Ok((code, tail))
     }
+}
+
+/// `openmono agent …` in the box, for one task.
+fn agent_argv(
+    model_url: &str,
+    served_model: &str,
+    prompt: &str,
+    max_steps: u32,
+    max_tokens: u32,
+) -> Vec<String> {
+    [
+        SELF_PATH,
+        "agent",
+        "--model-url",
+        model_url,
+        "--model",
+        served_model,
+        "--prompt",
+        prompt,
+        "--max-steps",
+        &max_steps.to_string(),
+        "--max-tokens",
+        &max_tokens.to_string(),
+    ]
+    .map(str::to_owned)
+    .to_vec()
 }
 
 /// What the agent's exit code means for its task.
