@@ -6,9 +6,11 @@
 //!   this server, from inside the box, about every other name. Engines before the fix
 //!   for CVE-2024-29018 otherwise ask the host's resolvers, from the host when those
 //!   listen on a loopback address: a box could send data out in the names it looks up;
-//! - no default route: Docker gives one through the network's gateway even on an
-//!   internal network; `openmono seal-routes` deletes it from a helper container that
-//!   shares the box's network namespace for a moment.
+//! - where an agent runs, no default route: Docker gives one through the network's
+//!   gateway even on an internal network (a route that leads nowhere: the bridge has no
+//!   host address and the network's rules drop what leaves it); `openmono seal-routes`
+//!   deletes it from a helper container that shares the box's network namespace for a
+//!   moment.
 //!
 //! Before an agent starts, `openmono self-test` probes from inside the box for a way
 //! out: a default route, an answer from the host's addresses or the gateways, a name
@@ -71,6 +73,14 @@ impl Executor<'_> {
         } else {
             (Vec::new(), Vec::new())
         }
+    }
+
+    /// Whether an agent task runs in container `name`.
+    pub(super) fn runs_an_agent(&self, name: &str) -> bool {
+        self.plan
+            .steps
+            .iter()
+            .any(|s| matches!(s, Step::AgentTask { container, .. } if container == name))
     }
 
     /// Deletes the default route of container `id` (resource `name`), through a helper
