@@ -162,6 +162,7 @@ fn step_for(p: &Playbook, resource: Resource, errors: &mut Vec<PlanError>) -> Op
                     max_tokens,
                     model,
                     prompt,
+                    retries,
                 } => Step::AgentTask {
                     check: check.as_ref().map(|c| c.value.clone()),
                     container: container.value.clone(),
@@ -175,6 +176,7 @@ fn step_for(p: &Playbook, resource: Resource, errors: &mut Vec<PlanError>) -> Op
                         .find(|m| m.name.value == model.value)
                         .map_or_else(|| model.value.clone(), |m| m.served_name().to_owned()),
                     prompt: prompt.value.clone(),
+                    retries: *retries,
                     settings,
                     task: t.name.value.clone(),
                 },

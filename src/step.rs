@@ -33,6 +33,8 @@ pub enum Step {
         model: String,
         model_url: String,
         prompt: String,
+        /// More rounds for the agent while the check fails, its output sent back.
+        retries: u32,
         /// The model's name in the server's API.
         served_model: String,
         settings: TaskSettings,
@@ -239,6 +241,7 @@ impl fmt::Display for Step {
                 max_tokens,
                 model,
                 prompt,
+                retries,
                 settings,
                 task,
                 ..
@@ -251,6 +254,12 @@ impl fmt::Display for Step {
                 lines(f, "      prompt: ", prompt)?;
                 if let Some(check) = check {
                     lines(f, "      check: $ ", check)?;
+                    if *retries > 0 {
+                        write!(
+                            f,
+                            "\n      retries: {retries}: while the check fails, its output goes back to the agent for another round"
+                        )?;
+                    }
                 }
                 write!(f, "{settings}")
             }

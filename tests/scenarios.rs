@@ -185,6 +185,138 @@ fn a_scripted_edit_passes_the_check_and_its_transcript_replays_the_same() {
     );
 }
 
+/// A check that says what is wrong when it fails, with one retry.
+const CHECK_WITH_RETRY: &str = "    check #\"grep -qx 'hello world' greeting.txt || { echo \"want 'hello world', got '$(cat greeting.txt)'\"; exit 1; }\"# retries=1\n";
+
+/// What the model reads when [`CHECK_WITH_RETRY`] failed after the first round.
+const CHECK_FEEDBACK: &str = "The task is not done yet: its check `grep -qx 'hello world' greeting.txt || { echo \"want 'hello world', got '$(cat greeting.txt)'\"; exit 1; }` failed.\nexit code 1\nwant 'hello world', got 'helo world'\n\nFix what the check reports, then reply with a short final answer again. You have 1 more round; the check runs again after your answer.";
+
+/// The check events of a transcript: round, step, exit code, output.
+fn checks(events: &[AgentEvent]) -> Vec<(u32, u32, Option<i32>, &str)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            AgentEvent::Check {
+                round,
+                step,
+                exit_code,
+                output,
+                ..
+            } => Some((*round, *step, *exit_code, output.as_str())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_failing_check_goes_back_to_the_agent_and_the_next_round_fixes_it() {
+    if !docker() {
+        return;
+    }
+    let project = scenario(
+        r#"{"content": "The greeting looks fine to me."}
+{"tool_calls": [{"id": "e1", "name": "edit_file", "arguments": {"path": "greeting.txt", "old_text": "helo", "new_text": "hello"}}]}
+{"content": "Fixed the greeting."}
+"#,
+        CHECK_WITH_RETRY,
+    );
+    project.file("greeting.txt", "helo world\n");
+    let plan = project.run(&["plan"]);
+    plan.expect_code(0);
+    assert!(
+        plan.stdout.contains(
+            "\n      retries: 1: while the check fails, its output goes back to the agent for another round\n"
+        ),
+        "{}",
+        plan.stdout
+    );
+    let run = apply(&project, 0);
+    assert!(
+        run.stdout
+            .contains("  ✓ task `t` (agent, exit code 0, check exit code 0, "),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        std::fs::read_to_string(project.path().join("greeting.txt")).expect("file"),
+        "hello world\n"
+    );
+    let events = transcript(&project, &run);
+    assert_eq!(
+        checks(&events),
+        [(
+            1,
+            1,
+            Some(1),
+            "exit code 1\nwant 'hello world', got 'helo world'"
+        )]
+    );
+    assert_eq!(
+        final_event(&events),
+        ("Fixed the greeting.", 3, EndReason::Done)
+    );
+    // The check's output reached the model, after its first final answer.
+    let sent = requests(&project, &run);
+    assert_eq!(sent.len(), 3);
+    assert_eq!(
+        sent[1]["messages"].as_array().expect("messages")[2..],
+        [
+            json!({"role": "assistant", "content": "The greeting looks fine to me."}),
+            json!({"role": "user", "content": CHECK_FEEDBACK}),
+        ]
+    );
+    let shown = project.run(&["runs", "show", &run.run_id()]);
+    shown.expect_code(0);
+    assert!(
+        shown.stdout.contains(
+            "  [1] check after round 1: exit code 1\n                           want 'hello world', got 'helo world'\n"
+        ),
+        "{}",
+        shown.stdout
+    );
+}
+
+#[test]
+fn when_the_retries_run_out_the_host_check_fails_the_task_with_its_output() {
+    if !docker() {
+        return;
+    }
+    let project = scenario(
+        "{\"content\": \"Done.\"}\n{\"content\": \"Still done.\"}\n{\"content\": \"never asked\"}\n",
+        CHECK_WITH_RETRY,
+    );
+    project.file("greeting.txt", "helo world\n");
+    let run = apply(&project, 1);
+    assert_failed(&run, 0, "the check failed: the command exited with code 1");
+    assert!(
+        run.stdout.contains(
+            "  ✗ task `t` (agent, exit code 0, check exit code 1, "
+        ) && run.stdout.contains(
+            "      check: exit code 1\n        want 'hello world', got 'helo world'\n      check log: "
+        ),
+        "{}",
+        run.stdout
+    );
+    let events = transcript(&project, &run);
+    // The agent checks after the first round; after the last, the host's check decides.
+    assert_eq!(
+        checks(&events),
+        [(
+            1,
+            1,
+            Some(1),
+            "exit code 1\nwant 'hello world', got 'helo world'"
+        )]
+    );
+    assert_eq!(final_event(&events), ("Still done.", 2, EndReason::Done));
+    let sent = requests(&project, &run);
+    assert_eq!(sent.len(), 2);
+    assert_eq!(
+        last_message(&sent[1]),
+        &json!({"role": "user", "content": CHECK_FEEDBACK})
+    );
+}
+
 #[test]
 fn a_failing_tool_and_a_malformed_call_are_answered_and_the_run_goes_on() {
     if !docker() {

@@ -11,6 +11,7 @@
 //! answer to the model, never an error.
 
 pub mod chat;
+pub mod check;
 pub mod conversation;
 pub mod event;
 pub mod file_tools;
@@ -35,6 +36,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use self::chat::{ChatClient, ChatError, Timeouts};
+use self::check::Check;
 use self::conversation::Conversation;
 pub use self::event::{AgentEvent, EndReason};
 use self::message::{Message, ToolCall};
@@ -75,6 +77,16 @@ pub struct AgentArgs {
     /// Describe the tools in the system prompt and read calls from the reply's text
     #[arg(long)]
     pub text_tools: bool,
+    /// The task's check: run after a final answer; while it fails and retries are
+    /// left, its output goes back to the model for another round
+    #[arg(long)]
+    pub check: Option<String>,
+    /// How many more rounds the model gets while the check fails
+    #[arg(long, default_value_t = 0, requires = "check")]
+    pub check_retries: u32,
+    /// Seconds the check may run
+    #[arg(long, default_value_t = 3600)]
+    pub check_timeout: u64,
 }
 
 /// Longest tool output copied into a `tool_result` event; the model gets all of it.
@@ -100,6 +112,8 @@ pub fn run_in(args: &AgentArgs, workdir: &Path, out: &mut impl Write) -> i32 {
 /// One run of the loop: the conversation so far and where its effects go.
 struct Session<'a, W: Write> {
     args: &'a AgentArgs,
+    /// The check run between rounds, when the task has one with retries.
+    check: Option<Check>,
     client: ChatClient,
     conversation: Conversation,
     /// The tool declarations sent with every request while tools are native.
@@ -128,6 +142,13 @@ impl<'a, W: Write> Session<'a, W> {
         };
         Self {
             args,
+            check: args.check.as_ref().map(|command| {
+                Check::new(
+                    command.clone(),
+                    args.check_retries,
+                    Duration::from_secs(args.check_timeout),
+                )
+            }),
             client: ChatClient::new(&args.model_url, &args.model, args.max_tokens, timeouts),
             conversation: Conversation::new(
                 system_prompt(workdir, args.tool_timeout, args.text_tools),
@@ -149,6 +170,8 @@ impl<'a, W: Write> Session<'a, W> {
         });
         // The latest text the model wrote, the best answer there is if the run ends early.
         let mut last_text = String::new();
+        // Rounds end with a final answer; a failing check starts the next one.
+        let mut round = 1;
         for step in 1..=self.args.max_steps {
             let reply = match self.ask(step) {
                 Ok(reply) => reply,
@@ -171,11 +194,16 @@ impl<'a, W: Write> Session<'a, W> {
                 completion_tokens: reply.usage.completion_tokens,
             });
             let text = reply.content.as_deref().map(str::trim).unwrap_or_default();
-            if count == 0 {
-                return self.finish(text.to_owned(), step, EndReason::Done);
-            }
             if !text.is_empty() {
                 text.clone_into(&mut last_text);
+            }
+            if count == 0 {
+                let answer = text.to_owned();
+                if self.check_fails(round, step, reply.content) {
+                    round += 1;
+                    continue;
+                }
+                return self.finish(answer, step, EndReason::Done);
             }
             match calls {
                 Calls::Native(calls) => self.call_native(step, reply, calls),
@@ -240,6 +268,33 @@ impl<'a, W: Write> Session<'a, W> {
                 }
             }
         }
+    }
+
+    /// After round `round`'s final answer `content`: runs the check if a failure can
+    /// still lead to another round; when it fails, hands its output to the model and
+    /// says so. The next round then goes on within the budgets left.
+    fn check_fails(&mut self, round: u32, step: u32, content: Option<String>) -> bool {
+        let Some(check) = self.check.as_ref().filter(|check| check.after_round(round)) else {
+            return false;
+        };
+        let output = check.run(self.workdir);
+        let feedback = check.feedback(round, &output);
+        let text = output.to_model_text();
+        let shown = excerpt(&text, EVENT_OUTPUT_LIMIT);
+        self.emit(&AgentEvent::Check {
+            round,
+            step,
+            exit_code: output.exit_code(),
+            truncated: shown.len() < text.trim().len(),
+            output: shown,
+        });
+        if output.exit_code() == Some(0) {
+            return false;
+        }
+        self.conversation
+            .push(Message::assistant(content, Vec::new()));
+        self.conversation.push(Message::user(feedback));
+        true
     }
 
     /// Replays the model's turn into the conversation, then runs each of its native
@@ -374,6 +429,9 @@ mod tests {
             first_token_timeout: 2,
             idle_timeout: 2,
             text_tools: false,
+            check: None,
+            check_retries: 0,
+            check_timeout: 10,
         }
     }
 
@@ -1108,6 +1166,150 @@ mod tests {
                 reason: EndReason::Done
             })
         );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// `args` with the check `grep -qx fixed a.txt` and `retries`.
+    fn checked(url: &str, max_steps: u32, retries: u32) -> AgentArgs {
+        AgentArgs {
+            check: Some("grep -qx fixed a.txt".into()),
+            check_retries: retries,
+            ..args(url, max_steps)
+        }
+    }
+
+    /// The check events as (round, step, exit code, output).
+    fn checks(events: &[AgentEvent]) -> Vec<(u32, u32, Option<i32>, &str)> {
+        events
+            .iter()
+            .filter_map(|event| match event {
+                AgentEvent::Check {
+                    round,
+                    step,
+                    exit_code,
+                    output,
+                    ..
+                } => Some((*round, *step, *exit_code, output.as_str())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    const WRITE_FIXED: &str = "{\"tool_calls\": [{\"id\": \"w\", \"name\": \"write_file\", \"arguments\": {\"path\": \"a.txt\", \"content\": \"fixed\\n\"}}]}\n";
+
+    /// What the model reads when `grep -qx fixed a.txt` failed with `left` to go.
+    fn failed_check(left: &str) -> String {
+        format!(
+            "The task is not done yet: its check `grep -qx fixed a.txt` failed.\nexit code \
+             1\n(no output)\n\nFix what the check reports, then reply with a short final \
+             answer again. You have {left}; the check runs again after your answer."
+        )
+    }
+
+    #[test]
+    fn a_failing_check_goes_back_to_the_model_for_another_round() {
+        let server = Server::replaying(&format!(
+            "{{\"content\": \"Nothing to do.\"}}\n{WRITE_FIXED}{{\"content\": \"Fixed it.\"}}\n"
+        ));
+        let dir = scratch("check-retry");
+        std::fs::write(dir.join("a.txt"), "broken\n").expect("write");
+        let (code, events) = run_agent(&checked(&server.url, 5, 1), &dir);
+        assert_eq!(code, 0, "{events:?}");
+        // With one retry, the agent checks after the first round only: the host's check
+        // follows the last.
+        assert_eq!(
+            checks(&events),
+            [(1, 1, Some(1), "exit code 1\n(no output)")]
+        );
+        assert_eq!(
+            events.last(),
+            Some(&AgentEvent::Final {
+                answer: "Fixed it.".into(),
+                steps: 3,
+                reason: EndReason::Done
+            })
+        );
+        let requests = server.received();
+        assert_eq!(requests.len(), 3);
+        let messages = requests[1]["messages"].as_array().expect("messages");
+        assert_eq!(
+            messages[2..],
+            [
+                serde_json::json!({"role": "assistant", "content": "Nothing to do."}),
+                serde_json::json!({"role": "user", "content": failed_check("1 more round")}),
+            ]
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.join("a.txt")).ok().as_deref(),
+            Some("fixed\n")
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_check_that_passes_ends_the_rounds() {
+        let server = Server::replaying(&format!(
+            "{{\"content\": \"Nothing to do.\"}}\n{WRITE_FIXED}{{\"content\": \"Fixed it.\"}}\n{{\"content\": \"never asked\"}}\n"
+        ));
+        let dir = scratch("check-pass");
+        let (code, events) = run_agent(&checked(&server.url, 10, 3), &dir);
+        assert_eq!(code, 0, "{events:?}");
+        assert_eq!(
+            checks(&events),
+            [
+                (
+                    1,
+                    1,
+                    Some(2),
+                    "exit code 2\ngrep: a.txt: No such file or directory"
+                ),
+                (2, 3, Some(0), "exit code 0\n(no output)")
+            ]
+        );
+        assert_eq!(server.received().len(), 3);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn rounds_stop_when_the_steps_run_out() {
+        let server =
+            Server::replaying("{\"content\": \"Done.\"}\n{\"content\": \"Done again.\"}\n");
+        let dir = scratch("check-budget");
+        std::fs::write(dir.join("a.txt"), "broken\n").expect("write");
+        let (code, events) = run_agent(&checked(&server.url, 2, 5), &dir);
+        assert_eq!(code, 2);
+        assert_eq!(
+            checks(&events),
+            [
+                (1, 1, Some(1), "exit code 1\n(no output)"),
+                (2, 2, Some(1), "exit code 1\n(no output)")
+            ]
+        );
+        assert_eq!(
+            events.last(),
+            Some(&AgentEvent::Final {
+                answer: "Done again.".into(),
+                steps: 2,
+                reason: EndReason::BudgetSpent
+            })
+        );
+        let requests = server.received();
+        assert_eq!(requests.len(), 2);
+        assert_eq!(
+            last_message(&requests[1])["content"],
+            failed_check("5 more rounds").as_str()
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn without_retries_the_agent_never_runs_the_check() {
+        let server = Server::replaying("{\"content\": \"Done.\"}\n");
+        let dir = scratch("check-none");
+        let (code, events) = run_agent(&checked(&server.url, 3, 0), &dir);
+        assert_eq!(code, 0);
+        assert_eq!(checks(&events), []);
+        assert_eq!(server.received().len(), 1);
         let _ = std::fs::remove_dir_all(dir);
     }
 

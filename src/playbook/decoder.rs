@@ -584,6 +584,7 @@ impl Decoder {
         let run = last_child(node, "run");
         let prompt = child_str(node, "prompt");
         let check = child_str(node, "check");
+        let retries = last_child(node, "check").and_then(|c| prop_int(c, "retries"));
         let max_steps = child_int(node, "max-steps");
         let max_tokens = child_int(node, "max-tokens");
         let owner = format!("task `{}`", name.as_ref().map_or("?", |n| n.value.as_str()));
@@ -626,6 +627,7 @@ impl Decoder {
                     max_tokens: max_tokens.map_or(DEFAULT_MAX_TOKENS, |m| m.value),
                     model: model?,
                     prompt: prompt?,
+                    retries: retries.unwrap_or(0),
                 })
             }
             (None, Some(run)) => {

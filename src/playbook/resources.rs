@@ -259,6 +259,8 @@ pub enum TaskKind {
         max_tokens: u32,
         model: Spanned<String>,
         prompt: Spanned<String>,
+        /// More rounds the agent gets while the check fails.
+        retries: u32,
     },
     /// One shell command inside `container`.
     Run {

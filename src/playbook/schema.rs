@@ -653,13 +653,25 @@ pub const TOP_LEVEL: &[Node] = &[
                 STEPS,
                 Times::Once,
             ),
-            leaf(
-                "check",
-                "a command run after the agent; the task succeeds when it exits 0 (agent tasks)",
-                STRING,
-                Times::Once,
-            )
-            .example("check \"cargo test --offline\""),
+            Node {
+                args: &[Arg {
+                    doc: "a shell command, run with `/bin/sh -c` in the agent's container",
+                    name: "command",
+                    ty: Ty::Text,
+                }],
+                children: &[],
+                doc: "a command run after the agent; the task succeeds when it exits 0 (agent tasks)",
+                example: "check \"cargo test --offline\" retries=2",
+                name: "check",
+                props: &[Prop {
+                    default: Some("0"),
+                    doc: "more rounds for the agent: while the check fails, its output goes back to the agent, which carries on within its budgets",
+                    name: "retries",
+                    ty: Ty::Int { max: 100, min: 0 },
+                }],
+                rest: None,
+                times: Times::Once,
+            },
             leaf(
                 "max-tokens",
                 "most tokens in one model reply (agent tasks; default 1024)",

@@ -11,11 +11,6 @@ impl Executor<'_> {
         let Step::AgentTask {
             check,
             container,
-            max_steps,
-            max_tokens,
-            model_url,
-            prompt,
-            served_model,
             settings,
             task,
             ..
@@ -28,23 +23,7 @@ impl Executor<'_> {
         let log_path = self.dir.join(format!("{task}.log"));
         let mut transcript = create_file(&transcript_path)?;
         let mut log = create_file(&log_path)?;
-        let cmd = [
-            SELF_PATH,
-            "agent",
-            "--model-url",
-            model_url,
-            "--model",
-            served_model,
-            "--prompt",
-            prompt,
-            "--max-steps",
-            &max_steps.to_string(),
-            "--max-tokens",
-            &max_tokens.to_string(),
-        ]
-        .map(str::to_owned)
-        .to_vec();
-        let cmd = supervised(settings, cmd);
+        let cmd = supervised(settings, agent_command(step));
         let started = Instant::now();
         let mut answer = None;
         let code = self
@@ -204,6 +183,55 @@ impl Executor<'_> {
     }
 }
 
+/// `openmono agent` for an agent task. The check goes with it when it has retries: the
+/// agent then runs it after each round that a failure can follow with another. The
+/// check that decides the task is still the host's, after the agent.
+fn agent_command(step: &Step) -> Vec<String> {
+    let Step::AgentTask {
+        check,
+        max_steps,
+        max_tokens,
+        model_url,
+        prompt,
+        retries,
+        served_model,
+        settings,
+        ..
+    } = step
+    else {
+        unreachable!("called for AgentTask only")
+    };
+    let mut cmd = [
+        SELF_PATH,
+        "agent",
+        "--model-url",
+        model_url,
+        "--model",
+        served_model,
+        "--prompt",
+        prompt,
+        "--max-steps",
+        &max_steps.to_string(),
+        "--max-tokens",
+        &max_tokens.to_string(),
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let Some(check) = check.as_ref().filter(|_| *retries > 0) else {
+        return cmd;
+    };
+    cmd.extend([
+        "--check".to_owned(),
+        check.clone(),
+        "--check-retries".to_owned(),
+        retries.to_string(),
+    ]);
+    if let Some(timeout) = settings.timeout {
+        cmd.extend(["--check-timeout".to_owned(), timeout.as_secs().to_string()]);
+    }
+    cmd
+}
+
 /// What the agent's exit code means for its task.
 pub(super) fn agent_outcome(code: i64, settings: &TaskSettings) -> Result<String, String> {
     match code {
@@ -279,6 +307,17 @@ pub(super) fn describe(event: &AgentEvent) -> String {
         } => match exit_code {
             Some(code) => format!("step {step}: exit code {code}"),
             None => format!("step {step}: done"),
+        },
+        AgentEvent::Check {
+            round, exit_code, ..
+        } => match exit_code {
+            Some(0) => format!("check after round {round}: passed"),
+            Some(code) => format!(
+                "check after round {round}: exit code {code}; its output goes back to the model"
+            ),
+            None => format!(
+                "check after round {round}: did not finish; its output goes back to the model"
+            ),
         },
         AgentEvent::Final { .. } => "done".into(),
         AgentEvent::Error { message } => format!("error: {message}"),
