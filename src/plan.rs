@@ -160,6 +160,7 @@ fn step_for(p: &Playbook, resource: Resource, errors: &mut Vec<PlanError>) -> Op
                     container,
                     max_steps,
                     max_tokens,
+                    mcp,
                     model,
                     prompt,
                     retries,
@@ -168,6 +169,10 @@ fn step_for(p: &Playbook, resource: Resource, errors: &mut Vec<PlanError>) -> Op
                     container: container.value.clone(),
                     max_steps: *max_steps,
                     max_tokens: *max_tokens,
+                    mcp: mcp
+                        .iter()
+                        .map(|s| (s.name.value.clone(), s.command.value.clone()))
+                        .collect(),
                     model: model.value.clone(),
                     model_url: model_url(&model.value),
                     served_model: p

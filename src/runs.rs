@@ -123,6 +123,18 @@ fn event_text(event: &AgentEvent) -> String {
                 output,
             )
         }
+        AgentEvent::McpServer {
+            server,
+            tools,
+            error,
+        } => match error {
+            None => format!(
+                "  mcp server `{server}`: {} tools: {}",
+                tools.len(),
+                tools.join(", ")
+            ),
+            Some(error) => block(&format!("  mcp server `{server}` did not start: "), error),
+        },
         AgentEvent::Final {
             answer,
             steps,

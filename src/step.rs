@@ -30,6 +30,8 @@ pub enum Step {
         container: String,
         max_steps: u32,
         max_tokens: u32,
+        /// MCP servers the agent starts: name, shell command.
+        mcp: Vec<(String, String)>,
         model: String,
         model_url: String,
         prompt: String,
@@ -239,6 +241,7 @@ impl fmt::Display for Step {
                 container,
                 max_steps,
                 max_tokens,
+                mcp,
                 model,
                 prompt,
                 retries,
@@ -260,6 +263,13 @@ impl fmt::Display for Step {
                             "\n      retries: {retries}: while the check fails, its output goes back to the agent for another round"
                         )?;
                     }
+                }
+                for (name, command) in mcp {
+                    lines(
+                        f,
+                        &format!("      mcp server `{name}` (its tools as `{name}__…`): $ "),
+                        command,
+                    )?;
                 }
                 write!(f, "{settings}")
             }

@@ -484,3 +484,99 @@ fn the_example_replay_playbook_runs() {
     );
     assert_run_gone(&run.run_id());
 }
+
+#[test]
+fn an_mcp_server_in_the_box_offers_its_tools_answers_calls_and_is_stopped() {
+    if !docker() {
+        return;
+    }
+    let project = scenario(
+        r#"{"tool_calls": [{"id": "m1", "name": "loud__shout", "arguments": {"text": "hello box"}}, {"id": "m2", "name": "loud__fail"}]}
+{"content": "Shouted."}
+"#,
+        "    mcp \"loud\" \"bash tools/shout.sh\"\n",
+    );
+    project.file("tools/shout.sh", include_str!("mcp/shout.sh"));
+    let plan = project.run(&["plan"]);
+    plan.expect_code(0);
+    assert!(
+        plan.stdout.contains(
+            "\n      mcp server `loud` (its tools as `loud__…`): $ bash tools/shout.sh\n"
+        ),
+        "{}",
+        plan.stdout
+    );
+    let run = apply(&project, 0);
+    let events = transcript(&project, &run);
+    assert_eq!(
+        events[1],
+        AgentEvent::McpServer {
+            server: "loud".into(),
+            tools: vec!["loud__shout".into(), "loud__fail".into()],
+            error: None
+        }
+    );
+    assert_eq!(final_event(&events), ("Shouted.", 2, EndReason::Done));
+    let sent = requests(&project, &run);
+    assert_eq!(sent.len(), 2);
+    let tools = sent[0]["tools"].as_array().expect("tools");
+    assert_eq!(
+        tools[6..],
+        [
+            json!({"type": "function", "function": {"name": "loud__shout", "description": "Repeat a text in capitals", "parameters": {"type": "object", "properties": {"text": {"type": "string", "description": "What to shout"}}, "required": ["text"]}}}),
+            json!({"type": "function", "function": {"name": "loud__fail", "description": "Always fails", "parameters": {"type": "object", "properties": {}}}}),
+        ]
+    );
+    // The tool's result, and its error, reached the model.
+    assert_eq!(
+        sent[1]["messages"].as_array().expect("messages")[3..],
+        [
+            json!({"role": "tool", "tool_call_id": "m1", "content": "HELLO BOX!"}),
+            json!({"role": "tool", "tool_call_id": "m2", "content": "error: the fail tool always fails"}),
+        ]
+    );
+    // The server ran in the box, in the workspace, and was stopped by closing its stdin.
+    let log = std::fs::read_to_string(project.path().join("mcp.log")).expect("mcp.log");
+    let kinds: Vec<&str> = log.lines().filter_map(|l| l.split(' ').next()).collect();
+    assert_eq!(kinds, ["started", "call", "call", "stopped"], "{log}");
+    let shown = project.run(&["runs", "show", &run.run_id()]);
+    shown.expect_code(0);
+    assert!(
+        shown
+            .stdout
+            .contains("\n  mcp server `loud`: 2 tools: loud__shout, loud__fail\n"),
+        "{}",
+        shown.stdout
+    );
+}
+
+#[test]
+fn an_mcp_server_that_does_not_start_is_reported_and_the_agent_goes_on() {
+    if !docker() {
+        return;
+    }
+    let project = scenario(
+        r#"{"tool_calls": [{"id": "m1", "name": "gone__shout", "arguments": {"text": "hi"}}]}
+{"content": "No server."}
+"#,
+        "    mcp \"gone\" \"echo not a server; exit 3\"\n",
+    );
+    let run = apply(&project, 0);
+    let events = transcript(&project, &run);
+    let AgentEvent::McpServer {
+        server,
+        tools,
+        error: Some(error),
+    } = &events[1]
+    else {
+        panic!("no failed mcp_server event: {events:?}");
+    };
+    assert_eq!((server.as_str(), tools.len()), ("gone", 0));
+    assert!(error.starts_with("the MCP handshake failed: "), "{error}");
+    let sent = requests(&project, &run);
+    assert_eq!(sent[0]["tools"].as_array().map(Vec::len), Some(6));
+    assert_eq!(
+        last_message(&sent[1]),
+        &json!({"role": "tool", "tool_call_id": "m1", "content": "error: there is no tool named `gone__shout`; the tools are shell, read_file, write_file, edit_file, list_dir, search_text"})
+    );
+}

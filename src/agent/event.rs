@@ -56,6 +56,13 @@ pub enum AgentEvent {
         /// Whether `output` is shorter than what the model was given.
         truncated: bool,
     },
+    /// An MCP server of the task started, and these of its tools are offered to the
+    /// model; or it did not, for this reason, and none are.
+    McpServer {
+        server: String,
+        tools: Vec<String>,
+        error: Option<String>,
+    },
     /// The run is over; always the last event, on success and on failure.
     Final {
         answer: String,
@@ -171,6 +178,16 @@ mod tests {
                 exit_code: Some(1),
                 output: "exit code 1\nFAILED".into(),
                 truncated: false,
+            },
+            AgentEvent::McpServer {
+                server: "notes".into(),
+                tools: vec!["notes__add".into()],
+                error: None,
+            },
+            AgentEvent::McpServer {
+                server: "broken".into(),
+                tools: Vec::new(),
+                error: Some("the MCP handshake failed".into()),
             },
             AgentEvent::Final {
                 answer: String::new(),

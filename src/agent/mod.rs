@@ -16,6 +16,7 @@ pub mod conversation;
 pub mod event;
 pub mod file_tools;
 pub mod init;
+pub mod mcp;
 pub mod message;
 pub mod probe;
 pub mod reply;
@@ -39,6 +40,7 @@ use self::chat::{ChatClient, ChatError, Timeouts};
 use self::check::Check;
 use self::conversation::Conversation;
 pub use self::event::{AgentEvent, EndReason};
+use self::mcp::{McpServers, McpSpec};
 use self::message::{Message, ToolCall};
 use self::reply::{Reply, excerpt};
 use self::text_tools::find_calls;
@@ -87,6 +89,9 @@ pub struct AgentArgs {
     /// Seconds the check may run
     #[arg(long, default_value_t = 3600)]
     pub check_timeout: u64,
+    /// An MCP server to start over stdio, its tools offered as `NAME__TOOL` (repeatable)
+    #[arg(long, value_name = "NAME=COMMAND", value_parser = McpSpec::parse)]
+    pub mcp: Vec<McpSpec>,
 }
 
 /// Longest tool output copied into a `tool_result` event; the model gets all of it.
@@ -140,6 +145,7 @@ impl<'a, W: Write> Session<'a, W> {
             first_token: Duration::from_secs(args.first_token_timeout),
             idle: Duration::from_secs(args.idle_timeout),
         };
+        let toolbox = Toolbox::new(workdir, Duration::from_secs(args.tool_timeout));
         Self {
             args,
             check: args.check.as_ref().map(|command| {
@@ -151,13 +157,17 @@ impl<'a, W: Write> Session<'a, W> {
             }),
             client: ChatClient::new(&args.model_url, &args.model, args.max_tokens, timeouts),
             conversation: Conversation::new(
-                system_prompt(workdir, args.tool_timeout, args.text_tools),
+                system_prompt(
+                    workdir,
+                    args.tool_timeout,
+                    args.text_tools.then_some(&toolbox),
+                ),
                 args.prompt.clone(),
             ),
-            declarations: Toolbox::declarations(),
+            declarations: toolbox.declarations(),
             out,
             text_tools: args.text_tools,
-            toolbox: Toolbox::new(workdir, Duration::from_secs(args.tool_timeout)),
+            toolbox,
             workdir,
         }
     }
@@ -168,6 +178,7 @@ impl<'a, W: Write> Session<'a, W> {
             model_url: self.args.model_url.clone(),
             max_steps: self.args.max_steps,
         });
+        self.start_mcp();
         // The latest text the model wrote, the best answer there is if the run ends early.
         let mut last_text = String::new();
         // Rounds end with a final answer; a failing check starts the next one.
@@ -253,7 +264,7 @@ impl<'a, W: Write> Session<'a, W> {
                     self.conversation.set_system(system_prompt(
                         self.workdir,
                         self.args.tool_timeout,
-                        true,
+                        Some(&self.toolbox),
                     ));
                     self.emit(&AgentEvent::TextTools {
                         step,
@@ -267,6 +278,35 @@ impl<'a, W: Write> Session<'a, W> {
                     return Err(error.end_reason());
                 }
             }
+        }
+    }
+
+    /// Starts the task's MCP servers and offers their tools from the first request on;
+    /// a server that does not come up is reported and left out.
+    fn start_mcp(&mut self) {
+        if self.args.mcp.is_empty() {
+            return;
+        }
+        let (servers, starts) = McpServers::start(
+            &self.args.mcp,
+            self.workdir,
+            Duration::from_secs(self.args.tool_timeout),
+        );
+        for start in starts {
+            self.emit(&AgentEvent::McpServer {
+                server: start.server,
+                tools: start.tools,
+                error: start.error,
+            });
+        }
+        self.toolbox.set_mcp(servers);
+        self.declarations = self.toolbox.declarations();
+        if self.text_tools {
+            self.conversation.set_system(system_prompt(
+                self.workdir,
+                self.args.tool_timeout,
+                Some(&self.toolbox),
+            ));
         }
     }
 
@@ -375,6 +415,7 @@ impl<'a, W: Write> Session<'a, W> {
     }
 
     fn finish(&mut self, answer: String, steps: u32, reason: EndReason) -> i32 {
+        self.toolbox.stop_mcp();
         self.emit(&AgentEvent::Final {
             answer,
             steps,
@@ -393,8 +434,8 @@ impl<'a, W: Write> Session<'a, W> {
 }
 
 /// What the model is told first: where it works, how the tools behave, when it is done;
-/// with tools in text, how to call them.
-fn system_prompt(workdir: &Path, tool_timeout: u64, text_tools: bool) -> String {
+/// with tools in text (`text_tools`: the tools to describe), how to call them.
+fn system_prompt(workdir: &Path, tool_timeout: u64, text_tools: Option<&Toolbox>) -> String {
     let mut prompt = format!(
         "You are a coding agent working in the directory {} inside a container. Use the \
          tools to read, search and change files and to run commands; relative paths start \
@@ -404,9 +445,9 @@ fn system_prompt(workdir: &Path, tool_timeout: u64, text_tools: bool) -> String 
          final answer and no tool call.",
         workdir.display()
     );
-    if text_tools {
+    if let Some(toolbox) = text_tools {
         prompt.push_str("\n\n");
-        prompt.push_str(&text_tools::instructions());
+        prompt.push_str(&text_tools::instructions(toolbox));
     }
     prompt
 }
@@ -432,6 +473,7 @@ mod tests {
             check: None,
             check_retries: 0,
             check_timeout: 10,
+            mcp: Vec::new(),
         }
     }
 
@@ -1039,7 +1081,7 @@ mod tests {
         assert!(
             system.ends_with(&format!(
                 "final answer and no tool call.\n\n{}",
-                text_tools::instructions()
+                text_tools::instructions(&Toolbox::new(&dir, Duration::from_secs(1)))
             )),
             "{system}"
         );
@@ -1310,6 +1352,54 @@ mod tests {
         assert_eq!(code, 0);
         assert_eq!(checks(&events), []);
         assert_eq!(server.received().len(), 1);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn mcp_tools_are_offered_called_and_their_servers_stopped_before_the_end() {
+        let server = Server::replaying(
+            "{\"tool_calls\": [{\"id\": \"m1\", \"name\": \"loud__shout\", \"arguments\": {\"text\": \"hi\"}}, {\"id\": \"m2\", \"name\": \"loud__fail\"}]}\n\
+             {\"content\": \"Shouted.\"}\n",
+        );
+        let dir = scratch("mcp");
+        let mut args = args(&server.url, 5);
+        args.mcp = vec![McpSpec {
+            command: format!(
+                "exec bash {}/tests/mcp/shout.sh",
+                env!("CARGO_MANIFEST_DIR")
+            ),
+            name: "loud".into(),
+        }];
+        let (code, events) = run_agent(&args, &dir);
+        assert_eq!(code, 0, "{events:?}");
+        assert_eq!(
+            events[1],
+            AgentEvent::McpServer {
+                server: "loud".into(),
+                tools: vec!["loud__shout".into(), "loud__fail".into()],
+                error: None
+            }
+        );
+        let requests = server.received();
+        let names: Vec<&str> = requests[0]["tools"]
+            .as_array()
+            .expect("tools")
+            .iter()
+            .filter_map(|tool| tool["function"]["name"].as_str())
+            .collect();
+        assert_eq!(names[6..], ["loud__shout", "loud__fail"]);
+        let messages = requests[1]["messages"].as_array().expect("messages");
+        assert_eq!(
+            messages[3..],
+            [
+                serde_json::json!({"role": "tool", "tool_call_id": "m1", "content": "HI!"}),
+                serde_json::json!({"role": "tool", "tool_call_id": "m2", "content": "error: the fail tool always fails"}),
+            ]
+        );
+        // The server's log, in the working directory: stopped before the agent ended.
+        let log = std::fs::read_to_string(dir.join("mcp.log")).expect("log");
+        let kinds: Vec<&str> = log.lines().filter_map(|l| l.split(' ').next()).collect();
+        assert_eq!(kinds, ["started", "call", "call", "stopped"]);
         let _ = std::fs::remove_dir_all(dir);
     }
 

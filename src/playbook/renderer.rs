@@ -151,12 +151,13 @@ pub fn render(playbook: &mut Playbook, inputs: &Inputs) -> Result<(), Vec<Templa
             .iter_mut()
             .for_each(|(_, value)| render(value, false));
         match &mut task.kind {
-            TaskKind::Agent { check, prompt, .. } => {
-                render(prompt, true);
-                if let Some(check) = check {
-                    render(check, true);
-                }
-            }
+            TaskKind::Agent {
+                check, mcp, prompt, ..
+            } => [prompt]
+                .into_iter()
+                .chain(check.as_mut())
+                .chain(mcp.iter_mut().map(|server| &mut server.command))
+                .for_each(|value| render(value, true)),
             TaskKind::Run { command, .. } => render(command, true),
         }
     }

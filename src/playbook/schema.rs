@@ -681,6 +681,27 @@ pub const TOP_LEVEL: &[Node] = &[
             Node {
                 args: &[
                     Arg {
+                        doc: "its name in the task; the model sees its tools as `NAME__TOOL`",
+                        name: "name",
+                        ty: Ty::Name,
+                    },
+                    Arg {
+                        doc: "a shell command that runs the server, with `/bin/sh -c` in the agent's working directory; it speaks MCP on its stdin and stdout",
+                        name: "command",
+                        ty: Ty::Text,
+                    },
+                ],
+                children: &[],
+                doc: "an MCP server started inside the agent's container over stdio, its tools offered to the model; stopped when the agent ends (agent tasks; repeatable)",
+                example: "mcp \"notes\" \"node tools/notes-server.js\"",
+                name: "mcp",
+                props: &[],
+                rest: None,
+                times: Times::Many,
+            },
+            Node {
+                args: &[
+                    Arg {
                         doc: "the container",
                         name: "container",
                         ty: Ty::Ref("container"),

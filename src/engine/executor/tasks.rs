@@ -191,6 +191,7 @@ fn agent_command(step: &Step) -> Vec<String> {
         check,
         max_steps,
         max_tokens,
+        mcp,
         model_url,
         prompt,
         retries,
@@ -217,6 +218,9 @@ fn agent_command(step: &Step) -> Vec<String> {
     ]
     .map(str::to_owned)
     .to_vec();
+    for (name, command) in mcp {
+        cmd.extend(["--mcp".to_owned(), format!("{name}={command}")]);
+    }
     let Some(check) = check.as_ref().filter(|_| *retries > 0) else {
         return cmd;
     };
@@ -318,6 +322,14 @@ pub(super) fn describe(event: &AgentEvent) -> String {
             None => format!(
                 "check after round {round}: did not finish; its output goes back to the model"
             ),
+        },
+        AgentEvent::McpServer {
+            server,
+            tools,
+            error,
+        } => match error {
+            None => format!("mcp server `{server}`: {} tools", tools.len()),
+            Some(error) => format!("mcp server `{server}` did not start: {error}"),
         },
         AgentEvent::Final { .. } => "done".into(),
         AgentEvent::Error { message } => format!("error: {message}"),
