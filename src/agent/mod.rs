@@ -1220,21 +1220,15 @@ mod tests {
         }
     }
 
-    /// The check events as (round, step, exit code, output).
-    fn checks(events: &[AgentEvent]) -> Vec<(u32, u32, Option<i32>, &str)> {
-        events
-            .iter()
-            .filter_map(|event| match event {
-                AgentEvent::Check {
-                    round,
-                    step,
-                    exit_code,
-                    output,
-                    ..
-                } => Some((*round, *step, *exit_code, output.as_str())),
-                _ => None,
-            })
-            .collect()
+    /// A `check` event whose output was not shortened.
+    fn check_event(round: u32, step: u32, exit_code: i32, output: &str) -> AgentEvent {
+        AgentEvent::Check {
+            round,
+            step,
+            exit_code: Some(exit_code),
+            output: output.into(),
+            truncated: false,
+        }
     }
 
     const WRITE_FIXED: &str = "{\"tool_calls\": [{\"id\": \"w\", \"name\": \"write_file\", \"arguments\": {\"path\": \"a.txt\", \"content\": \"fixed\\n\"}}]}\n";
@@ -1260,8 +1254,8 @@ mod tests {
         // With one retry, the agent checks after the first round only: the host's check
         // follows the last.
         assert_eq!(
-            checks(&events),
-            [(1, 1, Some(1), "exit code 1\n(no output)")]
+            events_of(&events, "check"),
+            [&check_event(1, 1, 1, "exit code 1\n(no output)")]
         );
         assert_eq!(
             events.last(),
@@ -1297,15 +1291,15 @@ mod tests {
         let (code, events) = run_agent(&checked(&server.url, 10, 3), &dir);
         assert_eq!(code, 0, "{events:?}");
         assert_eq!(
-            checks(&events),
+            events_of(&events, "check"),
             [
-                (
+                &check_event(
                     1,
                     1,
-                    Some(2),
+                    2,
                     "exit code 2\ngrep: a.txt: No such file or directory"
                 ),
-                (2, 3, Some(0), "exit code 0\n(no output)")
+                &check_event(2, 3, 0, "exit code 0\n(no output)")
             ]
         );
         assert_eq!(server.received().len(), 3);
@@ -1321,10 +1315,10 @@ mod tests {
         let (code, events) = run_agent(&checked(&server.url, 2, 5), &dir);
         assert_eq!(code, 2);
         assert_eq!(
-            checks(&events),
+            events_of(&events, "check"),
             [
-                (1, 1, Some(1), "exit code 1\n(no output)"),
-                (2, 2, Some(1), "exit code 1\n(no output)")
+                &check_event(1, 1, 1, "exit code 1\n(no output)"),
+                &check_event(2, 2, 1, "exit code 1\n(no output)")
             ]
         );
         assert_eq!(
@@ -1350,7 +1344,7 @@ mod tests {
         let dir = scratch("check-none");
         let (code, events) = run_agent(&checked(&server.url, 3, 0), &dir);
         assert_eq!(code, 0);
-        assert_eq!(checks(&events), []);
+        assert_eq!(events_of(&events, "check"), Vec::<&AgentEvent>::new());
         assert_eq!(server.received().len(), 1);
         let _ = std::fs::remove_dir_all(dir);
     }
