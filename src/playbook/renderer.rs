@@ -435,6 +435,38 @@ task "t" {
     }
 
     #[test]
+    fn an_agent_task_renders_its_prompt_check_and_mcp_commands() {
+        let text = "var \"port\" type=\"int\" default=7\nnetwork \"n\"\nmodel \"m\" {\n    gguf \"m.gguf\"\n    network \"n\"\n}\ncontainer \"box\" {\n    image \"img\"\n    network \"n\"\n}\ntask \"t\" {\n    agent \"box\" model=\"m\"\n    prompt \"run {{ run.id }}\"\n    check \"test {{ var.port }}\" retries=2\n    mcp \"a\" \"serve --port {{ var.port }}\"\n    mcp \"b\" \"serve {{ models.m.url }}\"\n}\n";
+        let p = rendered(text, &[]).expect("renders");
+        let TaskKind::Agent {
+            check,
+            mcp,
+            prompt,
+            retries,
+            ..
+        } = &p.tasks[0].kind
+        else {
+            panic!("an agent task")
+        };
+        let commands: Vec<(&str, &str)> = mcp
+            .iter()
+            .map(|s| (s.name.value.as_str(), s.command.value.as_str()))
+            .collect();
+        assert_eq!(
+            (
+                prompt.value.as_str(),
+                check.as_ref().map(|c| c.value.as_str()),
+                *retries
+            ),
+            ("run r1", Some("test 7"), 2)
+        );
+        assert_eq!(
+            commands,
+            [("a", "serve --port 7"), ("b", "serve http://m:8080")]
+        );
+    }
+
+    #[test]
     fn an_undefined_name_points_at_itself() {
         let text = "container \"box\" {\n    image \"img\"\n}\ntask \"t\" {\n    run \"box\" \"echo {{ var.nope }}\"\n}\n";
         let errors = rendered(text, &[]).expect_err("undefined");
