@@ -160,14 +160,20 @@ fn step_for(p: &Playbook, resource: Resource, errors: &mut Vec<PlanError>) -> Op
                     container,
                     max_steps,
                     max_tokens,
+                    mcp,
                     model,
                     prompt,
                     self_test,
+                    retries,
                 } => Step::AgentTask {
                     check: check.as_ref().map(|c| c.value.clone()),
                     container: container.value.clone(),
                     max_steps: *max_steps,
                     max_tokens: *max_tokens,
+                    mcp: mcp
+                        .iter()
+                        .map(|s| (s.name.value.clone(), s.command.value.clone()))
+                        .collect(),
                     model: model.value.clone(),
                     model_url: model_url(&model.value),
                     served_model: p
@@ -177,6 +183,7 @@ fn step_for(p: &Playbook, resource: Resource, errors: &mut Vec<PlanError>) -> Op
                         .map_or_else(|| model.value.clone(), |m| m.served_name().to_owned()),
                     prompt: prompt.value.clone(),
                     self_test: *self_test,
+                    retries: *retries,
                     settings,
                     task: t.name.value.clone(),
                 },

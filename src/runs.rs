@@ -110,6 +110,31 @@ fn event_text(event: &AgentEvent) -> String {
             let cut = if *truncated { " (cut)" } else { "" };
             block(&format!("  [{step}] result{cut}: "), output)
         }
+        AgentEvent::Check {
+            round,
+            step,
+            output,
+            truncated,
+            ..
+        } => {
+            let cut = if *truncated { " (cut)" } else { "" };
+            block(
+                &format!("  [{step}] check after round {round}{cut}: "),
+                output,
+            )
+        }
+        AgentEvent::McpServer {
+            server,
+            tools,
+            error,
+        } => match error {
+            None => format!(
+                "  mcp server `{server}`: {} tools: {}",
+                tools.len(),
+                tools.join(", ")
+            ),
+            Some(error) => block(&format!("  mcp server `{server}` did not start: "), error),
+        },
         AgentEvent::Final {
             answer,
             steps,
@@ -188,6 +213,13 @@ mod tests {
                 output: "exit code 0\nREADME.md\n\u{1b}[2J".into(),
                 truncated: false,
             },
+            AgentEvent::Check {
+                round: 1,
+                step: 2,
+                exit_code: Some(1),
+                output: "exit code 1\nFAIL: greeting".into(),
+                truncated: true,
+            },
             AgentEvent::Final {
                 answer: "done".into(),
                 steps: 2,
@@ -207,7 +239,7 @@ mod tests {
         let shown = show(state.path(), "abc123").expect("shown");
         assert_eq!(
             shown,
-            "Run abc123 succeeded in 1.0s\n\nTranscript of agent task `fix`:\n  [1] shell {\"command\":\"ls\"}\n  [1] result: exit code 0\n              README.md\n              \\u{1b}[2J\n  final after 2 steps (Done): done\n"
+            "Run abc123 succeeded in 1.0s\n\nTranscript of agent task `fix`:\n  [1] shell {\"command\":\"ls\"}\n  [1] result: exit code 0\n              README.md\n              \\u{1b}[2J\n  [2] check after round 1 (cut): exit code 1\n                                 FAIL: greeting\n  final after 2 steps (Done): done\n"
         );
         assert!(show(state.path(), "../x").is_err());
         assert!(show(state.path(), "nope").is_err());

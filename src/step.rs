@@ -30,11 +30,15 @@ pub enum Step {
         container: String,
         max_steps: u32,
         max_tokens: u32,
+        /// MCP servers the agent starts: name, shell command.
+        mcp: Vec<(String, String)>,
         model: String,
         model_url: String,
         prompt: String,
         /// Probe the box for a way out first; the agent starts only if nothing answers.
         self_test: bool,
+        /// More rounds for the agent while the check fails, its output sent back.
+        retries: u32,
         /// The model's name in the server's API.
         served_model: String,
         settings: TaskSettings,
@@ -239,9 +243,11 @@ impl fmt::Display for Step {
                 container,
                 max_steps,
                 max_tokens,
+                mcp,
                 model,
                 prompt,
                 self_test,
+                retries,
                 settings,
                 task,
                 ..
@@ -254,6 +260,19 @@ impl fmt::Display for Step {
                 lines(f, "      prompt: ", prompt)?;
                 if let Some(check) = check {
                     lines(f, "      check: $ ", check)?;
+                    if *retries > 0 {
+                        write!(
+                            f,
+                            "\n      retries: {retries}: while the check fails, its output goes back to the agent for another round"
+                        )?;
+                    }
+                }
+                for (name, command) in mcp {
+                    lines(
+                        f,
+                        &format!("      mcp server `{name}` (its tools as `{name}__…`): $ "),
+                        command,
+                    )?;
                 }
                 if *self_test {
                     write!(

@@ -185,6 +185,138 @@ fn a_scripted_edit_passes_the_check_and_its_transcript_replays_the_same() {
     );
 }
 
+/// A check that says what is wrong when it fails, with one retry.
+const CHECK_WITH_RETRY: &str = "    check #\"grep -qx 'hello world' greeting.txt || { echo \"want 'hello world', got '$(cat greeting.txt)'\"; exit 1; }\"# retries=1\n";
+
+/// What the model reads when [`CHECK_WITH_RETRY`] failed after the first round.
+const CHECK_FEEDBACK: &str = "The task is not done yet: its check `grep -qx 'hello world' greeting.txt || { echo \"want 'hello world', got '$(cat greeting.txt)'\"; exit 1; }` failed.\nexit code 1\nwant 'hello world', got 'helo world'\n\nFix what the check reports, then reply with a short final answer again. You have 1 more round; the check runs again after your answer.";
+
+/// The check events of a transcript: round, step, exit code, output.
+fn checks(events: &[AgentEvent]) -> Vec<(u32, u32, Option<i32>, &str)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            AgentEvent::Check {
+                round,
+                step,
+                exit_code,
+                output,
+                ..
+            } => Some((*round, *step, *exit_code, output.as_str())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_failing_check_goes_back_to_the_agent_and_the_next_round_fixes_it() {
+    if !docker() {
+        return;
+    }
+    let project = scenario(
+        r#"{"content": "The greeting looks fine to me."}
+{"tool_calls": [{"id": "e1", "name": "edit_file", "arguments": {"path": "greeting.txt", "old_text": "helo", "new_text": "hello"}}]}
+{"content": "Fixed the greeting."}
+"#,
+        CHECK_WITH_RETRY,
+    );
+    project.file("greeting.txt", "helo world\n");
+    let plan = project.run(&["plan"]);
+    plan.expect_code(0);
+    assert!(
+        plan.stdout.contains(
+            "\n      retries: 1: while the check fails, its output goes back to the agent for another round\n"
+        ),
+        "{}",
+        plan.stdout
+    );
+    let run = apply(&project, 0);
+    assert!(
+        run.stdout
+            .contains("  ✓ task `t` (agent, exit code 0, check exit code 0, "),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        std::fs::read_to_string(project.path().join("greeting.txt")).expect("file"),
+        "hello world\n"
+    );
+    let events = transcript(&project, &run);
+    assert_eq!(
+        checks(&events),
+        [(
+            1,
+            1,
+            Some(1),
+            "exit code 1\nwant 'hello world', got 'helo world'"
+        )]
+    );
+    assert_eq!(
+        final_event(&events),
+        ("Fixed the greeting.", 3, EndReason::Done)
+    );
+    // The check's output reached the model, after its first final answer.
+    let sent = requests(&project, &run);
+    assert_eq!(sent.len(), 3);
+    assert_eq!(
+        sent[1]["messages"].as_array().expect("messages")[2..],
+        [
+            json!({"role": "assistant", "content": "The greeting looks fine to me."}),
+            json!({"role": "user", "content": CHECK_FEEDBACK}),
+        ]
+    );
+    let shown = project.run(&["runs", "show", &run.run_id()]);
+    shown.expect_code(0);
+    assert!(
+        shown.stdout.contains(
+            "  [1] check after round 1: exit code 1\n                           want 'hello world', got 'helo world'\n"
+        ),
+        "{}",
+        shown.stdout
+    );
+}
+
+#[test]
+fn when_the_retries_run_out_the_host_check_fails_the_task_with_its_output() {
+    if !docker() {
+        return;
+    }
+    let project = scenario(
+        "{\"content\": \"Done.\"}\n{\"content\": \"Still done.\"}\n{\"content\": \"never asked\"}\n",
+        CHECK_WITH_RETRY,
+    );
+    project.file("greeting.txt", "helo world\n");
+    let run = apply(&project, 1);
+    assert_failed(&run, 0, "the check failed: the command exited with code 1");
+    assert!(
+        run.stdout.contains(
+            "  ✗ task `t` (agent, exit code 0, check exit code 1, "
+        ) && run.stdout.contains(
+            "      check: exit code 1\n        want 'hello world', got 'helo world'\n      check log: "
+        ),
+        "{}",
+        run.stdout
+    );
+    let events = transcript(&project, &run);
+    // The agent checks after the first round; after the last, the host's check decides.
+    assert_eq!(
+        checks(&events),
+        [(
+            1,
+            1,
+            Some(1),
+            "exit code 1\nwant 'hello world', got 'helo world'"
+        )]
+    );
+    assert_eq!(final_event(&events), ("Still done.", 2, EndReason::Done));
+    let sent = requests(&project, &run);
+    assert_eq!(sent.len(), 2);
+    assert_eq!(
+        last_message(&sent[1]),
+        &json!({"role": "user", "content": CHECK_FEEDBACK})
+    );
+}
+
 #[test]
 fn a_failing_tool_and_a_malformed_call_are_answered_and_the_run_goes_on() {
     if !docker() {
@@ -351,4 +483,100 @@ fn the_example_replay_playbook_runs() {
         run.stdout
     );
     assert_run_gone(&run.run_id());
+}
+
+#[test]
+fn an_mcp_server_in_the_box_offers_its_tools_answers_calls_and_is_stopped() {
+    if !docker() {
+        return;
+    }
+    let project = scenario(
+        r#"{"tool_calls": [{"id": "m1", "name": "loud__shout", "arguments": {"text": "hello box"}}, {"id": "m2", "name": "loud__fail"}]}
+{"content": "Shouted."}
+"#,
+        "    mcp \"loud\" \"bash tools/shout.sh\"\n",
+    );
+    project.file("tools/shout.sh", include_str!("mcp/shout.sh"));
+    let plan = project.run(&["plan"]);
+    plan.expect_code(0);
+    assert!(
+        plan.stdout.contains(
+            "\n      mcp server `loud` (its tools as `loud__…`): $ bash tools/shout.sh\n"
+        ),
+        "{}",
+        plan.stdout
+    );
+    let run = apply(&project, 0);
+    let events = transcript(&project, &run);
+    assert_eq!(
+        events[1],
+        AgentEvent::McpServer {
+            server: "loud".into(),
+            tools: vec!["loud__shout".into(), "loud__fail".into()],
+            error: None
+        }
+    );
+    assert_eq!(final_event(&events), ("Shouted.", 2, EndReason::Done));
+    let sent = requests(&project, &run);
+    assert_eq!(sent.len(), 2);
+    let tools = sent[0]["tools"].as_array().expect("tools");
+    assert_eq!(
+        tools[6..],
+        [
+            json!({"type": "function", "function": {"name": "loud__shout", "description": "Repeat a text in capitals", "parameters": {"type": "object", "properties": {"text": {"type": "string", "description": "What to shout"}}, "required": ["text"]}}}),
+            json!({"type": "function", "function": {"name": "loud__fail", "description": "Always fails", "parameters": {"type": "object", "properties": {}}}}),
+        ]
+    );
+    // The tool's result, and its error, reached the model.
+    assert_eq!(
+        sent[1]["messages"].as_array().expect("messages")[3..],
+        [
+            json!({"role": "tool", "tool_call_id": "m1", "content": "HELLO BOX!"}),
+            json!({"role": "tool", "tool_call_id": "m2", "content": "error: the fail tool always fails"}),
+        ]
+    );
+    // The server ran in the box, in the workspace, and was stopped by closing its stdin.
+    let log = std::fs::read_to_string(project.path().join("mcp.log")).expect("mcp.log");
+    let kinds: Vec<&str> = log.lines().filter_map(|l| l.split(' ').next()).collect();
+    assert_eq!(kinds, ["started", "call", "call", "stopped"], "{log}");
+    let shown = project.run(&["runs", "show", &run.run_id()]);
+    shown.expect_code(0);
+    assert!(
+        shown
+            .stdout
+            .contains("\n  mcp server `loud`: 2 tools: loud__shout, loud__fail\n"),
+        "{}",
+        shown.stdout
+    );
+}
+
+#[test]
+fn an_mcp_server_that_does_not_start_is_reported_and_the_agent_goes_on() {
+    if !docker() {
+        return;
+    }
+    let project = scenario(
+        r#"{"tool_calls": [{"id": "m1", "name": "gone__shout", "arguments": {"text": "hi"}}]}
+{"content": "No server."}
+"#,
+        "    mcp \"gone\" \"echo not a server; exit 3\"\n",
+    );
+    let run = apply(&project, 0);
+    let events = transcript(&project, &run);
+    let AgentEvent::McpServer {
+        server,
+        tools,
+        error: Some(error),
+    } = &events[1]
+    else {
+        panic!("no failed mcp_server event: {events:?}");
+    };
+    assert_eq!((server.as_str(), tools.len()), ("gone", 0));
+    assert!(error.starts_with("the MCP handshake failed: "), "{error}");
+    let sent = requests(&project, &run);
+    assert_eq!(sent[0]["tools"].as_array().map(Vec::len), Some(6));
+    assert_eq!(
+        last_message(&sent[1]),
+        &json!({"role": "tool", "tool_call_id": "m1", "content": "error: there is no tool named `gone__shout`; the tools are shell, read_file, write_file, edit_file, list_dir, search_text"})
+    );
 }

@@ -44,6 +44,25 @@ pub enum AgentEvent {
         /// Whether `output` is shorter than what the model was given.
         truncated: bool,
     },
+    /// The task's check ran after the model's final answer of round `round`; when it
+    /// failed, its output went back to the model for another round.
+    Check {
+        round: u32,
+        step: u32,
+        /// The check's exit code; `None` when it timed out, was killed or never started.
+        exit_code: Option<i32>,
+        /// Its status line and output, shortened for the event stream.
+        output: String,
+        /// Whether `output` is shorter than what the model was given.
+        truncated: bool,
+    },
+    /// An MCP server of the task started, and these of its tools are offered to the
+    /// model; or it did not, for this reason, and none are.
+    McpServer {
+        server: String,
+        tools: Vec<String>,
+        error: Option<String>,
+    },
     /// The run is over; always the last event, on success and on failure.
     Final {
         answer: String,
@@ -153,6 +172,23 @@ mod tests {
                 output: "exit code 0\na\tb \"c\" ✓".into(),
                 truncated: true,
             },
+            AgentEvent::Check {
+                round: 1,
+                step: 2,
+                exit_code: Some(1),
+                output: "exit code 1\nFAILED".into(),
+                truncated: false,
+            },
+            AgentEvent::McpServer {
+                server: "notes".into(),
+                tools: vec!["notes__add".into()],
+                error: None,
+            },
+            AgentEvent::McpServer {
+                server: "broken".into(),
+                tools: Vec::new(),
+                error: Some("the MCP handshake failed".into()),
+            },
             AgentEvent::Final {
                 answer: String::new(),
                 steps: 3,
@@ -227,6 +263,17 @@ mod tests {
         assert_eq!(
             compacted.to_line(),
             r#"{"event":"compacted","step":2,"reason":"too long","dropped_turns":1,"elided":2,"bytes_before":300,"bytes_after":100}"#
+        );
+        let check = AgentEvent::Check {
+            round: 2,
+            step: 5,
+            exit_code: None,
+            output: "timed out".into(),
+            truncated: true,
+        };
+        assert_eq!(
+            check.to_line(),
+            r#"{"event":"check","round":2,"step":5,"exit_code":null,"output":"timed out","truncated":true}"#
         );
         let text_tools = AgentEvent::TextTools {
             step: 1,

@@ -11,10 +11,12 @@
 //! answer to the model, never an error.
 
 pub mod chat;
+pub mod check;
 pub mod conversation;
 pub mod event;
 pub mod file_tools;
 pub mod init;
+pub mod mcp;
 pub mod message;
 pub mod probe;
 pub mod reply;
@@ -37,8 +39,10 @@ use std::time::Duration;
 use serde_json::Value;
 
 use self::chat::{ChatClient, ChatError, Timeouts};
+use self::check::Check;
 use self::conversation::Conversation;
 pub use self::event::{AgentEvent, EndReason};
+use self::mcp::{McpServers, McpSpec};
 use self::message::{Message, ToolCall};
 use self::reply::{Reply, excerpt};
 use self::text_tools::find_calls;
@@ -77,6 +81,19 @@ pub struct AgentArgs {
     /// Describe the tools in the system prompt and read calls from the reply's text
     #[arg(long)]
     pub text_tools: bool,
+    /// The task's check: run after a final answer; while it fails and retries are
+    /// left, its output goes back to the model for another round
+    #[arg(long)]
+    pub check: Option<String>,
+    /// How many more rounds the model gets while the check fails
+    #[arg(long, default_value_t = 0, requires = "check")]
+    pub check_retries: u32,
+    /// Seconds the check may run
+    #[arg(long, default_value_t = 3600)]
+    pub check_timeout: u64,
+    /// An MCP server to start over stdio, its tools offered as `NAME__TOOL` (repeatable)
+    #[arg(long, value_name = "NAME=COMMAND", value_parser = McpSpec::parse)]
+    pub mcp: Vec<McpSpec>,
 }
 
 /// Longest tool output copied into a `tool_result` event; the model gets all of it.
@@ -102,6 +119,8 @@ pub fn run_in(args: &AgentArgs, workdir: &Path, out: &mut impl Write) -> i32 {
 /// One run of the loop: the conversation so far and where its effects go.
 struct Session<'a, W: Write> {
     args: &'a AgentArgs,
+    /// The check run between rounds, when the task has one with retries.
+    check: Option<Check>,
     client: ChatClient,
     conversation: Conversation,
     /// The tool declarations sent with every request while tools are native.
@@ -128,17 +147,29 @@ impl<'a, W: Write> Session<'a, W> {
             first_token: Duration::from_secs(args.first_token_timeout),
             idle: Duration::from_secs(args.idle_timeout),
         };
+        let toolbox = Toolbox::new(workdir, Duration::from_secs(args.tool_timeout));
         Self {
             args,
+            check: args.check.as_ref().map(|command| {
+                Check::new(
+                    command.clone(),
+                    args.check_retries,
+                    Duration::from_secs(args.check_timeout),
+                )
+            }),
             client: ChatClient::new(&args.model_url, &args.model, args.max_tokens, timeouts),
             conversation: Conversation::new(
-                system_prompt(workdir, args.tool_timeout, args.text_tools),
+                system_prompt(
+                    workdir,
+                    args.tool_timeout,
+                    args.text_tools.then_some(&toolbox),
+                ),
                 args.prompt.clone(),
             ),
-            declarations: Toolbox::declarations(),
+            declarations: toolbox.declarations(),
             out,
             text_tools: args.text_tools,
-            toolbox: Toolbox::new(workdir, Duration::from_secs(args.tool_timeout)),
+            toolbox,
             workdir,
         }
     }
@@ -149,8 +180,11 @@ impl<'a, W: Write> Session<'a, W> {
             model_url: self.args.model_url.clone(),
             max_steps: self.args.max_steps,
         });
+        self.start_mcp();
         // The latest text the model wrote, the best answer there is if the run ends early.
         let mut last_text = String::new();
+        // Rounds end with a final answer; a failing check starts the next one.
+        let mut round = 1;
         for step in 1..=self.args.max_steps {
             let reply = match self.ask(step) {
                 Ok(reply) => reply,
@@ -173,11 +207,16 @@ impl<'a, W: Write> Session<'a, W> {
                 completion_tokens: reply.usage.completion_tokens,
             });
             let text = reply.content.as_deref().map(str::trim).unwrap_or_default();
-            if count == 0 {
-                return self.finish(text.to_owned(), step, EndReason::Done);
-            }
             if !text.is_empty() {
                 text.clone_into(&mut last_text);
+            }
+            if count == 0 {
+                let answer = text.to_owned();
+                if self.check_fails(round, step, reply.content) {
+                    round += 1;
+                    continue;
+                }
+                return self.finish(answer, step, EndReason::Done);
             }
             match calls {
                 Calls::Native(calls) => self.call_native(step, reply, calls),
@@ -227,7 +266,7 @@ impl<'a, W: Write> Session<'a, W> {
                     self.conversation.set_system(system_prompt(
                         self.workdir,
                         self.args.tool_timeout,
-                        true,
+                        Some(&self.toolbox),
                     ));
                     self.emit(&AgentEvent::TextTools {
                         step,
@@ -242,6 +281,62 @@ impl<'a, W: Write> Session<'a, W> {
                 }
             }
         }
+    }
+
+    /// Starts the task's MCP servers and offers their tools from the first request on;
+    /// a server that does not come up is reported and left out.
+    fn start_mcp(&mut self) {
+        if self.args.mcp.is_empty() {
+            return;
+        }
+        let (servers, starts) = McpServers::start(
+            &self.args.mcp,
+            self.workdir,
+            Duration::from_secs(self.args.tool_timeout),
+        );
+        for start in starts {
+            self.emit(&AgentEvent::McpServer {
+                server: start.server,
+                tools: start.tools,
+                error: start.error,
+            });
+        }
+        self.toolbox.set_mcp(servers);
+        self.declarations = self.toolbox.declarations();
+        if self.text_tools {
+            self.conversation.set_system(system_prompt(
+                self.workdir,
+                self.args.tool_timeout,
+                Some(&self.toolbox),
+            ));
+        }
+    }
+
+    /// After round `round`'s final answer `content`: runs the check if a failure can
+    /// still lead to another round; when it fails, hands its output to the model and
+    /// says so. The next round then goes on within the budgets left.
+    fn check_fails(&mut self, round: u32, step: u32, content: Option<String>) -> bool {
+        let Some(check) = self.check.as_ref().filter(|check| check.after_round(round)) else {
+            return false;
+        };
+        let output = check.run(self.workdir);
+        let feedback = check.feedback(round, &output);
+        let text = output.to_model_text();
+        let shown = excerpt(&text, EVENT_OUTPUT_LIMIT);
+        self.emit(&AgentEvent::Check {
+            round,
+            step,
+            exit_code: output.exit_code(),
+            truncated: shown.len() < text.trim().len(),
+            output: shown,
+        });
+        if output.exit_code() == Some(0) {
+            return false;
+        }
+        self.conversation
+            .push(Message::assistant(content, Vec::new()));
+        self.conversation.push(Message::user(feedback));
+        true
     }
 
     /// Replays the model's turn into the conversation, then runs each of its native
@@ -322,6 +417,7 @@ impl<'a, W: Write> Session<'a, W> {
     }
 
     fn finish(&mut self, answer: String, steps: u32, reason: EndReason) -> i32 {
+        self.toolbox.stop_mcp();
         self.emit(&AgentEvent::Final {
             answer,
             steps,
@@ -340,8 +436,8 @@ impl<'a, W: Write> Session<'a, W> {
 }
 
 /// What the model is told first: where it works, how the tools behave, when it is done;
-/// with tools in text, how to call them.
-fn system_prompt(workdir: &Path, tool_timeout: u64, text_tools: bool) -> String {
+/// with tools in text (`text_tools`: the tools to describe), how to call them.
+fn system_prompt(workdir: &Path, tool_timeout: u64, text_tools: Option<&Toolbox>) -> String {
     let mut prompt = format!(
         "You are a coding agent working in the directory {} inside a container. Use the \
          tools to read, search and change files and to run commands; relative paths start \
@@ -351,9 +447,9 @@ fn system_prompt(workdir: &Path, tool_timeout: u64, text_tools: bool) -> String 
          final answer and no tool call.",
         workdir.display()
     );
-    if text_tools {
+    if let Some(toolbox) = text_tools {
         prompt.push_str("\n\n");
-        prompt.push_str(&text_tools::instructions());
+        prompt.push_str(&text_tools::instructions(toolbox));
     }
     prompt
 }
@@ -376,6 +472,10 @@ mod tests {
             first_token_timeout: 2,
             idle_timeout: 2,
             text_tools: false,
+            check: None,
+            check_retries: 0,
+            check_timeout: 10,
+            mcp: Vec::new(),
         }
     }
 
@@ -983,7 +1083,7 @@ mod tests {
         assert!(
             system.ends_with(&format!(
                 "final answer and no tool call.\n\n{}",
-                text_tools::instructions()
+                text_tools::instructions(&Toolbox::new(&dir, Duration::from_secs(1)))
             )),
             "{system}"
         );
@@ -1110,6 +1210,192 @@ mod tests {
                 reason: EndReason::Done
             })
         );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// `args` with the check `grep -qx fixed a.txt` and `retries`.
+    fn checked(url: &str, max_steps: u32, retries: u32) -> AgentArgs {
+        AgentArgs {
+            check: Some("grep -qx fixed a.txt".into()),
+            check_retries: retries,
+            ..args(url, max_steps)
+        }
+    }
+
+    /// A `check` event whose output was not shortened.
+    fn check_event(round: u32, step: u32, exit_code: i32, output: &str) -> AgentEvent {
+        AgentEvent::Check {
+            round,
+            step,
+            exit_code: Some(exit_code),
+            output: output.into(),
+            truncated: false,
+        }
+    }
+
+    const WRITE_FIXED: &str = "{\"tool_calls\": [{\"id\": \"w\", \"name\": \"write_file\", \"arguments\": {\"path\": \"a.txt\", \"content\": \"fixed\\n\"}}]}\n";
+
+    /// What the model reads when `grep -qx fixed a.txt` failed with `left` to go.
+    fn failed_check(left: &str) -> String {
+        format!(
+            "The task is not done yet: its check `grep -qx fixed a.txt` failed.\nexit code \
+             1\n(no output)\n\nFix what the check reports, then reply with a short final \
+             answer again. You have {left}; the check runs again after your answer."
+        )
+    }
+
+    #[test]
+    fn a_failing_check_goes_back_to_the_model_for_another_round() {
+        let server = Server::replaying(&format!(
+            "{{\"content\": \"Nothing to do.\"}}\n{WRITE_FIXED}{{\"content\": \"Fixed it.\"}}\n"
+        ));
+        let dir = scratch("check-retry");
+        std::fs::write(dir.join("a.txt"), "broken\n").expect("write");
+        let (code, events) = run_agent(&checked(&server.url, 5, 1), &dir);
+        assert_eq!(code, 0, "{events:?}");
+        // With one retry, the agent checks after the first round only: the host's check
+        // follows the last.
+        assert_eq!(
+            events_of(&events, "check"),
+            [&check_event(1, 1, 1, "exit code 1\n(no output)")]
+        );
+        assert_eq!(
+            events.last(),
+            Some(&AgentEvent::Final {
+                answer: "Fixed it.".into(),
+                steps: 3,
+                reason: EndReason::Done
+            })
+        );
+        let requests = server.received();
+        assert_eq!(requests.len(), 3);
+        let messages = requests[1]["messages"].as_array().expect("messages");
+        assert_eq!(
+            messages[2..],
+            [
+                serde_json::json!({"role": "assistant", "content": "Nothing to do."}),
+                serde_json::json!({"role": "user", "content": failed_check("1 more round")}),
+            ]
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.join("a.txt")).ok().as_deref(),
+            Some("fixed\n")
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_check_that_passes_ends_the_rounds() {
+        let server = Server::replaying(&format!(
+            "{{\"content\": \"Nothing to do.\"}}\n{WRITE_FIXED}{{\"content\": \"Fixed it.\"}}\n{{\"content\": \"never asked\"}}\n"
+        ));
+        let dir = scratch("check-pass");
+        let (code, events) = run_agent(&checked(&server.url, 10, 3), &dir);
+        assert_eq!(code, 0, "{events:?}");
+        assert_eq!(
+            events_of(&events, "check"),
+            [
+                &check_event(
+                    1,
+                    1,
+                    2,
+                    "exit code 2\ngrep: a.txt: No such file or directory"
+                ),
+                &check_event(2, 3, 0, "exit code 0\n(no output)")
+            ]
+        );
+        assert_eq!(server.received().len(), 3);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn rounds_stop_when_the_steps_run_out() {
+        let server =
+            Server::replaying("{\"content\": \"Done.\"}\n{\"content\": \"Done again.\"}\n");
+        let dir = scratch("check-budget");
+        std::fs::write(dir.join("a.txt"), "broken\n").expect("write");
+        let (code, events) = run_agent(&checked(&server.url, 2, 5), &dir);
+        assert_eq!(code, 2);
+        assert_eq!(
+            events_of(&events, "check"),
+            [
+                &check_event(1, 1, 1, "exit code 1\n(no output)"),
+                &check_event(2, 2, 1, "exit code 1\n(no output)")
+            ]
+        );
+        assert_eq!(
+            events.last(),
+            Some(&AgentEvent::Final {
+                answer: "Done again.".into(),
+                steps: 2,
+                reason: EndReason::BudgetSpent
+            })
+        );
+        let requests = server.received();
+        assert_eq!(requests.len(), 2);
+        assert_eq!(
+            last_message(&requests[1])["content"],
+            failed_check("5 more rounds").as_str()
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn without_retries_the_agent_never_runs_the_check() {
+        let server = Server::replaying("{\"content\": \"Done.\"}\n");
+        let dir = scratch("check-none");
+        let (code, events) = run_agent(&checked(&server.url, 3, 0), &dir);
+        assert_eq!(code, 0);
+        assert_eq!(events_of(&events, "check"), Vec::<&AgentEvent>::new());
+        assert_eq!(server.received().len(), 1);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn mcp_tools_are_offered_called_and_their_servers_stopped_before_the_end() {
+        let server = Server::replaying(
+            "{\"tool_calls\": [{\"id\": \"m1\", \"name\": \"loud__shout\", \"arguments\": {\"text\": \"hi\"}}, {\"id\": \"m2\", \"name\": \"loud__fail\"}]}\n\
+             {\"content\": \"Shouted.\"}\n",
+        );
+        let dir = scratch("mcp");
+        let mut args = args(&server.url, 5);
+        args.mcp = vec![McpSpec {
+            command: format!(
+                "exec bash {}/tests/mcp/shout.sh",
+                env!("CARGO_MANIFEST_DIR")
+            ),
+            name: "loud".into(),
+        }];
+        let (code, events) = run_agent(&args, &dir);
+        assert_eq!(code, 0, "{events:?}");
+        assert_eq!(
+            events[1],
+            AgentEvent::McpServer {
+                server: "loud".into(),
+                tools: vec!["loud__shout".into(), "loud__fail".into()],
+                error: None
+            }
+        );
+        let requests = server.received();
+        let names: Vec<&str> = requests[0]["tools"]
+            .as_array()
+            .expect("tools")
+            .iter()
+            .filter_map(|tool| tool["function"]["name"].as_str())
+            .collect();
+        assert_eq!(names[6..], ["loud__shout", "loud__fail"]);
+        let messages = requests[1]["messages"].as_array().expect("messages");
+        assert_eq!(
+            messages[3..],
+            [
+                serde_json::json!({"role": "tool", "tool_call_id": "m1", "content": "HI!"}),
+                serde_json::json!({"role": "tool", "tool_call_id": "m2", "content": "error: the fail tool always fails"}),
+            ]
+        );
+        // The server's log, in the working directory: stopped before the agent ended.
+        let log = std::fs::read_to_string(dir.join("mcp.log")).expect("log");
+        let kinds: Vec<&str> = log.lines().filter_map(|l| l.split(' ').next()).collect();
+        assert_eq!(kinds, ["started", "call", "call", "stopped"]);
         let _ = std::fs::remove_dir_all(dir);
     }
 

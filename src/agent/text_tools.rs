@@ -81,13 +81,13 @@ fn read_block(block: &str) -> TextCall {
 
 /// The part of the system prompt that teaches the form and lists the tools.
 #[must_use]
-pub fn instructions() -> String {
+pub fn instructions(toolbox: &Toolbox) -> String {
     format!(
         "To use a tool, write a block like this, with the tool's name and arguments:\n\
          {FENCE}\n{EXAMPLE}\n```\nSeveral blocks may follow each other; their results \
          come back in the next message. A reply without a tool block is your final \
          answer. The tools:\n{}",
-        Toolbox::describe()
+        toolbox.describe()
     )
 }
 
@@ -151,7 +151,8 @@ mod tests {
 
     #[test]
     fn the_instructions_show_the_form_and_list_the_tools() {
-        let text = instructions();
+        let toolbox = Toolbox::new(std::path::Path::new("/"), std::time::Duration::from_secs(1));
+        let text = instructions(&toolbox);
         assert!(
             text.starts_with(
                 "To use a tool, write a block like this, with the tool's name and arguments:\n\
@@ -162,7 +163,7 @@ mod tests {
             ),
             "{text}"
         );
-        assert!(text.ends_with(&Toolbox::describe()), "{text}");
+        assert!(text.ends_with(&toolbox.describe()), "{text}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The tools the model may call: their declarations for the chat request, their
 //! description for models that call tools in text, and [`Toolbox::run`], which runs
-//! one call and turns whatever happens into an answer for the model.
+//! one call and turns whatever happens into an answer for the model. Beside the
+//! agent's own tools are those of the task's MCP servers ([`McpServers`]).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -11,6 +12,7 @@ use serde_json::{Value, json};
 use super::file_tools::{
     EDIT_USAGE, LIST_USAGE, READ_USAGE, WRITE_USAGE, edit_file, list_dir, read_file, write_file,
 };
+use super::mcp::McpServers;
 use super::search::{SEARCH_USAGE, search_text};
 use super::shell::Shell;
 use super::tool_args::ToolArgs;
@@ -19,6 +21,7 @@ use super::workspace::Workspace;
 /// Runs the tools in one working directory.
 #[derive(Debug)]
 pub struct Toolbox {
+    mcp: McpServers,
     shell: Shell,
     workspace: Workspace,
 }
@@ -49,20 +52,42 @@ impl Toolbox {
     #[must_use]
     pub fn new(workdir: &Path, shell_timeout: Duration) -> Self {
         Self {
+            mcp: McpServers::none(),
             shell: Shell::new(shell_timeout),
             workspace: Workspace::new(workdir),
         }
     }
 
+    /// Offers the tools of these MCP servers too, instead of any before.
+    pub fn set_mcp(&mut self, mcp: McpServers) {
+        self.mcp = mcp;
+    }
+
+    /// Stops the MCP servers; the agent's own tools go on working.
+    pub fn stop_mcp(&mut self) {
+        self.mcp.stop();
+    }
+
+    /// Every tool's name, the agent's own first.
+    #[must_use]
+    pub fn names(&self) -> Vec<&str> {
+        let mut names = TOOL_NAMES.to_vec();
+        names.extend(self.mcp.names());
+        names
+    }
+
     /// Runs the tool `name` with the JSON `arguments` the model wrote.
     #[must_use]
     pub fn run(&self, name: &str, arguments: &str) -> ToolOutcome {
+        if let Some(outcome) = self.mcp.call(name, arguments) {
+            return outcome;
+        }
         let Some(spec) = SPECS.iter().find(|spec| spec.name == name) else {
             return ToolOutcome {
                 exit_code: None,
                 text: format!(
                     "error: there is no tool named `{name}`; the tools are {}",
-                    TOOL_NAMES.join(", ")
+                    self.names().join(", ")
                 ),
             };
         };
@@ -111,14 +136,16 @@ impl Toolbox {
 
     /// The declarations for the chat request's `tools` array.
     #[must_use]
-    pub fn declarations() -> Vec<Value> {
-        SPECS.iter().map(Spec::declaration).collect()
+    pub fn declarations(&self) -> Vec<Value> {
+        let mut declarations: Vec<Value> = SPECS.iter().map(Spec::declaration).collect();
+        declarations.extend(self.mcp.declarations());
+        declarations
     }
 
     /// The tools in plain words, one line each, for a system prompt that asks for calls
     /// in text: `- read_file(path, start_line?, end_line?): Read …`.
     #[must_use]
-    pub fn describe() -> String {
+    pub fn describe(&self) -> String {
         let mut text = String::new();
         for spec in &SPECS {
             let parameters: Vec<String> = spec
@@ -137,6 +164,7 @@ impl Toolbox {
                 spec.about
             );
         }
+        text.push_str(&self.mcp.describe());
         text.push_str("(? marks an optional argument.)\n");
         text
     }
@@ -317,6 +345,10 @@ impl Spec {
 mod tests {
     use super::*;
 
+    fn toolbox() -> Toolbox {
+        Toolbox::new(Path::new("/"), Duration::from_secs(10))
+    }
+
     #[test]
     fn the_specs_follow_the_names() {
         let names: Vec<&str> = SPECS.iter().map(|spec| spec.name).collect();
@@ -326,7 +358,7 @@ mod tests {
     #[test]
     fn declarations_are_json_schemas() {
         assert_eq!(
-            Toolbox::declarations()[1],
+            toolbox().declarations()[1],
             json!({"type": "function", "function": {
                 "name": "read_file",
                 "description": "Read a text file, lines numbered; for a long file, ask for a range of lines.",
@@ -337,7 +369,7 @@ mod tests {
                 }}
             }})
         );
-        for declaration in Toolbox::declarations() {
+        for declaration in toolbox().declarations() {
             let parameters = &declaration["function"]["parameters"];
             for required in parameters["required"].as_array().expect("required") {
                 let name = required.as_str().expect("a name");
@@ -352,7 +384,7 @@ mod tests {
     #[test]
     fn the_description_has_one_line_a_tool() {
         assert_eq!(
-            Toolbox::describe(),
+            toolbox().describe(),
             "- shell(command): Run a command with `sh -c` in the working directory; returns \
              its exit code and its output (stdout and stderr). Stdin is empty; commands that \
              run too long are killed.\n\

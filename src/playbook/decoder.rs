@@ -15,9 +15,9 @@ use miette::SourceSpan;
 use super::{
     Container, DEFAULT_CONTEXT, DEFAULT_MAX_STEPS, DEFAULT_MAX_TOKENS, DEFAULT_MODEL_IMAGE,
     DEFAULT_REPLAY_IMAGE, DEFAULT_TMPFS_SIZE, DecodeError, Health, HealthProbe, HostMount, Image,
-    Limits, Model, ModelSource, Network, Playbook, Source, Spanned, Task, TaskKind, Tmpfs, Var,
-    VarType, VarValue, Volume, VolumeMount, checker::Checker, fast_parser::FastParser, schema,
-    units,
+    Limits, McpServer, Model, ModelSource, Network, Playbook, Source, Spanned, Task, TaskKind,
+    Tmpfs, Var, VarType, VarValue, Volume, VolumeMount, checker::Checker, fast_parser::FastParser,
+    schema, units,
 };
 
 /// A decoded playbook and the warnings it gave.
@@ -423,6 +423,27 @@ impl Decoder {
         vars
     }
 
+    /// A task's `mcp` servers; a name given twice is an error.
+    fn mcp_servers(&mut self, node: &KdlNode) -> Vec<McpServer> {
+        let mut servers: Vec<McpServer> = Vec::new();
+        for child in children(node, "mcp") {
+            let (Some(name), Some(command)) = (str_arg(child, 0), str_arg(child, 1)) else {
+                continue;
+            };
+            if let Some(first) = servers.iter().find(|s| s.name.value == name.value) {
+                self.problems.push(DecodeError::Duplicate {
+                    kind: "mcp server",
+                    name: name.value.clone(),
+                    span: name.span,
+                    first: first.name.span,
+                });
+                continue;
+            }
+            servers.push(McpServer { command, name });
+        }
+        servers
+    }
+
     fn decode_var(&mut self, node: &KdlNode) -> Option<Var> {
         let name = self.name(node, "var")?;
         let ty = match prop_str(node, "type").as_deref().map(String::as_str) {
@@ -584,9 +605,11 @@ impl Decoder {
         let run = last_child(node, "run");
         let prompt = child_str(node, "prompt");
         let check = child_str(node, "check");
+        let retries = last_child(node, "check").and_then(|c| prop_int(c, "retries"));
         let max_steps = child_int(node, "max-steps");
         let max_tokens = child_int(node, "max-tokens");
         let self_test = last_child(node, "self-test");
+        let mcp = self.mcp_servers(node);
         let owner = format!("task `{}`", name.as_ref().map_or("?", |n| n.value.as_str()));
         let kind = match (agent, run) {
             (Some(agent), Some(run)) => {
@@ -625,9 +648,11 @@ impl Decoder {
                     container: str_arg(agent, 0)?,
                     max_steps: max_steps.map_or(DEFAULT_MAX_STEPS, |m| m.value),
                     max_tokens: max_tokens.map_or(DEFAULT_MAX_TOKENS, |m| m.value),
+                    mcp,
                     model: model?,
                     prompt: prompt?,
                     self_test: !child_is_false(node, "self-test"),
+                    retries: retries.unwrap_or(0),
                 })
             }
             (None, Some(run)) => {
@@ -637,6 +662,7 @@ impl Decoder {
                     (max_steps.map(|m| m.span), "max-steps"),
                     (max_tokens.map(|m| m.span), "max-tokens"),
                     (self_test.map(KdlNode::span), "self-test"),
+                    (children(node, "mcp").next().map(KdlNode::span), "mcp"),
                 ] {
                     if let Some(span) = span {
                         self.problems.push(DecodeError::InvalidValue {

@@ -152,12 +152,13 @@ pub fn render(playbook: &mut Playbook, inputs: &Inputs) -> Result<(), Vec<Templa
             .iter_mut()
             .for_each(|(_, value)| render(value, false));
         match &mut task.kind {
-            TaskKind::Agent { check, prompt, .. } => {
-                render(prompt, true);
-                if let Some(check) = check {
-                    render(check, true);
-                }
-            }
+            TaskKind::Agent {
+                check, mcp, prompt, ..
+            } => [prompt]
+                .into_iter()
+                .chain(check.as_mut())
+                .chain(mcp.iter_mut().map(|server| &mut server.command))
+                .for_each(|value| render(value, true)),
             TaskKind::Run { command, .. } => render(command, true),
         }
     }
@@ -441,6 +442,38 @@ task "t" {
         assert_eq!(
             p.models[0].sha256.as_ref().map(|s| s.value.as_str()),
             Some("cdcd")
+        );
+    }
+
+    #[test]
+    fn an_agent_task_renders_its_prompt_check_and_mcp_commands() {
+        let text = "var \"port\" type=\"int\" default=7\nnetwork \"n\"\nmodel \"m\" {\n    gguf \"m.gguf\"\n    network \"n\"\n}\ncontainer \"box\" {\n    image \"img\"\n    network \"n\"\n}\ntask \"t\" {\n    agent \"box\" model=\"m\"\n    prompt \"run {{ run.id }}\"\n    check \"test {{ var.port }}\" retries=2\n    mcp \"a\" \"serve --port {{ var.port }}\"\n    mcp \"b\" \"serve {{ models.m.url }}\"\n}\n";
+        let p = rendered(text, &[]).expect("renders");
+        let TaskKind::Agent {
+            check,
+            mcp,
+            prompt,
+            retries,
+            ..
+        } = &p.tasks[0].kind
+        else {
+            panic!("an agent task")
+        };
+        let commands: Vec<(&str, &str)> = mcp
+            .iter()
+            .map(|s| (s.name.value.as_str(), s.command.value.as_str()))
+            .collect();
+        assert_eq!(
+            (
+                prompt.value.as_str(),
+                check.as_ref().map(|c| c.value.as_str()),
+                *retries
+            ),
+            ("run r1", Some("test 7"), 2)
+        );
+        assert_eq!(
+            commands,
+            [("a", "serve --port 7"), ("b", "serve http://m:8080")]
         );
     }
 

@@ -247,6 +247,14 @@ pub struct Task {
     pub timeout: Option<std::time::Duration>,
 }
 
+/// An MCP server of an agent task.
+#[derive(Debug, Clone)]
+pub struct McpServer {
+    /// A shell command that runs it.
+    pub command: Spanned<String>,
+    pub name: Spanned<String>,
+}
+
 /// What a task does.
 #[derive(Debug, Clone)]
 pub enum TaskKind {
@@ -257,11 +265,15 @@ pub enum TaskKind {
         container: Spanned<String>,
         max_steps: u32,
         max_tokens: u32,
+        /// MCP servers the agent starts, in order.
+        mcp: Vec<McpServer>,
         model: Spanned<String>,
         prompt: Spanned<String>,
         /// Probe the box for a way out before the agent starts (`self-test`, on unless
         /// `#false`).
         self_test: bool,
+        /// More rounds the agent gets while the check fails.
+        retries: u32,
     },
     /// One shell command inside `container`.
     Run {

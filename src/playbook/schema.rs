@@ -653,13 +653,25 @@ pub const TOP_LEVEL: &[Node] = &[
                 STEPS,
                 Times::Once,
             ),
-            leaf(
-                "check",
-                "a command run after the agent; the task succeeds when it exits 0 (agent tasks)",
-                STRING,
-                Times::Once,
-            )
-            .example("check \"cargo test --offline\""),
+            Node {
+                args: &[Arg {
+                    doc: "a shell command, run with `/bin/sh -c` in the agent's container",
+                    name: "command",
+                    ty: Ty::Text,
+                }],
+                children: &[],
+                doc: "a command run after the agent; the task succeeds when it exits 0 (agent tasks)",
+                example: "check \"cargo test --offline\" retries=2",
+                name: "check",
+                props: &[Prop {
+                    default: Some("0"),
+                    doc: "more rounds for the agent: while the check fails, its output goes back to the agent, which carries on within its budgets",
+                    name: "retries",
+                    ty: Ty::Int { max: 100, min: 0 },
+                }],
+                rest: None,
+                times: Times::Once,
+            },
             leaf(
                 "max-tokens",
                 "most tokens in one model reply (agent tasks; default 1024)",
@@ -673,6 +685,27 @@ pub const TOP_LEVEL: &[Node] = &[
                 Times::Once,
             )
             .example("self-test #false"),
+            Node {
+                args: &[
+                    Arg {
+                        doc: "its name in the task; the model sees its tools as `NAME__TOOL`",
+                        name: "name",
+                        ty: Ty::Name,
+                    },
+                    Arg {
+                        doc: "a shell command that runs the server, with `/bin/sh -c` in the agent's working directory; it speaks MCP on its stdin and stdout",
+                        name: "command",
+                        ty: Ty::Text,
+                    },
+                ],
+                children: &[],
+                doc: "an MCP server started inside the agent's container over stdio, its tools offered to the model; stopped when the agent ends (agent tasks; repeatable)",
+                example: "mcp \"notes\" \"node tools/notes-server.js\"",
+                name: "mcp",
+                props: &[],
+                rest: None,
+                times: Times::Many,
+            },
             Node {
                 args: &[
                     Arg {

@@ -11,12 +11,7 @@ impl Executor<'_> {
         let Step::AgentTask {
             check,
             container,
-            max_steps,
-            max_tokens,
-            model_url,
-            prompt,
             self_test,
-            served_model,
             settings,
             task,
             ..
@@ -34,10 +29,7 @@ impl Executor<'_> {
         }
         // Made once the agent starts: a task stopped by its self-test has none.
         let mut transcript = create_file(&transcript_path)?;
-        let cmd = supervised(
-            settings,
-            agent_argv(model_url, served_model, prompt, *max_steps, *max_tokens),
-        );
+        let cmd = supervised(settings, agent_command(step));
         let started = Instant::now();
         let mut answer = None;
         let code = self
@@ -197,15 +189,26 @@ impl Executor<'_> {
     }
 }
 
-/// `openmono agent …` in the box, for one task.
-fn agent_argv(
-    model_url: &str,
-    served_model: &str,
-    prompt: &str,
-    max_steps: u32,
-    max_tokens: u32,
-) -> Vec<String> {
-    [
+/// `openmono agent` for an agent task. The check goes with it when it has retries: the
+/// agent then runs it after each round that a failure can follow with another. The
+/// check that decides the task is still the host's, after the agent.
+fn agent_command(step: &Step) -> Vec<String> {
+    let Step::AgentTask {
+        check,
+        max_steps,
+        max_tokens,
+        mcp,
+        model_url,
+        prompt,
+        retries,
+        served_model,
+        settings,
+        ..
+    } = step
+    else {
+        unreachable!("called for AgentTask only")
+    };
+    let mut cmd = [
         SELF_PATH,
         "agent",
         "--model-url",
@@ -220,7 +223,23 @@ fn agent_argv(
         &max_tokens.to_string(),
     ]
     .map(str::to_owned)
-    .to_vec()
+    .to_vec();
+    for (name, command) in mcp {
+        cmd.extend(["--mcp".to_owned(), format!("{name}={command}")]);
+    }
+    let Some(check) = check.as_ref().filter(|_| *retries > 0) else {
+        return cmd;
+    };
+    cmd.extend([
+        "--check".to_owned(),
+        check.clone(),
+        "--check-retries".to_owned(),
+        retries.to_string(),
+    ]);
+    if let Some(timeout) = settings.timeout {
+        cmd.extend(["--check-timeout".to_owned(), timeout.as_secs().to_string()]);
+    }
+    cmd
 }
 
 /// What the agent's exit code means for its task.
@@ -298,6 +317,25 @@ pub(super) fn describe(event: &AgentEvent) -> String {
         } => match exit_code {
             Some(code) => format!("step {step}: exit code {code}"),
             None => format!("step {step}: done"),
+        },
+        AgentEvent::Check {
+            round, exit_code, ..
+        } => match exit_code {
+            Some(0) => format!("check after round {round}: passed"),
+            Some(code) => format!(
+                "check after round {round}: exit code {code}; its output goes back to the model"
+            ),
+            None => format!(
+                "check after round {round}: did not finish; its output goes back to the model"
+            ),
+        },
+        AgentEvent::McpServer {
+            server,
+            tools,
+            error,
+        } => match error {
+            None => format!("mcp server `{server}`: {} tools", tools.len()),
+            Some(error) => format!("mcp server `{server}` did not start: {error}"),
         },
         AgentEvent::Final { .. } => "done".into(),
         AgentEvent::Error { message } => format!("error: {message}"),
