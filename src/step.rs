@@ -238,55 +238,7 @@ impl Step {
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::AgentTask {
-                check,
-                container,
-                max_steps,
-                max_tokens,
-                mcp,
-                model,
-                prompt,
-                self_test,
-                retries,
-                settings,
-                task,
-                ..
-            } => {
-                write!(
-                    f,
-                    "+ run agent task `{task}` in `{container}` with model `{model}` (at most {max_steps} {} of {max_tokens} tokens)",
-                    if *max_steps == 1 { "step" } else { "steps" }
-                )?;
-                lines(f, "      prompt: ", prompt)?;
-                if let Some(check) = check {
-                    lines(f, "      check: $ ", check)?;
-                    if *retries > 0 {
-                        write!(
-                            f,
-                            "\n      retries: {retries}: while the check fails, its output goes back to the agent for another round"
-                        )?;
-                    }
-                }
-                for (name, command) in mcp {
-                    lines(
-                        f,
-                        &format!("      mcp server `{name}` (its tools as `{name}__…`): $ "),
-                        command,
-                    )?;
-                }
-                if *self_test {
-                    write!(
-                        f,
-                        "\n      self-test first: the agent starts only if the box has no route out and nothing outside answers"
-                    )?;
-                } else {
-                    write!(
-                        f,
-                        "\n      NO SELF-TEST (`self-test #false`): the agent starts without probing the box for a way out"
-                    )?;
-                }
-                write!(f, "{settings}")
-            }
+            Self::AgentTask { .. } => self.fmt_agent(f),
             Self::BuildImage { .. } => self.fmt_image(f),
             Self::CreateVolume { keep, name } => {
                 if *keep {
@@ -344,6 +296,61 @@ impl fmt::Display for Step {
 }
 
 impl Step {
+    /// An agent task, for the plan.
+    fn fmt_agent(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self::AgentTask {
+            check,
+            container,
+            max_steps,
+            max_tokens,
+            mcp,
+            model,
+            prompt,
+            self_test,
+            retries,
+            settings,
+            task,
+            ..
+        } = self
+        else {
+            unreachable!("called for AgentTask only")
+        };
+        write!(
+            f,
+            "+ run agent task `{task}` in `{container}` with model `{model}` (at most {max_steps} {} of {max_tokens} tokens)",
+            if *max_steps == 1 { "step" } else { "steps" }
+        )?;
+        lines(f, "      prompt: ", prompt)?;
+        if let Some(check) = check {
+            lines(f, "      check: $ ", check)?;
+            if *retries > 0 {
+                write!(
+                    f,
+                    "\n      retries: {retries}: while the check fails, its output goes back to the agent for another round"
+                )?;
+            }
+        }
+        for (name, command) in mcp {
+            lines(
+                f,
+                &format!("      mcp server `{name}` (its tools as `{name}__…`): $ "),
+                command,
+            )?;
+        }
+        if *self_test {
+            write!(
+                f,
+                "\n      self-test first: the agent starts only if the box has no route out and nothing outside answers"
+            )?;
+        } else {
+            write!(
+                f,
+                "\n      NO SELF-TEST (`self-test #false`): the agent starts without probing the box for a way out"
+            )?;
+        }
+        write!(f, "{settings}")
+    }
+
     fn fmt_image(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let Self::BuildImage {
             args,

@@ -597,6 +597,17 @@ impl Decoder {
         })
     }
 
+    /// `what`, written at `span` on a `run` task, belongs to agent tasks.
+    fn agent_only(&mut self, span: Option<SourceSpan>, what: &str) {
+        if let Some(span) = span {
+            self.problems.push(DecodeError::InvalidValue {
+                help: Some(format!("`{what}` belongs to agent tasks; remove it")),
+                message: format!("`{what}` has no meaning for a `run` task"),
+                span,
+            });
+        }
+    }
+
     fn decode_task(&mut self, node: &KdlNode) -> Option<Task> {
         let name = self.name(node, "task");
         let mut after: Vec<Spanned<String>> = prop_str(node, "after").into_iter().collect();
@@ -664,13 +675,7 @@ impl Decoder {
                     (self_test.map(KdlNode::span), "self-test"),
                     (children(node, "mcp").next().map(KdlNode::span), "mcp"),
                 ] {
-                    if let Some(span) = span {
-                        self.problems.push(DecodeError::InvalidValue {
-                            help: Some(format!("`{what}` belongs to agent tasks; remove it")),
-                            message: format!("`{what}` has no meaning for a `run` task"),
-                            span,
-                        });
-                    }
+                    self.agent_only(span, what);
                 }
                 Some(TaskKind::Run {
                     command: str_arg(run, 1)?,
