@@ -285,6 +285,13 @@ impl ChatClient {
             };
             let answered = if (200..300).contains(&status) {
                 match body.push(&line) {
+                    // A server that streams past the token budget is cut off there, as
+                    // it should have stopped itself: the reply is what came so far.
+                    Ok(Flow::Answered)
+                        if body.parts >= self.max_tokens.saturating_add(PART_SLACK) =>
+                    {
+                        break;
+                    }
                     Ok(Flow::Answered) => true,
                     Ok(Flow::Waiting) => false,
                     Ok(Flow::Done) => break,
@@ -395,6 +402,10 @@ impl ChatClient {
     }
 }
 
+/// Answer-carrying events a streamed reply may have beyond `max_tokens` before it is
+/// cut off: a server may send its last token and its finish in separate events.
+const PART_SLACK: u32 = 8;
+
 /// The deadline being watched and which timeout it stands for.
 struct Clock {
     deadline: Instant,
@@ -413,6 +424,8 @@ struct Body {
     pending: String,
     /// Whether any event carried data.
     saw_data: bool,
+    /// Events that carried part of the answer: a streaming server sends one token each.
+    parts: u32,
     /// The first event data that was not JSON, to explain an empty reply.
     unreadable: Option<String>,
     /// The whole body, when it is not events.
@@ -474,6 +487,7 @@ impl Body {
                     return Err((status, data));
                 }
                 Ok(if self.builder.push(&chunk) {
+                    self.parts = self.parts.saturating_add(1);
                     Flow::Answered
                 } else {
                     Flow::Waiting
@@ -817,6 +831,21 @@ mod tests {
                 )
             );
         }
+    }
+
+    #[test]
+    fn a_stream_past_the_token_budget_is_cut_off_there() {
+        // 60 tokens for a budget of 32, and then the stream stalls, never to end: the
+        // reply is what came until the budget and its slack, not an idle timeout.
+        let piece = chunk(&event(&delta(&json!({ "content": "x" }))));
+        let mut script = vec![(0, STREAM_HEAD.to_owned())];
+        script.extend(std::iter::repeat_n((0, piece), 60));
+        let server = Server::start(vec![Canned::Script(script)]);
+        let reply = client(&server.url, timeouts(2000, 2000, 1000))
+            .complete(&conversation(), &tools())
+            .expect("a reply cut at the budget");
+        assert_eq!(reply.content.as_deref(), Some("x".repeat(32 + 8).as_str()));
+        assert_eq!(reply.tool_calls, vec![]);
     }
 
     #[test]
