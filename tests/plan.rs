@@ -662,8 +662,7 @@ task "t" {
         .stdout
         .split_once("Who can reach whom:\n")
         .and_then(|(_, rest)| rest.split_once("\n\n"))
-        .map(|(reach, _)| reach)
-        .unwrap_or_else(|| panic!("{}", plan.stdout));
+        .map_or_else(|| panic!("{}", plan.stdout), |(reach, _)| reach);
     assert_eq!(
         reach,
         "  `a`: only `one`; through it, no one: not the host, the LAN or the internet\n  \

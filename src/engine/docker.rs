@@ -22,7 +22,7 @@ use bollard::{
 };
 use futures_util::StreamExt;
 
-use super::EngineError;
+use super::{EngineError, endpoint::Endpoint};
 use crate::{playbook::Limits, step::DEFAULT_PIDS};
 
 /// What an engine says of itself.
@@ -41,7 +41,14 @@ pub struct EngineFacts {
 #[derive(Clone)]
 pub struct Engine {
     docker: Docker,
+    endpoint: Endpoint,
 }
+
+/// How long an engine may take to answer its first calls.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long one call may wait for the engine's answer to begin, in seconds (bollard's
+/// default).
+const REQUEST_TIMEOUT: u64 = 120;
 
 /// A host path bind-mounted into a container, or an engine volume mounted into it.
 #[derive(Debug, Clone)]
@@ -137,22 +144,48 @@ impl Liveness {
 }
 
 impl Engine {
-    /// Connects as Docker's own tools would (`DOCKER_HOST`, else the local socket) and
-    /// agrees on an API version the engine speaks.
-    pub async fn connect() -> Result<Self, EngineError> {
-        // `DOCKER_HOST=` (set but empty) means the default, as for the docker CLI.
-        let host = std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty());
-        let failed = |source| EngineError::connect(host.as_deref(), source);
-        let docker = match &host {
-            Some(host) => Docker::connect_with_host(host),
-            None => Docker::connect_with_local_defaults(),
+    /// Connects to the engine `endpoint` names (see [`Endpoint::choose`]) and agrees
+    /// on an API version it speaks; gives up after [`CONNECT_TIMEOUT`].
+    pub async fn connect(endpoint: &Endpoint) -> Result<Self, EngineError> {
+        let failed = |source| EngineError::connect(endpoint, source);
+        let docker = match &endpoint.tls {
+            Some(tls) => {
+                // bollard's TLS needs a process-wide provider: ring, the only one built in.
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                Docker::connect_with_ssl(
+                    &endpoint.host,
+                    &tls.key,
+                    &tls.cert,
+                    &tls.ca,
+                    REQUEST_TIMEOUT,
+                    bollard::API_DEFAULT_VERSION,
+                )
+            }
+            None => Docker::connect_with_unix(
+                &endpoint.host,
+                REQUEST_TIMEOUT,
+                bollard::API_DEFAULT_VERSION,
+            ),
         }
-        .map_err(failed)?
-        .negotiate_version()
-        .await
         .map_err(failed)?;
-        docker.ping().await.map_err(failed)?;
-        Ok(Self { docker })
+        let agreed = async {
+            let docker = docker.negotiate_version().await?;
+            docker.ping().await?;
+            Ok(docker)
+        };
+        let docker = tokio::time::timeout(CONNECT_TIMEOUT, agreed)
+            .await
+            .unwrap_or(Err(BollardError::RequestTimeoutError))
+            .map_err(failed)?;
+        Ok(Self {
+            docker,
+            endpoint: endpoint.clone(),
+        })
+    }
+
+    /// The engine this one is, and why it was chosen.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
     }
 
     /// What `openmono doctor` asks the engine.

@@ -40,6 +40,8 @@ pub const RUN_LABEL: &str = "dev.openmono.run";
 /// Settings of one `apply`.
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
+    /// The engine to run on.
+    pub endpoint: super::Endpoint,
     /// How many steps may run at the same time (at least 1).
     pub jobs: usize,
     /// How long a model may take to answer `/health` with 200.
@@ -139,7 +141,7 @@ struct Executor<'a> {
 pub async fn apply(plan: &Plan, options: &ApplyOptions) -> Result<Report, EngineError> {
     // Caught from here on: a signal before the steps begin stops the run before them.
     let signals = signal_streams();
-    let engine = Engine::connect().await?;
+    let engine = Engine::connect(&options.endpoint).await?;
     let mut missing: Vec<String> = Vec::new();
     let built: Vec<&String> = plan
         .steps
