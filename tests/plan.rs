@@ -18,6 +18,7 @@ fn example_playbook_plan_lists_every_step_in_order() {
         "\
 Plan for playbook `hello-agent` (<root>/playbooks/hello-agent.kdl): 6 steps, then teardown
   The smallest complete run: a model, an agent, a private network
+  Engine: unix:///nonexistent/docker.sock from DOCKER_HOST
   Each step starts once the steps in its [after …] are done; the others run at the same time.
 
   1. + create network `sandbox`: internal, no route out, no host address
@@ -76,6 +77,7 @@ task "first" {
         run.stdout,
         "\
 Plan for playbook `openmono` (openmono.kdl): 3 steps, then teardown
+  Engine: unix:///var/run/docker.sock (the default: no --engine, DOCKER_HOST or context)
   Each step starts once the steps in its [after …] are done; the others run at the same time.
 
   1. + start container `box` from `openmono/agent:latest` with no network
@@ -377,6 +379,7 @@ container "plain" {
         run.stdout.replace(&dir.display().to_string(), "<project>"),
         "\
 Plan for playbook `openmono` (openmono.kdl): 2 steps, then teardown
+  Engine: unix:///var/run/docker.sock (the default: no --engine, DOCKER_HOST or context)
 
   1. + start container `box` from `openmono/agent:latest` with no network
       mount <project> at /workspace (read-only)

@@ -46,7 +46,7 @@ fn plan_names_the_engine_and_why_as_the_docker_cli_would_choose_it() {
     };
     assert_eq!(
         engine_line(&plan(&[], &[])),
-        "unix:///var/run/docker.sock (the default: no --engine, DOCKER_HOST, DOCKER_CONTEXT or current context)"
+        "unix:///var/run/docker.sock (the default: no --engine, DOCKER_HOST or context)"
     );
     // A context as `docker context create` stores it, made current with `docker context use`.
     let docker = |args: &[&str]| {

@@ -255,9 +255,7 @@ impl fmt::Display for Endpoint {
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Default => f.write_str(
-                "(the default: no --engine, DOCKER_HOST, DOCKER_CONTEXT or current context)",
-            ),
+            Self::Default => f.write_str("(the default: no --engine, DOCKER_HOST or context)"),
             Self::DockerHost => f.write_str("from DOCKER_HOST"),
             Self::Flag => f.write_str("from --engine"),
             Self::Context { name, by } => {
@@ -447,7 +445,7 @@ mod tests {
             Endpoint::choose(None, &Environment::default())
                 .expect("default")
                 .to_string(),
-            "unix:///var/run/docker.sock (the default: no --engine, DOCKER_HOST, DOCKER_CONTEXT or current context)"
+            "unix:///var/run/docker.sock (the default: no --engine, DOCKER_HOST or context)"
         );
     }
 
