@@ -430,7 +430,22 @@ fn plan(
     match planned {
         Ok((mut plan, endpoint)) => {
             plan.memory = model_memory(&plan, &endpoint);
-            plan.engine = Some(endpoint.to_string());
+            let travels = plan.steps.iter().any(|s| {
+                matches!(
+                    s,
+                    crate::step::Step::StartContainer {
+                        workspace: Some(_),
+                        ..
+                    }
+                )
+            });
+            plan.engine = Some(if endpoint.is_remote() && travels {
+                format!(
+                    "{endpoint}\n  It is elsewhere: each workspace is copied into a volume of the run, and what the box changes in it is copied back after it"
+                )
+            } else {
+                endpoint.to_string()
+            });
             let printed = print_out(&plan);
             if !detailed_exitcode || printed != ExitCode::SUCCESS {
                 printed

@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use crate::support::{Project, RemoteEngine, Run, assert_run_gone, docker, unwrapped};
+use crate::support::{Project, RemoteEngine, Run, assert_run_gone, docker, squeezed, unwrapped};
 
 /// One container and one command: nothing that needs a model.
 const ONE_BOX: &str = "container \"box\" {\n    image \"openmono/agent:latest\"\n}\ntask \"t\" {\n    run \"box\" \"echo from the box\"\n}\n";
@@ -95,7 +95,6 @@ fn plan_names_the_engine_and_why_as_the_docker_cli_would_choose_it() {
     let missing = plan(&[], &["--engine", "nowhere"]);
     missing.expect_code(3);
     // Compared without white space: the help wraps inside the long path.
-    let squeezed = |text: &str| text.split_whitespace().collect::<String>();
     assert_eq!(
         squeezed(&missing.stderr),
         squeezed(&format!(
@@ -272,5 +271,128 @@ fn doctor_says_which_engine_and_why() {
             .contains("✓ image openmono/agent:latest is on the engine"),
         "{}",
         run.stdout
+    );
+}
+
+#[test]
+fn the_workspace_travels_to_the_tls_engine_and_the_changes_come_back() {
+    let Some(remote) = RemoteEngine::get() else {
+        return;
+    };
+    let project = Project::new();
+    project
+        .file(
+            "openmono.kdl",
+            r#"
+container "box" {
+    image "openmono/agent:latest"
+    workspace "."
+}
+task "work" {
+    run "box" "cat kept.txt && echo new > made/new.txt && echo more >> changed.txt && rm gone.txt && echo mine >> openmono.kdl"
+}
+"#,
+        )
+        .file("kept.txt", "as it was\n")
+        .file("changed.txt", "first\n")
+        .file("gone.txt", "bye\n")
+        .file("made/.keep", "");
+    let playbook = std::fs::read_to_string(project.path().join("openmono.kdl")).expect("read");
+    let plan = Run::from(
+        remote
+            .command(&project, "client", &["plan"])
+            .output()
+            .expect("plan"),
+    );
+    assert!(
+        plan.stdout.contains(&format!(
+            "  Engine: {} (TLS) from DOCKER_HOST\n  It is elsewhere: each workspace is copied into a volume of the run, and what the box changes in it is copied back after it\n",
+            remote.host
+        )),
+        "{}",
+        plan.stdout
+    );
+    let run = Run::from(
+        remote
+            .command(&project, "client", &["apply"])
+            .output()
+            .expect("run"),
+    );
+    run.expect_code(0);
+    let id = run.run_id();
+    // The box saw the files; its changes came back, owned by the one who ran openmono.
+    assert!(
+        run.stdout.contains("\n        as it was\n"),
+        "{}",
+        run.stdout
+    );
+    let dir = std::fs::canonicalize(project.path()).expect("canonical");
+    assert!(
+        run.stdout.contains(&format!(
+            "workspace of `box` back in {}: 2 file(s) written, 1 removed\n",
+            dir.display()
+        )),
+        "{}",
+        run.stdout
+    );
+    let read = |name: &str| std::fs::read_to_string(project.path().join(name)).ok();
+    assert_eq!(read("made/new.txt").as_deref(), Some("new\n"));
+    assert_eq!(read("changed.txt").as_deref(), Some("first\nmore\n"));
+    assert_eq!(read("gone.txt"), None);
+    assert_eq!(read("kept.txt").as_deref(), Some("as it was\n"));
+    // The playbook is protected: what the box did to it stays in the box.
+    assert_eq!(read("openmono.kdl"), Some(playbook));
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(project.path().join("made/new.txt")).expect("meta");
+        // SAFETY: getuid cannot fail.
+        assert_eq!(meta.uid(), unsafe { libc::getuid() });
+    }
+    remote.assert_run_gone(&id);
+    assert_eq!(
+        remote.docker_lines(&[
+            "volume",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("label=dev.openmono.workspace={id}")
+        ]),
+        Vec::<String>::new()
+    );
+    assert_run_gone(&id);
+}
+
+#[test]
+fn host_files_other_than_the_workspace_are_refused_on_an_engine_elsewhere() {
+    let Some(remote) = RemoteEngine::get() else {
+        return;
+    };
+    let project = Project::new();
+    project.file("data/a.txt", "a\n").file(
+        "openmono.kdl",
+        "container \"box\" {\n    image \"openmono/agent:latest\"\n    mount \"data\" \"/data\"\n}\ntask \"t\" {\n    run \"box\" \"true\"\n}\n",
+    );
+    let run = Run::from(
+        remote
+            .command(&project, "client", &["apply"])
+            .output()
+            .expect("run"),
+    );
+    run.expect_code(3);
+    let dir = std::fs::canonicalize(project.path()).expect("canonical");
+    // Compared without white space: the message wraps inside the path.
+    assert!(
+        squeezed(&unwrapped(&run.stderr)).starts_with(&squeezed(&format!(
+            "openmono::engine::host_files\n\n  × the engine at `{}` is not on this machine: it cannot see the mount {}/data of `box`\n  help:",
+            remote.host,
+            dir.display()
+        ))),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("only the workspace travels"),
+        "{}",
+        run.stderr
     );
 }

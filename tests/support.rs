@@ -279,3 +279,8 @@ impl RemoteEngine {
         assert_nothing_left_on(&["-H", &self.socket], &format!("dev.openmono.run={id}"));
     }
 }
+
+/// Text without any white space: for a rendered diagnostic that wraps inside a long path.
+pub fn squeezed(text: &str) -> String {
+    text.split_whitespace().collect()
+}

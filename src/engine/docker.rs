@@ -14,7 +14,8 @@ use bollard::{
         NetworkCreateRequest, NetworkDisconnectRequest, NetworkingConfig, VolumeCreateRequest,
     },
     query_parameters::{
-        BuildImageOptionsBuilder, CreateContainerOptionsBuilder, ListContainersOptionsBuilder,
+        BuildImageOptionsBuilder, CreateContainerOptionsBuilder,
+        DownloadFromContainerOptionsBuilder, ListContainersOptionsBuilder,
         ListNetworksOptionsBuilder, ListVolumesOptions, LogsOptionsBuilder,
         RemoveContainerOptionsBuilder, RemoveVolumeOptions, StopContainerOptionsBuilder,
         UploadToContainerOptionsBuilder, WaitContainerOptionsBuilder,
@@ -183,9 +184,9 @@ impl Engine {
         })
     }
 
-    /// The engine this one is, and why it was chosen.
-    pub fn endpoint(&self) -> &Endpoint {
-        &self.endpoint
+    /// Whether the engine may be on another machine, which cannot see this one's files.
+    pub fn is_remote(&self) -> bool {
+        self.endpoint.is_remote()
     }
 
     /// What `openmono doctor` asks the engine.
@@ -415,11 +416,72 @@ impl Engine {
         labels: HashMap<String, String>,
         tar: Vec<u8>,
     ) -> Result<(), EngineError> {
+        let helper = self
+            .volume_helper(volume, target, image, labels, "fill")
+            .await?;
+        // The engine keeps the owners the archive gives (`copyUIDGID` would instead give
+        // everything to the container's user).
+        let options = UploadToContainerOptionsBuilder::default().path("/").build();
+        let uploaded = self
+            .docker
+            .upload_to_container(&helper, Some(options), bollard::body_full(tar.into()))
+            .await
+            .map_err(EngineError::call(format!(
+                "copy files into volume `{volume}`"
+            )));
+        let removed = self.remove_container(&helper).await;
+        uploaded.and(removed)
+    }
+
+    /// The files of a volume as a tar archive whose paths start with `target`'s last
+    /// part, read through a container of `image` that mounts it at `target` and never
+    /// starts.
+    pub async fn read_volume(
+        &self,
+        volume: &str,
+        target: &str,
+        image: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<Vec<u8>, EngineError> {
+        let helper = self
+            .volume_helper(volume, target, image, labels, "read")
+            .await?;
+        let options = DownloadFromContainerOptionsBuilder::default()
+            .path(target)
+            .build();
+        let mut stream = self.docker.download_from_container(&helper, Some(options));
+        let mut tar = Vec::new();
+        let mut read = Ok(());
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(bytes) => tar.extend_from_slice(&bytes),
+                Err(e) => {
+                    read = Err(EngineError::call(format!(
+                        "copy files out of volume `{volume}`"
+                    ))(e));
+                    break;
+                }
+            }
+        }
+        let removed = self.remove_container(&helper).await;
+        read.and(removed).map(|()| tar)
+    }
+
+    /// A container of `image` that mounts `volume` at `target`, never started, with no
+    /// network: for copying files in and out. Labelled as the run's, so that teardown
+    /// and gc find it too.
+    async fn volume_helper(
+        &self,
+        volume: &str,
+        target: &str,
+        image: &str,
+        labels: HashMap<String, String>,
+        purpose: &str,
+    ) -> Result<String, EngineError> {
         let body = ContainerCreateBody {
             // Never run; the engine wants a command all the same.
             entrypoint: Some(vec![format!("{target}/none")]),
             image: Some(image.to_owned()),
-            // Labelled as the run's, so that teardown and gc find it too.
             labels: Some(labels),
             host_config: Some(HostConfig {
                 mounts: Some(vec![Mount {
@@ -434,24 +496,14 @@ impl Engine {
             ..Default::default()
         };
         // No playbook name holds a `.`: this name never clashes with another container.
-        let name = format!("{volume}.fill");
+        let name = format!("{volume}.{purpose}");
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
-        let helper = self
+        Ok(self
             .docker
             .create_container(Some(options), body)
             .await
             .map_err(EngineError::call(format!("create container `{name}`")))?
-            .id;
-        // The engine keeps the owners the archive gives (`copyUIDGID` would instead give
-        // everything to the container's user).
-        let options = UploadToContainerOptionsBuilder::default().path("/").build();
-        let uploaded = self
-            .docker
-            .upload_to_container(&helper, Some(options), bollard::body_full(tar.into()))
-            .await
-            .map_err(EngineError::call("copy openmono into its volume"));
-        let removed = self.remove_container(&helper).await;
-        uploaded.and(removed)
+            .id)
     }
 
     pub async fn start_container(&self, id: &str) -> Result<(), EngineError> {

@@ -87,6 +87,15 @@ pub enum EngineError {
     )]
     UnsupportedEngine { by: String, engine: String },
 
+    #[error("the engine at `{engine}` is not on this machine: it cannot see {what}")]
+    #[diagnostic(
+        code(openmono::engine::host_files),
+        help(
+            "on an engine elsewhere only the workspace travels (copied into a volume of the run, the agent's changes copied back after it); model files, replay scripts and `mount`s do not yet: run this playbook on the local engine, or put the files in a `volume`"
+        )
+    )]
+    HostFiles { engine: String, what: String },
+
     #[error("there is no Docker context `{name}` ({by})")]
     #[diagnostic(
         code(openmono::engine::no_context),
