@@ -518,7 +518,7 @@ fn doctor_without_an_engine_says_how_to_start_one() {
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(
         stdout.starts_with(
-            "✗ the Docker engine is not running: nothing answers at `unix:///nonexistent/docker.sock`\n    start it: as root, `images/setup` installs and starts it (or `systemctl start docker`, or `dockerd &`); DOCKER_HOST selects another engine\n"
+            "✓ engine: unix:///nonexistent/docker.sock from DOCKER_HOST\n✗ the Docker engine is not running: nothing answers at `unix:///nonexistent/docker.sock`\n    start it: as root, `images/setup` installs and starts it (or `systemctl start docker`, or `dockerd &`); DOCKER_HOST, DOCKER_CONTEXT or --engine selects another engine\n"
         ),
         "{stdout}"
     );
