@@ -72,18 +72,15 @@ const LOW_DISK: u64 = 5 << 30;
 /// this machine.
 pub async fn examine(endpoint: Result<Endpoint, EngineError>) -> Vec<Finding> {
     let mut findings = Vec::new();
-    let endpoint = match endpoint {
-        Ok(endpoint) => endpoint,
-        Err(e) => {
-            let help = miette::Diagnostic::help(&e).map(|h| h.to_string());
-            findings.push(Finding::error(e.to_string(), help.unwrap_or_default()));
-            findings.extend(host_findings(Path::new("/sys/fs/selinux/enforce")));
-            return findings;
+    let connected = match endpoint {
+        Ok(endpoint) => {
+            findings.push(Finding::ok(format!("engine: {endpoint}")));
+            Engine::connect(&endpoint).await.map(|e| (endpoint, e))
         }
+        Err(e) => Err(e),
     };
-    findings.push(Finding::ok(format!("engine: {endpoint}")));
-    let engine = match Engine::connect(&endpoint).await {
-        Ok(engine) => engine,
+    let (endpoint, engine) = match connected {
+        Ok(both) => both,
         Err(e) => {
             // The error knows why (not running, no permission) and what to do about it.
             let help = miette::Diagnostic::help(&e).map(|h| h.to_string());

@@ -150,12 +150,7 @@ fn apply_on_the_tls_engine_creates_everything_there_and_leaves_nothing_on_either
     let project = Project::new();
     project.file("openmono.kdl", ONE_BOX);
     let since = timestamp();
-    let run = Run::from(
-        remote
-            .command(&project, "client", &["apply"])
-            .output()
-            .expect("run"),
-    );
+    let run = remote.run(&project, &["apply"]);
     run.expect_code(0);
     let id = run.run_id();
     assert!(
@@ -298,12 +293,7 @@ task "work" {
         .file("gone.txt", "bye\n")
         .file("made/.keep", "");
     let playbook = std::fs::read_to_string(project.path().join("openmono.kdl")).expect("read");
-    let plan = Run::from(
-        remote
-            .command(&project, "client", &["plan"])
-            .output()
-            .expect("plan"),
-    );
+    let plan = remote.run(&project, &["plan"]);
     assert!(
         plan.stdout.contains(&format!(
             "  Engine: {} (TLS) from DOCKER_HOST\n  It is elsewhere: each workspace is copied into a volume of the run, and what the box changes in it is copied back after it\n",
@@ -312,12 +302,7 @@ task "work" {
         "{}",
         plan.stdout
     );
-    let run = Run::from(
-        remote
-            .command(&project, "client", &["apply"])
-            .output()
-            .expect("run"),
-    );
+    let run = remote.run(&project, &["apply"]);
     run.expect_code(0);
     let id = run.run_id();
     // The box saw the files; its changes came back, owned by the one who ran openmono.
@@ -372,12 +357,7 @@ fn host_files_other_than_the_workspace_are_refused_on_an_engine_elsewhere() {
         "openmono.kdl",
         "container \"box\" {\n    image \"openmono/agent:latest\"\n    mount \"data\" \"/data\"\n}\ntask \"t\" {\n    run \"box\" \"true\"\n}\n",
     );
-    let run = Run::from(
-        remote
-            .command(&project, "client", &["apply"])
-            .output()
-            .expect("run"),
-    );
+    let run = remote.run(&project, &["apply"]);
     run.expect_code(3);
     let dir = std::fs::canonicalize(project.path()).expect("canonical");
     // Compared without white space: the message wraps inside the path.

@@ -265,6 +265,16 @@ impl RemoteEngine {
         cmd
     }
 
+    /// Runs `openmono` as [`Self::command`] does, with the client certificates.
+    #[track_caller]
+    pub fn run(&self, project: &Project, args: &[&str]) -> Run {
+        Run::from(
+            self.command(project, "client", args)
+                .output()
+                .expect("run openmono"),
+        )
+    }
+
     /// `docker` CLI output lines, from this engine.
     #[track_caller]
     pub fn docker_lines(&self, args: &[&str]) -> Vec<String> {
