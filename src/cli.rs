@@ -33,7 +33,8 @@ macro_rules! footer {
 3 the environment is not ready (no Docker engine, no permission to use it, an image
 missing), 130 interrupted.
 Runs keep their logs in $OPENMONO_STATE_DIR, else $XDG_STATE_HOME/openmono, else
-~/.local/state/openmono; DOCKER_HOST selects the engine."
+~/.local/state/openmono. The engine: --engine, else DOCKER_HOST, else DOCKER_CONTEXT,
+else the current Docker context, else the local socket."
     };
 }
 
@@ -70,6 +71,8 @@ pub enum Command {
         #[arg(long)]
         detailed_exitcode: bool,
         #[command(flatten)]
+        engine: EngineArg,
+        #[command(flatten)]
         vars: Vars,
     },
     /// Run the playbook on the Docker engine, then remove everything it created
@@ -94,6 +97,8 @@ pub enum Command {
         /// Show each task's output as it comes, prefixed with the task's name
         #[arg(long)]
         follow: bool,
+        #[command(flatten)]
+        engine: EngineArg,
         #[command(flatten)]
         vars: Vars,
     },
@@ -142,14 +147,19 @@ pub enum Command {
     #[command(after_help = concat!("Example:\n  openmono man > ~/.local/share/man/man1/openmono.1\n\n", footer!()))]
     Man,
     /// Check the engine and this machine for what weakens the sandbox or stops a run
-    #[command(after_help = concat!("Example:\n  openmono doctor\n\nExit code 0 when nothing is in the way (warnings included), 3 when something is.\n\n", footer!()))]
-    Doctor,
+    #[command(after_help = concat!("Examples:\n  openmono doctor\n  openmono doctor --engine tcp://gpu-box:2376   # with DOCKER_TLS_VERIFY=1\n\nExit code 0 when nothing is in the way (warnings included), 3 when something is.\n\n", footer!()))]
+    Doctor {
+        #[command(flatten)]
+        engine: EngineArg,
+    },
     /// Remove what runs left behind when openmono was killed; live runs are spared
     #[command(after_help = concat!("Examples:\n  openmono gc --dry-run   # list what would go\n  openmono gc\n\n", footer!()))]
     Gc {
         /// List what would be removed, remove nothing
         #[arg(long)]
         dry_run: bool,
+        #[command(flatten)]
+        engine: EngineArg,
     },
     /// List past runs, newest first; `runs show ID` prints one run's report
     #[command(after_help = concat!("Examples:\n  openmono runs\n  openmono runs show 3f9a2c1b7e\n\n", footer!()))]
@@ -208,6 +218,27 @@ pub enum OutputFormat {
     Json,
 }
 
+/// The engine to use, when not the one Docker's own tools would choose.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct EngineArg {
+    #[arg(
+        long,
+        value_name = "URL|CONTEXT",
+        help = "The engine: a URL (unix:///PATH, tcp://HOST:PORT with TLS) or a context's name"
+    )]
+    pub engine: Option<String>,
+}
+
+impl EngineArg {
+    /// The engine chosen as the docker CLI chooses: this flag, then `DOCKER_HOST`,
+    /// `DOCKER_CONTEXT`, the current context, the local socket. A wrong choice is a
+    /// diagnostic, and exit code 3.
+    fn endpoint(&self) -> Result<engine::Endpoint, ExitCode> {
+        engine::Endpoint::choose(self.engine.as_deref(), &engine::Environment::from_process())
+            .map_err(|e| report(&e, exit::ENVIRONMENT))
+    }
+}
+
 /// The values of a playbook's `var`s.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct Vars {
@@ -248,13 +279,14 @@ pub fn main() -> ExitCode {
             file,
             out,
             detailed_exitcode,
+            engine,
             vars,
-        } => plan(&file, out.as_deref(), detailed_exitcode, &vars),
+        } => plan(&file, out.as_deref(), detailed_exitcode, &engine, &vars),
         Command::Validate { files, vars } => validate(&files, &vars),
         Command::Graph { file, format } => graph(&file, format),
         Command::Fmt { files, check } => fmt(&files, check),
-        Command::Gc { dry_run } => gc(dry_run),
-        Command::Doctor => doctor(),
+        Command::Gc { dry_run, engine } => gc(dry_run, &engine),
+        Command::Doctor { engine } => doctor(&engine),
         Command::Completions { shell } => {
             let mut out = Vec::new();
             // Only the user's commands: bash's generator would offer the hidden ones too.
@@ -295,34 +327,9 @@ pub fn main() -> ExitCode {
             output,
             jobs,
             model_timeout,
+            engine,
             vars,
-        } => {
-            let options = ApplyOptions {
-                follow,
-                output: match output {
-                    OutputFormat::Text => engine::Output::Text,
-                    OutputFormat::Json => engine::Output::Json,
-                },
-                jobs,
-                model_timeout: Duration::from_secs(model_timeout),
-                run_id: engine::run_dir::new_run_id(),
-            };
-            if file.extension().is_some_and(|e| e == "json") {
-                if !vars.values.is_empty() {
-                    print_err(
-                        "error: a saved plan keeps the vars it was made with; --var cannot change them\n",
-                    );
-                    return ExitCode::from(exit::PLAYBOOK);
-                }
-                apply_saved(&file, options)
-            } else {
-                let plan = match load_plan(&file, &vars.inputs(&options.run_id)) {
-                    Ok((plan, _)) => plan,
-                    Err(code) => return code,
-                };
-                apply(&plan, &options)
-            }
-        }
+        } => apply_command(&file, follow, output, jobs, model_timeout, &engine, &vars),
         Command::Agent(args) => code(agent::run(&args)),
         Command::Replay(args) => code(crate::replay::run(&args)),
         Command::Probe { url, timeout, wait } => code(match wait {
@@ -339,6 +346,48 @@ pub fn main() -> ExitCode {
         Command::SandboxInit => agent::init::sandbox_init(),
         Command::SealRoutes => code(agent::routes::seal()),
         Command::SelfTest(args) => code(agent::self_test::run(&args)),
+    }
+}
+
+/// `openmono apply FILE`: a playbook, or a plan that `plan --out` saved.
+fn apply_command(
+    file: &std::path::Path,
+    follow: bool,
+    output: OutputFormat,
+    jobs: usize,
+    model_timeout: u64,
+    engine: &EngineArg,
+    vars: &Vars,
+) -> ExitCode {
+    let endpoint = match engine.endpoint() {
+        Ok(endpoint) => endpoint,
+        Err(code) => return code,
+    };
+    let options = ApplyOptions {
+        endpoint,
+        follow,
+        output: match output {
+            OutputFormat::Text => engine::Output::Text,
+            OutputFormat::Json => engine::Output::Json,
+        },
+        jobs,
+        model_timeout: Duration::from_secs(model_timeout),
+        run_id: engine::run_dir::new_run_id(),
+    };
+    if file.extension().is_some_and(|e| e == "json") {
+        if !vars.values.is_empty() {
+            print_err(
+                "error: a saved plan keeps the vars it was made with; --var cannot change them\n",
+            );
+            return ExitCode::from(exit::PLAYBOOK);
+        }
+        apply_saved(file, options)
+    } else {
+        let plan = match load_plan(file, &vars.inputs(&options.run_id)) {
+            Ok((plan, _)) => plan,
+            Err(code) => return code,
+        };
+        apply(&plan, &options)
     }
 }
 
@@ -378,15 +427,33 @@ fn plan(
     file: &std::path::Path,
     out: Option<&std::path::Path>,
     detailed_exitcode: bool,
+    engine: &EngineArg,
     vars: &Vars,
 ) -> ExitCode {
     let planned = match out {
         None => load_plan(file, &vars.inputs(PLAN_RUN_ID)).map(|(plan, _)| plan),
         Some(out) => save_plan(file, out, vars),
-    };
+    }
+    .and_then(|plan| Ok((plan, engine.endpoint()?)));
     match planned {
-        Ok(mut plan) => {
-            plan.memory = model_memory(&plan);
+        Ok((mut plan, endpoint)) => {
+            plan.memory = model_memory(&plan, &endpoint);
+            let travels = plan.steps.iter().any(|s| {
+                matches!(
+                    s,
+                    crate::step::Step::StartContainer {
+                        workspace: Some(_),
+                        ..
+                    }
+                )
+            });
+            plan.engine = Some(if endpoint.is_remote() && travels {
+                format!(
+                    "{endpoint}\n  It is elsewhere: each workspace is copied into a volume of the run, and what the box changes in it is copied back after it"
+                )
+            } else {
+                endpoint.to_string()
+            });
             let printed = print_out(&plan);
             if !detailed_exitcode || printed != ExitCode::SUCCESS {
                 printed
@@ -403,13 +470,13 @@ fn plan(
 
 /// The memory models will have, for a plan with models: the engine's, if it answers
 /// within two seconds, else this machine's (`plan` needs no engine).
-fn model_memory(plan: &Plan) -> Option<(u64, &'static str)> {
+fn model_memory(plan: &Plan, endpoint: &engine::Endpoint) -> Option<(u64, &'static str)> {
     plan.steps
         .iter()
         .find_map(crate::step::Step::memory_estimate)?;
     let engine = runtime().ok().and_then(|rt| {
         rt.block_on(async {
-            let ask = async { engine::Engine::connect().await?.memory().await };
+            let ask = async { engine::Engine::connect(endpoint).await?.memory().await };
             tokio::time::timeout(Duration::from_secs(2), ask)
                 .await
                 .ok()?
@@ -565,13 +632,13 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     })
 }
 
-fn gc(dry_run: bool) -> ExitCode {
-    let runtime = match runtime() {
-        Ok(rt) => rt,
+fn gc(dry_run: bool, engine: &EngineArg) -> ExitCode {
+    let (runtime, endpoint) = match runtime().and_then(|rt| Ok((rt, engine.endpoint()?))) {
+        Ok(both) => both,
         Err(code) => return code,
     };
     let collected = runtime.block_on(async {
-        let engine = engine::Engine::connect().await?;
+        let engine = engine::Engine::connect(&endpoint).await?;
         engine::gc::collect(&engine, dry_run, Duration::ZERO).await
     });
     let dead = match collected {
@@ -622,12 +689,16 @@ fn init(force: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn doctor() -> ExitCode {
+fn doctor(engine: &EngineArg) -> ExitCode {
     let runtime = match runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    let findings = runtime.block_on(crate::doctor::examine());
+    let endpoint = engine::Endpoint::choose(
+        engine.engine.as_deref(),
+        &engine::Environment::from_process(),
+    );
+    let findings = runtime.block_on(crate::doctor::examine(endpoint));
     let mut text = String::new();
     for finding in &findings {
         let _ = writeln!(text, "{finding}");

@@ -3,7 +3,7 @@
 
 use std::{fmt, path::Path};
 
-use crate::engine::{Engine, EngineFacts};
+use crate::engine::{Endpoint, Engine, EngineError, EngineFacts};
 
 /// How much a finding matters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,11 +68,19 @@ const IMAGES: [&str; 2] = ["openmono/agent:latest", "openmono/llama-server:lates
 /// Less free space than this where the engine keeps its data is worth a warning.
 const LOW_DISK: u64 = 5 << 30;
 
-/// Asks the engine and looks at this machine.
-pub async fn examine() -> Vec<Finding> {
+/// Asks the engine `endpoint` names (or says why none could be chosen) and looks at
+/// this machine.
+pub async fn examine(endpoint: Result<Endpoint, EngineError>) -> Vec<Finding> {
     let mut findings = Vec::new();
-    let engine = match Engine::connect().await {
-        Ok(engine) => engine,
+    let connected = match endpoint {
+        Ok(endpoint) => {
+            findings.push(Finding::ok(format!("engine: {endpoint}")));
+            Engine::connect(&endpoint).await.map(|e| (endpoint, e))
+        }
+        Err(e) => Err(e),
+    };
+    let (endpoint, engine) = match connected {
+        Ok(both) => both,
         Err(e) => {
             // The error knows why (not running, no permission) and what to do about it.
             let help = miette::Diagnostic::help(&e).map(|h| h.to_string());
@@ -84,7 +92,8 @@ pub async fn examine() -> Vec<Finding> {
     match engine.facts().await {
         Ok(facts) => {
             findings.extend(engine_findings(&facts));
-            if let Some(root) = &facts.root_dir {
+            // The folder of an engine elsewhere is on its machine, not this one.
+            if let Some(root) = facts.root_dir.as_ref().filter(|_| !endpoint.is_remote()) {
                 findings.extend(disk_finding(Path::new(root)));
             }
         }

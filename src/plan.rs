@@ -45,6 +45,9 @@ pub struct Plan {
     /// model that needs more gets a warning.
     #[serde(skip)]
     pub memory: Option<(u64, &'static str)>,
+    /// The engine `apply` will use and why, when `plan` was asked for it.
+    #[serde(skip)]
+    pub engine: Option<String>,
     pub teardown: Vec<Teardown>,
 }
 
@@ -117,6 +120,7 @@ impl Plan {
             playbook: playbook.name.clone(),
             source: playbook.source.path.clone(),
             memory: None,
+            engine: None,
             steps,
             needs,
             teardown,
@@ -781,6 +785,9 @@ impl fmt::Display for Plan {
         )?;
         if let Some(description) = &self.description {
             writeln!(f, "  {description}")?;
+        }
+        if let Some(engine) = &self.engine {
+            writeln!(f, "  Engine: {engine}")?;
         }
         if self.needs.iter().any(|n| !n.is_empty()) {
             writeln!(

@@ -404,12 +404,17 @@ impl Sandbox {
     }
 
     /// Output as the docs print it: the clone at `/root/openmono` (the models in it),
-    /// the home folder at `/root`.
+    /// the home folder at `/root`, the engine the default one (commands that need no
+    /// engine run with `DOCKER_HOST` at a socket that is not there, see [`Self::run`]).
     fn as_printed(&self, output: &[u8]) -> String {
         String::from_utf8_lossy(output)
             .replace(self.clone_dir().to_str().expect("utf-8"), "/root/openmono")
             .replace(root().to_str().expect("utf-8"), "/root/openmono")
             .replace(self.home().to_str().expect("utf-8"), "/root")
+            .replace(
+                &format!("  Engine: {NO_ENGINE} from DOCKER_HOST\n"),
+                "  Engine: unix:///var/run/docker.sock (the default: no --engine, DOCKER_HOST or context)\n",
+            )
     }
 
     /// Runs a block's commands with bash, as a reader would paste them (stopping at the
@@ -440,11 +445,14 @@ impl Sandbox {
         }
         if !engine {
             // What needs no engine must work without one.
-            command.env("DOCKER_HOST", "unix:///nonexistent/docker.sock");
+            command.env("DOCKER_HOST", NO_ENGINE);
         }
         command.output().expect("run bash")
     }
 }
+
+/// Where commands that need no engine find none.
+const NO_ENGINE: &str = "unix:///nonexistent/docker.sock";
 
 #[test]
 fn every_command_in_the_readme_and_the_book_works_as_printed() {

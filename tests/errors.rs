@@ -42,7 +42,7 @@ fn no_engine_says_how_to_start_one() {
   × the Docker engine is not running: nothing answers at `unix:///nonexistent/docker.sock`
   ╰─▶ Socket not found: /nonexistent/docker.sock
   help: start it: as root, `images/setup` installs and starts it (or `systemctl start docker`, or
-        `dockerd &`); DOCKER_HOST selects another engine
+        `dockerd &`); DOCKER_HOST, DOCKER_CONTEXT or --engine selects another engine
 "
     );
     assert_eq!(run.stdout, "");

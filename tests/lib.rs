@@ -11,5 +11,6 @@ mod faults;
 mod fixture_model;
 mod isolation;
 mod plan;
+mod remote;
 mod scenarios;
 mod support;

@@ -18,6 +18,7 @@ fn example_playbook_plan_lists_every_step_in_order() {
         "\
 Plan for playbook `hello-agent` (<root>/playbooks/hello-agent.kdl): 6 steps, then teardown
   The smallest complete run: a model, an agent, a private network
+  Engine: unix:///nonexistent/docker.sock from DOCKER_HOST
   Each step starts once the steps in its [after …] are done; the others run at the same time.
 
   1. + create network `sandbox`: internal, no route out, no host address, no outside names
@@ -77,6 +78,7 @@ task "first" {
         run.stdout,
         "\
 Plan for playbook `openmono` (openmono.kdl): 3 steps, then teardown
+  Engine: unix:///var/run/docker.sock (the default: no --engine, DOCKER_HOST or context)
   Each step starts once the steps in its [after …] are done; the others run at the same time.
 
   1. + start container `box` from `openmono/agent:latest` with no network
@@ -378,6 +380,7 @@ container "plain" {
         run.stdout.replace(&dir.display().to_string(), "<project>"),
         "\
 Plan for playbook `openmono` (openmono.kdl): 2 steps, then teardown
+  Engine: unix:///var/run/docker.sock (the default: no --engine, DOCKER_HOST or context)
 
   1. + start container `box` from `openmono/agent:latest` with no network
       mount <project> at /workspace (read-only)
@@ -516,7 +519,7 @@ fn doctor_without_an_engine_says_how_to_start_one() {
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(
         stdout.starts_with(
-            "✗ the Docker engine is not running: nothing answers at `unix:///nonexistent/docker.sock`\n    start it: as root, `images/setup` installs and starts it (or `systemctl start docker`, or `dockerd &`); DOCKER_HOST selects another engine\n"
+            "✓ engine: unix:///nonexistent/docker.sock from DOCKER_HOST\n✗ the Docker engine is not running: nothing answers at `unix:///nonexistent/docker.sock`\n    start it: as root, `images/setup` installs and starts it (or `systemctl start docker`, or `dockerd &`); DOCKER_HOST, DOCKER_CONTEXT or --engine selects another engine\n"
         ),
         "{stdout}"
     );

@@ -1,8 +1,11 @@
 //! Running the real binary in a scratch project, and asking the real engine what is left.
 
 use std::{
+    io::Read,
+    os::unix::process::CommandExt,
     path::{Path, PathBuf},
-    process::{Command, Output},
+    process::{Command, Output, Stdio},
+    sync::OnceLock,
 };
 
 /// The repository's root.
@@ -149,10 +152,18 @@ pub fn assert_contains_all(out: &str, lines: &[&str]) {
 /// Asserts that the engine holds no container and no network with `label`.
 #[track_caller]
 pub fn assert_nothing_left(label: &str) {
+    assert_nothing_left_on(&[], label);
+}
+
+/// Asserts that the engine that `docker` with `engine` (`-H …`) talks to holds no
+/// container, network or volume with `label`.
+#[track_caller]
+pub fn assert_nothing_left_on(engine: &[&str], label: &str) {
     let filter = format!("label={label}");
-    let containers = docker_lines(&["ps", "-aq", "--filter", &filter]);
-    let networks = docker_lines(&["network", "ls", "-q", "--filter", &filter]);
-    let volumes = docker_lines(&["volume", "ls", "-q", "--filter", &filter]);
+    let list = |args: &[&str]| docker_lines(&[engine, args].concat());
+    let containers = list(&["ps", "-aq", "--filter", &filter]);
+    let networks = list(&["network", "ls", "-q", "--filter", &filter]);
+    let volumes = list(&["volume", "ls", "-q", "--filter", &filter]);
     assert!(
         containers.is_empty() && networks.is_empty() && volumes.is_empty(),
         "left behind with {label}: containers {containers:?}, networks {networks:?}, volumes {volumes:?}"
@@ -184,4 +195,110 @@ pub fn tiny_gguf() -> Vec<u8> {
 /// indented continuations), so that a long path does not change what is compared.
 pub fn unwrapped(text: &str) -> String {
     text.replace("\n  │ ", " ").replace("\n        ", " ")
+}
+
+/// A second Docker engine on this machine, reached as a remote one: TCP with TLS on
+/// 127.0.0.1 (`images/remote-engine`).
+pub struct RemoteEngine {
+    /// `tcp://127.0.0.1:PORT`.
+    pub host: String,
+    /// The folder of the certificates: `client/` (ca, cert, key that the engine
+    /// accepts), `wrong/` (a CA that did not sign the engine's certificate), `stranger/`
+    /// (the right CA, a client certificate the engine does not trust).
+    pub certs: PathBuf,
+    /// Its Unix socket, for the `docker` CLI.
+    pub socket: String,
+}
+
+impl RemoteEngine {
+    /// The remote engine, started once per test process by `images/remote-engine`,
+    /// which stops it when this process ends; `None` (after a loud skip, or a failure in
+    /// CI) when dockerd is not installed. Any other failure to start it fails the test.
+    #[track_caller]
+    pub fn get() -> Option<&'static Self> {
+        static ENGINE: OnceLock<Result<RemoteEngine, String>> = OnceLock::new();
+        match ENGINE.get_or_init(Self::start) {
+            Ok(engine) => Some(engine),
+            Err(missing) => {
+                skip_without(missing, "run images/setup");
+                None
+            }
+        }
+    }
+
+    fn start() -> Result<Self, String> {
+        let mut child = Command::new(root().join("images/remote-engine"))
+            .args(["--watch", &std::process::id().to_string()])
+            .stdout(Stdio::piped())
+            // Its own process group: Ctrl-C on the tests does not stop it mid-teardown.
+            .process_group(0)
+            .spawn()
+            .expect("run images/remote-engine");
+        // It closes its stdout once the engine is ready, then watches this process.
+        let mut out = String::new();
+        child
+            .stdout
+            .take()
+            .expect("piped")
+            .read_to_string(&mut out)
+            .expect("read images/remote-engine");
+        let field = |name: &str| {
+            out.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
+                .map(str::to_owned)
+        };
+        match (field("host"), field("certs"), field("socket")) {
+            (Some(host), Some(certs), Some(socket)) => Ok(Self {
+                host,
+                certs: PathBuf::from(certs),
+                socket,
+            }),
+            _ => match child.wait().expect("wait").code() {
+                Some(10) => Err("dockerd is not installed".to_owned()),
+                code => panic!("images/remote-engine failed ({code:?}); its stderr is above"),
+            },
+        }
+    }
+
+    /// `openmono` in `project` with this engine in `DOCKER_HOST` and its client
+    /// certificates (or those of `certs`, a folder under [`Self::certs`]), and a Docker
+    /// config of its own.
+    pub fn command(&self, project: &Project, certs: &str, args: &[&str]) -> Command {
+        let mut cmd = project.command(args);
+        cmd.env("DOCKER_HOST", &self.host)
+            .env("DOCKER_TLS_VERIFY", "1")
+            .env("DOCKER_CERT_PATH", self.certs.join(certs))
+            .env("DOCKER_CONFIG", project.state.path().join("docker"))
+            .env_remove("DOCKER_CONTEXT");
+        cmd
+    }
+
+    /// Runs `openmono` as [`Self::command`] does, with the client certificates.
+    #[track_caller]
+    pub fn run(&self, project: &Project, args: &[&str]) -> Run {
+        Run::from(
+            self.command(project, "client", args)
+                .output()
+                .expect("run openmono"),
+        )
+    }
+
+    /// `docker` CLI output lines, from this engine.
+    #[track_caller]
+    pub fn docker_lines(&self, args: &[&str]) -> Vec<String> {
+        let mut all = vec!["-H", &self.socket];
+        all.extend(args);
+        docker_lines(&all)
+    }
+
+    /// Asserts that this engine holds nothing of run `id`.
+    #[track_caller]
+    pub fn assert_run_gone(&self, id: &str) {
+        assert_nothing_left_on(&["-H", &self.socket], &format!("dev.openmono.run={id}"));
+    }
+}
+
+/// Text without any white space: for a rendered diagnostic that wraps inside a long path.
+pub fn squeezed(text: &str) -> String {
+    text.split_whitespace().collect()
 }

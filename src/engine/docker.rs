@@ -14,7 +14,8 @@ use bollard::{
         NetworkCreateRequest, NetworkDisconnectRequest, NetworkingConfig, VolumeCreateRequest,
     },
     query_parameters::{
-        BuildImageOptionsBuilder, CreateContainerOptionsBuilder, ListContainersOptionsBuilder,
+        BuildImageOptionsBuilder, CreateContainerOptionsBuilder,
+        DownloadFromContainerOptionsBuilder, ListContainersOptionsBuilder,
         ListNetworksOptionsBuilder, ListVolumesOptions, LogsOptionsBuilder,
         RemoveContainerOptionsBuilder, RemoveVolumeOptions, StopContainerOptionsBuilder,
         UploadToContainerOptionsBuilder, WaitContainerOptionsBuilder,
@@ -22,7 +23,7 @@ use bollard::{
 };
 use futures_util::StreamExt;
 
-use super::EngineError;
+use super::{EngineError, endpoint::Endpoint};
 use crate::{playbook::Limits, step::DEFAULT_PIDS};
 
 /// What an engine says of itself.
@@ -41,7 +42,14 @@ pub struct EngineFacts {
 #[derive(Clone)]
 pub struct Engine {
     docker: Docker,
+    endpoint: Endpoint,
 }
+
+/// How long an engine may take to answer its first calls.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long one call may wait for the engine's answer to begin, in seconds (bollard's
+/// default).
+const REQUEST_TIMEOUT: u64 = 120;
 
 /// A host path bind-mounted into a container, or an engine volume mounted into it.
 #[derive(Debug, Clone)]
@@ -142,22 +150,48 @@ impl Liveness {
 }
 
 impl Engine {
-    /// Connects as Docker's own tools would (`DOCKER_HOST`, else the local socket) and
-    /// agrees on an API version the engine speaks.
-    pub async fn connect() -> Result<Self, EngineError> {
-        // `DOCKER_HOST=` (set but empty) means the default, as for the docker CLI.
-        let host = std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty());
-        let failed = |source| EngineError::connect(host.as_deref(), source);
-        let docker = match &host {
-            Some(host) => Docker::connect_with_host(host),
-            None => Docker::connect_with_local_defaults(),
+    /// Connects to the engine `endpoint` names (see [`Endpoint::choose`]) and agrees
+    /// on an API version it speaks; gives up after [`CONNECT_TIMEOUT`].
+    pub async fn connect(endpoint: &Endpoint) -> Result<Self, EngineError> {
+        let failed = |source| EngineError::connect(endpoint, source);
+        let docker = match &endpoint.tls {
+            Some(tls) => {
+                // bollard's TLS needs a process-wide provider: ring, the only one built in.
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                Docker::connect_with_ssl(
+                    &endpoint.host,
+                    &tls.key,
+                    &tls.cert,
+                    &tls.ca,
+                    REQUEST_TIMEOUT,
+                    bollard::API_DEFAULT_VERSION,
+                )
+            }
+            None => Docker::connect_with_unix(
+                &endpoint.host,
+                REQUEST_TIMEOUT,
+                bollard::API_DEFAULT_VERSION,
+            ),
         }
-        .map_err(failed)?
-        .negotiate_version()
-        .await
         .map_err(failed)?;
-        docker.ping().await.map_err(failed)?;
-        Ok(Self { docker })
+        let agreed = async {
+            let docker = docker.negotiate_version().await?;
+            docker.ping().await?;
+            Ok(docker)
+        };
+        let docker = tokio::time::timeout(CONNECT_TIMEOUT, agreed)
+            .await
+            .unwrap_or(Err(BollardError::RequestTimeoutError))
+            .map_err(failed)?;
+        Ok(Self {
+            docker,
+            endpoint: endpoint.clone(),
+        })
+    }
+
+    /// Whether the engine may be on another machine, which cannot see this one's files.
+    pub fn is_remote(&self) -> bool {
+        self.endpoint.is_remote()
     }
 
     /// What `openmono doctor` asks the engine.
@@ -389,11 +423,72 @@ impl Engine {
         labels: HashMap<String, String>,
         tar: Vec<u8>,
     ) -> Result<(), EngineError> {
+        let helper = self
+            .volume_helper(volume, target, image, labels, "fill")
+            .await?;
+        // The engine keeps the owners the archive gives (`copyUIDGID` would instead give
+        // everything to the container's user).
+        let options = UploadToContainerOptionsBuilder::default().path("/").build();
+        let uploaded = self
+            .docker
+            .upload_to_container(&helper, Some(options), bollard::body_full(tar.into()))
+            .await
+            .map_err(EngineError::call(format!(
+                "copy files into volume `{volume}`"
+            )));
+        let removed = self.remove_container(&helper).await;
+        uploaded.and(removed)
+    }
+
+    /// The files of a volume as a tar archive whose paths start with `target`'s last
+    /// part, read through a container of `image` that mounts it at `target` and never
+    /// starts.
+    pub async fn read_volume(
+        &self,
+        volume: &str,
+        target: &str,
+        image: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<Vec<u8>, EngineError> {
+        let helper = self
+            .volume_helper(volume, target, image, labels, "read")
+            .await?;
+        let options = DownloadFromContainerOptionsBuilder::default()
+            .path(target)
+            .build();
+        let mut stream = self.docker.download_from_container(&helper, Some(options));
+        let mut tar = Vec::new();
+        let mut read = Ok(());
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(bytes) => tar.extend_from_slice(&bytes),
+                Err(e) => {
+                    read = Err(EngineError::call(format!(
+                        "copy files out of volume `{volume}`"
+                    ))(e));
+                    break;
+                }
+            }
+        }
+        let removed = self.remove_container(&helper).await;
+        read.and(removed).map(|()| tar)
+    }
+
+    /// A container of `image` that mounts `volume` at `target`, never started, with no
+    /// network: for copying files in and out. Labelled as the run's, so that teardown
+    /// and gc find it too.
+    async fn volume_helper(
+        &self,
+        volume: &str,
+        target: &str,
+        image: &str,
+        labels: HashMap<String, String>,
+        purpose: &str,
+    ) -> Result<String, EngineError> {
         let body = ContainerCreateBody {
             // Never run; the engine wants a command all the same.
             entrypoint: Some(vec![format!("{target}/none")]),
             image: Some(image.to_owned()),
-            // Labelled as the run's, so that teardown and gc find it too.
             labels: Some(labels),
             host_config: Some(HostConfig {
                 mounts: Some(vec![Mount {
@@ -408,18 +503,8 @@ impl Engine {
             ..Default::default()
         };
         // No playbook name holds a `.`: this name never clashes with another container.
-        let name = format!("{volume}.fill");
-        let helper = self.create_helper(&name, body).await?;
-        // The engine keeps the owners the archive gives (`copyUIDGID` would instead give
-        // everything to the container's user).
-        let options = UploadToContainerOptionsBuilder::default().path("/").build();
-        let uploaded = self
-            .docker
-            .upload_to_container(&helper, Some(options), bollard::body_full(tar.into()))
-            .await
-            .map_err(EngineError::call("copy openmono into its volume"));
-        let removed = self.remove_container(&helper).await;
-        uploaded.and(removed)
+        let name = format!("{volume}.{purpose}");
+        self.create_helper(&name, body).await
     }
 
     /// Creates one of openmono's short-lived helper containers, exactly as `body` says.

@@ -3,30 +3,26 @@
 use miette::Diagnostic;
 use thiserror::Error;
 
+use super::Endpoint;
+
 #[derive(Debug, Error, Diagnostic)]
 pub enum EngineError {
     #[error("cannot reach the Docker engine at `{engine}`")]
-    #[diagnostic(
-        code(openmono::engine::unreachable),
-        help(
-            "check that it runs (`docker info`); as root, `images/setup` installs and starts it; DOCKER_HOST selects another engine"
-        )
-    )]
+    #[diagnostic(code(openmono::engine::unreachable))]
     Connect {
         engine: String,
+        #[help]
+        help: String,
         #[source]
         source: bollard::errors::Error,
     },
 
     #[error("the Docker engine is not running: nothing answers at `{engine}`")]
-    #[diagnostic(
-        code(openmono::engine::not_running),
-        help(
-            "start it: as root, `images/setup` installs and starts it (or `systemctl start docker`, or `dockerd &`); DOCKER_HOST selects another engine"
-        )
-    )]
+    #[diagnostic(code(openmono::engine::not_running))]
     NotRunning {
         engine: String,
+        #[help]
+        help: String,
         #[source]
         source: bollard::errors::Error,
     },
@@ -42,6 +38,102 @@ pub enum EngineError {
         engine: String,
         #[source]
         source: bollard::errors::Error,
+    },
+
+    #[error("the TLS connection to the Docker engine at `{engine}` failed: {why}")]
+    #[diagnostic(code(openmono::engine::tls))]
+    Tls {
+        engine: String,
+        #[help]
+        help: String,
+        why: String,
+        #[source]
+        source: Box<bollard::errors::Error>,
+    },
+
+    #[error("refusing the engine at `{engine}` ({by}): plain TCP, without TLS")]
+    #[diagnostic(
+        code(openmono::engine::plain_tcp),
+        help(
+            "whoever reaches an engine is root on its machine, and the workspace would cross the network unencrypted: use TLS (set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH to a folder with ca.pem, cert.pem and key.pem, or a context made with `docker context create NAME --docker host=tcp://…,ca=…,cert=…,key=…`)"
+        )
+    )]
+    PlainTcp { by: String, engine: String },
+
+    #[error("refusing the engine at `{engine}`: {why}, so its certificate would not be checked")]
+    #[diagnostic(
+        code(openmono::engine::unverified_tls),
+        help(
+            "openmono only talks to an engine whose certificate it checks: set DOCKER_TLS_VERIFY=1 (with the CA in DOCKER_CERT_PATH/ca.pem), or make the context again without skip-tls-verify"
+        )
+    )]
+    UnverifiedTls { engine: String, why: String },
+
+    #[error("engines over ssh (`{engine}`, {by}) are not supported yet")]
+    #[diagnostic(
+        code(openmono::engine::ssh),
+        help(
+            "use the engine over TCP with TLS (`DOCKER_TLS_VERIFY=1` and `DOCKER_CERT_PATH`, or a context made with `ca=`, `cert=` and `key=`); a socket forwarded over ssh would pass for an engine on this machine, whose paths it cannot see"
+        )
+    )]
+    SshEngine { by: String, engine: String },
+
+    #[error("openmono cannot use the engine at `{engine}` ({by})")]
+    #[diagnostic(
+        code(openmono::engine::unsupported),
+        help(
+            "an engine is `unix:///PATH` (a socket on this machine), `tcp://HOST:PORT` with TLS (DOCKER_TLS_VERIFY=1), or the name of a Docker context"
+        )
+    )]
+    UnsupportedEngine { by: String, engine: String },
+
+    #[error("the engine at `{engine}` is not on this machine: it cannot see {what}")]
+    #[diagnostic(
+        code(openmono::engine::host_files),
+        help(
+            "on an engine elsewhere only the workspace travels (copied into a volume of the run, the agent's changes copied back after it); model files, replay scripts and `mount`s do not yet: run this playbook on the local engine, or put the files in a `volume`"
+        )
+    )]
+    HostFiles { engine: String, what: String },
+
+    #[error("there is no Docker context `{name}` ({by})")]
+    #[diagnostic(
+        code(openmono::engine::no_context),
+        help(
+            "`docker context ls` lists the contexts; `docker context create {name} --docker host=…` makes one; it would be at `{path}`"
+        )
+    )]
+    ContextMissing {
+        by: String,
+        name: String,
+        path: String,
+    },
+
+    #[error("cannot read Docker context `{name}` from `{path}`: {why}")]
+    #[diagnostic(
+        code(openmono::engine::bad_context),
+        help(
+            "`docker context inspect {name}` shows what Docker makes of it; make it again with `docker context create`"
+        )
+    )]
+    ContextUnreadable {
+        name: String,
+        path: String,
+        why: String,
+    },
+
+    #[error("cannot read `{path}` for the TLS connection to `{engine}` ({by})")]
+    #[diagnostic(
+        code(openmono::engine::tls_file),
+        help(
+            "the folder needs the CA that signed the engine's certificate (ca.pem) and your client certificate and key (cert.pem, key.pem), as for `docker --tlsverify`; DOCKER_CERT_PATH names the folder ({why})"
+        )
+    )]
+    TlsFile {
+        by: String,
+        engine: String,
+        path: String,
+        why: String,
     },
 
     #[error("the Docker engine failed to {action}")]
@@ -80,42 +172,74 @@ pub enum EngineError {
     },
 }
 
-/// Where bollard connects when `DOCKER_HOST` is not set.
-const DEFAULT_ENGINE: &str = "unix:///var/run/docker.sock";
-
 impl EngineError {
     pub fn call(action: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> Self {
         let action = action.into();
         move |source| Self::Call { action, source }
     }
 
-    /// A failure to connect, told apart by its cause: nothing listening, or a socket
-    /// this user may not open. `host` is `DOCKER_HOST`, when set.
-    pub fn connect(host: Option<&str>, source: bollard::errors::Error) -> Self {
-        let engine = host.unwrap_or(DEFAULT_ENGINE).to_owned();
+    /// A failure to connect to `endpoint`, told apart by its cause: nothing listening, a
+    /// socket this user may not open, a certificate that was not accepted.
+    pub fn connect(endpoint: &Endpoint, source: bollard::errors::Error) -> Self {
+        let engine = endpoint.host.clone();
+        let elsewhere = format!(
+            "check that the engine runs and listens at that address (`docker -H {engine} info`, with DOCKER_TLS_VERIFY and DOCKER_CERT_PATH for TLS), and that it is the one you mean: it came {}; `openmono doctor` says which engine is chosen and why",
+            endpoint.origin
+        );
+        let not_running = |source| Self::NotRunning {
+            engine: engine.clone(),
+            help: if endpoint.is_remote() {
+                elsewhere.clone()
+            } else {
+                "start it: as root, `images/setup` installs and starts it (or `systemctl start docker`, or `dockerd &`); DOCKER_HOST, DOCKER_CONTEXT or --engine selects another engine".to_owned()
+            },
+            source,
+        };
         if matches!(source, bollard::errors::Error::SocketNotFoundError(_)) {
-            return Self::NotRunning { engine, source };
+            return not_running(source);
         }
-        // `IOError` is transparent: its own `source()` skips the `io::Error` it holds.
+        // `IOError` is transparent: its own `source()` skips the `io::Error` it holds,
+        // and so does an `io::Error`'s for the error it wraps (a TLS alert).
         let mut cause: Option<&(dyn std::error::Error + 'static)> = match &source {
             bollard::errors::Error::IOError { err } => Some(err),
             other => Some(other),
         };
         while let Some(error) = cause {
+            if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+                let why = tls.to_string();
+                return Self::Tls {
+                    help: tls_help(endpoint, tls),
+                    engine,
+                    why,
+                    source: Box::new(source),
+                };
+            }
             if let Some(io) = error.downcast_ref::<std::io::Error>() {
                 match io.kind() {
                     std::io::ErrorKind::PermissionDenied => {
                         return Self::PermissionDenied { engine, source };
                     }
                     std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound => {
-                        return Self::NotRunning { engine, source };
+                        return not_running(source);
                     }
                     _ => {}
+                }
+                if let Some(inner) = io.get_ref() {
+                    cause = Some(inner);
+                    continue;
                 }
             }
             cause = error.source();
         }
-        Self::Connect { engine, source }
+        Self::Connect {
+            engine,
+            help: if endpoint.is_remote() {
+                elsewhere
+            } else {
+                "check that it runs (`docker info`); as root, `images/setup` installs and starts it; DOCKER_HOST, DOCKER_CONTEXT or --engine selects another engine".to_owned()
+            },
+            source,
+        }
     }
 
     /// Images a plan needs that the engine lacks, with how to get each kind.
@@ -150,6 +274,27 @@ impl EngineError {
     }
 }
 
+/// What to do when the TLS handshake failed: which side refused which certificate.
+fn tls_help(endpoint: &Endpoint, error: &rustls::Error) -> String {
+    let (ca, cert) = endpoint.tls.as_ref().map_or_else(
+        || ("ca.pem".to_owned(), "cert.pem".to_owned()),
+        |t| (t.ca.display().to_string(), t.cert.display().to_string()),
+    );
+    match error {
+        rustls::Error::InvalidCertificate(_) => format!(
+            "the engine's certificate is not one to trust: it must be signed by the CA in `{ca}` and name the host you connect to (`{}`), and be valid today; check DOCKER_CERT_PATH (or the context's TLS files), or make the engine a new certificate",
+            endpoint.host
+        ),
+        rustls::Error::AlertReceived(_) => format!(
+            "the engine refused your client certificate `{cert}`: it must be signed by the CA the engine trusts (its `--tlscacert`) and be valid today; check DOCKER_CERT_PATH (or the context's TLS files)"
+        ),
+        _ => format!(
+            "check the engine's TLS setup and the files in use (`{ca}`, `{cert}`); `docker -H {} --tlsverify info` tries the same",
+            endpoint.host
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,22 +305,31 @@ mod tests {
         }
     }
 
+    fn endpoint(host: &str) -> Endpoint {
+        Endpoint {
+            host: host.to_owned(),
+            origin: crate::engine::Origin::DockerHost,
+            tls: None,
+        }
+    }
+
     #[test]
     fn a_failed_connect_is_told_apart_by_its_cause() {
+        let local = endpoint("unix:///var/run/docker.sock");
         let not_running = [
             bollard::errors::Error::SocketNotFoundError("/run/x.sock".into()),
             io(std::io::ErrorKind::ConnectionRefused),
             io(std::io::ErrorKind::NotFound),
         ];
         for source in not_running {
-            let error = EngineError::connect(None, source);
+            let error = EngineError::connect(&local, source);
             assert_eq!(
                 error.to_string(),
                 "the Docker engine is not running: nothing answers at `unix:///var/run/docker.sock`"
             );
         }
         let denied = EngineError::connect(
-            Some("unix:///srv/d.sock"),
+            &endpoint("unix:///srv/d.sock"),
             io(std::io::ErrorKind::PermissionDenied),
         );
         assert_eq!(
@@ -187,10 +341,54 @@ mod tests {
                 .help()
                 .is_some_and(|h| h.to_string().contains("sudo usermod -aG docker $USER"))
         );
-        let other = EngineError::connect(None, io(std::io::ErrorKind::TimedOut));
+        let other = EngineError::connect(&local, io(std::io::ErrorKind::TimedOut));
         assert_eq!(
             other.to_string(),
             "cannot reach the Docker engine at `unix:///var/run/docker.sock`"
+        );
+        // Elsewhere, "start it" is no help: where it came from and how to try it is.
+        let remote = EngineError::connect(
+            &endpoint("tcp://10.0.0.9:2376"),
+            io(std::io::ErrorKind::ConnectionRefused),
+        );
+        assert_eq!(
+            remote.help().map(|h| h.to_string()).as_deref(),
+            Some(
+                "check that the engine runs and listens at that address (`docker -H tcp://10.0.0.9:2376 info`, with DOCKER_TLS_VERIFY and DOCKER_CERT_PATH for TLS), and that it is the one you mean: it came from DOCKER_HOST; `openmono doctor` says which engine is chosen and why"
+            )
+        );
+    }
+
+    #[test]
+    fn a_refused_certificate_says_whose() {
+        let wrapped = |tls: rustls::Error| bollard::errors::Error::IOError {
+            err: std::io::Error::new(std::io::ErrorKind::InvalidData, tls),
+        };
+        let engine = endpoint("tcp://10.0.0.9:2376");
+        let theirs = EngineError::connect(
+            &engine,
+            wrapped(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            )),
+        );
+        assert_eq!(
+            theirs.to_string(),
+            "the TLS connection to the Docker engine at `tcp://10.0.0.9:2376` failed: invalid peer certificate: UnknownIssuer"
+        );
+        assert!(theirs.help().is_some_and(|h| h.to_string().starts_with(
+            "the engine's certificate is not one to trust: it must be signed by the CA in `ca.pem`"
+        )));
+        let mine = EngineError::connect(
+            &engine,
+            wrapped(rustls::Error::AlertReceived(
+                rustls::AlertDescription::BadCertificate,
+            )),
+        );
+        assert!(
+            mine.help().is_some_and(|h| h
+                .to_string()
+                .starts_with("the engine refused your client certificate `cert.pem`")),
+            "{mine}"
         );
     }
 

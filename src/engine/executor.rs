@@ -18,6 +18,7 @@ mod resources;
 mod sealing;
 mod tasks;
 mod teardown;
+mod workspace;
 
 use crate::{
     agent::event::AgentEvent,
@@ -41,6 +42,8 @@ pub const RUN_LABEL: &str = "dev.openmono.run";
 /// Settings of one `apply`.
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
+    /// The engine to run on.
+    pub endpoint: super::Endpoint,
     /// How many steps may run at the same time (at least 1).
     pub jobs: usize,
     /// How long a model may take to answer `/health` with 200.
@@ -134,13 +137,18 @@ struct Executor<'a> {
     /// That volume's name, once it is filled (or why it could not be).
     self_volume: tokio::sync::OnceCell<Result<String, String>>,
     tasks: Mutex<Vec<TaskReport>>,
+    /// Workspaces copied to an engine elsewhere, to bring back at teardown.
+    travelled: Mutex<Vec<workspace::Travelled>>,
 }
 
 /// Applies `plan`: connects, checks images, runs the steps, tears down, and reports.
 pub async fn apply(plan: &Plan, options: &ApplyOptions) -> Result<Report, EngineError> {
     // Caught from here on: a signal before the steps begin stops the run before them.
     let signals = signal_streams();
-    let engine = Engine::connect().await?;
+    if options.endpoint.is_remote() {
+        host_files_elsewhere(plan, &options.endpoint)?;
+    }
+    let engine = Engine::connect(&options.endpoint).await?;
     let mut missing: Vec<String> = Vec::new();
     let built: Vec<&String> = plan
         .steps
@@ -217,6 +225,7 @@ pub async fn apply(plan: &Plan, options: &ApplyOptions) -> Result<Report, Engine
         self_binary,
         self_volume: tokio::sync::OnceCell::new(),
         tasks: Mutex::default(),
+        travelled: Mutex::default(),
     };
     if let Some(memory) = memory
         && memory > 0
@@ -534,6 +543,38 @@ impl Executor<'_> {
             (gc::STARTED.to_owned(), self.started.to_string()),
         ])
     }
+}
+
+/// Refuses a plan whose steps need this machine's files on an engine elsewhere, which
+/// cannot see them: model files, replay scripts, `mount`s. (The workspace travels.)
+fn host_files_elsewhere(plan: &Plan, endpoint: &super::Endpoint) -> Result<(), EngineError> {
+    let what: Vec<String> = plan
+        .steps
+        .iter()
+        .flat_map(|step| match step {
+            Step::StartModel { gguf, name, .. } => {
+                vec![format!("the file of model `{name}` ({})", gguf.display())]
+            }
+            Step::StartReplay { name, script, .. } => {
+                vec![format!(
+                    "the script of model `{name}` ({})",
+                    script.display()
+                )]
+            }
+            Step::StartContainer { mounts, name, .. } => mounts
+                .iter()
+                .map(|m| format!("the mount {} of `{name}`", m.source.display()))
+                .collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    if what.is_empty() {
+        return Ok(());
+    }
+    Err(EngineError::HostFiles {
+        engine: endpoint.host.clone(),
+        what: what.join(", "),
+    })
 }
 
 fn create_file(path: &Path) -> Result<File, String> {

@@ -3,6 +3,7 @@
 
 mod build_context;
 mod docker;
+mod endpoint;
 mod engine_error;
 mod executor;
 pub mod gc;
@@ -14,6 +15,7 @@ pub use docker::{
     BindMount, ContainerSpec, Engine, EngineFacts, EngineObject, HealthVerdict, Liveness,
     ObjectKind, Stream,
 };
+pub use endpoint::{ContextChoice, DEFAULT_ENGINE, Endpoint, Environment, Origin, TlsFiles};
 pub use engine_error::EngineError;
 pub use executor::{ApplyOptions, DEFAULT_JOBS, RUN_LABEL, SELF_PATH, apply};
 pub use progress::{Output, Progress};

@@ -20,6 +20,8 @@ pub struct Report {
     pub removed_volumes: usize,
     pub run_id: String,
     pub tasks: Vec<TaskReport>,
+    /// What came back of each workspace that travelled to an engine elsewhere.
+    pub workspace: Vec<String>,
 }
 
 /// One task's outcome.
@@ -125,6 +127,7 @@ impl Report {
             },
             "leftovers": self.leftovers,
             "teardown_errors": self.teardown_errors,
+            "workspace": self.workspace,
             "dir": path(&self.dir),
         })
     }
@@ -193,6 +196,9 @@ impl fmt::Display for Report {
                 let lead = if i == 0 { "  failure: " } else { "  " };
                 writeln!(f, "{lead}{}", printable(line))?;
             }
+        }
+        for line in &self.workspace {
+            writeln!(f, "{}", printable(line))?;
         }
         if self.removed_volumes == 0 {
             writeln!(

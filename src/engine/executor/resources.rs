@@ -266,7 +266,12 @@ impl Executor<'_> {
         else {
             unreachable!("called for StartContainer only")
         };
-        let mut mounts = self.task_mounts(step)?;
+        // An engine elsewhere cannot see the workspace: it travels in a volume.
+        let travelled = match workspace {
+            Some(_) if self.engine.is_remote() => Some(self.send_workspace(step).await?),
+            _ => None,
+        };
+        let mut mounts = self.task_mounts(step, travelled.as_deref())?;
         mounts.push(BindMount {
             read_only: true,
             source: self.self_volume(image).await?,
@@ -367,9 +372,10 @@ impl Executor<'_> {
             .clone()
     }
 
-    /// A task container's host folders and volumes: the workspace, the playbook's
-    /// mounts (their sources checked and made canonical by the plan) and its volumes.
-    fn task_mounts(&self, step: &Step) -> Result<Vec<BindMount>, String> {
+    /// A task container's host folders and volumes: the workspace (or the volume it
+    /// travelled in, `travelled`), the playbook's mounts (their sources checked and made
+    /// canonical by the plan) and its volumes.
+    fn task_mounts(&self, step: &Step, travelled: Option<&str>) -> Result<Vec<BindMount>, String> {
         let Step::StartContainer {
             mounts: binds,
             protected,
@@ -384,13 +390,14 @@ impl Executor<'_> {
             .iter()
             .map(|(w, read_only)| BindMount {
                 read_only: *read_only,
-                source: w.display().to_string(),
+                source: travelled.map_or_else(|| w.display().to_string(), str::to_owned),
                 target: WORKSPACE.to_owned(),
-                volume: false,
+                volume: travelled.is_some(),
             })
             .collect();
-        // Over the workspace, read-only: the engine mounts parents before children.
-        if let Some((dir, _)) = workspace {
+        // Over the workspace, read-only: the engine mounts parents before children. (In
+        // a travelled workspace they are not brought back instead.)
+        if let Some((dir, _)) = workspace.as_ref().filter(|_| travelled.is_none()) {
             mounts.extend(protected.iter().map(|relative| BindMount {
                 read_only: true,
                 source: dir.join(relative).display().to_string(),

@@ -42,6 +42,8 @@ impl Executor<'_> {
             .filter(|c| matches!(c, Created::Network { .. }))
             .map(|c| self.remove_created(c, graceful, signalled.clone()));
         let containers = join_all(containers).await;
+        // The containers are gone: what they changed in travelled workspaces is final.
+        self.bring_back(&mut report).await;
         errors.extend(
             join_all(own_volume)
                 .await

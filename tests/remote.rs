@@ -1,0 +1,378 @@
+//! A remote engine: a second `dockerd` on this machine over TCP with TLS on 127.0.0.1
+//! (`images/remote-engine`). The engine is chosen as the docker CLI chooses it, the run's
+//! objects land there and not on the local engine, and a refused certificate or an engine
+//! that does not answer is told in plain words with the next step.
+
+use std::process::Command;
+
+use crate::support::{Project, RemoteEngine, Run, assert_run_gone, docker, squeezed, unwrapped};
+
+/// One container and one command: nothing that needs a model.
+const ONE_BOX: &str = "container \"box\" {\n    image \"openmono/agent:latest\"\n}\ntask \"t\" {\n    run \"box\" \"echo from the box\"\n}\n";
+
+/// The line of `plan` that names the engine.
+#[track_caller]
+fn engine_line(run: &Run) -> String {
+    run.expect_code(0);
+    run.stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("  Engine: "))
+        .unwrap_or_else(|| panic!("no engine line in:\n{}", run.stdout))
+        .to_owned()
+}
+
+#[test]
+fn plan_names_the_engine_and_why_as_the_docker_cli_would_choose_it() {
+    // Files and the docker CLI: no engine needs to answer at these addresses, but the
+    // CLI wants real certificates for a context.
+    let Some(remote) = RemoteEngine::get() else {
+        return;
+    };
+    let project = Project::new();
+    project.file("openmono.kdl", ONE_BOX);
+    let config = project.state.path().join("docker");
+    let certs = remote.certs.join("client");
+    let plan = |env: &[(&str, &str)], args: &[&str]| {
+        let mut cmd = project.command(&[&["plan"], args].concat());
+        cmd.env("DOCKER_CONFIG", &config)
+            .env_remove("DOCKER_HOST")
+            .env_remove("DOCKER_CONTEXT")
+            .env_remove("DOCKER_TLS_VERIFY")
+            .env_remove("DOCKER_CERT_PATH");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Run::from(cmd.output().expect("run"))
+    };
+    assert_eq!(
+        engine_line(&plan(&[], &[])),
+        "unix:///var/run/docker.sock (the default: no --engine, DOCKER_HOST or context)"
+    );
+    // A context as `docker context create` stores it, made current with `docker context use`.
+    let docker = |args: &[&str]| {
+        let out = Command::new("docker")
+            .args(args)
+            .env("DOCKER_CONFIG", &config)
+            .output()
+            .expect("docker");
+        assert!(out.status.success(), "{out:?}");
+    };
+    let endpoint = format!(
+        "host=tcp://127.0.0.1:23799,ca={0}/ca.pem,cert={0}/cert.pem,key={0}/key.pem",
+        certs.display()
+    );
+    docker(&["context", "create", "far", "--docker", &endpoint]);
+    docker(&["context", "use", "far"]);
+    assert_eq!(
+        engine_line(&plan(&[], &[])),
+        format!(
+            "tcp://127.0.0.1:23799 (TLS) from context `far` (the current context in {}/config.json)",
+            config.display()
+        )
+    );
+    assert_eq!(
+        engine_line(&plan(&[("DOCKER_CONTEXT", "default")], &[])),
+        "unix:///var/run/docker.sock from context `default` (DOCKER_CONTEXT)"
+    );
+    let tls = [
+        ("DOCKER_TLS_VERIFY", "1"),
+        ("DOCKER_CERT_PATH", certs.to_str().expect("utf-8")),
+    ];
+    let host = [&tls[..], &[("DOCKER_HOST", "tcp://127.0.0.1:23798")]].concat();
+    assert_eq!(
+        engine_line(&plan(&host, &[])),
+        "tcp://127.0.0.1:23798 (TLS) from DOCKER_HOST"
+    );
+    assert_eq!(
+        engine_line(&plan(&host, &["--engine", "far"])),
+        "tcp://127.0.0.1:23799 (TLS) from context `far` (--engine)"
+    );
+    assert_eq!(
+        engine_line(&plan(&host, &["--engine", "unix:///run/other.sock"])),
+        "unix:///run/other.sock from --engine"
+    );
+    // A wrong choice is an environment problem, with the next step.
+    let missing = plan(&[], &["--engine", "nowhere"]);
+    missing.expect_code(3);
+    // Compared without white space: the help wraps inside the long path.
+    assert_eq!(
+        squeezed(&missing.stderr),
+        squeezed(&format!(
+            "openmono::engine::no_context\n\n  × there is no Docker context `nowhere` (from context `nowhere` (--engine))\n  help: `docker context ls` lists the contexts; `docker context create nowhere --docker host=…` makes one; it would be at `{}/contexts/meta/{}/meta.json`\n",
+            config.display(),
+            "20aeff0494e828d188c704e1f488a589b15ae01d11f6cb129f62129caa6cc543"
+        ))
+    );
+}
+
+/// Seconds since the Unix epoch, with a fraction, as `docker events` takes them.
+fn timestamp() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock");
+    format!("{}.{:09}", now.as_secs(), now.subsec_nanos())
+}
+
+/// What happened to the containers of run `id` on an engine (`docker` with `engine`)
+/// since `since`: `container create`, `container destroy`, … (the engine does not label
+/// volume events).
+fn events(engine: &[&str], id: &str, since: &str) -> Vec<String> {
+    crate::support::docker_lines(
+        &[
+            engine,
+            &[
+                "events",
+                "--since",
+                since,
+                "--until",
+                &timestamp(),
+                "--filter",
+                &format!("label=dev.openmono.run={id}"),
+                "--format",
+                "{{.Type}} {{.Action}}",
+            ],
+        ]
+        .concat(),
+    )
+    .into_iter()
+    .filter(|e| e.starts_with("container "))
+    .collect()
+}
+
+#[test]
+fn apply_on_the_tls_engine_creates_everything_there_and_leaves_nothing_on_either() {
+    let Some(remote) = RemoteEngine::get() else {
+        return;
+    };
+    if !docker() {
+        return;
+    }
+    let project = Project::new();
+    project.file("openmono.kdl", ONE_BOX);
+    let since = timestamp();
+    let run = remote.run(&project, &["apply"]);
+    run.expect_code(0);
+    let id = run.run_id();
+    assert!(
+        run.stdout.starts_with(&format!("Run {id} succeeded in ")),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("✓ task `t` (run, exit code 0, ")
+            && run.stdout.contains("\n        from the box\n"),
+        "{}",
+        run.stdout
+    );
+    // The engine recorded the run's objects coming and going; the local one never saw them.
+    let there = events(&["-H", remote.socket.as_str()], &id, &since);
+    for event in ["container create", "container start", "container destroy"] {
+        assert!(
+            there.iter().any(|e| e == event),
+            "{event} missing: {there:?}"
+        );
+    }
+    assert_eq!(events(&[], &id, &since), Vec::<String>::new());
+    remote.assert_run_gone(&id);
+    assert_run_gone(&id);
+}
+
+#[test]
+fn refused_certificates_and_a_silent_engine_say_what_to_do() {
+    let Some(remote) = RemoteEngine::get() else {
+        return;
+    };
+    let project = Project::new();
+    project.file("openmono.kdl", ONE_BOX);
+    let apply = |certs: &str, host: &str| {
+        let mut cmd = remote.command(&project, certs, &["apply"]);
+        cmd.env("DOCKER_HOST", host);
+        let run = Run::from(cmd.output().expect("run"));
+        run.expect_code(3);
+        assert_eq!(run.stdout, "");
+        unwrapped(&run.stderr)
+    };
+    // A CA that did not sign the engine's certificate.
+    let wrong_ca = apply("wrong", &remote.host);
+    assert!(
+        wrong_ca.starts_with(&format!(
+            "openmono::engine::tls\n\n  × the TLS connection to the Docker engine at `{}` failed: invalid peer certificate: UnknownIssuer\n",
+            remote.host
+        )) && wrong_ca.contains("  help: the engine's certificate is not one to trust: it must be signed by the CA in `"),
+        "{wrong_ca}"
+    );
+    // The right CA, but a client certificate the engine does not trust.
+    let stranger = apply("stranger", &remote.host);
+    assert!(
+        stranger.starts_with(&format!(
+            "openmono::engine::tls\n\n  × the TLS connection to the Docker engine at `{}` failed: received fatal alert: BadCertificate\n",
+            remote.host
+        )) && stranger.contains("  help: the engine refused your client certificate `"),
+        "{stranger}"
+    );
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let silent = apply("client", &format!("tcp://127.0.0.1:{port}"));
+    assert!(
+        silent.starts_with(&format!(
+            "openmono::engine::not_running\n\n  × the Docker engine is not running: nothing answers at `tcp://127.0.0.1:{port}`\n"
+        )) && silent.contains(&format!(
+            "  help: check that the engine runs and listens at that address (`docker -H tcp://127.0.0.1:{port} info`, with DOCKER_TLS_VERIFY and DOCKER_CERT_PATH for TLS), and that it is the one you mean: it came from DOCKER_HOST;"
+        )),
+        "{silent}"
+    );
+    // Plain TCP is refused before anything is sent.
+    let mut cmd = remote.command(&project, "client", &["apply"]);
+    cmd.env_remove("DOCKER_TLS_VERIFY");
+    let plain = Run::from(cmd.output().expect("run"));
+    plain.expect_code(3);
+    assert!(
+        plain.stderr.starts_with(&format!(
+            "openmono::engine::plain_tcp\n\n  × refusing the engine at `{}` (from DOCKER_HOST): plain TCP, without TLS\n",
+            remote.host
+        )),
+        "{}",
+        plain.stderr
+    );
+}
+
+#[test]
+fn doctor_says_which_engine_and_why() {
+    let Some(remote) = RemoteEngine::get() else {
+        return;
+    };
+    let project = Project::new();
+    let mut cmd = remote.command(&project, "client", &["doctor", "--engine", &remote.host]);
+    cmd.env("DOCKER_HOST", "unix:///nonexistent.sock");
+    let run = Run::from(cmd.output().expect("run"));
+    run.expect_code(0);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!("✓ engine: {} (TLS) from --engine", remote.host)
+    );
+    assert!(lines[1].starts_with("✓ Docker engine "), "{}", run.stdout);
+    // Its disk is not this machine's to measure.
+    assert!(
+        !run.stdout.contains("free where the engine keeps"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("✓ image openmono/agent:latest is on the engine"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn the_workspace_travels_to_the_tls_engine_and_the_changes_come_back() {
+    let Some(remote) = RemoteEngine::get() else {
+        return;
+    };
+    let project = Project::new();
+    project
+        .file(
+            "openmono.kdl",
+            r#"
+container "box" {
+    image "openmono/agent:latest"
+    workspace "."
+}
+task "work" {
+    run "box" "cat kept.txt && echo new > made/new.txt && echo more >> changed.txt && rm gone.txt && echo mine >> openmono.kdl"
+}
+"#,
+        )
+        .file("kept.txt", "as it was\n")
+        .file("changed.txt", "first\n")
+        .file("gone.txt", "bye\n")
+        .file("made/.keep", "");
+    let playbook = std::fs::read_to_string(project.path().join("openmono.kdl")).expect("read");
+    let plan = remote.run(&project, &["plan"]);
+    assert!(
+        plan.stdout.contains(&format!(
+            "  Engine: {} (TLS) from DOCKER_HOST\n  It is elsewhere: each workspace is copied into a volume of the run, and what the box changes in it is copied back after it\n",
+            remote.host
+        )),
+        "{}",
+        plan.stdout
+    );
+    let run = remote.run(&project, &["apply"]);
+    run.expect_code(0);
+    let id = run.run_id();
+    // The box saw the files; its changes came back, owned by the one who ran openmono.
+    assert!(
+        run.stdout.contains("\n        as it was\n"),
+        "{}",
+        run.stdout
+    );
+    let dir = std::fs::canonicalize(project.path()).expect("canonical");
+    assert!(
+        run.stdout.contains(&format!(
+            "workspace of `box` back in {}: 2 file(s) written, 1 removed\n",
+            dir.display()
+        )),
+        "{}",
+        run.stdout
+    );
+    let read = |name: &str| std::fs::read_to_string(project.path().join(name)).ok();
+    assert_eq!(read("made/new.txt").as_deref(), Some("new\n"));
+    assert_eq!(read("changed.txt").as_deref(), Some("first\nmore\n"));
+    assert_eq!(read("gone.txt"), None);
+    assert_eq!(read("kept.txt").as_deref(), Some("as it was\n"));
+    // The playbook is protected: what the box did to it stays in the box.
+    assert_eq!(read("openmono.kdl"), Some(playbook));
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(project.path().join("made/new.txt")).expect("meta");
+        // SAFETY: getuid cannot fail.
+        assert_eq!(meta.uid(), unsafe { libc::getuid() });
+    }
+    remote.assert_run_gone(&id);
+    assert_eq!(
+        remote.docker_lines(&[
+            "volume",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("label=dev.openmono.workspace={id}")
+        ]),
+        Vec::<String>::new()
+    );
+    assert_run_gone(&id);
+}
+
+#[test]
+fn host_files_other_than_the_workspace_are_refused_on_an_engine_elsewhere() {
+    let Some(remote) = RemoteEngine::get() else {
+        return;
+    };
+    let project = Project::new();
+    project.file("data/a.txt", "a\n").file(
+        "openmono.kdl",
+        "container \"box\" {\n    image \"openmono/agent:latest\"\n    mount \"data\" \"/data\"\n}\ntask \"t\" {\n    run \"box\" \"true\"\n}\n",
+    );
+    let run = remote.run(&project, &["apply"]);
+    run.expect_code(3);
+    let dir = std::fs::canonicalize(project.path()).expect("canonical");
+    // Compared without white space: the message wraps inside the path.
+    assert!(
+        squeezed(&unwrapped(&run.stderr)).starts_with(&squeezed(&format!(
+            "openmono::engine::host_files\n\n  × the engine at `{}` is not on this machine: it cannot see the mount {}/data of `box`\n  help:",
+            remote.host,
+            dir.display()
+        ))),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("only the workspace travels"),
+        "{}",
+        run.stderr
+    );
+}
