@@ -371,13 +371,19 @@ fn a_model_that_never_stops_is_ended_by_the_budget() {
     );
     assert_eq!(requests(&project, &run).len(), 3);
 
-    // A reply that never ends: the task's time budget ends it.
+    // A reply that never ends: the agent cuts it off at its token budget (and the
+    // slack of 8 for the server's own last events), as the server should have, and
+    // takes it as the answer.
     let project = scenario(
-        "{\"content\": \"And on\", \"end\": \"endless\"}\n",
-        "    timeout \"3s\"\n",
+        "{\"content\": \"And on \", \"end\": \"endless\"}\n",
+        "    max-tokens 16\n    timeout \"5m\"\n",
     );
-    let run = apply(&project, 1);
-    assert_failed(&run, 124, "timed out after 3s; its processes were killed");
+    let run = apply(&project, 0);
+    let answer = format!("And on {}", "and on ".repeat(16 + 8 - 1));
+    assert_eq!(
+        final_event(&transcript(&project, &run)),
+        (answer.trim_end(), 1, EndReason::Done)
+    );
     assert_eq!(requests(&project, &run).len(), 1);
 }
 
