@@ -515,9 +515,9 @@ fn fmt(files: &[PathBuf], check: bool) -> ExitCode {
                 continue;
             }
         };
-        if let Err(e) = playbook::parse(&source.text) {
+        if let Err(errors) = playbook::parse(&source.text, 0) {
             report(
-                &playbook::Problems::new(source.named(), playbook::syntax_errors(&source.text, e)),
+                &playbook::Problems::new(source.named(), errors),
                 exit::PLAYBOOK,
             );
             outcome = ExitCode::from(exit::PLAYBOOK);

@@ -268,6 +268,37 @@ fn fmt_rewrites_the_layout_and_nothing_else() {
 }
 
 #[test]
+fn fmt_refuses_what_would_overflow_the_parser_as_plan_does() {
+    let project = Project::new();
+    let deep = "a { b ".repeat(3000);
+    project.file("deep.kdl", &deep);
+    project.file(
+        "closed.kdl",
+        &format!("{}{}", "a { ".repeat(3000), "}".repeat(3000)),
+    );
+    project.file("dashes.kdl", &format!("a {} b\n", "/-".repeat(5000)));
+    for (file, says) in [
+        ("deep.kdl", "children are nested more than 64 levels deep"),
+        ("closed.kdl", "children are nested more than 64 levels deep"),
+        ("dashes.kdl", "more than 16 `/-` in one node"),
+    ] {
+        for args in [
+            &["fmt", file][..],
+            &["fmt", "--check", file],
+            &["plan", file],
+        ] {
+            let run = project.run(args);
+            run.expect_code(2);
+            assert!(run.stderr.contains(says), "{args:?}: {}", run.stderr);
+        }
+    }
+    assert_eq!(
+        std::fs::read_to_string(project.path().join("deep.kdl")).expect("read"),
+        deep
+    );
+}
+
+#[test]
 fn detailed_exitcode_says_whether_there_is_anything_to_do() {
     let project = Project::new();
     project.file("empty.kdl", "playbook \"nothing\"\n");

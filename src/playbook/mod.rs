@@ -21,7 +21,7 @@ pub mod units;
 use std::path::Path;
 
 pub use decode_error::DecodeError;
-pub use decoder::{DecodeFailure, Decoded, Decoder, closest, syntax_errors};
+pub use decoder::{DecodeFailure, Decoded, Decoder, closest};
 #[doc(hidden)]
 pub use fast_parser::check_against_kdl;
 pub use parser::parse;
