@@ -102,6 +102,36 @@ Teardown, always, also when a step fails or is interrupted:
 }
 
 #[test]
+fn a_playbook_too_large_or_not_a_file_is_refused_at_once() {
+    let project = Project::new();
+    let line = format!("// {}\n", "x".repeat(1000));
+    let big = line.repeat(4300);
+    project.file("big.kdl", &big);
+    project.file("small.kdl", "include \"big.kdl\"\n");
+    for (args, says) in [
+        (&["plan", "big.kdl"][..], "cannot read playbook `big.kdl`"),
+        (&["validate", "big.kdl"], "larger than 4 MiB"),
+        (&["fmt", "big.kdl"], "larger than 4 MiB"),
+        (
+            &["plan", "small.kdl"],
+            "cannot include `big.kdl`: the file is larger than 4 MiB",
+        ),
+        (&["plan", "/dev/zero"], "not a regular file"),
+        (&["validate", "/dev/zero"], "not a regular file"),
+        (&["plan", "."], "not a regular file"),
+    ] {
+        let started = std::time::Instant::now();
+        let run = project.run(args);
+        run.expect_code(2);
+        assert!(run.stderr.contains(says), "{args:?}: {}", run.stderr);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
 fn a_missing_playbook_file_is_a_clear_error() {
     let project = Project::new();
     let run = project.run(&["plan", "missing.kdl"]);

@@ -111,9 +111,51 @@ impl Source {
     }
 }
 
-/// Reads a file's text and the absolute folder it is in.
+/// The most bytes a playbook, or a file it includes, may hold: 4 MiB. Playbooks are a
+/// few KB; the cap keeps `openmono plan /dev/zero`, or a log given by mistake, from
+/// eating memory (the text is held whole, with spans into it, until the run ends).
+pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Reads a playbook file's text: a regular file of at most [`MAX_FILE_BYTES`], UTF-8.
+/// Anything else is an error, at once: a device or a pipe is never read from (`/dev/zero`
+/// would never end, a FIFO would block), and a file that grows is read no further than
+/// the cap.
+pub fn read_text(path: &Path) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind, Read};
+    let too_large = || {
+        Error::new(
+            ErrorKind::FileTooLarge,
+            format!(
+                "the file is larger than {} MiB, the most a playbook may be",
+                MAX_FILE_BYTES >> 20
+            ),
+        )
+    };
+    let not_regular = || Error::new(ErrorKind::InvalidInput, "not a regular file");
+    // Checked before opening: opening a FIFO blocks until something writes to it.
+    let metadata = std::fs::metadata(path)?;
+    if !metadata.is_file() {
+        return Err(not_regular());
+    }
+    if metadata.len() > MAX_FILE_BYTES {
+        return Err(too_large());
+    }
+    let file = std::fs::File::open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(not_regular());
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_large());
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| Error::new(ErrorKind::InvalidData, "stream did not contain valid UTF-8"))
+}
+
+/// Reads a file's text (see [`read_text`]) and the absolute folder it is in.
 pub fn read_file(path: &Path) -> std::io::Result<(PathBuf, String)> {
-    let text = std::fs::read_to_string(path)?;
+    let text = read_text(path)?;
     let dir = std::path::absolute(path)?
         .parent()
         .map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
@@ -170,5 +212,30 @@ impl SourceCode for SourceMap {
             contents.column(),
             contents.line_count(),
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_only_regular_files_up_to_the_cap() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let at_cap = dir.path().join("at-cap.kdl");
+        let big = dir.path().join("big.kdl");
+        let line = "// ".to_owned() + &"x".repeat(1020) + "\n";
+        let text = line.repeat(usize::try_from(MAX_FILE_BYTES).expect("fits") / line.len());
+        std::fs::write(&at_cap, &text).expect("write");
+        std::fs::write(&big, text.clone() + &line).expect("write");
+        assert_eq!(read_text(&at_cap).expect("at the cap").len(), text.len());
+        let error = read_text(&big).expect_err("too large");
+        assert_eq!(error.kind(), std::io::ErrorKind::FileTooLarge);
+        assert!(error.to_string().contains("larger than 4 MiB"), "{error}");
+        // Devices and folders return at once, never read.
+        for path in ["/dev/zero", "/dev/null", "/"] {
+            let error = read_text(Path::new(path)).expect_err(path);
+            assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput, "{path}");
+        }
     }
 }
