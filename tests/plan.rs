@@ -329,6 +329,28 @@ fn fmt_refuses_what_would_overflow_the_parser_as_plan_does() {
 }
 
 #[test]
+fn a_playbook_with_nothing_to_do_prints_no_empty_teardown() {
+    let project = Project::new();
+    project.file("nothing.kdl", "playbook \"nothing\"\n");
+    let run = project.run(&["plan", "nothing.kdl"]);
+    run.expect_code(0);
+    assert_eq!(
+        run.stdout,
+        "Plan for playbook `nothing` (nothing.kdl): 0 steps, nothing to do\n"
+    );
+    project.file("empty.kdl", "");
+    for command in ["plan", "validate", "apply"] {
+        let run = project.run(&[command, "empty.kdl"]);
+        run.expect_code(2);
+        assert!(
+            run.stderr.contains("the playbook is empty"),
+            "{command}: {}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
 fn detailed_exitcode_says_whether_there_is_anything_to_do() {
     let project = Project::new();
     project.file("empty.kdl", "playbook \"nothing\"\n");

@@ -116,6 +116,12 @@ impl Decoder {
         };
         if base > 0 {
             shift_document(&mut doc, base);
+        } else if doc.nodes().is_empty() {
+            // An empty file is a mistake (a file cut short, the wrong one), not a
+            // playbook with nothing to do: that one says so with `playbook "NAME"`.
+            self.problems.push(DecodeError::Empty {
+                span: (0, text.find('\n').unwrap_or(text.len())).into(),
+            });
         }
         Checker {
             problems: &mut self.problems,
