@@ -20,13 +20,13 @@ pub struct Problems {
 const SHOWN: usize = 50;
 
 impl Problems {
-    /// The problems in the order of the text (of the place each first points at), so
+    /// The problems in the order of the text (of the first place each points at), so
     /// that they read top to bottom whichever check found them; the first [`SHOWN`].
     pub fn new<E: Diagnostic + Send + Sync + 'static>(src: SourceMap, mut items: Vec<E>) -> Self {
         items.sort_by_key(|e| {
             e.labels()
-                .and_then(|mut labels| labels.next())
-                .map_or(usize::MAX, |label| label.offset())
+                .and_then(|labels| labels.map(|label| label.offset()).min())
+                .unwrap_or(usize::MAX)
         });
         let more = items.len().saturating_sub(SHOWN);
         Self {

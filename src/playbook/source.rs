@@ -201,18 +201,58 @@ impl SourceCode for SourceMap {
         let contents =
             text.as_str()
                 .read_span(&local, context_lines_before, context_lines_after)?;
+        let (start, end) = (
+            contents.span().offset(),
+            contents.span().offset() + contents.span().len(),
+        );
+        // miette shows whole lines: a label in a line of megabytes would print it all.
+        // Past [`SNIPPET`] bytes, only the text around the label is shown.
+        if end - start > SNIPPET && local.len() < SNIPPET {
+            let from = floor_char(text, local.offset().saturating_sub(AROUND).max(start));
+            let to = ceil_char(text, (local.offset() + local.len() + AROUND).min(end));
+            let before = &text[..from];
+            let line = before.matches('\n').count();
+            let column = before[before.rfind('\n').map_or(0, |n| n + 1)..]
+                .chars()
+                .count();
+            let data = &text.as_bytes()[from..to];
+            return Ok(Box::new(MietteSpanContents::new_named(
+                name.clone(),
+                data,
+                SourceSpan::new((from + base).into(), to - from),
+                line,
+                column,
+                text[from..to].matches('\n').count() + 1,
+            )));
+        }
         Ok(Box::new(MietteSpanContents::new_named(
             name.clone(),
             contents.data(),
-            SourceSpan::new(
-                (contents.span().offset() + base).into(),
-                contents.span().len(),
-            ),
+            SourceSpan::new((start + base).into(), end - start),
             contents.line(),
             contents.column(),
             contents.line_count(),
         )))
     }
+}
+
+/// The most bytes of source a diagnostic shows whole; beyond it, [`AROUND`] bytes on
+/// each side of the label.
+const SNIPPET: usize = 2048;
+const AROUND: usize = 160;
+
+fn floor_char(text: &str, mut at: usize) -> usize {
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
+fn ceil_char(text: &str, mut at: usize) -> usize {
+    while !text.is_char_boundary(at) {
+        at += 1;
+    }
+    at
 }
 
 #[cfg(test)]
