@@ -158,7 +158,7 @@ fn measure_file(path: &Path) {
         std::hint::black_box(kdl::KdlDocument::parse_v2(text)).expect("parses");
     });
     let openmono = median(201, || {
-        std::hint::black_box(playbook::parse(text)).expect("parses");
+        std::hint::black_box(playbook::parse(text, 0)).expect("parses");
     });
     let whole = median(201, || {
         std::hint::black_box(plan(&source));

@@ -83,7 +83,7 @@ pub enum Command {
         file: PathBuf,
         /// Seconds a model may take to load before the run fails
         #[arg(long, default_value_t = 300, env = "OPENMONO_MODEL_TIMEOUT",
-              value_parser = clap::value_parser!(u64).range(1..=604_800))]
+              value_parser = clap::value_parser!(u64).range(1..=playbook::units::MAX_DURATION_SECS))]
         model_timeout: u64,
         /// How many steps may run at the same time; steps wait for what they need
         #[arg(long, short = 'j', default_value_t = engine::DEFAULT_JOBS, env = "OPENMONO_JOBS",
@@ -582,15 +582,15 @@ fn fmt(files: &[PathBuf], check: bool) -> ExitCode {
                 continue;
             }
         };
-        if let Err(e) = playbook::parse(&source.text) {
+        if let Err(errors) = playbook::parse(&source.text, 0) {
             report(
-                &playbook::Problems::new(source.named(), playbook::syntax_errors(&source.text, e)),
+                &playbook::Problems::new(source.named(), errors),
                 exit::PLAYBOOK,
             );
             outcome = ExitCode::from(exit::PLAYBOOK);
             continue;
         }
-        let original = std::fs::read_to_string(file).unwrap_or_default();
+        let original = playbook::read_text(file).unwrap_or_default();
         let formatted = playbook::formatter::format(&original);
         if formatted == original {
             continue;

@@ -770,7 +770,7 @@ impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "Plan for playbook `{}`{} ({}): {} {}, then teardown",
+            "Plan for playbook `{}`{} ({}): {} {}{}",
             self.playbook,
             self.version
                 .as_ref()
@@ -781,6 +781,11 @@ impl fmt::Display for Plan {
                 "step"
             } else {
                 "steps"
+            },
+            if self.teardown.is_empty() {
+                ", nothing to do"
+            } else {
+                ", then teardown"
             }
         )?;
         if let Some(description) = &self.description {
@@ -788,6 +793,9 @@ impl fmt::Display for Plan {
         }
         if let Some(engine) = &self.engine {
             writeln!(f, "  Engine: {engine}")?;
+        }
+        if self.steps.is_empty() && self.teardown.is_empty() {
+            return Ok(());
         }
         if self.needs.iter().any(|n| !n.is_empty()) {
             writeln!(
@@ -826,6 +834,9 @@ impl fmt::Display for Plan {
             for line in reach {
                 writeln!(f, "  {line}")?;
             }
+        }
+        if self.teardown.is_empty() {
+            return Ok(());
         }
         writeln!(f)?;
         writeln!(

@@ -96,18 +96,6 @@ Error: openmono::decode::unknown_node
    ╰────
   help: did you mean `network`?
 
-Error: openmono::decode::unknown_node
-
-  × unknown node `imag` in `container`
-   ╭─[bad.kdl:4:5]
- 3 │ container "box" {
- 4 │     imag "x"
-   ·     ──┬─
-   ·       ╰── unknown
- 5 │ }
-   ╰────
-  help: did you mean `image`?
-
 Error: openmono::decode::missing_child
 
   × container `box` has no `image`
@@ -136,6 +124,18 @@ Error: openmono::decode::duplicate
  7 │     image "y"
    ╰────
   help: give each model or container its own name
+
+Error: openmono::decode::unknown_node
+
+  × unknown node `imag` in `container`
+   ╭─[bad.kdl:4:5]
+ 3 │ container "box" {
+ 4 │     imag "x"
+   ·     ──┬─
+   ·       ╰── unknown
+ 5 │ }
+   ╰────
+  help: did you mean `image`?
 "#,
     );
 }
@@ -164,6 +164,18 @@ task "d" {
 
   × `bad.kdl` has 3 problems
 
+Error: openmono::graph::cycle
+
+  × tasks wait for each other in a cycle: a → b → c → a
+   ╭─[bad.kdl:7:10]
+ 6 │ }
+ 7 │ task "b" after="a" {
+   ·          ────┬────
+   ·              ╰── this `after` closes the cycle
+ 8 │     run "box" "true"
+   ╰────
+  help: remove one of these `after` references
+
 Error: openmono::graph::unknown_reference
 
   × unknown container `bx`
@@ -187,18 +199,6 @@ Error: openmono::graph::unknown_reference
  15 │     prompt "hi"
     ╰────
   help: the playbook defines no model: add `model "coder"`
-
-Error: openmono::graph::cycle
-
-  × tasks wait for each other in a cycle: a → b → c → a
-   ╭─[bad.kdl:7:10]
- 6 │ }
- 7 │ task "b" after="a" {
-   ·          ────┬────
-   ·              ╰── this `after` closes the cycle
- 8 │     run "box" "true"
-   ╰────
-  help: remove one of these `after` references
 "#,
     );
 }
@@ -453,16 +453,16 @@ fn included_files_join_the_playbook_and_their_problems_name_them() {
 
   × `top.kdl` has 3 problems
 
-Error: openmono::decode::include_loop
+Error: openmono::decode::include_missing
 
-  × files include each other in a loop: a.kdl → b.kdl → a.kdl
-   ╭─[b.kdl:1:9]
+  × cannot include `missing.kdl`: No such file or directory (os error 2)
+   ╭─[top.kdl:2:9]
  1 │ include "a.kdl"
-   ·         ───┬───
-   ·            ╰── this `include` closes the loop
- 2 │ network "n"
+ 2 │ include "missing.kdl"
+   ·         ──────┬──────
+   ·               ╰── included here
    ╰────
-  help: remove one of these `include`s
+  help: an `include` path is relative to the file that includes it
 
 Error: openmono::decode::duplicate
 
@@ -481,16 +481,16 @@ Error: openmono::decode::duplicate
    ╰────
   help: give each network its own name
 
-Error: openmono::decode::include_missing
+Error: openmono::decode::include_loop
 
-  × cannot include `missing.kdl`: No such file or directory (os error 2)
-   ╭─[top.kdl:2:9]
+  × files include each other in a loop: a.kdl → b.kdl → a.kdl
+   ╭─[b.kdl:1:9]
  1 │ include "a.kdl"
- 2 │ include "missing.kdl"
-   ·         ──────┬──────
-   ·               ╰── included here
+   ·         ───┬───
+   ·            ╰── this `include` closes the loop
+ 2 │ network "n"
    ╰────
-  help: an `include` path is relative to the file that includes it"#
+  help: remove one of these `include`s"#
     );
 }
 

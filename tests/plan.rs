@@ -104,6 +104,36 @@ Teardown, always, also when a step fails or is interrupted:
 }
 
 #[test]
+fn a_playbook_too_large_or_not_a_file_is_refused_at_once() {
+    let project = Project::new();
+    let line = format!("// {}\n", "x".repeat(1000));
+    let big = line.repeat(4300);
+    project.file("big.kdl", &big);
+    project.file("small.kdl", "include \"big.kdl\"\n");
+    for (args, says) in [
+        (&["plan", "big.kdl"][..], "cannot read playbook `big.kdl`"),
+        (&["validate", "big.kdl"], "larger than 4 MiB"),
+        (&["fmt", "big.kdl"], "larger than 4 MiB"),
+        (
+            &["plan", "small.kdl"],
+            "cannot include `big.kdl`: the file is larger than 4 MiB",
+        ),
+        (&["plan", "/dev/zero"], "not a regular file"),
+        (&["validate", "/dev/zero"], "not a regular file"),
+        (&["plan", "."], "not a regular file"),
+    ] {
+        let started = std::time::Instant::now();
+        let run = project.run(args);
+        run.expect_code(2);
+        assert!(run.stderr.contains(says), "{args:?}: {}", run.stderr);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
 fn a_missing_playbook_file_is_a_clear_error() {
     let project = Project::new();
     let run = project.run(&["plan", "missing.kdl"]);
@@ -267,6 +297,59 @@ fn fmt_rewrites_the_layout_and_nothing_else() {
         std::fs::read_to_string(project.path().join("broken.kdl")).expect("read"),
         "container \"c\" {\n"
     );
+}
+
+#[test]
+fn fmt_refuses_what_would_overflow_the_parser_as_plan_does() {
+    let project = Project::new();
+    let deep = "a { b ".repeat(3000);
+    project.file("deep.kdl", &deep);
+    project.file(
+        "closed.kdl",
+        &format!("{}{}", "a { ".repeat(3000), "}".repeat(3000)),
+    );
+    project.file("dashes.kdl", &format!("a {} b\n", "/-".repeat(5000)));
+    for (file, says) in [
+        ("deep.kdl", "children are nested more than 64 levels deep"),
+        ("closed.kdl", "children are nested more than 64 levels deep"),
+        ("dashes.kdl", "more than 16 `/-` in one node"),
+    ] {
+        for args in [
+            &["fmt", file][..],
+            &["fmt", "--check", file],
+            &["plan", file],
+        ] {
+            let run = project.run(args);
+            run.expect_code(2);
+            assert!(run.stderr.contains(says), "{args:?}: {}", run.stderr);
+        }
+    }
+    assert_eq!(
+        std::fs::read_to_string(project.path().join("deep.kdl")).expect("read"),
+        deep
+    );
+}
+
+#[test]
+fn a_playbook_with_nothing_to_do_prints_no_empty_teardown() {
+    let project = Project::new();
+    project.file("nothing.kdl", "playbook \"nothing\"\n");
+    let run = project.run(&["plan", "nothing.kdl"]);
+    run.expect_code(0);
+    assert_eq!(
+        run.stdout,
+        "Plan for playbook `nothing` (nothing.kdl): 0 steps, nothing to do\n"
+    );
+    project.file("empty.kdl", "");
+    for command in ["plan", "validate", "apply"] {
+        let run = project.run(&[command, "empty.kdl"]);
+        run.expect_code(2);
+        assert!(
+            run.stderr.contains("the playbook is empty"),
+            "{command}: {}",
+            run.stderr
+        );
+    }
 }
 
 #[test]

@@ -168,27 +168,9 @@ impl Checker<'_> {
                     span: entry.span(),
                 });
             }
-            (Ty::Duration, KdlValue::String(s)) if super::units::parse_duration(s).is_none() => {
-                self.problems.push(DecodeError::InvalidValue {
-                    help: Some(
-                        "write a whole number and a unit: `90s`, `30m`, `1h30m`, `500ms`".into(),
-                    ),
-                    message: format!("`{s}` is not a duration"),
-                    span: entry.span(),
-                });
-            }
-            (Ty::Size, KdlValue::String(s)) if super::units::parse_size(s).is_none() => {
-                self.problems.push(DecodeError::InvalidValue {
-                    help: Some("write a whole number and a unit: `512MiB`, `4GiB`, `1G`".into()),
-                    message: format!("`{s}` is not a size"),
-                    span: entry.span(),
-                });
-            }
+            (Ty::Duration | Ty::Size, KdlValue::String(s)) => self.check_quantity(entry, ty, s),
             (Ty::Bool, KdlValue::Bool(_))
-            | (
-                Ty::Duration | Ty::Path | Ty::Ref(_) | Ty::Size | Ty::String | Ty::Text,
-                KdlValue::String(_),
-            )
+            | (Ty::Path | Ty::Ref(_) | Ty::String | Ty::Text, KdlValue::String(_))
             | (Ty::Scalar, KdlValue::String(_) | KdlValue::Integer(_) | KdlValue::Bool(_)) => {}
             (Ty::Set(names), KdlValue::String(s)) => self.check_set(entry, names, s),
             (Ty::Choice(choices), KdlValue::String(s)) => {
@@ -234,6 +216,23 @@ impl Checker<'_> {
                     KdlValue::Integer(_) | KdlValue::Float(_) if expected == "a string" => {
                         Some(format!("quote it: `\"{value}\"`"))
                     }
+                    KdlValue::Float(f) => match ty {
+                        Ty::Int { max, min } => Some(
+                            match format!("{:.0}", f.round())
+                                .parse::<i64>()
+                                .ok()
+                                .filter(|n| (min..=max).contains(n))
+                            {
+                                Some(n) => {
+                                    format!(
+                                        "write a whole number from {min} to {max}, such as `{n}`"
+                                    )
+                                }
+                                None => format!("write a whole number from {min} to {max}"),
+                            },
+                        ),
+                        _ => None,
+                    },
                     KdlValue::String(s)
                         if ty == Ty::Bool && matches!(s.as_str(), "true" | "false") =>
                     {
@@ -244,6 +243,48 @@ impl Checker<'_> {
                 span: entry.span(),
             }),
         }
+    }
+
+    /// A duration or a size: well-formed, and within the bounds of [`super::units`].
+    fn check_quantity(&mut self, entry: &KdlEntry, ty: Ty, text: &str) {
+        use super::units::{MAX_DURATION, MAX_DURATION_SECS, MAX_SIZE, parse_duration, parse_size};
+        let (help, message) = if ty == Ty::Duration {
+            match parse_duration(text) {
+                None => (
+                    "write a whole number and a unit: `90s`, `30m`, `1h30m`, `500ms`".to_owned(),
+                    format!("`{text}` is not a duration"),
+                ),
+                Some(d) if d.is_zero() || d > MAX_DURATION => (
+                    format!(
+                        "use a duration from `1ms` to `{}h` (7 days)",
+                        MAX_DURATION_SECS / 3600
+                    ),
+                    if d.is_zero() {
+                        format!("`{text}` is no time at all")
+                    } else {
+                        format!("`{text}` is too long")
+                    },
+                ),
+                Some(_) => return,
+            }
+        } else {
+            match parse_size(text) {
+                None => (
+                    "write a whole number and a unit: `512MiB`, `4GiB`, `1G`".to_owned(),
+                    format!("`{text}` is not a size"),
+                ),
+                Some(n) if n > MAX_SIZE => (
+                    format!("a size may be at most `{}TiB`", MAX_SIZE >> 40),
+                    format!("`{text}` is too large"),
+                ),
+                Some(_) => return,
+            }
+        };
+        self.problems.push(DecodeError::InvalidValue {
+            help: Some(help),
+            message,
+            span: entry.span(),
+        });
     }
 
     /// Names separated by spaces or commas, each one of `names`.

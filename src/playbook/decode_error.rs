@@ -86,6 +86,18 @@ pub enum DecodeError {
         span: SourceSpan,
     },
 
+    #[error("the playbook is empty: it declares nothing to run")]
+    #[diagnostic(
+        code(openmono::decode::empty),
+        help(
+            "a playbook declares networks, containers, models and tasks; `openmono init` writes one to start from"
+        )
+    )]
+    Empty {
+        #[label("no nodes in this file, only blanks and comments")]
+        span: SourceSpan,
+    },
+
     #[error("{what} is given twice; the last one wins")]
     #[diagnostic(code(openmono::decode::overridden), severity(Warning))]
     Overridden {

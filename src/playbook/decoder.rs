@@ -16,8 +16,7 @@ use super::{
     Container, DEFAULT_CONTEXT, DEFAULT_MAX_STEPS, DEFAULT_MAX_TOKENS, DEFAULT_MODEL_IMAGE,
     DEFAULT_REPLAY_IMAGE, DEFAULT_TMPFS_SIZE, DecodeError, Health, HealthProbe, HostMount, Image,
     Limits, McpServer, Model, ModelSource, Network, Playbook, Source, Spanned, Task, TaskKind,
-    Tmpfs, Var, VarType, VarValue, Volume, VolumeMount, checker::Checker, fast_parser::FastParser,
-    schema, units,
+    Tmpfs, Var, VarType, VarValue, Volume, VolumeMount, checker::Checker, schema, units,
 };
 
 /// A decoded playbook and the warnings it gave.
@@ -117,6 +116,12 @@ impl Decoder {
         };
         if base > 0 {
             shift_document(&mut doc, base);
+        } else if doc.nodes().is_empty() {
+            // An empty file is a mistake (a file cut short, the wrong one), not a
+            // playbook with nothing to do: that one says so with `playbook "NAME"`.
+            self.problems.push(DecodeError::Empty {
+                span: (0, text.find('\n').unwrap_or(text.len())).into(),
+            });
         }
         Checker {
             problems: &mut self.problems,
@@ -145,37 +150,11 @@ impl Decoder {
         }
     }
 
-    /// One file's text as a KDL document, or its syntax errors recorded. Text the fast
-    /// path declines is checked for nesting first: kdl's parser recurses, and would
-    /// overflow its stack on a hostile file. (The fast path never reads text nested
-    /// that deep.)
+    /// One file's text as a KDL document, or its syntax errors recorded.
     fn parse(&mut self, text: &str, base: usize) -> Option<KdlDocument> {
-        if let Some(doc) = FastParser::parse(text) {
-            return Some(doc);
-        }
-        if let Some(at) = super::nesting::too_deep(text) {
-            self.problems.push(DecodeError::Syntax {
-                help: Some("a playbook nests two or three levels; check for unclosed `{`".into()),
-                label: "too deep".into(),
-                message: format!(
-                    "children are nested more than {} levels deep",
-                    super::nesting::MAX_DEPTH
-                ),
-                span: (base + at, 1).into(),
-            });
-            return None;
-        }
-        match KdlDocument::parse_v2(text) {
-            Ok(doc) => Some(doc),
-            Err(err) => {
-                self.problems.extend(
-                    err.diagnostics
-                        .into_iter()
-                        .map(|d| syntax_error(text, base, d)),
-                );
-                None
-            }
-        }
+        super::parser::parse(text, base)
+            .map_err(|errors| self.problems.extend(errors))
+            .ok()
     }
 
     /// `include "other.kdl"`: the file, relative to the including one, decoded as if
@@ -826,15 +805,7 @@ fn shift_document(doc: &mut KdlDocument, base: usize) {
 }
 
 /// The problems of a text that is not valid KDL v2.
-pub fn syntax_errors(text: &str, error: kdl::KdlError) -> Vec<DecodeError> {
-    error
-        .diagnostics
-        .into_iter()
-        .map(|d| syntax_error(text, 0, d))
-        .collect()
-}
-
-fn syntax_error(text: &str, base: usize, diag: kdl::KdlDiagnostic) -> DecodeError {
+pub(super) fn syntax_error(text: &str, base: usize, diag: kdl::KdlDiagnostic) -> DecodeError {
     let start = diag.span.offset();
     let word: String = text
         .get(start..)

@@ -566,8 +566,8 @@ impl<'t> FastParser<'t> {
 
 /// The fast path against kdl's parser on `text`: either the fast path declines, or kdl
 /// reads the text too, into the same document, every span and bit of formatting
-/// included (`Debug` shows them all), and the text does not nest too deep (the decoder
-/// skips that check for it). Panics otherwise; returns whether the fast path read the
+/// included (`Debug` shows them all), and the text does not nest too deep nor hold too many `/-`
+/// (`parse` skips those checks for it). Panics otherwise; returns whether the fast path read the
 /// text. For the tests and the fuzz target.
 #[doc(hidden)]
 pub fn check_against_kdl(text: &str) -> bool {
@@ -579,6 +579,7 @@ pub fn check_against_kdl(text: &str) -> bool {
     assert_eq!(format!("{fast:#?}"), format!("{kdl:#?}"), "{text:?}");
     assert_eq!(fast.to_string(), kdl.to_string(), "{text:?}");
     assert_eq!(super::nesting::too_deep(text), None, "{text:?}");
+    assert_eq!(super::nesting::too_many_slashdashes(text), None, "{text:?}");
     true
 }
 

@@ -141,8 +141,8 @@ fn ty(ty: Ty) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
-        Ty::Duration => "duration (`90s`, `30m`, `1h30m`)".to_owned(),
-        Ty::Size => "size (`512MiB`, `4GiB`)".to_owned(),
+        Ty::Duration => "duration (`90s`, `30m`, `1h30m`; `1ms` to `168h`)".to_owned(),
+        Ty::Size => "size (`512MiB`, `4GiB`; at most `1024TiB`)".to_owned(),
         Ty::Int { max, min } => format!("integer, {min} to {max}"),
         Ty::Name => "name".to_owned(),
         Ty::Path => "path".to_owned(),

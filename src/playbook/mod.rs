@@ -21,14 +21,14 @@ pub mod units;
 use std::path::Path;
 
 pub use decode_error::DecodeError;
-pub use decoder::{DecodeFailure, Decoded, Decoder, closest, syntax_errors};
+pub use decoder::{DecodeFailure, Decoded, Decoder, closest};
 #[doc(hidden)]
 pub use fast_parser::check_against_kdl;
 pub use parser::parse;
 pub use problems::Problems;
 pub use renderer::{Inputs, render};
 pub use resources::*;
-pub use source::{Source, SourceFile, SourceMap};
+pub use source::{MAX_FILE_BYTES, Source, SourceFile, SourceMap, read_text};
 pub use spanned::Spanned;
 pub use template_error::TemplateError;
 
@@ -44,6 +44,12 @@ pub fn load(path: &Path) -> Result<Decoded, LoadError> {
     let source = Source::read(path).map_err(|source| LoadError::Read {
         help: match source.kind() {
             std::io::ErrorKind::InvalidData => "a playbook is UTF-8 text; convert the file".into(),
+            std::io::ErrorKind::FileTooLarge => {
+                "a playbook is text of a few KB; give the playbook, not another file".into()
+            }
+            std::io::ErrorKind::InvalidInput => {
+                "a playbook is a regular file: not a folder, a device or a pipe".into()
+            }
             std::io::ErrorKind::PermissionDenied => {
                 "openmono may not read it: check the file's permissions".into()
             }

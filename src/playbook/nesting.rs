@@ -1,10 +1,16 @@
-//! A quick scan for children nested too deep, before the KDL parser (which recurses, and
-//! would overflow its stack on a hostile file) sees the text. Playbooks nest two or three
-//! levels; the limit is far above that. The [`Scanner`] that tells code from strings and
-//! comments also serves `fmt`.
+//! Quick scans for what would make the KDL parser recurse too deep, before it sees the
+//! text: children nested too deep, and too many `/-` in one node (kdl reads the entries
+//! after a `/-` inside the slashdashed one, so `a /-/-/- b` and `a /-/-1 /-/-1 …` recurse
+//! once for each). Either would overflow its stack on a hostile file. Playbooks nest two
+//! or three levels and comment out an entry or two; the limits are far above that. The
+//! [`Scanner`] that tells code from strings and comments also serves `fmt`.
 
 /// How deep `{` may nest.
 pub const MAX_DEPTH: usize = 64;
+
+/// How many `/-` one node may hold. kdl's parser recurses on each and, past a few dozen,
+/// takes time that grows much faster than their number.
+pub const MAX_SLASHDASHES: usize = 16;
 
 /// The byte offset of the first `{` that nests deeper than [`MAX_DEPTH`], skipping
 /// strings and comments.
@@ -13,6 +19,36 @@ pub fn too_deep(text: &str) -> Option<usize> {
     Scanner::default().scan(text, |at, depth| {
         if depth > MAX_DEPTH && first.is_none() {
             first = Some(at);
+        }
+    });
+    first
+}
+
+/// The byte offset of the first `/-` of code beyond the [`MAX_SLASHDASHES`]th in one
+/// node: from its name to the newline (not one escaped by `\`) or `;` that ends it,
+/// leaving out the nodes of its children blocks, which count on their own.
+pub fn too_many_slashdashes(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut first = None;
+    // Per depth, the `/-` of the node being read there.
+    let mut counts = vec![0];
+    // The last byte of code that was not a blank, for `\` line continuations.
+    let mut last = 0;
+    Scanner::default().walk(text, |at, byte, depth| {
+        counts.resize(depth + 1, 0);
+        match byte {
+            b'\n' if last != b'\\' => counts[depth] = 0,
+            b';' | b'{' => counts[depth] = 0,
+            b'/' if bytes.get(at + 1) == Some(&b'-') => {
+                counts[depth] += 1;
+                if counts[depth] > MAX_SLASHDASHES && first.is_none() {
+                    first = Some(at);
+                }
+            }
+            _ => {}
+        }
+        if !matches!(byte, b' ' | b'\t' | b'\n') {
+            last = byte;
         }
     });
     first
@@ -139,6 +175,24 @@ mod tests {
         let deep = "a { ".repeat(MAX_DEPTH + 1);
         assert_eq!(too_deep(&deep), Some(4 * MAX_DEPTH + 2));
         assert_eq!(too_deep(&"a { ".repeat(MAX_DEPTH)), None);
+    }
+
+    #[test]
+    fn finds_the_first_slashdash_too_many_in_a_node() {
+        let many = format!("a {} b", "/-".repeat(MAX_SLASHDASHES + 1));
+        assert_eq!(too_many_slashdashes(&many), Some(2 + 2 * MAX_SLASHDASHES));
+        let spread = format!("a {}b", "/-/-1 \\\n".repeat(MAX_SLASHDASHES));
+        assert!(too_many_slashdashes(&spread).is_some());
+        for text in [
+            format!("a {} b", "/-".repeat(MAX_SLASHDASHES)),
+            "/-a\n".repeat(200),
+            "a /-1; b /-2\n".repeat(200),
+            format!("a {{\n{}}}", "b /-1\n".repeat(200)),
+            format!("a \"{}\"", "/-".repeat(200)),
+            format!("// {}\na", "/-".repeat(200)),
+        ] {
+            assert_eq!(too_many_slashdashes(&text), None, "{text}");
+        }
     }
 
     #[test]

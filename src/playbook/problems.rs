@@ -20,7 +20,14 @@ pub struct Problems {
 const SHOWN: usize = 50;
 
 impl Problems {
-    pub fn new<E: Diagnostic + Send + Sync + 'static>(src: SourceMap, items: Vec<E>) -> Self {
+    /// The problems in the order of the text (of the first place each points at), so
+    /// that they read top to bottom whichever check found them; the first [`SHOWN`].
+    pub fn new<E: Diagnostic + Send + Sync + 'static>(src: SourceMap, mut items: Vec<E>) -> Self {
+        items.sort_by_key(|e| {
+            e.labels()
+                .and_then(|labels| labels.map(|label| label.offset()).min())
+                .unwrap_or(usize::MAX)
+        });
         let more = items.len().saturating_sub(SHOWN);
         Self {
             items: items

@@ -26,9 +26,10 @@ pub enum Ty {
     Set(&'static [&'static str]),
     /// A string that is not empty.
     Text,
-    /// A size such as `4GiB`, `512M` or a number of bytes.
+    /// A size such as `4GiB`, `512M` or a number of bytes, at most `units::MAX_SIZE`.
     Size,
-    /// A duration such as `90s`, `30m` or `1h30m`.
+    /// A duration such as `90s`, `30m` or `1h30m`, more than zero and at most
+    /// `units::MAX_DURATION`.
     Duration,
     String,
 }

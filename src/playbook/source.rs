@@ -111,9 +111,51 @@ impl Source {
     }
 }
 
-/// Reads a file's text and the absolute folder it is in.
+/// The most bytes a playbook, or a file it includes, may hold: 4 MiB. Playbooks are a
+/// few KB; the cap keeps `openmono plan /dev/zero`, or a log given by mistake, from
+/// eating memory (the text is held whole, with spans into it, until the run ends).
+pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Reads a playbook file's text: a regular file of at most [`MAX_FILE_BYTES`], UTF-8.
+/// Anything else is an error, at once: a device or a pipe is never read from (`/dev/zero`
+/// would never end, a FIFO would block), and a file that grows is read no further than
+/// the cap.
+pub fn read_text(path: &Path) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind, Read};
+    let too_large = || {
+        Error::new(
+            ErrorKind::FileTooLarge,
+            format!(
+                "the file is larger than {} MiB, the most a playbook may be",
+                MAX_FILE_BYTES >> 20
+            ),
+        )
+    };
+    let not_regular = || Error::new(ErrorKind::InvalidInput, "not a regular file");
+    // Checked before opening: opening a FIFO blocks until something writes to it.
+    let metadata = std::fs::metadata(path)?;
+    if !metadata.is_file() {
+        return Err(not_regular());
+    }
+    if metadata.len() > MAX_FILE_BYTES {
+        return Err(too_large());
+    }
+    let file = std::fs::File::open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(not_regular());
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_large());
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| Error::new(ErrorKind::InvalidData, "stream did not contain valid UTF-8"))
+}
+
+/// Reads a file's text (see [`read_text`]) and the absolute folder it is in.
 pub fn read_file(path: &Path) -> std::io::Result<(PathBuf, String)> {
-    let text = std::fs::read_to_string(path)?;
+    let text = read_text(path)?;
     let dir = std::path::absolute(path)?
         .parent()
         .map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
@@ -159,16 +201,81 @@ impl SourceCode for SourceMap {
         let contents =
             text.as_str()
                 .read_span(&local, context_lines_before, context_lines_after)?;
+        let (start, end) = (
+            contents.span().offset(),
+            contents.span().offset() + contents.span().len(),
+        );
+        // miette shows whole lines: a label in a line of megabytes would print it all.
+        // Past [`SNIPPET`] bytes, only the text around the label is shown.
+        if end - start > SNIPPET && local.len() < SNIPPET {
+            let from = floor_char(text, local.offset().saturating_sub(AROUND).max(start));
+            let to = ceil_char(text, (local.offset() + local.len() + AROUND).min(end));
+            let before = &text[..from];
+            let line = before.matches('\n').count();
+            let column = before[before.rfind('\n').map_or(0, |n| n + 1)..]
+                .chars()
+                .count();
+            let data = &text.as_bytes()[from..to];
+            return Ok(Box::new(MietteSpanContents::new_named(
+                name.clone(),
+                data,
+                SourceSpan::new((from + base).into(), to - from),
+                line,
+                column,
+                text[from..to].matches('\n').count() + 1,
+            )));
+        }
         Ok(Box::new(MietteSpanContents::new_named(
             name.clone(),
             contents.data(),
-            SourceSpan::new(
-                (contents.span().offset() + base).into(),
-                contents.span().len(),
-            ),
+            SourceSpan::new((start + base).into(), end - start),
             contents.line(),
             contents.column(),
             contents.line_count(),
         )))
+    }
+}
+
+/// The most bytes of source a diagnostic shows whole; beyond it, [`AROUND`] bytes on
+/// each side of the label.
+const SNIPPET: usize = 2048;
+const AROUND: usize = 160;
+
+fn floor_char(text: &str, mut at: usize) -> usize {
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
+fn ceil_char(text: &str, mut at: usize) -> usize {
+    while !text.is_char_boundary(at) {
+        at += 1;
+    }
+    at
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_only_regular_files_up_to_the_cap() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let at_cap = dir.path().join("at-cap.kdl");
+        let big = dir.path().join("big.kdl");
+        let line = "// ".to_owned() + &"x".repeat(1020) + "\n";
+        let text = line.repeat(usize::try_from(MAX_FILE_BYTES).expect("fits") / line.len());
+        std::fs::write(&at_cap, &text).expect("write");
+        std::fs::write(&big, text.clone() + &line).expect("write");
+        assert_eq!(read_text(&at_cap).expect("at the cap").len(), text.len());
+        let error = read_text(&big).expect_err("too large");
+        assert_eq!(error.kind(), std::io::ErrorKind::FileTooLarge);
+        assert!(error.to_string().contains("larger than 4 MiB"), "{error}");
+        // Devices and folders return at once, never read.
+        for path in ["/dev/zero", "/dev/null", "/"] {
+            let error = read_text(Path::new(path)).expect_err(path);
+            assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput, "{path}");
+        }
     }
 }
