@@ -673,3 +673,80 @@ task "t" {
          `loner` is on no network: it reaches nothing, and nothing reaches it"
     );
 }
+
+#[test]
+fn a_workspace_is_judged_like_a_mount_and_allowed_by_name() {
+    let project = Project::new();
+    let playbook = |workspace: &str| {
+        format!("container \"box\" {{\n    image \"i\"\n    workspace {workspace}\n}}\n")
+    };
+    // The project's own folder needs nothing.
+    project.file("openmono.kdl", &playbook("\".\""));
+    let run = project.run(&["plan"]);
+    run.expect_code(0);
+    let dir = std::fs::canonicalize(project.path()).expect("canonical");
+    assert!(
+        run.stdout.contains(&format!(
+            "      mount {} at /workspace (read-write), its only host mount\n",
+            dir.display()
+        )),
+        "{}",
+        run.stdout
+    );
+    // The same folder as the home folder is refused, and `allow="home"` lets it through.
+    let as_home = |project: &Project| {
+        crate::support::Run::from(
+            project
+                .command(&["plan"])
+                .env("HOME", project.path())
+                .output()
+                .expect("run"),
+        )
+    };
+    let run = as_home(&project);
+    run.expect_code(2);
+    assert!(
+        run.stderr
+            .contains("× workspace `.` is refused: it is your home folder\n"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.is_empty(), "{}", run.stdout);
+    project.file("openmono.kdl", &playbook("\".\" allow=\"home\""));
+    let run = as_home(&project);
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains(&format!(
+            "      mount {} at /workspace (read-write), its only host mount\n        ALLOWED home: your personal files, keys and tokens\n",
+            dir.display()
+        )),
+        "{}",
+        run.stdout
+    );
+    // A folder outside the playbook's is the project the playbook names: no permission.
+    project.file("openmono.kdl", &playbook("\"/usr/share\" read-only=#true"));
+    project.run(&["plan"]).expect_code(0);
+    // A system folder, refused, then let through by exactly the permission it needs.
+    project.file("openmono.kdl", &playbook("\"/etc\" read-only=#true"));
+    let run = project.run(&["plan"]);
+    run.expect_code(2);
+    assert!(
+        run.stderr
+            .contains("Error: openmono::plan::workspace_refused"),
+        "{}",
+        run.stderr
+    );
+    project.file(
+        "openmono.kdl",
+        &playbook("\"/etc\" read-only=#true allow=\"system\""),
+    );
+    let run = project.run(&["plan"]);
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains(
+            "      mount /etc at /workspace (read-only), its only host mount\n        ALLOWED system: the host's system files (configuration, devices, kernel state)\n"
+        ),
+        "{}",
+        run.stdout
+    );
+}
