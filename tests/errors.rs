@@ -24,7 +24,7 @@ fn assert_engine_error(run: &Run, code: &str, message: &str, cause: &str) {
 }
 
 #[test]
-fn no_engine_says_how_to_start_one() {
+fn no_engine_at_docker_host_names_docker_host() {
     let project = Project::new();
     project.file("openmono.kdl", ONE_BOX);
     let run = Run::from(
@@ -41,8 +41,8 @@ fn no_engine_says_how_to_start_one() {
 
   × the Docker engine is not running: nothing answers at `unix:///nonexistent/docker.sock`
   ╰─▶ Socket not found: /nonexistent/docker.sock
-  help: start it: as root, `images/setup` installs and starts it (or `systemctl start docker`, or
-        `dockerd &`); DOCKER_HOST selects another engine
+  help: DOCKER_HOST is `unix:///nonexistent/docker.sock`: check that an engine runs there and
+        answers (`docker info` uses DOCKER_HOST too), or unset DOCKER_HOST to use the local engine
 "
     );
     assert_eq!(run.stdout, "");
@@ -138,4 +138,79 @@ fn an_image_of_ones_own_that_is_missing_says_how_to_build_it() {
 "
     );
     assert_nothing_left(&format!("dev.openmono.playbook={playbook}"));
+}
+
+/// A socket that accepts connections and never says a word, as a hung engine does; it
+/// lives as long as the value.
+struct SilentEngine {
+    host: String,
+    _listener: std::os::unix::net::UnixListener,
+    _accepted: std::sync::Arc<std::sync::Mutex<Vec<std::os::unix::net::UnixStream>>>,
+}
+
+impl SilentEngine {
+    fn new(project: &Project) -> Self {
+        let socket = project.path().join("hung.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+        let accepted = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = accepted.clone();
+        let incoming = listener.try_clone().expect("clone");
+        std::thread::spawn(move || {
+            for stream in incoming.incoming().map_while(Result::ok) {
+                // Held open, never read from nor written to.
+                keep.lock().expect("lock").push(stream);
+            }
+        });
+        Self {
+            host: format!("unix://{}", socket.display()),
+            _listener: listener,
+            _accepted: accepted,
+        }
+    }
+}
+
+#[test]
+fn an_engine_that_never_answers_is_named_within_seconds() {
+    let project = Project::new();
+    project.file("openmono.kdl", ONE_BOX);
+    let engine = SilentEngine::new(&project);
+    for args in [&["apply"][..], &["doctor"]] {
+        let started = std::time::Instant::now();
+        let run = Run::from(
+            project
+                .command(args)
+                .env("DOCKER_HOST", &engine.host)
+                .output()
+                .expect("run"),
+        );
+        let took = started.elapsed();
+        assert!(took.as_secs() < 20, "{args:?} took {took:?}");
+        assert!(took.as_secs() >= 9, "{args:?} gave up after {took:?}");
+        let help = format!(
+            "DOCKER_HOST is `{}`: check that an engine runs there and answers (`docker info` uses DOCKER_HOST too), or unset DOCKER_HOST to use the local engine",
+            engine.host
+        );
+        let message = format!(
+            "the Docker engine at `{}` did not answer within 10 s",
+            engine.host
+        );
+        if args == ["apply"] {
+            run.expect_code(3);
+            let stderr = unwrapped(&run.stderr);
+            assert!(
+                stderr.starts_with(&format!(
+                    "openmono::engine::no_answer\n\n  × {message}\n  help: {help}\n"
+                )),
+                "{}",
+                run.stderr
+            );
+        } else {
+            assert!(
+                run.stdout.contains(&format!("✗ {message}\n    {help}\n")),
+                "{}\n{}",
+                run.stdout,
+                run.stderr
+            );
+        }
+    }
 }

@@ -141,6 +141,10 @@ impl Liveness {
     }
 }
 
+/// How long the engine has to answer openmono's first call (version and ping): a
+/// healthy one takes milliseconds, a busy one a few seconds.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl Engine {
     /// Connects as Docker's own tools would (`DOCKER_HOST`, else the local socket) and
     /// agrees on an API version the engine speaks.
@@ -152,12 +156,23 @@ impl Engine {
             Some(host) => Docker::connect_with_host(host),
             None => Docker::connect_with_local_defaults(),
         }
-        .map_err(failed)?
-        .negotiate_version()
-        .await
         .map_err(failed)?;
-        docker.ping().await.map_err(failed)?;
-        Ok(Self { docker })
+        // An engine that accepts connections and never answers would hold every call
+        // for bollard's two minutes: the first contact gets a short bound of its own.
+        // Later calls keep the long one (builds, pulls and waits take long).
+        let first_contact = async {
+            let docker = docker.negotiate_version().await?;
+            docker.ping().await?;
+            Ok(docker)
+        };
+        match tokio::time::timeout(CONNECT_TIMEOUT, first_contact).await {
+            Ok(Ok(docker)) => Ok(Self { docker }),
+            Ok(Err(e)) => Err(failed(e)),
+            Err(_) => Err(EngineError::no_answer(
+                host.as_deref(),
+                CONNECT_TIMEOUT.as_secs(),
+            )),
+        }
     }
 
     /// What `openmono doctor` asks the engine.

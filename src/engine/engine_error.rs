@@ -6,27 +6,30 @@ use thiserror::Error;
 #[derive(Debug, Error, Diagnostic)]
 pub enum EngineError {
     #[error("cannot reach the Docker engine at `{engine}`")]
-    #[diagnostic(
-        code(openmono::engine::unreachable),
-        help(
-            "check that it runs (`docker info`); as root, `images/setup` installs and starts it; DOCKER_HOST selects another engine"
-        )
-    )]
+    #[diagnostic(code(openmono::engine::unreachable))]
     Connect {
         engine: String,
+        #[help]
+        help: String,
         #[source]
         source: bollard::errors::Error,
     },
 
+    #[error("the Docker engine at `{engine}` did not answer within {seconds} s")]
+    #[diagnostic(code(openmono::engine::no_answer))]
+    NoAnswer {
+        engine: String,
+        #[help]
+        help: String,
+        seconds: u64,
+    },
+
     #[error("the Docker engine is not running: nothing answers at `{engine}`")]
-    #[diagnostic(
-        code(openmono::engine::not_running),
-        help(
-            "start it: as root, `images/setup` installs and starts it (or `systemctl start docker`, or `dockerd &`); DOCKER_HOST selects another engine"
-        )
-    )]
+    #[diagnostic(code(openmono::engine::not_running))]
     NotRunning {
         engine: String,
+        #[help]
+        help: String,
         #[source]
         source: bollard::errors::Error,
     },
@@ -80,6 +83,14 @@ pub enum EngineError {
     },
 }
 
+/// The help when `DOCKER_HOST` names the engine: it is that engine, not the local one,
+/// that does not answer.
+fn elsewhere(host: &str) -> String {
+    format!(
+        "DOCKER_HOST is `{host}`: check that an engine runs there and answers (`docker info` uses DOCKER_HOST too), or unset DOCKER_HOST to use the local engine"
+    )
+}
+
 /// Where bollard connects when `DOCKER_HOST` is not set.
 const DEFAULT_ENGINE: &str = "unix:///var/run/docker.sock";
 
@@ -93,8 +104,18 @@ impl EngineError {
     /// this user may not open. `host` is `DOCKER_HOST`, when set.
     pub fn connect(host: Option<&str>, source: bollard::errors::Error) -> Self {
         let engine = host.unwrap_or(DEFAULT_ENGINE).to_owned();
+        let not_running = |engine: String, source| {
+            Self::NotRunning {
+            help: host.map_or_else(
+                || "start it: as root, `images/setup` installs and starts it (or `systemctl start docker`, or `dockerd &`); DOCKER_HOST selects another engine".to_owned(),
+                elsewhere,
+            ),
+            engine,
+            source,
+        }
+        };
         if matches!(source, bollard::errors::Error::SocketNotFoundError(_)) {
-            return Self::NotRunning { engine, source };
+            return not_running(engine, source);
         }
         // `IOError` is transparent: its own `source()` skips the `io::Error` it holds.
         let mut cause: Option<&(dyn std::error::Error + 'static)> = match &source {
@@ -108,14 +129,34 @@ impl EngineError {
                         return Self::PermissionDenied { engine, source };
                     }
                     std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound => {
-                        return Self::NotRunning { engine, source };
+                        return not_running(engine, source);
                     }
                     _ => {}
                 }
             }
             cause = error.source();
         }
-        Self::Connect { engine, source }
+        Self::Connect {
+            engine,
+            help: host.map_or_else(
+                || "check that it runs (`docker info`); as root, `images/setup` installs and starts it; DOCKER_HOST selects another engine".to_owned(),
+                elsewhere,
+            ),
+            source,
+        }
+    }
+
+    /// The engine took `seconds` to say nothing at all: it accepts connections but is
+    /// stuck, or `DOCKER_HOST` names something that is not an engine.
+    pub fn no_answer(host: Option<&str>, seconds: u64) -> Self {
+        Self::NoAnswer {
+            engine: host.unwrap_or(DEFAULT_ENGINE).to_owned(),
+            help: host.map_or_else(
+                || "it accepts connections but says nothing: it may be stuck or overloaded; see whether `docker info` answers, and restart it (`systemctl restart docker`, or stop and start `dockerd`)".to_owned(),
+                elsewhere,
+            ),
+            seconds,
+        }
     }
 
     /// Images a plan needs that the engine lacks, with how to get each kind.
