@@ -214,3 +214,37 @@ fn an_engine_that_never_answers_is_named_within_seconds() {
         }
     }
 }
+
+#[test]
+fn a_bad_value_from_the_environment_names_the_variable() {
+    let project = Project::new();
+    project.file("openmono.kdl", ONE_BOX);
+    let run = Run::from(
+        project
+            .command(&["apply"])
+            .env("OPENMONO_JOBS", "abc")
+            .output()
+            .expect("run"),
+    );
+    run.expect_code(2);
+    assert_eq!(
+        run.stderr,
+        "error: invalid value 'abc' in the environment variable OPENMONO_JOBS (it stands for --jobs): invalid digit found in string\n"
+    );
+    // Typed on the command line, it is the option's, as clap says.
+    let run = Run::from(
+        project
+            .command(&["apply", "--jobs", "abc"])
+            .env("OPENMONO_JOBS", "abc")
+            .output()
+            .expect("run"),
+    );
+    run.expect_code(2);
+    assert!(
+        run.stderr.starts_with(
+            "error: invalid value 'abc' for '--jobs <JOBS>': invalid digit found in string\n"
+        ),
+        "{}",
+        run.stderr
+    );
+}

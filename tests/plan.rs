@@ -506,7 +506,7 @@ fn plan_reads_the_model_header_estimates_memory_and_checks_the_pin() {
 }
 
 #[test]
-fn doctor_without_an_engine_says_how_to_start_one() {
+fn doctor_without_the_engine_docker_host_names_says_so() {
     let run = Project::new()
         .command(&["doctor"])
         .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
@@ -516,7 +516,7 @@ fn doctor_without_an_engine_says_how_to_start_one() {
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(
         stdout.starts_with(
-            "✗ the Docker engine is not running: nothing answers at `unix:///nonexistent/docker.sock`\n    start it: as root, `images/setup` installs and starts it (or `systemctl start docker`, or `dockerd &`); DOCKER_HOST selects another engine\n"
+            "✗ the Docker engine is not running: nothing answers at `unix:///nonexistent/docker.sock`\n    DOCKER_HOST is `unix:///nonexistent/docker.sock`: check that an engine runs there and answers (`docker info` uses DOCKER_HOST too), or unset DOCKER_HOST to use the local engine\n"
         ),
         "{stdout}"
     );
@@ -749,4 +749,59 @@ fn a_workspace_is_judged_like_a_mount_and_allowed_by_name() {
         "{}",
         run.stdout
     );
+}
+
+#[test]
+fn the_built_in_default_playbook_is_named_as_such_in_its_problems() {
+    let project = Project::new();
+    // No playbook and no model: the built-in default's model file is missing.
+    let run = project.run(&["plan"]);
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains(
+            "openmono::playbook\n\n  × the built-in default playbook has 1 problem\n\nError: openmono::plan::model_missing\n"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("╭─[the built-in default playbook:13:10]\n"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("openmono.kdl:"), "{}", run.stderr);
+}
+
+#[test]
+fn a_var_variable_in_the_wrong_case_is_warned_about() {
+    let project = Project::new();
+    project.file(
+        "openmono.kdl",
+        "var \"image-name\" default=\"i\"\ncontainer \"box\" {\n    image \"{{ var[\\\"image-name\\\"] }}\"\n}\n",
+    );
+    let run = crate::support::Run::from(
+        project
+            .command(&["plan"])
+            .env("OPENMONO_VAR_IMAGE_NAME", "other")
+            .output()
+            .expect("run"),
+    );
+    run.expect_code(0);
+    assert_eq!(
+        run.stderr,
+        "warning: OPENMONO_VAR_IMAGE_NAME sets no var of this playbook and is ignored: var names are case-sensitive; did you mean OPENMONO_VAR_image_name?\n"
+    );
+    assert!(run.stdout.contains("from `i`"), "{}", run.stdout);
+    // The right case sets it, without a word.
+    let run = crate::support::Run::from(
+        project
+            .command(&["plan"])
+            .env("OPENMONO_VAR_image_name", "other")
+            .output()
+            .expect("run"),
+    );
+    run.expect_code(0);
+    assert_eq!(run.stderr, "");
+    assert!(run.stdout.contains("from `other`"), "{}", run.stdout);
 }
