@@ -273,7 +273,10 @@ const PLAN_RUN_ID: &str = "<run-id>";
 /// Parses the command line and runs it.
 #[must_use]
 pub fn main() -> ExitCode {
-    let arguments = Arguments::parse();
+    let arguments = match parse_arguments() {
+        Ok(arguments) => arguments,
+        Err(code) => return code,
+    };
     match arguments.command {
         Command::Plan {
             file,
@@ -391,6 +394,67 @@ fn apply_command(
     }
 }
 
+/// The command line, or the exit code after clap, or [`from_environment`], said why not.
+fn parse_arguments() -> Result<Arguments, ExitCode> {
+    Arguments::try_parse().map_err(|error| match from_environment(&error) {
+        Some(message) => {
+            print_err(&message);
+            ExitCode::from(2)
+        }
+        None => error.exit(),
+    })
+}
+
+/// A bad value that came from an `OPENMONO_*` variable rather than the command line:
+/// clap names the option it sets, which the user never typed; this names the variable.
+fn from_environment(error: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(
+        error.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        return None;
+    }
+    let Some(ContextValue::String(arg)) = error.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let Some(ContextValue::String(value)) = error.get(ContextKind::InvalidValue) else {
+        return None;
+    };
+    let typed: Vec<String> = std::env::args().skip(1).collect();
+    let command = Arguments::command();
+    let args = command
+        .get_subcommands()
+        .flat_map(clap::Command::get_arguments)
+        .chain(command.get_arguments());
+    for option in args {
+        let (Some(long), Some(variable)) = (option.get_long(), option.get_env()) else {
+            continue;
+        };
+        let flag = format!("--{long}");
+        let short = option.get_short().map(|c| format!("-{c}"));
+        let on_command_line = typed.iter().any(|t| {
+            t == &flag
+                || t.starts_with(&format!("{flag}="))
+                || short.as_ref().is_some_and(|s| t.starts_with(s.as_str()))
+        });
+        let from_env = std::env::var_os(variable).is_some_and(|v| v == value.as_str());
+        if arg.split_whitespace().next() == Some(flag.as_str()) && from_env && !on_command_line {
+            let rendered = error.to_string();
+            let why = rendered
+                .lines()
+                .next()
+                .and_then(|l| l.split_once(&format!("'{arg}': ")))
+                .map_or(String::new(), |(_, why)| format!(": {why}"));
+            return Some(format!(
+                "error: invalid value '{value}' in the environment variable {} (it stands for {flag}){why}\n",
+                variable.to_string_lossy()
+            ));
+        }
+    }
+    None
+}
+
 /// The pipeline up to the plan: decode, render templates, build the graph, resolve paths.
 /// Returns the plan and the files it was made from.
 fn load_plan(
@@ -404,7 +468,7 @@ fn load_plan(
             crate::init::PLAYBOOK
         ));
         let dir = inputs.cwd.clone();
-        playbook::load_text(file, dir.clone(), crate::init::starter(&dir))
+        playbook::load_built_in(file, dir.clone(), crate::init::starter(&dir))
     } else {
         playbook::load(file)
     }
@@ -413,6 +477,11 @@ fn load_plan(
         print_err(&render_diagnostic(&warnings));
     }
     let mut playbook = decoded.playbook;
+    for (set, meant) in playbook::miscased_environment(&playbook, inputs) {
+        print_err(&format!(
+            "warning: {set} sets no var of this playbook and is ignored: var names are case-sensitive; did you mean {meant}?\n"
+        ));
+    }
     if let Err(errors) = playbook::render(&mut playbook, inputs) {
         return Err(report(
             &playbook::Problems::new(playbook.source.named(), errors),

@@ -18,7 +18,7 @@ use crate::{
         Container, DEFAULT_TMPFS_SIZE, EnvVar, HostMount, Model, ModelSource, Playbook, Problems,
         Spanned, TaskKind,
     },
-    sandbox,
+    sandbox::{self, Permission},
     step::{
         Bind, DEFAULT_TASK_TIMEOUT, MODEL_PORT, SELF_DIR, Step, TaskSettings, Teardown, TmpfsMount,
         WORKSPACE, human_bytes,
@@ -231,37 +231,22 @@ fn protected_paths(p: &Playbook, workspace: &Path) -> Vec<String> {
 fn container_step(p: &Playbook, i: usize, errors: &mut Vec<PlanError>) -> Option<Step> {
     let c = &p.containers[i];
     let before = errors.len();
-    let workspace = match &c.workspace {
-        Some(w) => match std::fs::canonicalize(p.resolve(w)) {
-            Ok(path) if path.is_dir() => Some((path, c.workspace_read_only)),
-            found => {
-                errors.push(PlanError::WorkspaceMissing {
-                    path: w.value.clone(),
-                    reason: if found.is_ok() {
-                        "not a folder"
-                    } else {
-                        "does not exist"
-                    },
-                    span: w.span,
-                });
-                None
-            }
-        },
-        None => None,
-    };
-    check_targets(c, errors);
     // Resolving the host's sockets, home and project takes a dozen system calls: only
     // for a container that mounts something.
-    let mounts: Vec<Bind> = if c.mounts.is_empty() {
-        Vec::new()
-    } else {
-        let host = sandbox::Host::current();
-        let project = std::fs::canonicalize(&p.source.dir).unwrap_or_else(|_| p.source.dir.clone());
+    let host = (c.workspace.is_some() || !c.mounts.is_empty()).then(sandbox::Host::current);
+    let project = std::fs::canonicalize(&p.source.dir).unwrap_or_else(|_| p.source.dir.clone());
+    let (workspace, workspace_allowed) = match (&c.workspace, &host) {
+        (Some(w), Some(host)) => workspace(p, c, w, &project, host, errors)
+            .map_or((None, Vec::new()), |(w, allowed)| (Some(w), allowed)),
+        _ => (None, Vec::new()),
+    };
+    check_targets(c, errors);
+    let mounts: Vec<Bind> = host.as_ref().map_or_else(Vec::new, |host| {
         c.mounts
             .iter()
-            .filter_map(|m| bind(p, m, &project, &host, errors))
+            .filter_map(|m| bind(p, m, &project, host, errors))
             .collect()
-    };
+    });
     if errors.len() > before {
         return None;
     }
@@ -315,7 +300,50 @@ fn container_step(p: &Playbook, i: usize, errors: &mut Vec<PlanError>) -> Option
             .collect(),
         workdir: c.workdir.as_ref().map(|w| w.value.clone()),
         workspace,
+        workspace_allowed,
     })
+}
+
+/// A container's workspace, a folder judged by the mount policy, and the dangers its
+/// `allow=` lets through.
+fn workspace(
+    p: &Playbook,
+    c: &Container,
+    w: &Spanned<String>,
+    project: &Path,
+    host: &sandbox::Host,
+    errors: &mut Vec<PlanError>,
+) -> Option<((PathBuf, bool), Vec<Permission>)> {
+    let written = p.resolve(w);
+    let path = match std::fs::canonicalize(&written) {
+        Ok(path) if path.is_dir() => path,
+        found => {
+            errors.push(PlanError::WorkspaceMissing {
+                path: w.value.clone(),
+                reason: if found.is_ok() {
+                    "not a folder"
+                } else {
+                    "does not exist"
+                },
+                span: w.span,
+            });
+            return None;
+        }
+    };
+    let judged = HostSource {
+        allow: &c.workspace_allow,
+        source: w,
+        workspace: Some(path == project),
+    };
+    // The workspace names the project the agent works on, so it is never outside it:
+    // judged as its own project, it needs no `outside-project`.
+    match judge(&judged, &written, &path, &path, host) {
+        Ok((allowed, _)) => Some(((path, c.workspace_read_only), allowed)),
+        Err(refused) => {
+            errors.push(refused);
+            None
+        }
+    }
 }
 
 /// Every target of a container's volumes, mounts and tmpfs, once templates are
@@ -398,31 +426,71 @@ fn bind(
             return None;
         }
     };
-    let dangers = sandbox::dangers(&source, project, host);
-    if dangers.iter().any(|d| !m.allow.contains(&d.permission)) {
-        errors.push(refusal(m, &written, &source, &dangers));
-        return None;
-    }
+    let judged = HostSource {
+        allow: &m.allow,
+        source: &m.source,
+        workspace: None,
+    };
+    let (allowed, unneeded) = match judge(&judged, &written, &source, project, host) {
+        Ok(judged) => judged,
+        Err(refused) => {
+            errors.push(refused);
+            return None;
+        }
+    };
     Some(Bind {
-        allowed: dangers.iter().map(|d| d.permission).collect(),
+        allowed,
         read_only: m.read_only,
         source,
         target: normal(&m.target),
-        unneeded: m
-            .allow
-            .iter()
-            .filter(|a| !dangers.iter().any(|d| d.permission == **a))
-            .copied()
-            .collect(),
+        unneeded,
     })
 }
 
-/// Why a mount is refused, and the `allow=` that would let it through: the
-/// permissions its dangers need, no more.
-fn refusal(m: &HostMount, written: &Path, source: &Path, dangers: &[sandbox::Danger]) -> PlanError {
+/// A host path a container gets, as the playbook wrote it: a `mount`'s source or the
+/// workspace. Both are judged by the one policy of [`sandbox::dangers`].
+struct HostSource<'a> {
+    /// The dangers its `allow=` lets through.
+    allow: &'a [Permission],
+    source: &'a Spanned<String>,
+    /// For the workspace, whether it is the playbook's own folder; none for a `mount`.
+    workspace: Option<bool>,
+}
+
+/// The dangers of `source` (canonical: where `written` leads) that the playbook lets
+/// through, and the permissions its `allow=` gave that are not needed; a refusal when
+/// `allow=` does not grant them all.
+fn judge(
+    what: &HostSource<'_>,
+    written: &Path,
+    source: &Path,
+    project: &Path,
+    host: &sandbox::Host,
+) -> Result<(Vec<Permission>, Vec<Permission>), PlanError> {
+    let dangers = sandbox::dangers(source, project, host);
+    if dangers.iter().any(|d| !what.allow.contains(&d.permission)) {
+        return Err(refusal(what, written, source, &dangers));
+    }
+    let unneeded = what
+        .allow
+        .iter()
+        .filter(|a| !dangers.iter().any(|d| d.permission == **a))
+        .copied()
+        .collect();
+    Ok((dangers.iter().map(|d| d.permission).collect(), unneeded))
+}
+
+/// Why a mount or workspace is refused, and the `allow=` that would let it through:
+/// the permissions its dangers need, no more.
+fn refusal(
+    what: &HostSource<'_>,
+    written: &Path,
+    source: &Path,
+    dangers: &[sandbox::Danger],
+) -> PlanError {
     let missing: Vec<&sandbox::Danger> = dangers
         .iter()
-        .filter(|d| !m.allow.contains(&d.permission))
+        .filter(|d| !what.allow.contains(&d.permission))
         .collect();
     let mut why = list(missing.iter().map(|d| d.why.as_str()), ", ", " and ");
     // A symlink is judged by where it leads: say where, so the refusal makes sense.
@@ -430,19 +498,43 @@ fn refusal(m: &HostMount, written: &Path, source: &Path, dangers: &[sandbox::Dan
         why = format!("leads to `{}`, which {why}", source.display());
     }
     let names: Vec<&str> = dangers.iter().map(|d| d.permission.name()).collect();
-    PlanError::MountRefused {
-        help: format!(
-            "to mount it anyway, write `allow=\"{}\"` on this mount; the container then gets {}",
-            names.join(" "),
-            list(
-                missing.iter().map(|d| d.permission.exposes()),
-                "; ",
-                "; and "
-            )
-        ),
-        path: m.source.value.clone(),
-        span: m.source.span,
-        why,
+    let node = if what.workspace.is_some() {
+        "`workspace`"
+    } else {
+        "this mount"
+    };
+    let mut help = format!(
+        "to mount it anyway, write `allow=\"{}\"` on {node}; the container then gets {}",
+        names.join(" "),
+        list(
+            missing.iter().map(|d| d.permission.exposes()),
+            "; ",
+            "; and "
+        )
+    );
+    // The playbook's own folder is dangerous: the playbook sits in the home folder or
+    // in a hidden folder of it. The fix is a folder of its own, not a permission.
+    if what.workspace == Some(true) {
+        help = format!(
+            "the workspace is the playbook's folder: better, move the playbook into a folder that holds the project alone; or {help}"
+        );
+    }
+    let path = what.source.value.clone();
+    let span = what.source.span;
+    if what.workspace.is_some() {
+        PlanError::WorkspaceRefused {
+            help,
+            path,
+            span,
+            why,
+        }
+    } else {
+        PlanError::MountRefused {
+            help,
+            path,
+            span,
+            why,
+        }
     }
 }
 
@@ -791,11 +883,11 @@ impl fmt::Display for Plan {
         if let Some(description) = &self.description {
             writeln!(f, "  {description}")?;
         }
-        if let Some(engine) = &self.engine {
-            writeln!(f, "  Engine: {engine}")?;
-        }
         if self.steps.is_empty() && self.teardown.is_empty() {
             return Ok(());
+        }
+        if let Some(engine) = &self.engine {
+            writeln!(f, "  Engine: {engine}")?;
         }
         if self.needs.iter().any(|n| !n.is_empty()) {
             writeln!(

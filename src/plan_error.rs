@@ -145,6 +145,17 @@ pub enum PlanError {
         target: String,
     },
 
+    #[error("workspace `{path}` is refused: it {why}")]
+    #[diagnostic(code(openmono::plan::workspace_refused))]
+    WorkspaceRefused {
+        #[help]
+        help: String,
+        path: String,
+        #[label("refused")]
+        span: SourceSpan,
+        why: String,
+    },
+
     #[error("workspace `{path}` {reason}")]
     #[diagnostic(
         code(openmono::plan::workspace_missing),

@@ -80,6 +80,8 @@ pub enum Step {
         workdir: Option<String>,
         /// The project folder, and whether it is mounted read-only.
         workspace: Option<(PathBuf, bool)>,
+        /// The dangers of the workspace's source that the playbook let through (`allow=`).
+        workspace_allowed: Vec<Permission>,
     },
     /// A llama.cpp server for one model.
     StartModel {
@@ -544,6 +546,7 @@ impl Step {
             tmpfs,
             volumes,
             workspace,
+            workspace_allowed,
             ..
         } = self
         else {
@@ -563,6 +566,14 @@ impl Step {
                 )?;
                 if mounts.is_empty() {
                     write!(f, ", its only host mount")?;
+                }
+                for permission in workspace_allowed {
+                    write!(
+                        f,
+                        "\n        ALLOWED {}: {}",
+                        permission.name(),
+                        permission.exposes()
+                    )?;
                 }
                 if !protected.is_empty() {
                     write!(f, "\n        read-only in it: {}", protected.join(", "))?;

@@ -1652,3 +1652,98 @@ fn an_agent_facing_the_fixture_model_gets_its_exact_sentence() {
     );
     assert_run_gone(&run.run_id());
 }
+
+/// A run task that says two lines, then waits, and one after it.
+const TALKS_THEN_WAITS: &str = "network \"n\"\ncontainer \"box\" {\n    image \"openmono/agent:latest\"\n    network \"n\"\n}\ntask \"long\" {\n    run \"box\" \"echo one; echo two; sleep 300\"\n}\ntask \"later\" after=\"long\" {\n    run \"box\" \"true\"\n}\n";
+
+#[test]
+fn a_task_stopped_by_a_signal_is_reported_cancelled_with_its_time_and_output() {
+    if !docker() {
+        return;
+    }
+    let project = Project::new();
+    project.file("openmono.kdl", TALKS_THEN_WAITS);
+    let (child, id, _lines) = start_long_run(&project);
+    // Signal once the task has written its lines to its log.
+    let log = project.state.path().join("runs").join(&id).join("long.log");
+    let begun = std::time::Instant::now();
+    while !std::fs::read_to_string(&log).is_ok_and(|t| t.contains("two\n")) {
+        assert!(
+            begun.elapsed().as_secs() < 60,
+            "no output in {}",
+            log.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    signal(&child, libc::SIGINT);
+    let output = child.wait_with_output().expect("wait");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(130), "{stdout}");
+    let expected_tail = format!(
+        "      output (last 2 lines):\n        one\n        two\n      log: {}\n  - task `later` (run): not run\n",
+        log.display()
+    );
+    for report in [
+        stdout.to_string(),
+        project.run(&["runs", "show", &id]).stdout,
+    ] {
+        let line = report
+            .lines()
+            .find(|l| l.starts_with("  ✗ task `long` (run, cancelled after "))
+            .unwrap_or_else(|| panic!("no cancelled task in:\n{report}"));
+        let seconds: f64 = line
+            .trim_start_matches("  ✗ task `long` (run, cancelled after ")
+            .trim_end_matches("s)")
+            .parse()
+            .expect("seconds");
+        assert!((1.0..60.0).contains(&seconds), "{line}");
+        assert!(
+            report.contains(&format!("{line}\n{expected_tail}")),
+            "{report}"
+        );
+        assert!(!report.contains("task `long` (run): not run"), "{report}");
+    }
+    assert_run_gone(&id);
+}
+
+#[test]
+fn a_task_stopped_by_another_task_failing_is_cancelled_in_the_json_report() {
+    if !docker() {
+        return;
+    }
+    let project = Project::new();
+    project.file(
+        "openmono.kdl",
+        "container \"box\" {\n    image \"openmono/agent:latest\"\n}\ntask \"long\" {\n    run \"box\" \"echo waiting; sleep 300\"\n}\ntask \"bad\" {\n    run \"box\" \"sleep 3; exit 3\"\n}\ntask \"later\" after=\"long\" {\n    run \"box\" \"true\"\n}\n",
+    );
+    let run = project.run(&["apply", "--output", "json"]);
+    run.expect_code(1);
+    let finished: serde_json::Value = run
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "run-finished")
+        .unwrap_or_else(|| panic!("no run-finished in:\n{}", run.stdout));
+    let task = |name: &str| {
+        finished["tasks"]
+            .as_array()
+            .expect("tasks")
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap_or_else(|| panic!("no task {name} in {finished}"))
+            .clone()
+    };
+    assert_eq!(task("bad")["status"], "failed");
+    let long = task("long");
+    assert_eq!(long["status"], "cancelled", "{long}");
+    assert_eq!(
+        long["output_tail"],
+        serde_json::json!(["waiting"]),
+        "{long}"
+    );
+    let seconds = long["seconds"].as_f64().expect("seconds");
+    assert!((2.0..60.0).contains(&seconds), "{long}");
+    assert_eq!(task("later")["status"], "not-run");
+    assert_run_gone(finished["run_id"].as_str().expect("run id"));
+}

@@ -44,6 +44,10 @@ fn every_bad_playbook_gets_its_exact_diagnostic() {
         // For mounts: a folder of the project, and a symlink that leads out of it.
         project.file("data/readme", "data");
         std::os::unix::fs::symlink("/usr", project.path().join("outside")).expect("symlink");
+        // For workspaces: a symlink that leads to a system folder, and a hidden folder of
+        // the home folder.
+        std::os::unix::fs::symlink("/etc", project.path().join("etc-link")).expect("symlink");
+        project.file(".ssh/known_hosts", "");
         // The project is the home folder, so that a refused home reads the same on
         // every machine.
         let run = crate::support::Run::from(

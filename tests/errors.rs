@@ -24,7 +24,7 @@ fn assert_engine_error(run: &Run, code: &str, message: &str, cause: &str) {
 }
 
 #[test]
-fn no_engine_says_how_to_start_one() {
+fn no_engine_at_docker_host_names_docker_host() {
     let project = Project::new();
     project.file("openmono.kdl", ONE_BOX);
     let run = Run::from(
@@ -41,8 +41,9 @@ fn no_engine_says_how_to_start_one() {
 
   × the Docker engine is not running: nothing answers at `unix:///nonexistent/docker.sock`
   ╰─▶ Socket not found: /nonexistent/docker.sock
-  help: start it: as root, `images/setup` installs and starts it (or `systemctl start docker`, or
-        `dockerd &`); DOCKER_HOST, DOCKER_CONTEXT or --engine selects another engine
+  help: check that an engine runs and answers at that address (`docker -H unix:///nonexistent/
+        docker.sock info`), and that it is the one you mean: it came from DOCKER_HOST; `openmono
+        doctor` says which engine is chosen and why
 "
     );
     assert_eq!(run.stdout, "");
@@ -138,4 +139,114 @@ fn an_image_of_ones_own_that_is_missing_says_how_to_build_it() {
 "
     );
     assert_nothing_left(&format!("dev.openmono.playbook={playbook}"));
+}
+
+/// A socket that accepts connections and never says a word, as a hung engine does; it
+/// lives as long as the value.
+struct SilentEngine {
+    host: String,
+    _listener: std::os::unix::net::UnixListener,
+    _accepted: std::sync::Arc<std::sync::Mutex<Vec<std::os::unix::net::UnixStream>>>,
+}
+
+impl SilentEngine {
+    fn new(project: &Project) -> Self {
+        let socket = project.path().join("hung.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+        let accepted = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = accepted.clone();
+        let incoming = listener.try_clone().expect("clone");
+        std::thread::spawn(move || {
+            for stream in incoming.incoming().map_while(Result::ok) {
+                // Held open, never read from nor written to.
+                keep.lock().expect("lock").push(stream);
+            }
+        });
+        Self {
+            host: format!("unix://{}", socket.display()),
+            _listener: listener,
+            _accepted: accepted,
+        }
+    }
+}
+
+#[test]
+fn an_engine_that_never_answers_is_named_within_seconds() {
+    let project = Project::new();
+    project.file("openmono.kdl", ONE_BOX);
+    let engine = SilentEngine::new(&project);
+    for args in [&["apply"][..], &["doctor"]] {
+        let started = std::time::Instant::now();
+        let run = Run::from(
+            project
+                .command(args)
+                .env("DOCKER_HOST", &engine.host)
+                .output()
+                .expect("run"),
+        );
+        let took = started.elapsed();
+        assert!(took.as_secs() < 20, "{args:?} took {took:?}");
+        assert!(took.as_secs() >= 9, "{args:?} gave up after {took:?}");
+        let help = format!(
+            "check that an engine runs and answers at that address (`docker -H {} info`), and that it is the one you mean: it came from DOCKER_HOST; `openmono doctor` says which engine is chosen and why",
+            engine.host
+        );
+        let message = format!(
+            "the Docker engine at `{}` did not answer within 15 s",
+            engine.host
+        );
+        if args == ["apply"] {
+            run.expect_code(3);
+            // The temporary socket's path is long enough to be wrapped mid-word.
+            let squashed = |s: &str| s.split_whitespace().collect::<String>();
+            assert!(
+                squashed(&run.stderr).starts_with(&squashed(&format!(
+                    "openmono::engine::no_answer\n\n  × {message}\n  help: {help}\n"
+                ))),
+                "{}",
+                run.stderr
+            );
+        } else {
+            assert!(
+                run.stdout.contains(&format!("✗ {message}\n    {help}\n")),
+                "{}\n{}",
+                run.stdout,
+                run.stderr
+            );
+        }
+    }
+}
+
+#[test]
+fn a_bad_value_from_the_environment_names_the_variable() {
+    let project = Project::new();
+    project.file("openmono.kdl", ONE_BOX);
+    let run = Run::from(
+        project
+            .command(&["apply"])
+            .env("OPENMONO_JOBS", "abc")
+            .output()
+            .expect("run"),
+    );
+    run.expect_code(2);
+    assert_eq!(
+        run.stderr,
+        "error: invalid value 'abc' in the environment variable OPENMONO_JOBS (it stands for --jobs): invalid digit found in string\n"
+    );
+    // Typed on the command line, it is the option's, as clap says.
+    let run = Run::from(
+        project
+            .command(&["apply", "--jobs", "abc"])
+            .env("OPENMONO_JOBS", "abc")
+            .output()
+            .expect("run"),
+    );
+    run.expect_code(2);
+    assert!(
+        run.stderr.starts_with(
+            "error: invalid value 'abc' for '--jobs <JOBS>': invalid digit found in string\n"
+        ),
+        "{}",
+        run.stderr
+    );
 }

@@ -592,7 +592,7 @@ fn plan_reads_the_model_header_estimates_memory_and_checks_the_pin() {
 }
 
 #[test]
-fn doctor_without_an_engine_says_how_to_start_one() {
+fn doctor_without_the_engine_docker_host_names_says_so() {
     let run = Project::new()
         .command(&["doctor"])
         .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
@@ -602,7 +602,7 @@ fn doctor_without_an_engine_says_how_to_start_one() {
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(
         stdout.starts_with(
-            "✓ engine: unix:///nonexistent/docker.sock from DOCKER_HOST\n✗ the Docker engine is not running: nothing answers at `unix:///nonexistent/docker.sock`\n    start it: as root, `images/setup` installs and starts it (or `systemctl start docker`, or `dockerd &`); DOCKER_HOST, DOCKER_CONTEXT or --engine selects another engine\n"
+            "✓ engine: unix:///nonexistent/docker.sock from DOCKER_HOST\n✗ the Docker engine is not running: nothing answers at `unix:///nonexistent/docker.sock`\n    check that an engine runs and answers at that address (`docker -H unix:///nonexistent/docker.sock info`), and that it is the one you mean: it came from DOCKER_HOST; `openmono doctor` says which engine is chosen and why\n"
         ),
         "{stdout}"
     );
@@ -758,4 +758,136 @@ task "t" {
          `empty`: no one is on it\n  \
          `loner` is on no network: it reaches nothing, and nothing reaches it"
     );
+}
+
+#[test]
+fn a_workspace_is_judged_like_a_mount_and_allowed_by_name() {
+    let project = Project::new();
+    let playbook = |workspace: &str| {
+        format!("container \"box\" {{\n    image \"i\"\n    workspace {workspace}\n}}\n")
+    };
+    // The project's own folder needs nothing.
+    project.file("openmono.kdl", &playbook("\".\""));
+    let run = project.run(&["plan"]);
+    run.expect_code(0);
+    let dir = std::fs::canonicalize(project.path()).expect("canonical");
+    assert!(
+        run.stdout.contains(&format!(
+            "      mount {} at /workspace (read-write), its only host mount\n",
+            dir.display()
+        )),
+        "{}",
+        run.stdout
+    );
+    // The same folder as the home folder is refused, and `allow="home"` lets it through.
+    let as_home = |project: &Project| {
+        crate::support::Run::from(
+            project
+                .command(&["plan"])
+                .env("HOME", project.path())
+                .output()
+                .expect("run"),
+        )
+    };
+    let run = as_home(&project);
+    run.expect_code(2);
+    assert!(
+        run.stderr
+            .contains("× workspace `.` is refused: it is your home folder\n"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.is_empty(), "{}", run.stdout);
+    project.file("openmono.kdl", &playbook("\".\" allow=\"home\""));
+    let run = as_home(&project);
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains(&format!(
+            "      mount {} at /workspace (read-write), its only host mount\n        ALLOWED home: your personal files, keys and tokens\n",
+            dir.display()
+        )),
+        "{}",
+        run.stdout
+    );
+    // A folder outside the playbook's is the project the playbook names: no permission.
+    project.file("openmono.kdl", &playbook("\"/usr/share\" read-only=#true"));
+    project.run(&["plan"]).expect_code(0);
+    // A system folder, refused, then let through by exactly the permission it needs.
+    project.file("openmono.kdl", &playbook("\"/etc\" read-only=#true"));
+    let run = project.run(&["plan"]);
+    run.expect_code(2);
+    assert!(
+        run.stderr
+            .contains("Error: openmono::plan::workspace_refused"),
+        "{}",
+        run.stderr
+    );
+    project.file(
+        "openmono.kdl",
+        &playbook("\"/etc\" read-only=#true allow=\"system\""),
+    );
+    let run = project.run(&["plan"]);
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains(
+            "      mount /etc at /workspace (read-only), its only host mount\n        ALLOWED system: the host's system files (configuration, devices, kernel state)\n"
+        ),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn the_built_in_default_playbook_is_named_as_such_in_its_problems() {
+    let project = Project::new();
+    // No playbook and no model: the built-in default's model file is missing.
+    let run = project.run(&["plan"]);
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains(
+            "openmono::playbook\n\n  × the built-in default playbook has 1 problem\n\nError: openmono::plan::model_missing\n"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("╭─[the built-in default playbook:13:10]\n"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("openmono.kdl:"), "{}", run.stderr);
+}
+
+#[test]
+fn a_var_variable_in_the_wrong_case_is_warned_about() {
+    let project = Project::new();
+    project.file(
+        "openmono.kdl",
+        "var \"image-name\" default=\"i\"\ncontainer \"box\" {\n    image \"{{ var[\\\"image-name\\\"] }}\"\n}\n",
+    );
+    let run = crate::support::Run::from(
+        project
+            .command(&["plan"])
+            .env("OPENMONO_VAR_IMAGE_NAME", "other")
+            .output()
+            .expect("run"),
+    );
+    run.expect_code(0);
+    assert_eq!(
+        run.stderr,
+        "warning: OPENMONO_VAR_IMAGE_NAME sets no var of this playbook and is ignored: var names are case-sensitive; did you mean OPENMONO_VAR_image_name?\n"
+    );
+    assert!(run.stdout.contains("from `i`"), "{}", run.stdout);
+    // The right case sets it, without a word.
+    let run = crate::support::Run::from(
+        project
+            .command(&["plan"])
+            .env("OPENMONO_VAR_image_name", "other")
+            .output()
+            .expect("run"),
+    );
+    run.expect_code(0);
+    assert_eq!(run.stderr, "");
+    assert!(run.stdout.contains("from `other`"), "{}", run.stdout);
 }

@@ -45,7 +45,8 @@ pub struct Engine {
     endpoint: Endpoint,
 }
 
-/// How long an engine may take to answer its first calls.
+/// How long an engine may take to answer its first calls (version and ping): a healthy
+/// one takes milliseconds, a busy or distant one a few seconds.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long one call may wait for the engine's answer to begin, in seconds (bollard's
 /// default).
@@ -174,19 +175,22 @@ impl Engine {
             ),
         }
         .map_err(failed)?;
-        let agreed = async {
+        // An engine that accepts connections and never answers would hold every call
+        // for the long request timeout: the first contact gets a short bound of its own.
+        // Later calls keep the long one (builds, pulls and waits take long).
+        let first_contact = async {
             let docker = docker.negotiate_version().await?;
             docker.ping().await?;
             Ok(docker)
         };
-        let docker = tokio::time::timeout(CONNECT_TIMEOUT, agreed)
-            .await
-            .unwrap_or(Err(BollardError::RequestTimeoutError))
-            .map_err(failed)?;
-        Ok(Self {
-            docker,
-            endpoint: endpoint.clone(),
-        })
+        match tokio::time::timeout(CONNECT_TIMEOUT, first_contact).await {
+            Ok(Ok(docker)) => Ok(Self {
+                docker,
+                endpoint: endpoint.clone(),
+            }),
+            Ok(Err(e)) => Err(failed(e)),
+            Err(_) => Err(EngineError::no_answer(endpoint, CONNECT_TIMEOUT.as_secs())),
+        }
     }
 
     /// Whether the engine may be on another machine, which cannot see this one's files.

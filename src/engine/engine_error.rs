@@ -17,6 +17,15 @@ pub enum EngineError {
         source: bollard::errors::Error,
     },
 
+    #[error("the Docker engine at `{engine}` did not answer within {seconds} s")]
+    #[diagnostic(code(openmono::engine::no_answer))]
+    NoAnswer {
+        engine: String,
+        #[help]
+        help: String,
+        seconds: u64,
+    },
+
     #[error("the Docker engine is not running: nothing answers at `{engine}`")]
     #[diagnostic(code(openmono::engine::not_running))]
     NotRunning {
@@ -172,6 +181,25 @@ pub enum EngineError {
     },
 }
 
+/// Whether something chose this engine (a flag, a variable, a context) rather than the
+/// default: then the help says what chose it, since the user may not mean that one.
+fn chosen(endpoint: &Endpoint) -> bool {
+    endpoint.is_remote() || endpoint.origin != super::Origin::Default
+}
+
+/// The help for an engine that something chose and that does not answer.
+fn elsewhere(endpoint: &Endpoint) -> String {
+    let tls = if endpoint.host.starts_with("tcp://") {
+        ", with DOCKER_TLS_VERIFY and DOCKER_CERT_PATH for TLS"
+    } else {
+        ""
+    };
+    format!(
+        "check that an engine runs and answers at that address (`docker -H {} info`{tls}), and that it is the one you mean: it came {}; `openmono doctor` says which engine is chosen and why",
+        endpoint.host, endpoint.origin
+    )
+}
+
 impl EngineError {
     pub fn call(action: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> Self {
         let action = action.into();
@@ -182,13 +210,10 @@ impl EngineError {
     /// socket this user may not open, a certificate that was not accepted.
     pub fn connect(endpoint: &Endpoint, source: bollard::errors::Error) -> Self {
         let engine = endpoint.host.clone();
-        let elsewhere = format!(
-            "check that the engine runs and listens at that address (`docker -H {engine} info`, with DOCKER_TLS_VERIFY and DOCKER_CERT_PATH for TLS), and that it is the one you mean: it came {}; `openmono doctor` says which engine is chosen and why",
-            endpoint.origin
-        );
+        let elsewhere = elsewhere(endpoint);
         let not_running = |source| Self::NotRunning {
             engine: engine.clone(),
-            help: if endpoint.is_remote() {
+            help: if chosen(endpoint) {
                 elsewhere.clone()
             } else {
                 "start it: as root, `images/setup` installs and starts it (or `systemctl start docker`, or `dockerd &`); DOCKER_HOST, DOCKER_CONTEXT or --engine selects another engine".to_owned()
@@ -233,12 +258,26 @@ impl EngineError {
         }
         Self::Connect {
             engine,
-            help: if endpoint.is_remote() {
+            help: if chosen(endpoint) {
                 elsewhere
             } else {
                 "check that it runs (`docker info`); as root, `images/setup` installs and starts it; DOCKER_HOST, DOCKER_CONTEXT or --engine selects another engine".to_owned()
             },
             source,
+        }
+    }
+
+    /// The engine took `seconds` to say nothing at all: it accepts connections but is
+    /// stuck, or what was chosen as the engine is not one.
+    pub fn no_answer(endpoint: &Endpoint, seconds: u64) -> Self {
+        Self::NoAnswer {
+            engine: endpoint.host.clone(),
+            help: if chosen(endpoint) {
+                elsewhere(endpoint)
+            } else {
+                "it accepts connections but says nothing: it may be stuck or overloaded; see whether `docker info` answers, and restart it (`systemctl restart docker`, or stop and start `dockerd`)".to_owned()
+            },
+            seconds,
         }
     }
 
@@ -354,7 +393,7 @@ mod tests {
         assert_eq!(
             remote.help().map(|h| h.to_string()).as_deref(),
             Some(
-                "check that the engine runs and listens at that address (`docker -H tcp://10.0.0.9:2376 info`, with DOCKER_TLS_VERIFY and DOCKER_CERT_PATH for TLS), and that it is the one you mean: it came from DOCKER_HOST; `openmono doctor` says which engine is chosen and why"
+                "check that an engine runs and answers at that address (`docker -H tcp://10.0.0.9:2376 info`, with DOCKER_TLS_VERIFY and DOCKER_CERT_PATH for TLS), and that it is the one you mean: it came from DOCKER_HOST; `openmono doctor` says which engine is chosen and why"
             )
         );
     }

@@ -381,7 +381,7 @@ impl Executor<'_> {
                 }
             }
         }
-        // A step that never started or did not finish: its task did not run.
+        // A task whose step never started did not run (those cancelled are reported).
         self.not_run();
         stop.map_or(Ok(()), Err)
     }
@@ -406,6 +406,7 @@ impl Executor<'_> {
     ) -> (usize, Outcome) {
         let step = &self.plan.steps[i];
         let label = step.label();
+        let started = Instant::now();
         let bar = self.progress.start_step(&label, Some(i + 1));
         // `None`: cancelled.
         let result = match step {
@@ -434,6 +435,7 @@ impl Executor<'_> {
             }
             None => {
                 bar.finish(false, "cancelled");
+                self.cancelled(step, started.elapsed());
                 Outcome::Cancelled
             }
             Some(Err(why)) if step.continues_on_error() => {
@@ -460,7 +462,41 @@ impl Executor<'_> {
         }
     }
 
-    /// Reports the tasks that did not run or did not finish.
+    /// Reports task `step`, stopped after `ran` by a signal or another step's failure,
+    /// with the last lines of its log.
+    fn cancelled(&self, step: &Step, ran: Duration) {
+        const TAIL: usize = 20;
+        let (Step::AgentTask { task, .. } | Step::RunTask { task, .. }) = step else {
+            return;
+        };
+        let mut tasks = lock(&self.tasks);
+        if tasks.iter().any(|t| t.name == *task) {
+            return;
+        }
+        let log = self.dir.join(format!("{task}.log"));
+        let text = std::fs::read(&log).unwrap_or_default();
+        let text = String::from_utf8_lossy(&text);
+        let lines: Vec<&str> = text.lines().collect();
+        let agent = matches!(step, Step::AgentTask { .. });
+        let transcript = self.dir.join(format!("{task}.jsonl"));
+        tasks.push(TaskReport {
+            answer: None,
+            check: None,
+            duration: ran,
+            exit_code: None,
+            kind: if agent { "agent" } else { "run" },
+            log,
+            name: task.clone(),
+            output_tail: lines[lines.len().saturating_sub(TAIL)..]
+                .iter()
+                .map(|l| (*l).to_owned())
+                .collect(),
+            status: TaskStatus::Cancelled,
+            transcript: (agent && transcript.is_file()).then_some(transcript),
+        });
+    }
+
+    /// Reports the tasks that did not start.
     fn not_run(&self) {
         let mut tasks = lock(&self.tasks);
         for step in &self.plan.steps {

@@ -37,7 +37,7 @@ pub struct TaskReport {
     /// The task's output log.
     pub log: PathBuf,
     pub name: String,
-    /// The last lines of a `run` task's output.
+    /// The last lines of a `run` task's output, or of a cancelled task's log.
     pub output_tail: Vec<String>,
     pub status: TaskStatus,
     /// The agent's events, one JSON object per line.
@@ -54,8 +54,10 @@ pub struct CheckReport {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TaskStatus {
+    /// Started, then stopped by a signal or by another task's failure.
+    Cancelled,
     Failed,
-    /// An earlier failure or an interrupt stopped the run first.
+    /// An earlier failure or an interrupt stopped the run before it started.
     NotRun,
     Succeeded,
 }
@@ -97,6 +99,7 @@ impl Report {
                         TaskStatus::Succeeded => "succeeded",
                         TaskStatus::Failed => "failed",
                         TaskStatus::NotRun => "not-run",
+                        TaskStatus::Cancelled => "cancelled",
                     },
                     "exit_code": t.exit_code,
                     "seconds": t.duration.as_secs_f64(),
@@ -145,7 +148,7 @@ impl fmt::Display for Report {
         for task in &self.tasks {
             let mark = match task.status {
                 TaskStatus::Succeeded => "✓",
-                TaskStatus::Failed => "✗",
+                TaskStatus::Failed | TaskStatus::Cancelled => "✗",
                 TaskStatus::NotRun => {
                     writeln!(f, "  - task `{}` ({}): not run", task.name, task.kind)?;
                     continue;
@@ -158,7 +161,12 @@ impl fmt::Display for Report {
             if let Some(check) = &task.check {
                 write!(f, ", check exit code {}", check.exit_code)?;
             }
-            writeln!(f, ", {:.1}s)", task.duration.as_secs_f64())?;
+            let cancelled = if task.status == TaskStatus::Cancelled {
+                "cancelled after "
+            } else {
+                ""
+            };
+            writeln!(f, ", {cancelled}{:.1}s)", task.duration.as_secs_f64())?;
             if let Some(answer) = &task.answer {
                 let answer = answer.trim();
                 if answer.is_empty() {
@@ -216,7 +224,7 @@ impl fmt::Display for Report {
         if !self.leftovers.is_empty() {
             writeln!(
                 f,
-                "Left behind; remove by hand (`docker rm -f NAME`, `docker network rm NAME`): {}",
+                "Left behind; remove by hand (`docker rm -f NAME`, `docker network rm NAME`, `docker volume rm NAME`): {}",
                 self.leftovers.join(", ")
             )?;
             for error in &self.teardown_errors {

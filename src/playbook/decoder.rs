@@ -571,6 +571,10 @@ impl Decoder {
             volumes: Self::volume_mounts(node),
             workdir: child_str(node, "workdir"),
             workspace: child_str(node, "workspace"),
+            workspace_allow: last_child(node, "workspace")
+                .and_then(|w| prop_str(w, "allow"))
+                .map(|a| crate::sandbox::parse_permissions(&a.value).0)
+                .unwrap_or_default(),
             workspace_read_only: last_child(node, "workspace")
                 .is_some_and(|w| prop_bool(w, "read-only")),
         })

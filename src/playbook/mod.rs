@@ -26,7 +26,7 @@ pub use decoder::{DecodeFailure, Decoded, Decoder, closest};
 pub use fast_parser::check_against_kdl;
 pub use parser::parse;
 pub use problems::Problems;
-pub use renderer::{Inputs, render};
+pub use renderer::{Inputs, miscased_environment, render};
 pub use resources::*;
 pub use source::{MAX_FILE_BYTES, Source, SourceFile, SourceMap, read_text};
 pub use spanned::Spanned;
@@ -64,6 +64,18 @@ pub fn load(path: &Path) -> Result<Decoded, LoadError> {
 /// Decodes a playbook held in memory, as if it were the file `path` in `dir`.
 pub fn load_text(path: &Path, dir: std::path::PathBuf, text: String) -> Result<Decoded, LoadError> {
     decode(&Source::from_text(path, dir, text)).map_err(LoadError::Problems)
+}
+
+/// Decodes the built-in default playbook, as if it were `path` in `dir`; its messages
+/// name it as the built-in default, not as `path`, which does not exist.
+pub fn load_built_in(
+    path: &Path,
+    dir: std::path::PathBuf,
+    text: String,
+) -> Result<Decoded, LoadError> {
+    let mut source = Source::from_text(path, dir, text);
+    source.built_in = true;
+    decode(&source).map_err(LoadError::Problems)
 }
 
 /// Why a playbook could not be loaded.

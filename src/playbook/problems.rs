@@ -61,13 +61,13 @@ impl fmt::Display for Problems {
         };
         let warnings = self.warnings();
         let errors = self.items.len() - warnings;
-        let name = self.src.name();
+        let name = self.src.title();
         match (errors, warnings) {
-            (0, w) => write!(f, "`{name}` has {}", plural(w, "warning"))?,
-            (e, 0) => write!(f, "`{name}` has {}", plural(e, "problem"))?,
+            (0, w) => write!(f, "{name} has {}", plural(w, "warning"))?,
+            (e, 0) => write!(f, "{name} has {}", plural(e, "problem"))?,
             (e, w) => write!(
                 f,
-                "`{name}` has {} and {}",
+                "{name} has {} and {}",
                 plural(e, "problem"),
                 plural(w, "warning")
             )?,

@@ -60,6 +60,28 @@ pub struct Inputs {
     pub values: Vec<(String, String)>,
 }
 
+/// The `OPENMONO_VAR_…` variables that set no var, but would with another case
+/// (`OPENMONO_VAR_MODEL` for a var `model`): names are case-sensitive, and such a
+/// variable is otherwise ignored in silence. Each with the name it was likely meant as.
+pub fn miscased_environment(playbook: &Playbook, inputs: &Inputs) -> Vec<(String, String)> {
+    let same = |n: &str, name: &str| n == name || n.replace('_', "-") == name;
+    inputs
+        .environment
+        .iter()
+        .filter(|(n, _)| !playbook.vars.iter().any(|v| same(n, &v.name.value)))
+        .filter_map(|(n, _)| {
+            let var = playbook
+                .vars
+                .iter()
+                .find(|v| same(&n.to_lowercase(), &v.name.value.to_lowercase()))?;
+            Some((
+                format!("OPENMONO_VAR_{n}"),
+                format!("OPENMONO_VAR_{}", var.name.value.replace('-', "_")),
+            ))
+        })
+        .collect()
+}
+
 /// Resolves vars and renders every templated string, reporting all problems at once.
 pub fn render(playbook: &mut Playbook, inputs: &Inputs) -> Result<(), Vec<TemplateError>> {
     let mut errors = Vec::new();

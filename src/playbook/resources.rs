@@ -230,6 +230,8 @@ pub struct Container {
     pub workdir: Option<Spanned<String>>,
     /// The project folder mounted at `/workspace`, as written.
     pub workspace: Option<Spanned<String>>,
+    /// The dangers of the workspace's source the playbook lets through (`allow=`).
+    pub workspace_allow: Vec<Permission>,
     /// The workspace is mounted read-only.
     pub workspace_read_only: bool,
 }

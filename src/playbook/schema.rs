@@ -421,15 +421,23 @@ pub const TOP_LEVEL: &[Node] = &[
             Node {
                 args: PATH,
                 children: &[],
-                doc: "the project folder, mounted at `/workspace`",
+                doc: "the project folder, mounted at `/workspace`; judged like a `mount` source, except that it is the project (so never outside it): `/`, system folders, the home folder (also when the playbook is in it) and engine sockets are refused without `allow`",
                 example: "workspace \".\"",
                 name: "workspace",
-                props: &[Prop {
-                    default: Some("#false"),
-                    doc: "mount it read-only (the agent can read the project, not change it)",
-                    name: "read-only",
-                    ty: Ty::Bool,
-                }],
+                props: &[
+                    Prop {
+                        default: Some("#false"),
+                        doc: "mount it read-only (the agent can read the project, not change it)",
+                        name: "read-only",
+                        ty: Ty::Bool,
+                    },
+                    Prop {
+                        default: None,
+                        doc: "the dangers of this source that the sandbox lets through: `system`, `home`, `engine-socket`, as on `mount`",
+                        name: "allow",
+                        ty: Ty::Set(crate::sandbox::PERMISSIONS),
+                    },
+                ],
                 rest: None,
                 times: Times::Once,
             },

@@ -26,6 +26,9 @@ pub struct SourceFile {
 /// A playbook file and the files it includes.
 #[derive(Debug, Clone)]
 pub struct Source {
+    /// The built-in default playbook, which is in no file: messages say so rather than
+    /// name a file that does not exist.
+    pub built_in: bool,
     /// The playbook's folder.
     pub dir: PathBuf,
     /// Files brought in by `include`, in the order they were read.
@@ -45,6 +48,7 @@ impl Source {
 
     pub fn from_text(path: &Path, dir: PathBuf, text: String) -> Self {
         Self {
+            built_in: false,
             dir,
             included: Vec::new(),
             path: path.to_path_buf(),
@@ -103,13 +107,24 @@ impl Source {
     /// The source for miette: every file, each under its own name.
     pub fn named(&self) -> SourceMap {
         SourceMap {
+            built_in: self.built_in,
             files: self
                 .files()
-                .map(|(base, path, _, text)| (path.display().to_string(), base, Arc::clone(text)))
+                .map(|(base, path, _, text)| {
+                    let name = if base == 0 && self.built_in {
+                        BUILT_IN.to_owned()
+                    } else {
+                        path.display().to_string()
+                    };
+                    (name, base, Arc::clone(text))
+                })
                 .collect(),
         }
     }
 }
+
+/// The name of the built-in default playbook in messages.
+pub const BUILT_IN: &str = "the built-in default playbook";
 
 /// The most bytes a playbook, or a file it includes, may hold: 4 MiB. Playbooks are a
 /// few KB; the cap keeps `openmono plan /dev/zero`, or a log given by mistake, from
@@ -173,6 +188,8 @@ fn lf(text: String) -> String {
 /// The playbook's files for diagnostics: a span is looked up in the file that holds it.
 #[derive(Debug, Clone)]
 pub struct SourceMap {
+    /// The playbook is the built-in default, in no file.
+    built_in: bool,
     /// Name, first offset and text of each file, in offset order.
     files: Vec<(String, usize, Arc<String>)>,
 }
@@ -181,6 +198,16 @@ impl SourceMap {
     /// The playbook's own name.
     pub fn name(&self) -> &str {
         self.files.first().map_or("playbook", |(name, ..)| name)
+    }
+
+    /// The playbook as a message names it: its file in backticks, or the built-in
+    /// default in words.
+    pub fn title(&self) -> String {
+        if self.built_in {
+            BUILT_IN.to_owned()
+        } else {
+            format!("`{}`", self.name())
+        }
     }
 }
 
