@@ -545,14 +545,14 @@ fn model_memory(plan: &Plan, endpoint: &engine::Endpoint) -> Option<(u64, &'stat
         .find_map(crate::step::Step::memory_estimate)?;
     let engine = runtime().ok().and_then(|rt| {
         rt.block_on(async {
-            let ask = async { engine::Engine::connect(endpoint).await?.memory().await };
+            let ask = async { engine::Engine::connect(endpoint).await?.capacity().await };
             tokio::time::timeout(Duration::from_secs(2), ask)
                 .await
                 .ok()?
                 .ok()
         })
     });
-    match engine {
+    match engine.map(|c| c.memory) {
         Some(bytes) if bytes > 0 => Some((bytes, "the engine")),
         _ => {
             let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;

@@ -675,11 +675,11 @@ impl fmt::Display for LimitsDisplay<'_> {
         let Limits { cpus, memory, pids } = self.0;
         match memory {
             Some(bytes) => write!(f, "memory {}", human_bytes(*bytes))?,
-            None => write!(f, "memory unlimited")?,
+            None => write!(f, "memory half the engine's")?,
         }
         match cpus {
             Some(n) => write!(f, ", {n} CPUs")?,
-            None => write!(f, ", all CPUs")?,
+            None => write!(f, ", all the engine's CPUs but one")?,
         }
         write!(f, ", {} processes", pids.unwrap_or(DEFAULT_PIDS))
     }

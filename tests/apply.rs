@@ -1551,9 +1551,15 @@ fn doctor_reports_the_engine_and_the_images() {
     let run = Project::new().run(&["doctor"]);
     run.expect_code(0);
     let version = docker_lines(&["version", "--format", "{{.Server.Version}}"]);
+    // After the line that says which engine was chosen.
     assert!(
         run.stdout
-            .starts_with(&format!("✓ Docker engine {} (API ", version[0])),
+            .starts_with("✓ engine: unix:///var/run/docker.sock (the default")
+            && run
+                .stdout
+                .lines()
+                .nth(1)
+                .is_some_and(|l| l.starts_with(&format!("✓ Docker engine {} (API ", version[0]))),
         "{}",
         run.stdout
     );

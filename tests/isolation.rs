@@ -471,23 +471,16 @@ fn dns_listeners(addresses: &[String]) -> (Vec<String>, Arc<AtomicUsize>) {
     (bound, heard)
 }
 
-/// `Dns DnsOptions` of every container of playbook `playbook`, as the engine has them.
-/// Each container of a run on internal networks only, model or task, sends the names
-/// it does not know to a server inside the box, which the engine dials from there.
-fn dns_settings(playbook: &str) -> Vec<String> {
+/// `format` (a `docker inspect` template) of every running container of playbook
+/// `playbook`, as the engine has them, sorted.
+fn inspect_all(playbook: &str, format: &str) -> Vec<String> {
     let filter = format!("label=dev.openmono.playbook={playbook}");
-    docker_lines(&["ps", "-q", "--filter", &filter])
+    let mut all: Vec<String> = docker_lines(&["ps", "-q", "--filter", &filter])
         .iter()
-        .map(|id| {
-            docker_lines(&[
-                "inspect",
-                "--format",
-                "{{json .HostConfig.Dns}} {{json .HostConfig.DnsOptions}}",
-                id,
-            ])
-            .join("")
-        })
-        .collect()
+        .map(|id| docker_lines(&["inspect", "--format", format, id]).join(""))
+        .collect();
+    all.sort();
+    all
 }
 
 #[test]
@@ -540,7 +533,12 @@ task "look-up" {{
     while !ready.exists() && started.elapsed() < Duration::from_mins(1) {
         std::thread::sleep(Duration::from_millis(50));
     }
-    let settings = dns_settings(&playbook);
+    // Each container of a run on internal networks only, model or task, sends the names
+    // it does not know to a server inside the box, which the engine dials from there.
+    let settings = inspect_all(
+        &playbook,
+        "{{json .HostConfig.Dns}} {{json .HostConfig.DnsOptions}}",
+    );
     std::fs::write(project.path().join("go"), "").expect("go");
     let run = Run::from(child.wait_with_output().expect("openmono ends"));
     run.expect_code(0);
@@ -582,6 +580,104 @@ task "look-up" {{
         heard.load(Ordering::SeqCst),
         0,
         "a DNS listener on the host ({listening:?}) heard a question"
+    );
+    assert_run_gone(&run.run_id());
+}
+
+#[test]
+fn every_box_is_limited_and_has_an_init_unless_the_playbook_says_otherwise() {
+    if !docker() {
+        return;
+    }
+    let engine = docker_lines(&["info", "--format", "{{.MemTotal}} {{.NCPU}}"]);
+    let (memory, cpus) = engine[0].split_once(' ').expect("memory and CPUs");
+    let (memory, cpus): (u64, u64) = (memory.parse().expect("bytes"), cpus.parse().expect("n"));
+    let playbook = format!("it-isolation-limits-{}", std::process::id());
+    let project = Project::new();
+    project.file("replies.jsonl", "{\"content\": \"done\"}\n");
+    project.file(
+        "openmono.kdl",
+        &format!(
+            r#"
+playbook "{playbook}"
+network "sandbox"
+model "scripted" {{
+    replay "replies.jsonl"
+    network "sandbox"
+}}
+container "box" {{
+    image "openmono/agent:latest"
+    network "sandbox"
+    workspace "."
+}}
+container "small" {{
+    image "openmono/agent:latest"
+    network "sandbox"
+    limits memory="64MiB" cpus=1 pids=50
+}}
+task "wait" {{
+    run "box" """
+        touch /workspace/ready
+        for i in $(seq 300); do [ -e /workspace/go ] && break; sleep 0.1; done
+        echo "init $(xargs -0 </proc/1/cmdline)"
+        """
+}}
+"#
+        ),
+    );
+    let child = project
+        .command(&["apply"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run openmono");
+    let ready = project.path().join("ready");
+    let started = std::time::Instant::now();
+    while !ready.exists() && started.elapsed() < Duration::from_mins(1) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let settings: Vec<String> = inspect_all(
+        &playbook,
+        r#"{{json (index .Config.Labels "dev.openmono.resource")}} {{json .HostConfig}}"#,
+    )
+    .iter()
+    .map(|line| {
+        let (name, host) = line.split_once(' ').expect("name and host config");
+        let host: serde_json::Value = serde_json::from_str(host).expect("JSON");
+        // The engine leaves `Init` out when it is not asked for.
+        format!(
+            "{} {} {} {} {}",
+            name.trim_matches('"'),
+            host["Memory"],
+            host["NanoCpus"],
+            host["PidsLimit"],
+            host["Init"]
+        )
+    })
+    .collect();
+    std::fs::write(project.path().join("go"), "").expect("go");
+    let run = Run::from(child.wait_with_output().expect("openmono ends"));
+    run.expect_code(0);
+    // Half the memory, all the CPUs but one (none on a one-CPU engine), 1024 processes;
+    // the model server runs under the engine's init, the boxes under openmono's.
+    let half = memory / 2;
+    let all_but_one = if cpus > 1 {
+        (cpus - 1) * 1_000_000_000
+    } else {
+        0
+    };
+    assert_eq!(
+        settings,
+        vec![
+            format!("box {half} {all_but_one} 1024 null"),
+            format!("scripted {half} {all_but_one} 1024 true"),
+            "small 67108864 1000000000 50 null".to_owned(),
+        ]
+    );
+    let out = task_log(&project, &run, "wait");
+    assert!(
+        out.contains("init /.openmono/openmono sandbox-init\n"),
+        "{out}"
     );
     assert_run_gone(&run.run_id());
 }

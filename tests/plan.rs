@@ -30,7 +30,7 @@ Plan for playbook `hello-agent` (<root>/playbooks/hello-agent.kdl): 6 steps, the
   3. + start container `agent` from `openmono/agent:latest` on `sandbox` [after 1]
       mount <root> at /workspace (read-only), its only host mount
       runs as the user who runs openmono; no capabilities, no new privileges
-      limits: memory unlimited, all CPUs, 1024 processes
+      limits: memory half the engine's, all the engine's CPUs but one, 1024 processes
       openmono copied in to run tasks
   4. ~ wait for model `gemma`: GET http://gemma:8080/health answers 200, asked from `agent` [after 2, 3]
   5. + run agent task `look` in `agent` with model `gemma` (at most 3 steps of 96 tokens) [after 2, 3, 4]
@@ -84,7 +84,7 @@ Plan for playbook `openmono` (openmono.kdl): 3 steps, then teardown
   1. + start container `box` from `openmono/agent:latest` with no network
       no host mounts
       runs as the user who runs openmono; no capabilities, no new privileges
-      limits: memory unlimited, all CPUs, 1024 processes
+      limits: memory half the engine's, all the engine's CPUs but one, 1024 processes
       openmono copied in to run tasks
   2. + run task `first` in `box` [after 1]
       $ echo 1
@@ -476,14 +476,14 @@ Plan for playbook `openmono` (openmono.kdl): 2 steps, then teardown
       tmpfs at /scratch (8.0 MiB in memory, nothing in it runs)
       tmpfs at /tmp (64.0 MiB in memory, nothing in it runs), for the read-only root
       runs as the user who runs openmono; no capabilities, no new privileges
-      limits: memory unlimited, all CPUs, 1024 processes
+      limits: memory half the engine's, all the engine's CPUs but one, 1024 processes
       openmono copied in to run tasks
   2. + start container `plain` from `openmono/agent:latest` with no network
       no host mounts
       read-only root filesystem
       tmpfs at /tmp (64.0 MiB in memory, nothing in it runs)
       runs as the user who runs openmono; no capabilities, no new privileges
-      limits: memory unlimited, all CPUs, 1024 processes
+      limits: memory half the engine's, all the engine's CPUs but one, 1024 processes
       openmono copied in to run tasks
 
 Who can reach whom:

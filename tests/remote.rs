@@ -220,7 +220,7 @@ fn refused_certificates_and_a_silent_engine_say_what_to_do() {
         silent.starts_with(&format!(
             "openmono::engine::not_running\n\n  × the Docker engine is not running: nothing answers at `tcp://127.0.0.1:{port}`\n"
         )) && silent.contains(&format!(
-            "  help: check that the engine runs and listens at that address (`docker -H tcp://127.0.0.1:{port} info`, with DOCKER_TLS_VERIFY and DOCKER_CERT_PATH for TLS), and that it is the one you mean: it came from DOCKER_HOST;"
+            "  help: check that an engine runs and answers at that address (`docker -H tcp://127.0.0.1:{port} info`, with DOCKER_TLS_VERIFY and DOCKER_CERT_PATH for TLS), and that it is the one you mean: it came from DOCKER_HOST;"
         )),
         "{silent}"
     );

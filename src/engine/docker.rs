@@ -62,6 +62,42 @@ pub struct BindMount {
     pub volume: bool,
 }
 
+/// What the engine's machine has; 0 where the engine does not say.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Capacity {
+    pub cpus: u32,
+    /// In bytes.
+    pub memory: u64,
+}
+
+impl Capacity {
+    /// A container's limits where its playbook sets none: half the memory, and all the
+    /// CPUs but one, so that one box running away leaves the machine usable.
+    pub fn bound(self, limits: Limits) -> Limits {
+        Limits {
+            cpus: limits
+                .cpus
+                .or_else(|| (self.cpus > 1).then(|| self.cpus - 1)),
+            memory: limits
+                .memory
+                .or_else(|| (self.memory > 0).then_some(self.memory / 2)),
+            pids: limits.pids.or(Some(DEFAULT_PIDS)),
+        }
+    }
+
+    /// A model server's limits: as [`Capacity::bound`], with room for half again the
+    /// memory its weights and KV cache are estimated at (`estimate`), so that a model
+    /// the machine can hold is not stopped at half of it.
+    pub fn bound_model(self, estimate: u64) -> Limits {
+        let room = estimate.saturating_add(estimate / 2);
+        let memory = (self.memory > 0).then(|| (self.memory / 2).max(room).min(self.memory));
+        self.bound(Limits {
+            memory,
+            ..Limits::default()
+        })
+    }
+}
+
 /// Everything openmono sets on a container it creates.
 #[derive(Debug, Clone, Default)]
 pub struct ContainerSpec {
@@ -79,6 +115,9 @@ pub struct ContainerSpec {
     pub health: Option<(Vec<String>, Duration, Duration, u32)>,
     pub env: Vec<String>,
     pub image: String,
+    /// The engine's init (`docker-init`) as the first process: it reaps and forwards
+    /// signals, for images whose command is not openmono's own `sandbox-init`.
+    pub init: bool,
     pub labels: HashMap<String, String>,
     pub limits: Limits,
     pub mounts: Vec<BindMount>,
@@ -219,17 +258,20 @@ impl Engine {
         })
     }
 
-    /// The memory the engine's machine has, in bytes.
-    pub async fn memory(&self) -> Result<u64, EngineError> {
+    /// The memory and CPUs the engine's machine has (0 where it does not say).
+    pub async fn capacity(&self) -> Result<Capacity, EngineError> {
         let info = self
             .docker
             .info()
             .await
             .map_err(EngineError::call("ask the engine about itself"))?;
-        Ok(info
-            .mem_total
-            .and_then(|m| u64::try_from(m).ok())
-            .unwrap_or(0))
+        Ok(Capacity {
+            cpus: info.ncpu.and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
+            memory: info
+                .mem_total
+                .and_then(|m| u64::try_from(m).ok())
+                .unwrap_or(0),
+        })
     }
 
     pub async fn image_exists(&self, image: &str) -> Result<bool, EngineError> {
@@ -346,6 +388,7 @@ impl Engine {
             cap_drop: Some(vec!["ALL".into()]),
             dns: (!spec.dns.is_empty()).then(|| spec.dns.clone()),
             dns_options: (!spec.dns_options.is_empty()).then(|| spec.dns_options.clone()),
+            init: spec.init.then_some(true),
             mounts: Some(mounts(&spec)),
             memory: spec.limits.memory.and_then(|m| i64::try_from(m).ok()),
             nano_cpus: spec.limits.cpus.map(|c| i64::from(c) * 1_000_000_000),
@@ -1015,5 +1058,56 @@ impl LineBuffers {
                 buffer.clear();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GIB: u64 = 1 << 30;
+
+    #[test]
+    fn unset_limits_are_fractions_of_the_engine_and_set_ones_stay() {
+        let engine = Capacity {
+            cpus: 4,
+            memory: 16 * GIB,
+        };
+        assert_eq!(
+            engine.bound(Limits::default()),
+            Limits {
+                cpus: Some(3),
+                memory: Some(8 * GIB),
+                pids: Some(DEFAULT_PIDS),
+            }
+        );
+        let own = Limits {
+            cpus: Some(1),
+            memory: Some(GIB),
+            pids: Some(7),
+        };
+        assert_eq!(engine.bound(own), own);
+        // One CPU, or an engine that says nothing: no CPU limit, no memory limit.
+        let single = Capacity { cpus: 1, memory: 0 };
+        assert_eq!(
+            single.bound(Limits::default()),
+            Limits {
+                cpus: None,
+                memory: None,
+                pids: Some(DEFAULT_PIDS),
+            }
+        );
+    }
+
+    #[test]
+    fn a_model_gets_half_again_its_estimate_up_to_all_the_engine_has() {
+        let engine = Capacity {
+            cpus: 2,
+            memory: 16 * GIB,
+        };
+        assert_eq!(engine.bound_model(GIB).memory, Some(8 * GIB));
+        assert_eq!(engine.bound_model(8 * GIB).memory, Some(12 * GIB));
+        assert_eq!(engine.bound_model(20 * GIB).memory, Some(16 * GIB));
+        assert_eq!(engine.bound_model(GIB).cpus, Some(1));
     }
 }

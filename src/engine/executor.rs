@@ -29,7 +29,7 @@ use crate::{
 };
 
 use super::{
-    BindMount, CheckReport, ContainerSpec, Engine, EngineError, HealthVerdict, Liveness,
+    BindMount, Capacity, CheckReport, ContainerSpec, Engine, EngineError, HealthVerdict, Liveness,
     ObjectKind, Output, Progress, Report, Stream, TaskReport, TaskStatus, gc,
     progress::StepProgress, run_dir,
 };
@@ -113,6 +113,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 struct Executor<'a> {
+    /// What the engine's machine has: the default limits are fractions of it.
+    capacity: Capacity,
     /// This host's name and this process's start time, for the owner labels.
     host: String,
     owner_start: String,
@@ -177,15 +179,11 @@ pub async fn apply(plan: &Plan, options: &ApplyOptions) -> Result<Report, Engine
     let present =
         futures_util::future::try_join_all(images.iter().map(|image| engine.image_exists(image)));
     let needed: u64 = plan.steps.iter().filter_map(Step::memory_estimate).sum();
-    let memory = async {
-        match needed {
-            0 => None,
-            _ => engine.memory().await.ok(),
-        }
-    };
+    // For the default limits of every container, and to warn of models that will not fit.
+    let capacity = async { engine.capacity().await.unwrap_or_default() };
     // Runs whose openmono was killed left their objects; reap them before adding ours.
     let reaped = gc::collect(&engine, false, Duration::from_mins(1));
-    let (present, memory, reaped) = tokio::join!(present, memory, reaped);
+    let (present, capacity, reaped) = tokio::join!(present, capacity, reaped);
     for (image, present) in images.iter().zip(present?) {
         if !present {
             missing.push((*image).clone());
@@ -209,6 +207,7 @@ pub async fn apply(plan: &Plan, options: &ApplyOptions) -> Result<Report, Engine
         })?;
     let reaped = reaped?;
     let executor = Executor {
+        capacity,
         host: gc::host_name(),
         owner_start: gc::process_start(std::process::id()).unwrap_or_default(),
         started: gc::now_secs(),
@@ -227,14 +226,11 @@ pub async fn apply(plan: &Plan, options: &ApplyOptions) -> Result<Report, Engine
         tasks: Mutex::default(),
         travelled: Mutex::default(),
     };
-    if let Some(memory) = memory
-        && memory > 0
-        && needed > memory
-    {
+    if capacity.memory > 0 && needed > capacity.memory {
         executor.progress.line(&format!(
             "warning: the models need about {}, more than the {} the engine has: they may fail to load",
             crate::step::human_bytes(needed),
-            crate::step::human_bytes(memory)
+            crate::step::human_bytes(capacity.memory)
         ));
     }
     for dead in &reaped {

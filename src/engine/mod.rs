@@ -12,7 +12,7 @@ pub mod report;
 pub mod run_dir;
 
 pub use docker::{
-    BindMount, ContainerSpec, Engine, EngineFacts, EngineObject, HealthVerdict, Liveness,
+    BindMount, Capacity, ContainerSpec, Engine, EngineFacts, EngineObject, HealthVerdict, Liveness,
     ObjectKind, Stream,
 };
 pub use endpoint::{ContextChoice, DEFAULT_ENGINE, Endpoint, Environment, Origin, TlsFiles};

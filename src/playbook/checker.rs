@@ -318,15 +318,20 @@ impl Checker<'_> {
     fn unknown_node(&mut self, node: &KdlNode, place: &str, schemas: &[Node]) {
         let name = node.name().value();
         let known: Vec<&str> = schemas.iter().map(|s| s.name).collect();
-        let help = closest(name, known.iter().copied()).map_or_else(
+        let help = refused(name).map_or_else(
             || {
-                if known.is_empty() {
-                    format!("nothing goes {place}")
-                } else {
-                    format!("expected one of: {}", list(&known))
-                }
+                closest(name, known.iter().copied()).map_or_else(
+                    || {
+                        if known.is_empty() {
+                            format!("nothing goes {place}")
+                        } else {
+                            format!("expected one of: {}", list(&known))
+                        }
+                    },
+                    |k| format!("did you mean `{k}`?"),
+                )
             },
-            |k| format!("did you mean `{k}`?"),
+            str::to_owned,
         );
         self.problems.push(DecodeError::UnknownNode {
             help: Some(help),
@@ -356,6 +361,23 @@ impl Checker<'_> {
             span: entry.span(),
         });
     }
+}
+
+/// Why the language has no node for what `name` would open the box by, for the names
+/// people reach for from Docker and compose.
+fn refused(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "ports" | "port" | "publish" | "expose" => {
+            "ports are never published: the box's networks are internal, so a published port would be a way in from outside that bypasses them. To use a server in the box, run its client in the box too (a `run` task, or another container on its network)"
+        }
+        "privileged" | "cap-add" | "capabilities" | "devices" | "device" => {
+            "a box never gets privileges, capabilities or host devices: with them, what runs inside could leave it. A model's GPU comes with `gpu-layers` on the model"
+        }
+        "network-mode" | "pid" | "ipc" | "host-network" | "userns" => {
+            "a box never shares the host's network, PID or IPC namespace: each has its own, which is what keeps it in"
+        }
+        _ => return None,
+    })
 }
 
 /// The longest name: names become host names on networks (a DNS label is at most 63

@@ -596,14 +596,14 @@ pub const TOP_LEVEL: &[Node] = &[
                 name: "limits",
                 props: &[
                     Prop {
-                        default: None,
+                        default: Some("half the engine's"),
                         doc: "most memory, e.g. `4GiB`",
                         name: "memory",
                         ty: Ty::Size,
                     },
                     Prop {
-                        default: None,
-                        doc: "most CPUs",
+                        default: Some("all the engine's but one"),
+                        doc: "most CPUs, at most as many as the engine has",
                         name: "cpus",
                         ty: Ty::Int { max: 1024, min: 1 },
                     },

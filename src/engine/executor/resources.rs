@@ -154,6 +154,9 @@ impl Executor<'_> {
             cmd,
             gpus: *gpu,
             image: image.clone(),
+            limits: self
+                .capacity
+                .bound_model(step.memory_estimate().unwrap_or(0)),
             mounts: vec![BindMount {
                 read_only: true,
                 source: gguf.display().to_string(),
@@ -185,6 +188,8 @@ impl Executor<'_> {
         Ok(ContainerSpec {
             dns,
             dns_options,
+            // The server is the image's command, not openmono's `sandbox-init`.
+            init: true,
             labels,
             name: self.engine_name(name),
             networks: vec![(self.network(network)?, vec![name.to_owned()])],
@@ -317,6 +322,8 @@ impl Executor<'_> {
             }),
             limits: *limits,
             image: image.clone(),
+            // `sandbox-init` is the first process already.
+            init: false,
             labels: self.labels(name),
             mounts,
             name: self.engine_name(name),
@@ -458,7 +465,18 @@ impl Executor<'_> {
         }
     }
 
-    pub(super) async fn create(&self, name: &str, spec: ContainerSpec) -> Result<String, String> {
+    pub(super) async fn create(
+        &self,
+        name: &str,
+        mut spec: ContainerSpec,
+    ) -> Result<String, String> {
+        let cpus = self.capacity.cpus;
+        if let Some(asked) = spec.limits.cpus.filter(|&n| cpus > 0 && n > cpus) {
+            return Err(format!(
+                "`limits cpus={asked}` asks for more CPUs than the engine's machine has ({cpus}): ask for {cpus} or fewer"
+            ));
+        }
+        spec.limits = self.capacity.bound(spec.limits);
         // A model server's output is its only account of a load that went wrong.
         let log = spec
             .labels
