@@ -385,6 +385,66 @@ fn a_model_that_never_stops_is_ended_by_the_budget() {
         (answer.trim_end(), 1, EndReason::Done)
     );
     assert_eq!(requests(&project, &run).len(), 1);
+
+    // A budget of tokens too large to end it in time: the task's time ends it, and the
+    // agent says so itself before its supervisor would have to kill it.
+    let project = scenario(
+        "{\"content\": \"And on \", \"end\": \"endless\"}\n",
+        "    max-tokens 100000\n    timeout \"3s\"\n",
+    );
+    let run = apply(&project, 1);
+    assert_failed(&run, 124, "timed out after 3s; its processes were killed");
+    assert_eq!(
+        final_event(&transcript(&project, &run)),
+        ("", 0, EndReason::TimeSpent)
+    );
+}
+
+#[test]
+fn an_agent_stopped_by_a_signal_has_its_transcript_ended_as_interrupted() {
+    if !docker() {
+        return;
+    }
+    let project = scenario(
+        "{\"content\": \"Thinking. \", \"end\": \"endless\"}\n",
+        "    max-tokens 100000\n",
+    );
+    let child = project
+        .command(&["apply"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run openmono");
+    // Until the agent has started: its transcript holds the `start` event.
+    let runs = project.state.path().join("runs");
+    let started = std::time::Instant::now();
+    let begun = || {
+        std::fs::read_dir(&runs).ok()?.flatten().find_map(|run| {
+            let text = std::fs::read_to_string(run.path().join("t.jsonl")).ok()?;
+            text.contains(r#""event":"start""#).then_some(())
+        })
+    };
+    while begun().is_none() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_mins(1),
+            "the agent did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // SAFETY: kill has no memory effects; the pid is our own child's.
+    unsafe { libc::kill(i32::try_from(child.id()).expect("pid"), libc::SIGINT) };
+    let run = Run::from(child.wait_with_output().expect("openmono ends"));
+    run.expect_code(130);
+    assert!(
+        run.stdout.contains("  ✗ task `t` (agent, cancelled after "),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        final_event(&transcript(&project, &run)),
+        ("", 0, EndReason::Interrupted)
+    );
+    assert_run_gone(&run.run_id());
 }
 
 #[test]

@@ -41,6 +41,10 @@ pub struct ChatClient {
     /// Whether to ask for a streamed reply; off for good once the server refused to
     /// stream a reply with tools.
     stream: bool,
+    /// When the task's own time runs out (no exchange waits past it), and how long that
+    /// time was.
+    task_deadline: Option<Instant>,
+    task_time: Duration,
     timeouts: Timeouts,
 }
 
@@ -62,6 +66,8 @@ pub enum Timeout {
     Connect,
     FirstToken,
     Idle,
+    /// The task's wall-clock budget, not the server: it ran out during the exchange.
+    Task,
 }
 
 /// Why a request got no usable reply.
@@ -170,8 +176,20 @@ impl ChatClient {
             max_tokens,
             model: model.to_owned(),
             stream: true,
+            task_deadline: None,
+            task_time: Duration::ZERO,
             timeouts,
         }
+    }
+
+    /// No exchange waits past `deadline`, the end of the task's time.
+    #[must_use]
+    pub fn with_deadline(mut self, deadline: Option<Instant>) -> Self {
+        self.task_deadline = deadline;
+        self.task_time = deadline.map_or(Duration::ZERO, |d| {
+            d.saturating_duration_since(Instant::now())
+        });
+        self
     }
 
     /// Sends the conversation and returns the first choice of the reply. With no
@@ -319,9 +337,13 @@ impl ChatClient {
 
     /// The next piece, or the error of the clock that ran out first.
     fn next(&self, pieces: &mpsc::Receiver<Piece>, clock: &Clock) -> Result<Piece, ChatError> {
-        let wait = clock.deadline.saturating_duration_since(Instant::now());
+        let (deadline, timeout) = match self.task_deadline {
+            Some(task) if task < clock.deadline => (task, Timeout::Task),
+            _ => (clock.deadline, clock.timeout),
+        };
+        let wait = deadline.saturating_duration_since(Instant::now());
         pieces.recv_timeout(wait).map_err(|error| match error {
-            RecvTimeoutError::Timeout => self.timed_out(clock.timeout),
+            RecvTimeoutError::Timeout => self.timed_out(timeout),
             RecvTimeoutError::Disconnected => self.unreachable("the exchange thread stopped"),
         })
     }
@@ -351,6 +373,7 @@ impl ChatClient {
             Timeout::Connect => self.timeouts.connect,
             Timeout::FirstToken => self.timeouts.first_token,
             Timeout::Idle => self.timeouts.idle,
+            Timeout::Task => self.task_time,
         };
         ChatError::TimedOut {
             after,
@@ -526,6 +549,10 @@ impl ChatError {
     pub fn end_reason(&self) -> EndReason {
         match self {
             Self::Unreachable { .. } => EndReason::ModelUnreachable,
+            Self::TimedOut {
+                timeout: Timeout::Task,
+                ..
+            } => EndReason::TimeSpent,
             Self::TimedOut { .. } => EndReason::ModelTimeout,
             Self::ContextExceeded { .. } => EndReason::ContextFull,
             Self::BadReply { .. } | Self::Status { .. } | Self::ToolsRejected { .. } => {
@@ -553,6 +580,7 @@ impl fmt::Display for Timeout {
                  CPU can take minutes; see --first-token-timeout)"
             }
             Self::Idle => "idle timeout: the streamed answer stalled between two chunks",
+            Self::Task => "the task's time ran out while waiting for the answer",
         })
     }
 }

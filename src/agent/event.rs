@@ -107,6 +107,11 @@ pub enum EndReason {
     ModelTimeout,
     /// The conversation exceeds the model's context even after compacting it.
     ContextFull,
+    /// The task's wall-clock time (`--timeout`) ran out.
+    TimeSpent,
+    /// Stopped from outside: the run was interrupted or another step failed. The host
+    /// writes this one into the transcript, since the agent is stopped without a say.
+    Interrupted,
 }
 
 impl EndReason {
@@ -117,6 +122,9 @@ impl EndReason {
             Self::Done => 0,
             Self::BudgetSpent => 2,
             Self::ModelUnreachable | Self::ModelError | Self::ModelTimeout | Self::ContextFull => 3,
+            // As `openmono supervise` and coreutils' `timeout` say it.
+            Self::TimeSpent => crate::agent::supervise::TIMED_OUT,
+            Self::Interrupted => 130,
         }
     }
 }
@@ -286,6 +294,8 @@ mod tests {
         for (reason, tag, code) in [
             (EndReason::ModelTimeout, "model_timeout", 3),
             (EndReason::ContextFull, "context_full", 3),
+            (EndReason::TimeSpent, "time_spent", 124),
+            (EndReason::Interrupted, "interrupted", 130),
         ] {
             let line = AgentEvent::Final {
                 answer: String::new(),

@@ -34,7 +34,7 @@ pub mod workspace;
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -78,6 +78,10 @@ pub struct AgentArgs {
     /// Seconds a streamed reply may stall between two chunks
     #[arg(long, default_value_t = 120)]
     pub idle_timeout: u64,
+    /// Milliseconds the whole task may take: then the agent ends with `time_spent`, in
+    /// the middle of a reply or a tool call if need be
+    #[arg(long)]
+    pub timeout_ms: Option<u64>,
     /// Describe the tools in the system prompt and read calls from the reply's text
     #[arg(long)]
     pub text_tools: bool,
@@ -123,6 +127,8 @@ struct Session<'a, W: Write> {
     check: Option<Check>,
     client: ChatClient,
     conversation: Conversation,
+    /// When the task's time (`--timeout`) runs out.
+    deadline: Option<Instant>,
     /// The tool declarations sent with every request while tools are native.
     declarations: Vec<Value>,
     out: &'a mut W,
@@ -147,7 +153,11 @@ impl<'a, W: Write> Session<'a, W> {
             first_token: Duration::from_secs(args.first_token_timeout),
             idle: Duration::from_secs(args.idle_timeout),
         };
-        let toolbox = Toolbox::new(workdir, Duration::from_secs(args.tool_timeout));
+        let deadline = args
+            .timeout_ms
+            .and_then(|t| Instant::now().checked_add(Duration::from_millis(t)));
+        let toolbox =
+            Toolbox::new(workdir, Duration::from_secs(args.tool_timeout)).with_deadline(deadline);
         Self {
             args,
             check: args.check.as_ref().map(|command| {
@@ -157,7 +167,8 @@ impl<'a, W: Write> Session<'a, W> {
                     Duration::from_secs(args.check_timeout),
                 )
             }),
-            client: ChatClient::new(&args.model_url, &args.model, args.max_tokens, timeouts),
+            client: ChatClient::new(&args.model_url, &args.model, args.max_tokens, timeouts)
+                .with_deadline(deadline),
             conversation: Conversation::new(
                 system_prompt(
                     workdir,
@@ -166,6 +177,7 @@ impl<'a, W: Write> Session<'a, W> {
                 ),
                 args.prompt.clone(),
             ),
+            deadline,
             declarations: toolbox.declarations(),
             out,
             text_tools: args.text_tools,
@@ -186,6 +198,9 @@ impl<'a, W: Write> Session<'a, W> {
         // Rounds end with a final answer; a failing check starts the next one.
         let mut round = 1;
         for step in 1..=self.args.max_steps {
+            if self.deadline.is_some_and(|d| Instant::now() >= d) {
+                return self.finish(last_text, step - 1, EndReason::TimeSpent);
+            }
             let reply = match self.ask(step) {
                 Ok(reply) => reply,
                 Err(reason) => return self.finish(last_text, step - 1, reason),
@@ -471,6 +486,7 @@ mod tests {
             connect_timeout: 2,
             first_token_timeout: 2,
             idle_timeout: 2,
+            timeout_ms: None,
             text_tools: false,
             check: None,
             check_retries: 0,
@@ -779,6 +795,77 @@ mod tests {
                 }
             ]
         );
+    }
+
+    #[test]
+    fn the_tasks_time_ends_a_wait_for_the_model_and_says_so() {
+        let server = Server::start(vec![Canned::Silent]);
+        let mut args = args(&server.url, 3);
+        args.first_token_timeout = 60;
+        args.timeout_ms = Some(500);
+        let started = std::time::Instant::now();
+        let (code, events) = run_agent(&args, Path::new("/"));
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(code, 124);
+        let [_, AgentEvent::Error { message }, last] = events.as_slice() else {
+            panic!("unexpected events {events:?}");
+        };
+        assert!(
+            message.starts_with(&format!(
+                "model server at {}/v1/chat/completions: the task's time ran out while waiting for the answer (",
+                server.url
+            )),
+            "{message}"
+        );
+        assert_eq!(
+            last,
+            &AgentEvent::Final {
+                answer: String::new(),
+                steps: 0,
+                reason: EndReason::TimeSpent
+            }
+        );
+    }
+
+    #[test]
+    fn the_tasks_time_cuts_a_tool_call_short_and_ends_the_agent() {
+        let server = Server::start(vec![
+            streamed_call("c1", "shell", r#"{"command":"sleep 30"}"#),
+            streamed(Some(&["never asked"]), &[]),
+        ]);
+        let mut args = args(&server.url, 5);
+        args.timeout_ms = Some(1000);
+        let started = std::time::Instant::now();
+        let (code, events) = run_agent(&args, &scratch("time-in-tool"));
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(code, 124);
+        assert!(
+            events.iter().any(|e| matches!(
+                e,
+                AgentEvent::ToolResult {
+                    exit_code: None,
+                    ..
+                }
+            )),
+            "{events:?}"
+        );
+        assert_eq!(
+            events.last(),
+            Some(&AgentEvent::Final {
+                answer: String::new(),
+                steps: 1,
+                reason: EndReason::TimeSpent
+            })
+        );
+        assert_eq!(server.received().len(), 1, "asked the model after its time");
     }
 
     #[test]

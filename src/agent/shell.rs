@@ -29,6 +29,8 @@ pub struct Shell {
     grace: Duration,
     /// How long a command may run before its process group is killed.
     timeout: Duration,
+    /// When the task's time runs out: no command runs past it.
+    deadline: Option<Instant>,
 }
 
 /// How a command ended.
@@ -76,7 +78,14 @@ impl Shell {
             cap: Self::OUTPUT_CAP,
             grace: Duration::from_millis(250),
             timeout,
+            deadline: None,
         }
+    }
+
+    /// The same shell, whose commands are also killed at `deadline`.
+    #[must_use]
+    pub fn with_deadline(self, deadline: Option<Instant>) -> Self {
+        Self { deadline, ..self }
     }
 
     /// The same shell with another output cap.
@@ -155,7 +164,13 @@ impl Shell {
     }
 
     fn wait(&self, child: &mut Child) -> Exit {
-        wait_until(child, Some(self.timeout))
+        let left = self
+            .deadline
+            .map(|d| d.saturating_duration_since(Instant::now()));
+        wait_until(
+            child,
+            Some(left.map_or(self.timeout, |l| l.min(self.timeout))),
+        )
     }
 }
 

@@ -58,6 +58,16 @@ impl Toolbox {
         }
     }
 
+    /// The same tools, whose shell commands are also killed at `deadline`, the end of
+    /// the task's time.
+    #[must_use]
+    pub fn with_deadline(self, deadline: Option<std::time::Instant>) -> Self {
+        Self {
+            shell: self.shell.with_deadline(deadline),
+            ..self
+        }
+    }
+
     /// Offers the tools of these MCP servers too, instead of any before.
     pub fn set_mcp(&mut self, mcp: McpServers) {
         self.mcp = mcp;

@@ -245,6 +245,29 @@ pub async fn apply(plan: &Plan, options: &ApplyOptions) -> Result<Report, Engine
 }
 
 impl Executor<'_> {
+    /// An image the engine already has that the binary's volume can be filled through,
+    /// when some step will need that volume: a task container's or a scripted model's
+    /// (an image the run builds is not there yet).
+    fn prefill_image(&self) -> Option<&str> {
+        let built: Vec<&String> = self
+            .plan
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::BuildImage { reference, .. } => Some(reference),
+                _ => None,
+            })
+            .collect();
+        self.plan.steps.iter().find_map(|s| match s {
+            Step::StartContainer { image, .. } | Step::StartReplay { image, .. }
+                if !built.contains(&image) =>
+            {
+                Some(image.as_str())
+            }
+            _ => None,
+        })
+    }
+
     async fn run(&self, signals: Vec<tokio::signal::unix::Signal>) -> Report {
         if self.options.output == Output::Json {
             self.progress.event(
@@ -271,11 +294,17 @@ impl Executor<'_> {
             Arc::clone(&self.created),
             self.run_id.clone(),
         ));
+        // The binary's volume is filled while the first steps run, not when the first
+        // task container needs it: that would put the fill on the way to every one.
+        let prefill = async {
+            if let Some(image) = self.prefill_image() {
+                // An error stays in the cell for the step that needs the volume to report.
+                let _ = self.self_volume(image).await;
+            }
+        };
+        let steps = async { tokio::join!(prefill, self.steps(signalled.clone())).1 };
         // A panic in a step must still end in teardown.
-        let stop = match std::panic::AssertUnwindSafe(self.steps(signalled.clone()))
-            .catch_unwind()
-            .await
-        {
+        let stop = match std::panic::AssertUnwindSafe(steps).catch_unwind().await {
             Ok(result) => result.err(),
             Err(panic) => Some(Stop::Failed(format!(
                 "internal error: {}",
@@ -475,6 +504,9 @@ impl Executor<'_> {
         let lines: Vec<&str> = text.lines().collect();
         let agent = matches!(step, Step::AgentTask { .. });
         let transcript = self.dir.join(format!("{task}.jsonl"));
+        if agent && transcript.is_file() {
+            interrupted(&transcript);
+        }
         tasks.push(TaskReport {
             answer: None,
             check: None,
@@ -574,6 +606,35 @@ impl Executor<'_> {
             (gc::OWNER_HOST.to_owned(), self.host.clone()),
             (gc::STARTED.to_owned(), self.started.to_string()),
         ])
+    }
+}
+
+/// Ends the transcript of an agent stopped from outside, which had no say: its last line
+/// is a `final` event with the reason `interrupted`, the steps it took and its last text.
+fn interrupted(transcript: &std::path::Path) {
+    use std::io::Write;
+    let text = std::fs::read_to_string(transcript).unwrap_or_default();
+    let mut steps = 0;
+    let mut answer = String::new();
+    for event in text.lines().filter_map(AgentEvent::parse_line) {
+        match event {
+            AgentEvent::Final { .. } => return,
+            AgentEvent::ModelTurn { step, content, .. } => {
+                steps = step;
+                if let Some(content) = content.filter(|c| !c.trim().is_empty()) {
+                    content.trim().clone_into(&mut answer);
+                }
+            }
+            _ => {}
+        }
+    }
+    let end = AgentEvent::Final {
+        answer,
+        steps,
+        reason: crate::agent::EndReason::Interrupted,
+    };
+    if let Ok(mut file) = std::fs::OpenOptions::new().append(true).open(transcript) {
+        let _ = writeln!(file, "{}", end.to_line());
     }
 }
 

@@ -29,7 +29,10 @@ impl Executor<'_> {
         }
         // Made once the agent starts: a task stopped by its self-test has none.
         let mut transcript = create_file(&transcript_path)?;
-        let cmd = supervised(settings, agent_command(step));
+        // The agent ends itself when the task's time is up, with `time_spent` in its
+        // transcript; the supervisor kills it a little later only if it did not.
+        let backstop = settings.timeout.map(|t| t + AGENT_BACKSTOP);
+        let cmd = supervised(backstop, agent_command(step));
         let started = Instant::now();
         let mut answer = None;
         let code = self
@@ -166,7 +169,7 @@ impl Executor<'_> {
         // The engine keeps stdout and stderr apart and cannot say which line came first;
         // one stream keeps the output in the order it was written.
         let cmd = supervised(
-            settings,
+            settings.timeout,
             vec![
                 "/bin/sh".to_owned(),
                 "-c".to_owned(),
@@ -227,6 +230,9 @@ fn agent_command(step: &Step) -> Vec<String> {
     for (name, command) in mcp {
         cmd.extend(["--mcp".to_owned(), format!("{name}={command}")]);
     }
+    if let Some(timeout) = settings.timeout {
+        cmd.extend(["--timeout-ms".to_owned(), timeout.as_millis().to_string()]);
+    }
     let Some(check) = check.as_ref().filter(|_| *retries > 0) else {
         return cmd;
     };
@@ -270,10 +276,13 @@ pub(super) fn command_outcome(code: i64, settings: &TaskSettings) -> Result<(), 
     }
 }
 
-/// `argv` under `openmono supervise`, which enforces the task's timeout inside the box.
-pub(super) fn supervised(settings: &TaskSettings, argv: Vec<String>) -> Vec<String> {
+/// How long after the task's time the supervisor kills an agent that did not end itself.
+const AGENT_BACKSTOP: Duration = Duration::from_secs(10);
+
+/// `argv` under `openmono supervise`, which enforces a task's `timeout` inside the box.
+pub(super) fn supervised(timeout: Option<Duration>, argv: Vec<String>) -> Vec<String> {
     let mut cmd = vec![SELF_PATH.to_owned(), "supervise".to_owned()];
-    if let Some(timeout) = settings.timeout {
+    if let Some(timeout) = timeout {
         cmd.extend(["--timeout-ms".to_owned(), timeout.as_millis().to_string()]);
     }
     cmd.push("--".to_owned());

@@ -64,19 +64,26 @@ impl Executor<'_> {
                 }
             }
         }
+        // What carries the run's label and was not removed above (its creation answered
+        // with an error, say) goes now; the engine is asked again only then.
         let label = format!("{RUN_LABEL}={}", self.run_id);
-        if let Ok(objects) = self.engine.objects(&label).await {
-            for object in objects {
-                if self.engine.remove(&object).await.is_ok() && object.name != own {
-                    match object.kind {
-                        ObjectKind::Container => report.removed_containers += 1,
-                        ObjectKind::Network => report.removed_networks += 1,
-                        ObjectKind::Volume => report.removed_volumes += 1,
+        let swept = match self.engine.objects(&label).await {
+            Ok(objects) if objects.is_empty() => Ok(objects),
+            Ok(objects) => {
+                for object in objects {
+                    if self.engine.remove(&object).await.is_ok() && object.name != own {
+                        match object.kind {
+                            ObjectKind::Container => report.removed_containers += 1,
+                            ObjectKind::Network => report.removed_networks += 1,
+                            ObjectKind::Volume => report.removed_volumes += 1,
+                        }
                     }
                 }
+                self.engine.objects(&label).await
             }
-        }
-        match self.engine.objects(&label).await {
+            Err(_) => self.engine.objects(&label).await,
+        };
+        match swept {
             Ok(left) => report
                 .leftovers
                 .extend(left.iter().map(|o| format!("{} {}", o.kind, o.name))),
