@@ -370,9 +370,66 @@ fn host_files_other_than_the_workspace_are_refused_on_an_engine_elsewhere() {
         "{}",
         run.stderr
     );
-    assert!(
-        run.stderr.contains("only the workspace travels"),
-        "{}",
-        run.stderr
+    assert!(run.stderr.contains("`mount`s do not"), "{}", run.stderr);
+}
+
+#[test]
+fn a_model_file_travels_to_the_tls_engine_once_and_answers_there() {
+    let Some(remote) = RemoteEngine::get() else {
+        return;
+    };
+    let project = Project::new();
+    let gguf = project.path().join("fixture.gguf");
+    openmono::gguf::fixture::write(&gguf, openmono::gguf::fixture::SENTENCE).expect("fixture");
+    project.file(
+        "openmono.kdl",
+        "network \"n\"\nmodel \"tiny\" {\n    gguf \"fixture.gguf\"\n    network \"n\"\n    context 4096\n}\ncontainer \"c\" {\n    image \"openmono/agent:latest\"\n    network \"n\"\n}\ntask \"ask\" {\n    agent \"c\" model=\"tiny\"\n    prompt \"What holds?\"\n    max-tokens 16\n}\n",
     );
+    // The volume is named by the file's content: the same on every run of this test.
+    let hash = openmono::plan::sha256_file(&gguf).expect("hash");
+    let volume = format!("openmono-file-{}-model.gguf", &hash[..16]);
+    let _ = Command::new("docker")
+        .args(["-H", &remote.socket, "volume", "rm", "-f", &volume])
+        .output();
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let run = remote.run(&project, &["apply"]);
+        run.expect_code(0);
+        assert!(
+            run.stdout.contains(&format!(
+                "      answer:\n        {}\n",
+                openmono::gguf::fixture::SENTENCE
+            )),
+            "{}",
+            run.stdout
+        );
+        remote.assert_run_gone(&run.run_id());
+        // Kept for the next run, with the file whole and the mark that says so.
+        let on_engine = remote.docker_lines(&[
+            "volume",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("label=dev.openmono.file={hash}"),
+        ]);
+        assert_eq!(on_engine, [volume.clone()]);
+        let dir = std::path::PathBuf::from(
+            &remote.docker_lines(&["volume", "inspect", "-f", "{{.Mountpoint}}", &volume])[0],
+        );
+        let copy = std::fs::metadata(dir.join("model.gguf")).expect("the copy");
+        assert_eq!(
+            std::fs::read(dir.join("model.gguf")).expect("read the copy"),
+            std::fs::read(&gguf).expect("read the model")
+        );
+        assert!(dir.join(".complete").is_file());
+        seen.push((
+            std::os::unix::fs::MetadataExt::ino(&copy),
+            copy.modified().expect("mtime"),
+        ));
+    }
+    // The second run used the copy the first made: the same file, not written again.
+    assert_eq!(seen[0], seen[1], "the model was copied again");
+    let _ = Command::new("docker")
+        .args(["-H", &remote.socket, "volume", "rm", "-f", &volume])
+        .output();
 }

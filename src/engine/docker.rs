@@ -487,6 +487,41 @@ impl Engine {
         uploaded.and(removed)
     }
 
+    /// Whether volume `volume` exists and holds `path` (relative to where it is mounted,
+    /// `target`), looked at through a container of `image` that never starts.
+    pub async fn volume_holds(
+        &self,
+        volume: &str,
+        target: &str,
+        path: &str,
+        image: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<bool, EngineError> {
+        match self.docker.inspect_volume(volume).await {
+            Err(e) if is_not_found(&e) => return Ok(false),
+            Err(e) => return Err(EngineError::call(format!("look at volume `{volume}`"))(e)),
+            Ok(_) => {}
+        }
+        let helper = self
+            .volume_helper(volume, target, image, labels, "look")
+            .await?;
+        let options = DownloadFromContainerOptionsBuilder::default()
+            .path(&format!("{target}/{path}"))
+            .build();
+        let found = {
+            let mut stream = self.docker.download_from_container(&helper, Some(options));
+            match stream.next().await {
+                Some(Err(e)) if is_not_found(&e) => Ok(false),
+                Some(Err(e)) => Err(EngineError::call(format!(
+                    "look for {path} in volume `{volume}`"
+                ))(e)),
+                Some(Ok(_)) | None => Ok(true),
+            }
+        };
+        let removed = self.remove_container(&helper).await;
+        found.and_then(|found| removed.map(|()| found))
+    }
+
     /// The files of a volume as a tar archive whose paths start with `target`'s last
     /// part, read through a container of `image` that mounts it at `target` and never
     /// starts.
@@ -549,8 +584,11 @@ impl Engine {
             }),
             ..Default::default()
         };
-        // No playbook name holds a `.`: this name never clashes with another container.
-        let name = format!("{volume}.{purpose}");
+        // No playbook name holds a `.`: this name never clashes with another container;
+        // the count keeps two helpers of one volume apart (volumes that runs share).
+        static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let count = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("{volume}.{purpose}.{}-{count}", std::process::id());
         self.create_helper(&name, body).await
     }
 

@@ -100,7 +100,7 @@ pub enum EngineError {
     #[diagnostic(
         code(openmono::engine::host_files),
         help(
-            "on an engine elsewhere only the workspace travels (copied into a volume of the run, the agent's changes copied back after it); model files, replay scripts and `mount`s do not yet: run this playbook on the local engine, or put the files in a `volume`"
+            "on an engine elsewhere only the workspace (copied into a volume of the run, the agent's changes copied back after it), model files and replay scripts travel; `mount`s do not: run this playbook on the local engine, or put the files in the workspace or a `volume`"
         )
     )]
     HostFiles { engine: String, what: String },

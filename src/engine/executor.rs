@@ -638,22 +638,13 @@ fn interrupted(transcript: &std::path::Path) {
     }
 }
 
-/// Refuses a plan whose steps need this machine's files on an engine elsewhere, which
-/// cannot see them: model files, replay scripts, `mount`s. (The workspace travels.)
+/// Refuses a plan whose steps need this machine's folders on an engine elsewhere, which
+/// cannot see them: `mount`s. (The workspace, model files and replay scripts travel.)
 fn host_files_elsewhere(plan: &Plan, endpoint: &super::Endpoint) -> Result<(), EngineError> {
     let what: Vec<String> = plan
         .steps
         .iter()
         .flat_map(|step| match step {
-            Step::StartModel { gguf, name, .. } => {
-                vec![format!("the file of model `{name}` ({})", gguf.display())]
-            }
-            Step::StartReplay { name, script, .. } => {
-                vec![format!(
-                    "the script of model `{name}` ({})",
-                    script.display()
-                )]
-            }
             Step::StartContainer { mounts, name, .. } => mounts
                 .iter()
                 .map(|m| format!("the mount {} of `{name}`", m.source.display()))

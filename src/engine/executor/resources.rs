@@ -157,12 +157,7 @@ impl Executor<'_> {
             limits: self
                 .capacity
                 .bound_model(step.memory_estimate().unwrap_or(0)),
-            mounts: vec![BindMount {
-                read_only: true,
-                source: gguf.display().to_string(),
-                target: MODEL_MOUNT.to_owned(),
-                volume: false,
-            }],
+            mounts: vec![self.host_file(gguf, MODEL_MOUNT, image).await?],
             ..self.model_container(name, network)?
         };
         let id = self.create(name, spec).await?;
@@ -228,12 +223,7 @@ impl Executor<'_> {
             entrypoint: Some(vec![SELF_PATH.into()]),
             image: image.clone(),
             mounts: vec![
-                BindMount {
-                    read_only: true,
-                    source: script.display().to_string(),
-                    target: REPLAY_MOUNT.to_owned(),
-                    volume: false,
-                },
+                self.host_file(script, REPLAY_MOUNT, image).await?,
                 BindMount {
                     read_only: true,
                     source: self.self_volume(image).await?,
@@ -347,6 +337,60 @@ impl Executor<'_> {
             self.seal_routes(&id, name, image).await?;
         }
         Ok(id)
+    }
+
+    /// A file of this machine, read-only at `target` in a model's container: bound from
+    /// where it is, or on an engine elsewhere, which cannot see it, copied into a volume
+    /// named by its content and mounted at `target`'s folder. That volume is filled once
+    /// and kept for later runs (it carries no run's label; `docker volume ls --filter
+    /// label=dev.openmono.file` lists them), so a model travels once.
+    async fn host_file(&self, file: &Path, target: &str, image: &str) -> Result<BindMount, String> {
+        if !self.engine.is_remote() {
+            return Ok(BindMount {
+                read_only: true,
+                source: file.display().to_string(),
+                target: target.to_owned(),
+                volume: false,
+            });
+        }
+        let (dir, inner) = target.rsplit_once('/').unwrap_or(("", target));
+        let path = file.to_path_buf();
+        let hash = tokio::task::spawn_blocking(move || crate::plan::sha256_file(&path))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        let volume = format!("openmono-file-{}-{inner}", &hash[..16]);
+        let labels = HashMap::from([(FILE_LABEL.to_owned(), hash)]);
+        let held = self
+            .engine
+            .volume_holds(&volume, dir, COMPLETE, image, labels.clone())
+            .await
+            .map_err(|e| error_chain(&e))?;
+        if !held {
+            // Creating a volume that exists is no error: an earlier fill cut short is
+            // filled again over what it left.
+            self.engine
+                .create_volume(&volume, labels.clone())
+                .await
+                .map_err(|e| error_chain(&e))?;
+            let path = file.to_path_buf();
+            let top = dir.trim_start_matches('/').to_owned();
+            let name = inner.to_owned();
+            let archive = tokio::task::spawn_blocking(move || file_archive(&path, &top, &name))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("cannot pack {}: {e}", file.display()))?;
+            self.engine
+                .fill_volume(&volume, dir, image, labels, archive)
+                .await
+                .map_err(|e| error_chain(&e))?;
+        }
+        Ok(BindMount {
+            read_only: true,
+            source: volume,
+            target: dir.to_owned(),
+            volume: true,
+        })
     }
 
     /// The name of the run's volume for the openmono binary.
@@ -574,6 +618,32 @@ async fn sleep_for(duration: Duration) {
 /// The openmono binary as a tar archive holding `.openmono/openmono`, both owned by
 /// `nobody`, readable and runnable by all, writable by none (the volume is also mounted
 /// read-only).
+/// The label of a volume that holds a copy of a file of this machine (a model, a replay
+/// script) on an engine elsewhere; its value is the file's SHA-256.
+const FILE_LABEL: &str = "dev.openmono.file";
+
+/// The last thing written into such a volume: a volume without it was not filled whole.
+const COMPLETE: &str = ".complete";
+
+/// A tar archive of folder `top` holding `file` as `name`, readable by all, and then the
+/// empty [`COMPLETE`]: the engine unpacks in order, so that file says the rest is there.
+fn file_archive(file: &Path, top: &str, name: &str) -> std::io::Result<Vec<u8>> {
+    let bytes = std::fs::read(file)?;
+    let mut builder = tar::Builder::new(Vec::with_capacity(bytes.len() + 4096));
+    let mut dir = tar::Header::new_gnu();
+    dir.set_entry_type(tar::EntryType::Directory);
+    dir.set_mode(0o555);
+    dir.set_size(0);
+    builder.append_data(&mut dir, format!("{top}/"), std::io::empty())?;
+    for (path, content) in [(name, bytes.as_slice()), (COMPLETE, &[][..])] {
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(0o444);
+        header.set_size(content.len() as u64);
+        builder.append_data(&mut header, format!("{top}/{path}"), content)?;
+    }
+    builder.into_inner()
+}
+
 pub(super) fn self_archive(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
     let owner: u64 = 65534;
     let mut builder = tar::Builder::new(Vec::with_capacity(bytes.len() + 4096));
