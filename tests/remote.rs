@@ -412,7 +412,7 @@ fn a_model_file_travels_to_the_tls_engine_once_and_answers_there() {
             "--filter",
             &format!("label=dev.openmono.file={hash}"),
         ]);
-        assert_eq!(on_engine, [volume.clone()]);
+        assert_eq!(on_engine, std::slice::from_ref(&volume));
         let dir = std::path::PathBuf::from(
             &remote.docker_lines(&["volume", "inspect", "-f", "{{.Mountpoint}}", &volume])[0],
         );

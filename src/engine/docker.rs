@@ -567,6 +567,7 @@ impl Engine {
         labels: HashMap<String, String>,
         purpose: &str,
     ) -> Result<String, EngineError> {
+        static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let body = ContainerCreateBody {
             // Never run; the engine wants a command all the same.
             entrypoint: Some(vec![format!("{target}/none")]),
@@ -586,7 +587,6 @@ impl Engine {
         };
         // No playbook name holds a `.`: this name never clashes with another container;
         // the count keeps two helpers of one volume apart (volumes that runs share).
-        static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let count = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let name = format!("{volume}.{purpose}.{}-{count}", std::process::id());
         self.create_helper(&name, body).await

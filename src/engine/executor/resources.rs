@@ -360,17 +360,19 @@ impl Executor<'_> {
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
         let volume = format!("openmono-file-{}-{inner}", &hash[..16]);
-        let labels = HashMap::from([(FILE_LABEL.to_owned(), hash)]);
+        // The volume outlives the run; the helpers that look into it and fill it do not,
+        // and carry the run's labels, for teardown and `gc`.
+        let helpers = self.labels(inner);
         let held = self
             .engine
-            .volume_holds(&volume, dir, COMPLETE, image, labels.clone())
+            .volume_holds(&volume, dir, COMPLETE, image, helpers.clone())
             .await
             .map_err(|e| error_chain(&e))?;
         if !held {
             // Creating a volume that exists is no error: an earlier fill cut short is
             // filled again over what it left.
             self.engine
-                .create_volume(&volume, labels.clone())
+                .create_volume(&volume, HashMap::from([(FILE_LABEL.to_owned(), hash)]))
                 .await
                 .map_err(|e| error_chain(&e))?;
             let path = file.to_path_buf();
@@ -381,7 +383,7 @@ impl Executor<'_> {
                 .map_err(|e| e.to_string())?
                 .map_err(|e| format!("cannot pack {}: {e}", file.display()))?;
             self.engine
-                .fill_volume(&volume, dir, image, labels, archive)
+                .fill_volume(&volume, dir, image, helpers, archive)
                 .await
                 .map_err(|e| error_chain(&e))?;
         }
