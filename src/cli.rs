@@ -16,6 +16,8 @@ use crate::{
 
 /// Exit codes, as documented in `openmono --help`.
 pub mod exit {
+    /// Everything worked.
+    pub const SUCCESS: u8 = 0;
     /// The run failed: a step or task failed, or teardown left something behind.
     pub const RUN_FAILED: u8 = 1;
     /// The playbook has problems (or the command line was wrong).
@@ -97,6 +99,14 @@ pub enum Command {
         /// Show each task's output as it comes, prefixed with the task's name
         #[arg(long)]
         follow: bool,
+        /// Run the playbook once for each value of a var, each an independent run with
+        /// networks of its own (repeatable: every combination runs)
+        #[arg(long, value_name = "NAME=A,B,…", value_parser = parse_matrix)]
+        matrix: Vec<(String, Vec<String>)>,
+        /// How many runs of a `--matrix` go at the same time
+        #[arg(long, default_value_t = 2, value_parser = clap::builder::TypedValueParser::map(
+            clap::value_parser!(u16).range(1..=64), usize::from))]
+        matrix_jobs: usize,
         #[command(flatten)]
         engine: EngineArg,
         #[command(flatten)]
@@ -247,6 +257,19 @@ pub struct Vars {
     pub values: Vec<(String, String)>,
 }
 
+fn parse_matrix(text: &str) -> Result<(String, Vec<String>), String> {
+    let (name, values) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not NAME=A,B,…"))?;
+    let values: Vec<String> = values.split(',').map(str::to_owned).collect();
+    if name.is_empty() || values.iter().any(String::is_empty) {
+        return Err(format!(
+            "`{text}` is not NAME=A,B,…: the name and every value must be non-empty"
+        ));
+    }
+    Ok((name.to_owned(), values))
+}
+
 fn parse_var(text: &str) -> Result<(String, String), String> {
     text.split_once('=')
         .map(|(name, value)| (name.to_owned(), value.to_owned()))
@@ -255,7 +278,7 @@ fn parse_var(text: &str) -> Result<(String, String), String> {
 
 impl Vars {
     /// What the templates get: `OPENMONO_VAR_…` first, then `--var`, which wins.
-    fn inputs(&self, run_id: &str) -> Inputs {
+    pub(crate) fn inputs(&self, run_id: &str) -> Inputs {
         Inputs {
             cwd: std::env::current_dir().unwrap_or_default(),
             environment: std::env::vars()
@@ -330,9 +353,33 @@ pub fn main() -> ExitCode {
             output,
             jobs,
             model_timeout,
+            matrix,
+            matrix_jobs,
             engine,
             vars,
-        } => apply_command(&file, follow, output, jobs, model_timeout, &engine, &vars),
+        } => {
+            let endpoint = match engine.endpoint() {
+                Ok(endpoint) => endpoint,
+                Err(code) => return code,
+            };
+            let options = ApplyOptions {
+                endpoint,
+                follow,
+                output: match output {
+                    OutputFormat::Text => engine::Output::Text,
+                    OutputFormat::Json => engine::Output::Json,
+                },
+                input: None,
+                jobs,
+                model_timeout: Duration::from_secs(model_timeout),
+                run_id: engine::run_dir::new_run_id(),
+            };
+            if matrix.is_empty() {
+                apply_command(&file, options, &vars)
+            } else {
+                crate::matrix::apply(&file, &options, &vars, &matrix, matrix_jobs)
+            }
+        }
         Command::Agent(args) => code(agent::run(&args)),
         Command::Replay(args) => code(crate::replay::run(&args)),
         Command::Probe { url, timeout, wait } => code(match wait {
@@ -353,30 +400,7 @@ pub fn main() -> ExitCode {
 }
 
 /// `openmono apply FILE`: a playbook, or a plan that `plan --out` saved.
-fn apply_command(
-    file: &std::path::Path,
-    follow: bool,
-    output: OutputFormat,
-    jobs: usize,
-    model_timeout: u64,
-    engine: &EngineArg,
-    vars: &Vars,
-) -> ExitCode {
-    let endpoint = match engine.endpoint() {
-        Ok(endpoint) => endpoint,
-        Err(code) => return code,
-    };
-    let options = ApplyOptions {
-        endpoint,
-        follow,
-        output: match output {
-            OutputFormat::Text => engine::Output::Text,
-            OutputFormat::Json => engine::Output::Json,
-        },
-        jobs,
-        model_timeout: Duration::from_secs(model_timeout),
-        run_id: engine::run_dir::new_run_id(),
-    };
+fn apply_command(file: &std::path::Path, options: ApplyOptions, vars: &Vars) -> ExitCode {
     if file.extension().is_some_and(|e| e == "json") {
         if !vars.values.is_empty() {
             print_err(
@@ -457,7 +481,7 @@ fn from_environment(error: &clap::Error) -> Option<String> {
 
 /// The pipeline up to the plan: decode, render templates, build the graph, resolve paths.
 /// Returns the plan and the files it was made from.
-fn load_plan(
+pub(crate) fn load_plan(
     file: &std::path::Path,
     inputs: &Inputs,
 ) -> Result<(Plan, playbook::Source), ExitCode> {
@@ -694,7 +718,7 @@ fn fmt(files: &[PathBuf], check: bool) -> ExitCode {
 }
 
 /// The async runtime the engine's calls need.
-fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     tokio::runtime::Runtime::new().map_err(|e| {
         print_err(&format!("error: cannot start the async runtime: {e}\n"));
         ExitCode::from(exit::ENVIRONMENT)
@@ -822,7 +846,7 @@ fn apply(plan: &Plan, options: &ApplyOptions) -> ExitCode {
 
 /// Prints on stdout. A reader that went away (`openmono plan | head`) is not an error:
 /// there is no one left to tell; any other failure to write is.
-fn print_out(text: &dyn std::fmt::Display) -> ExitCode {
+pub(crate) fn print_out(text: &dyn std::fmt::Display) -> ExitCode {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     match write!(out, "{text}").and_then(|()| out.flush()) {
@@ -835,13 +859,13 @@ fn print_out(text: &dyn std::fmt::Display) -> ExitCode {
 }
 
 /// Prints on stderr, never failing: with stderr gone there is no one left to tell.
-fn print_err(text: &str) {
+pub(crate) fn print_err(text: &str) {
     use std::io::Write;
     let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
 /// Prints a diagnostic on stderr and returns `exit_code`.
-fn report(error: &dyn miette::Diagnostic, exit_code: u8) -> ExitCode {
+pub(crate) fn report(error: &dyn miette::Diagnostic, exit_code: u8) -> ExitCode {
     print_err(&render_diagnostic(error));
     ExitCode::from(exit_code)
 }

@@ -12,6 +12,7 @@ pub mod graph;
 mod graph_error;
 pub mod graph_format;
 pub mod init;
+mod matrix;
 pub mod playbook;
 
 pub use graph_error::GraphError;

@@ -1753,3 +1753,88 @@ fn a_task_stopped_by_another_task_failing_is_cancelled_in_the_json_report() {
     assert_eq!(task("later")["status"], "not-run");
     assert_run_gone(finished["run_id"].as_str().expect("run id"));
 }
+
+#[test]
+fn a_matrix_runs_the_playbook_once_per_input_each_on_its_own_network() {
+    if !docker() {
+        return;
+    }
+    let project = Project::new();
+    project.file(
+        "openmono.kdl",
+        "var \"word\"\nnetwork \"n\"\ncontainer \"box\" {\n    image \"openmono/agent:latest\"\n    network \"n\"\n}\ntask \"say\" {\n    run \"box\" \"echo {{ var.word }}; test {{ var.word }} != bad\"\n}\n",
+    );
+    let run = project.run(&[
+        "apply",
+        "--matrix",
+        "word=one,two,bad",
+        "--matrix-jobs",
+        "2",
+    ]);
+    run.expect_code(1);
+    // Three runs, each with its own id, each torn down whole.
+    let ids: Vec<String> = run
+        .stdout
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("Run ")?
+                .split_whitespace()
+                .next()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(ids.len(), 3, "{}", run.stdout);
+    for id in &ids {
+        assert_run_gone(id);
+        assert!(
+            run.stderr.contains(&format!(": openmono-{id}-n\n")),
+            "no network of its own for {id}: {}",
+            run.stderr
+        );
+    }
+    let summary = run
+        .stdout
+        .split_once("Matrix of 3 run(s): 2 succeeded, 1 did not\n")
+        .map_or_else(|| panic!("no summary: {}", run.stdout), |(_, rest)| rest);
+    let lines: Vec<&str> = summary.lines().collect();
+    assert_eq!(lines.len(), 3, "{summary}");
+    for (line, (mark, word, id, note)) in lines.iter().zip([
+        ("✓", "one", &ids[0], "succeeded in "),
+        ("✓", "two", &ids[1], "succeeded in "),
+        ("✗", "bad", &ids[2], "failed in "),
+    ]) {
+        assert!(
+            line.starts_with(&format!("  {mark} word={word}  run {id}: {note}")),
+            "{line}"
+        );
+    }
+    assert!(
+        lines[2].ends_with("s: run task `say`: the command exited with code 1"),
+        "{}",
+        lines[2]
+    );
+    // Each run's lines are tagged with its input.
+    for word in ["one", "two", "bad"] {
+        assert!(
+            run.stderr
+                .contains(&format!("] [word={word}] ✓ network `n` (")),
+            "{}",
+            run.stderr
+        );
+        assert!(
+            run.stdout.contains(&format!("── word={word} ──\n")),
+            "{}",
+            run.stdout
+        );
+    }
+    // A var given both ways, or a matrix var twice, starts nothing.
+    for args in [
+        &["apply", "--matrix", "word=a,b", "--var", "word=c"][..],
+        &["apply", "--matrix", "word=a", "--matrix", "word=b"],
+    ] {
+        let refused = project.run(args);
+        refused.expect_code(2);
+        assert!(refused.stderr.starts_with("error: "), "{}", refused.stderr);
+        assert!(!refused.stderr.contains("Run "), "{}", refused.stderr);
+    }
+}

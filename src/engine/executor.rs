@@ -54,6 +54,9 @@ pub struct ApplyOptions {
     pub follow: bool,
     /// The run's id, from [`run_dir::new_run_id`]; templates may have used it.
     pub run_id: String,
+    /// The input of a run of a matrix (`lang=rust`): it tags every line and event, and
+    /// the progress is plain lines, since several runs share the terminal.
+    pub input: Option<String>,
 }
 
 /// How many steps run at the same time unless `--jobs` says otherwise.
@@ -219,7 +222,7 @@ pub async fn apply(plan: &Plan, options: &ApplyOptions) -> Result<Report, Engine
         volumes: Mutex::default(),
         options,
         plan,
-        progress: Progress::new(options.output, options.follow),
+        progress: Progress::new(options.output, options.follow, options.input.clone()),
         run_id,
         self_binary,
         self_volume: tokio::sync::OnceCell::new(),

@@ -28,6 +28,8 @@ pub struct Progress {
     bars: Option<MultiProgress>,
     /// Whether the output of tasks is shown as it comes (`--follow`).
     follow: bool,
+    /// A matrix run's input: before every line, in every event.
+    input: Option<String>,
     json: bool,
     start: Instant,
 }
@@ -45,11 +47,13 @@ pub struct StepProgress<'a> {
 }
 
 impl Progress {
-    pub fn new(output: Output, follow: bool) -> Self {
+    pub fn new(output: Output, follow: bool, input: Option<String>) -> Self {
         let json = output == Output::Json;
         Self {
-            bars: (!json && std::io::stderr().is_terminal()).then(MultiProgress::new),
+            bars: (!json && input.is_none() && std::io::stderr().is_terminal())
+                .then(MultiProgress::new),
             follow,
+            input,
             json,
             start: Instant::now(),
         }
@@ -65,25 +69,29 @@ impl Progress {
             self.event("message", json!({ "text": text }));
             return;
         }
-        match &self.bars {
-            Some(bars) => {
-                if bars.println(text).is_err() {
-                    eprintln!("{text}");
-                }
+        if let Some(bars) = &self.bars {
+            if bars.println(text).is_err() {
+                eprintln!("{text}");
             }
-            None => {
-                let _ = writeln!(
-                    std::io::stderr().lock(),
-                    "[{:>7.1}s] {text}",
-                    self.start.elapsed().as_secs_f64()
-                );
-            }
+            return;
         }
+        let input = self
+            .input
+            .as_ref()
+            .map_or(String::new(), |i| format!("[{i}] "));
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "[{:>7.1}s] {input}{text}",
+            self.start.elapsed().as_secs_f64()
+        );
     }
 
     /// Writes one JSON event: `{"event": kind, "time": seconds since the start, …fields}`.
     pub fn event(&self, kind: &str, fields: Value) {
         let mut event = json!({ "event": kind, "time": round(self.start.elapsed()) });
+        if let (Some(input), Some(event)) = (&self.input, event.as_object_mut()) {
+            event.insert("input".to_owned(), json!(input));
+        }
         if let (Some(event), Value::Object(fields)) = (event.as_object_mut(), fields) {
             event.extend(fields);
         }

@@ -1,0 +1,265 @@
+//! `openmono apply --matrix NAME=A,B,C`: one playbook over many inputs. Each input (a
+//! value of each matrix var; with several `--matrix`, every combination) is an
+//! independent run: its own run id, its own networks and containers, its own teardown.
+//! At most `--matrix-jobs` run at the same time; one summary of all comes at the end.
+//!
+//! Every input is planned before any runs, so a playbook that does not plan for one of
+//! them starts none. A signal stops the runs under way (each tears down) and starts no
+//! more.
+
+use std::{
+    fmt::Write as _,
+    path::Path,
+    process::ExitCode,
+    sync::atomic::{AtomicBool, Ordering},
+};
+
+use futures_util::StreamExt;
+
+use crate::{
+    cli::{Vars, exit, load_plan, print_err, print_out, report, runtime},
+    engine::{self, ApplyOptions, Output, Report},
+    plan::Plan,
+};
+
+/// One input of the matrix: its vars, in the order the command line gave them.
+type Input = Vec<(String, String)>;
+
+/// One run of the matrix: its input as the lines show it, its plan, its options.
+type Run = (String, Plan, ApplyOptions);
+
+/// How one run ended: its report, or why it could not run; none when it never started.
+type Ended = Option<Result<Report, engine::EngineError>>;
+
+/// Applies the playbook `file` once for every input of `matrix`, `jobs` at a time.
+pub(crate) fn apply(
+    file: &Path,
+    options: &ApplyOptions,
+    vars: &Vars,
+    matrix: &[(String, Vec<String>)],
+    jobs: usize,
+) -> ExitCode {
+    if let Err(problem) = check(file, vars, matrix) {
+        print_err(&format!("error: {problem}\n"));
+        return ExitCode::from(exit::PLAYBOOK);
+    }
+    let runs = match plan_all(file, options, vars, matrix) {
+        Ok(runs) => runs,
+        Err(code) => return code,
+    };
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    let ended = runtime.block_on(run_all(&runs, jobs));
+    ExitCode::from(summarize(&runs, ended, options.output == Output::Json))
+}
+
+/// What makes a matrix wrong before any planning: a saved plan, or a var set twice.
+fn check(file: &Path, vars: &Vars, matrix: &[(String, Vec<String>)]) -> Result<(), String> {
+    if file.extension().is_some_and(|e| e == "json") {
+        return Err(
+            "a saved plan runs exactly as it was made; --matrix cannot change its vars".into(),
+        );
+    }
+    for (i, (name, _)) in matrix.iter().enumerate() {
+        if matrix[..i].iter().any(|(n, _)| n == name) {
+            return Err(format!(
+                "--matrix sets `{name}` twice: give all its values in one, `{name}=A,B,…`"
+            ));
+        }
+        if vars.values.iter().any(|(n, _)| n == name) {
+            return Err(format!(
+                "`{name}` is set by both --var and --matrix: keep one"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Plans every input; the first that does not plan stops them all.
+fn plan_all(
+    file: &Path,
+    options: &ApplyOptions,
+    vars: &Vars,
+    matrix: &[(String, Vec<String>)],
+) -> Result<Vec<Run>, ExitCode> {
+    let mut runs = Vec::new();
+    for input in combinations(matrix) {
+        let label = label(&input);
+        let run_id = engine::run_dir::new_run_id();
+        let mut vars = vars.clone();
+        vars.values.extend(input);
+        let (plan, _) = load_plan(file, &vars.inputs(&run_id)).inspect_err(|_| {
+            print_err(&format!(
+                "(with the matrix input {label}; no run started)\n"
+            ));
+        })?;
+        let options = ApplyOptions {
+            input: Some(label.clone()),
+            run_id,
+            ..options.clone()
+        };
+        runs.push((label, plan, options));
+    }
+    Ok(runs)
+}
+
+/// Applies the runs, `jobs` at a time; the results in the runs' order.
+async fn run_all(runs: &[Run], jobs: usize) -> Vec<Ended> {
+    let stopped = AtomicBool::new(false);
+    let stopped = &stopped;
+    let mut results: Vec<(usize, Ended)> =
+        futures_util::stream::iter(runs.iter().enumerate().map(|(i, (_, plan, options))| {
+            async move {
+                // After a signal, the inputs that have not started do not start.
+                if stopped.load(Ordering::SeqCst) {
+                    return (i, None);
+                }
+                let result = engine::apply(plan, options).await;
+                if result.as_ref().is_ok_and(|r| r.interrupted) {
+                    stopped.store(true, Ordering::SeqCst);
+                }
+                (i, Some(result))
+            }
+        }))
+        .buffer_unordered(jobs)
+        .collect()
+        .await;
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, ended)| ended).collect()
+}
+
+/// Prints each run's report and then the summary of all; returns the exit code: the
+/// worst of the runs'.
+fn summarize(runs: &[Run], ended: Vec<Ended>, json: bool) -> u8 {
+    let mut summary = Vec::new();
+    let mut code = exit::SUCCESS;
+    for ((label, _, options), ended) in runs.iter().zip(ended) {
+        let (mark, note, this) = match ended {
+            None => (
+                "-",
+                "not run: the matrix was interrupted".to_owned(),
+                exit::INTERRUPTED,
+            ),
+            Some(Err(error)) => {
+                print_err(&format!("matrix input {label}:\n"));
+                let _ = report(&error, exit::ENVIRONMENT);
+                ("✗", "could not run".to_owned(), exit::ENVIRONMENT)
+            }
+            Some(Ok(run)) => {
+                if json {
+                    let mut line = run.to_json();
+                    if let Some(object) = line.as_object_mut() {
+                        object.insert("input".to_owned(), serde_json::json!(label));
+                    }
+                    let _ = print_out(&format!("{line}\n"));
+                } else {
+                    let _ = print_out(&format!("── {label} ──\n{run}\n"));
+                }
+                ended_as(&run)
+            }
+        };
+        code = code.max(this);
+        summary.push((mark, label.as_str(), options.run_id.as_str(), note));
+    }
+    let succeeded = summary.iter().filter(|(mark, ..)| *mark == "✓").count();
+    if json {
+        let runs: Vec<serde_json::Value> = summary
+            .iter()
+            .map(|(mark, input, run_id, note)| {
+                serde_json::json!({ "input": input, "run_id": run_id, "succeeded": *mark == "✓", "note": note })
+            })
+            .collect();
+        let _ = print_out(&format!(
+            "{}\n",
+            serde_json::json!({ "event": "matrix", "runs": runs })
+        ));
+    } else {
+        let width = summary.iter().map(|(_, l, ..)| l.len()).max().unwrap_or(0);
+        let mut text = format!(
+            "Matrix of {} run(s): {succeeded} succeeded, {} did not\n",
+            summary.len(),
+            summary.len() - succeeded
+        );
+        for (mark, input, run_id, note) in &summary {
+            let _ = writeln!(text, "  {mark} {input:width$}  run {run_id}: {note}");
+        }
+        let _ = print_out(&text);
+    }
+    code
+}
+
+/// A run's mark, note and exit code in the summary.
+fn ended_as(run: &Report) -> (&'static str, String, u8) {
+    let took = run.elapsed.as_secs_f64();
+    if run.interrupted {
+        (
+            "✗",
+            format!("interrupted after {took:.1}s"),
+            exit::INTERRUPTED,
+        )
+    } else if run.succeeded() {
+        ("✓", format!("succeeded in {took:.1}s"), exit::SUCCESS)
+    } else {
+        let why = run
+            .failure
+            .clone()
+            .unwrap_or_else(|| "teardown left objects behind".to_owned());
+        (
+            "✗",
+            format!("failed in {took:.1}s: {why}"),
+            exit::RUN_FAILED,
+        )
+    }
+}
+
+/// Every combination of the matrix's values, the first var's changing slowest.
+fn combinations(matrix: &[(String, Vec<String>)]) -> Vec<Input> {
+    matrix
+        .iter()
+        .fold(vec![Vec::new()], |inputs, (name, values)| {
+            inputs
+                .iter()
+                .flat_map(|input| {
+                    values.iter().map(move |value| {
+                        let mut next = input.clone();
+                        next.push((name.clone(), value.clone()));
+                        next
+                    })
+                })
+                .collect()
+        })
+}
+
+/// An input as the lines and the summary show it: `lang=rust os=debian`.
+fn label(input: &[(String, String)]) -> String {
+    input
+        .iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_combination_in_order() {
+        let matrix = vec![
+            ("lang".to_owned(), vec!["rust".to_owned(), "go".to_owned()]),
+            ("os".to_owned(), vec!["a".to_owned(), "b".to_owned()]),
+        ];
+        let labels: Vec<String> = combinations(&matrix).iter().map(|i| label(i)).collect();
+        assert_eq!(
+            labels,
+            [
+                "lang=rust os=a",
+                "lang=rust os=b",
+                "lang=go os=a",
+                "lang=go os=b"
+            ]
+        );
+    }
+}
