@@ -24,7 +24,7 @@ pub fn list(state: &Path) -> String {
         let headline = std::fs::read_to_string(dir.join("report.txt"))
             .ok()
             .and_then(|r| r.lines().next().map(str::to_owned))
-            .unwrap_or_else(|| "(no report: still running, or killed)".to_owned());
+            .unwrap_or_else(|| no_report(&dir));
         let _ = writeln!(out, "{id}  {:>9}  {}", ago(modified), printable(&headline));
     }
     out
@@ -61,6 +61,30 @@ pub fn show(state: &Path, id: &str) -> Result<String, String> {
     Ok(out)
 }
 
+/// Why a run has no report: its openmono still runs, or it is gone (killed, or the
+/// machine stopped), as the `owner` file that `apply` writes says (pid and start time).
+fn no_report(dir: &Path) -> String {
+    let owner = std::fs::read_to_string(dir.join(OWNER_FILE)).unwrap_or_default();
+    let mut fields = owner.split_whitespace();
+    let (Some(pid), Some(start)) = (fields.next(), fields.next()) else {
+        return "(no report: still running, or killed)".to_owned();
+    };
+    let alive = pid
+        .parse()
+        .ok()
+        .and_then(crate::engine::gc::process_start)
+        .is_some_and(|s| s == start);
+    if alive {
+        format!("(no report yet: still running, pid {pid})")
+    } else {
+        "(no report: its openmono was killed or the machine stopped; `openmono gc` removes what it left)".to_owned()
+    }
+}
+
+/// The file in a run's folder that names its openmono: `PID START`, the process's
+/// start time as `/proc/PID/stat` gives it.
+pub const OWNER_FILE: &str = "owner";
+
 /// An event as a person reads it; text from the box is made safe for a terminal.
 fn event_text(event: &AgentEvent) -> String {
     let block = |lead: &str, text: &str| {
@@ -72,6 +96,10 @@ fn event_text(event: &AgentEvent) -> String {
                 " ".repeat(lead.chars().count())
             };
             let _ = writeln!(out, "{prefix}{}", printable(line));
+        }
+        if out.is_empty() {
+            // An event without text (an empty answer) still shows its lead.
+            return lead.trim_end().trim_end_matches(':').to_owned();
         }
         out.trim_end().to_owned()
     };
@@ -139,10 +167,18 @@ fn event_text(event: &AgentEvent) -> String {
             answer,
             steps,
             reason,
-        } => block(
-            &format!("  final after {steps} steps ({reason:?}): "),
-            answer,
-        ),
+        } => {
+            // As the transcript and the book spell it: `done`, `time_spent`, …
+            let reason = serde_json::to_value(reason)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let steps = match steps {
+                1 => "1 step".to_owned(),
+                n => format!("{n} steps"),
+            };
+            block(&format!("  final after {steps} ({reason}): "), answer)
+        }
         AgentEvent::Error { message } => block("  error: ", message),
         AgentEvent::Compacted {
             step,
@@ -239,9 +275,39 @@ mod tests {
         let shown = show(state.path(), "abc123").expect("shown");
         assert_eq!(
             shown,
-            "Run abc123 succeeded in 1.0s\n\nTranscript of agent task `fix`:\n  [1] shell {\"command\":\"ls\"}\n  [1] result: exit code 0\n              README.md\n              \\u{1b}[2J\n  [2] check after round 1 (cut): exit code 1\n                                 FAIL: greeting\n  final after 2 steps (Done): done\n"
+            "Run abc123 succeeded in 1.0s\n\nTranscript of agent task `fix`:\n  [1] shell {\"command\":\"ls\"}\n  [1] result: exit code 0\n              README.md\n              \\u{1b}[2J\n  [2] check after round 1 (cut): exit code 1\n                                 FAIL: greeting\n  final after 2 steps (done): done\n"
         );
         assert!(show(state.path(), "../x").is_err());
         assert!(show(state.path(), "nope").is_err());
+    }
+
+    #[test]
+    fn a_run_without_a_report_is_told_running_or_gone_by_its_owner() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pid = std::process::id();
+        let start = crate::engine::gc::process_start(pid).expect("own start");
+        std::fs::write(dir.path().join(OWNER_FILE), format!("{pid} {start}\n")).expect("write");
+        assert_eq!(
+            no_report(dir.path()),
+            format!("(no report yet: still running, pid {pid})")
+        );
+        // The same pid with another start time: a process that came after.
+        std::fs::write(dir.path().join(OWNER_FILE), format!("{pid} 1\n")).expect("write");
+        assert!(no_report(dir.path()).starts_with("(no report: its openmono was killed"));
+        std::fs::remove_file(dir.path().join(OWNER_FILE)).expect("remove");
+        assert_eq!(
+            no_report(dir.path()),
+            "(no report: still running, or killed)"
+        );
+    }
+
+    #[test]
+    fn an_agent_stopped_without_an_answer_still_shows_how_it_ended() {
+        let end = AgentEvent::Final {
+            answer: String::new(),
+            steps: 1,
+            reason: EndReason::Interrupted,
+        };
+        assert_eq!(event_text(&end), "  final after 1 step (interrupted)");
     }
 }

@@ -209,10 +209,16 @@ pub async fn apply(plan: &Plan, options: &ApplyOptions) -> Result<Report, Engine
             source,
         })?;
     let reaped = reaped?;
+    // For `openmono runs`, which tells a run under way from one whose openmono is gone.
+    let owner_start = gc::process_start(std::process::id()).unwrap_or_default();
+    let _ = std::fs::write(
+        dir.join(crate::runs::OWNER_FILE),
+        format!("{} {owner_start}\n", std::process::id()),
+    );
     let executor = Executor {
         capacity,
         host: gc::host_name(),
-        owner_start: gc::process_start(std::process::id()).unwrap_or_default(),
+        owner_start,
         started: gc::now_secs(),
         created: Arc::default(),
         containers: Mutex::default(),
@@ -318,8 +324,11 @@ impl Executor<'_> {
                     .unwrap_or("a panic")
             ))),
         };
-        let mut report = self.teardown(stop.is_some(), signalled).await;
+        let mut report = self.teardown(stop.is_some(), signalled.clone()).await;
         listener.abort();
+        // A signal during teardown came after every step: the run is still one that was
+        // told to stop, and says so (exit code 130), as the message on stderr did.
+        let stop = stop.or_else(|| (*signalled.borrow() > 0).then_some(Stop::Interrupted));
         let mut tasks = std::mem::take(&mut *lock(&self.tasks));
         // Tasks finish in any order; the report follows the plan's.
         tasks.sort_by_key(|t| {
@@ -358,6 +367,11 @@ impl Executor<'_> {
         let mut followers = futures_util::stream::FuturesUnordered::new();
         let mut stop: Option<Stop> = None;
         loop {
+            // A signal before the first step, or between two polls: nothing new starts.
+            if stop.is_none() && *signalled.borrow() > 0 {
+                stop = Some(Stop::Interrupted);
+                let _ = cancel.send(true);
+            }
             if stop.is_none() {
                 // A model takes seconds to load and every agent waits for it: while a
                 // model's container is being started, other containers wait their
@@ -737,8 +751,9 @@ async fn listen(
                 } else {
                     ""
                 };
+                // Removals under way may finish after this line: "not yet removed".
                 eprintln!(
-                    "openmono: quit at once; run {run_id} left{none}{}\nremove them with `openmono gc` (they carry the label {RUN_LABEL}={run_id})",
+                    "openmono: quit at once; run {run_id} left{none}{}\n(as far as it knows: what teardown was removing at this moment may be gone already)\nremove what is left with `openmono gc` (it carries the label {RUN_LABEL}={run_id})",
                     left.concat()
                 );
                 std::process::exit(130);
