@@ -936,6 +936,54 @@ fn a_second_signal_skips_the_grace_period_and_still_removes_everything() {
 }
 
 #[test]
+fn a_signal_during_teardown_still_makes_the_run_interrupted() {
+    if !docker() {
+        return;
+    }
+    let project = Project::new();
+    let boxes: String = (0..4)
+        .map(|i| format!("container \"b{i}\" {{\n    image \"openmono/agent:latest\"\n    network \"n\"\n}}\n"))
+        .collect();
+    project.file(
+        "openmono.kdl",
+        &format!("network \"n\"\n{boxes}task \"quick\" {{\n    run \"b0\" \"true\"\n}}\n"),
+    );
+    let mut child = project
+        .command(&["apply"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let (send, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = send.send(line);
+        }
+    });
+    // Every step is done; removing four containers takes a good part of a second.
+    wait_for_line(&lines, "▶ teardown");
+    signal(&child, libc::SIGTERM);
+    let output = child.wait_with_output().expect("wait");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(130), "{stdout}");
+    let id = stdout
+        .strip_prefix("Run ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no run line: {stdout}"))
+        .to_owned();
+    assert!(
+        stdout.starts_with(&format!("Run {id} interrupted in ")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Teardown removed 4 container(s) and 1 network(s)."),
+        "{stdout}"
+    );
+    assert_run_gone(&id);
+}
+
+#[test]
 fn a_third_signal_quits_at_once_and_gc_removes_what_is_left() {
     if !docker() {
         return;
