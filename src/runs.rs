@@ -85,24 +85,40 @@ fn no_report(dir: &Path) -> String {
 /// start time as `/proc/PID/stat` gives it.
 pub const OWNER_FILE: &str = "owner";
 
+/// `lead` before the first line of `text` and its width of blanks before the others.
+fn block(lead: &str, text: &str) -> String {
+    let mut out = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let prefix = if i == 0 {
+            lead.to_owned()
+        } else {
+            " ".repeat(lead.chars().count())
+        };
+        let _ = writeln!(out, "{prefix}{}", printable(line));
+    }
+    if out.is_empty() {
+        // An event without text (an empty answer) still shows its lead.
+        return lead.trim_end().trim_end_matches(':').to_owned();
+    }
+    out.trim_end().to_owned()
+}
+
+/// How the `final` event begins: the steps, and the reason as the transcript and the
+/// book spell it (`done`, `time_spent`, …).
+fn final_lead(steps: u32, reason: crate::agent::EndReason) -> String {
+    let reason = serde_json::to_value(reason)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let steps = match steps {
+        1 => "1 step".to_owned(),
+        n => format!("{n} steps"),
+    };
+    format!("  final after {steps} ({reason}): ")
+}
+
 /// An event as a person reads it; text from the box is made safe for a terminal.
 fn event_text(event: &AgentEvent) -> String {
-    let block = |lead: &str, text: &str| {
-        let mut out = String::new();
-        for (i, line) in text.lines().enumerate() {
-            let prefix = if i == 0 {
-                lead.to_owned()
-            } else {
-                " ".repeat(lead.chars().count())
-            };
-            let _ = writeln!(out, "{prefix}{}", printable(line));
-        }
-        if out.is_empty() {
-            // An event without text (an empty answer) still shows its lead.
-            return lead.trim_end().trim_end_matches(':').to_owned();
-        }
-        out.trim_end().to_owned()
-    };
     match event {
         AgentEvent::Start {
             model,
@@ -167,18 +183,7 @@ fn event_text(event: &AgentEvent) -> String {
             answer,
             steps,
             reason,
-        } => {
-            // As the transcript and the book spell it: `done`, `time_spent`, …
-            let reason = serde_json::to_value(reason)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default();
-            let steps = match steps {
-                1 => "1 step".to_owned(),
-                n => format!("{n} steps"),
-            };
-            block(&format!("  final after {steps} ({reason}): "), answer)
-        }
+        } => block(&final_lead(*steps, *reason), answer),
         AgentEvent::Error { message } => block("  error: ", message),
         AgentEvent::Compacted {
             step,

@@ -941,9 +941,12 @@ fn a_signal_during_teardown_still_makes_the_run_interrupted() {
         return;
     }
     let project = Project::new();
-    let boxes: String = (0..4)
-        .map(|i| format!("container \"b{i}\" {{\n    image \"openmono/agent:latest\"\n    network \"n\"\n}}\n"))
-        .collect();
+    let boxes = (0..4).fold(String::new(), |boxes, i| {
+        boxes
+            + &format!(
+                "container \"b{i}\" {{\n    image \"openmono/agent:latest\"\n    network \"n\"\n}}\n"
+            )
+    });
     project.file(
         "openmono.kdl",
         &format!("network \"n\"\n{boxes}task \"quick\" {{\n    run \"b0\" \"true\"\n}}\n"),
