@@ -154,7 +154,13 @@ impl Checker<'_> {
         let expected = match ty {
             Ty::Bool => "a boolean (`#true` or `#false`)",
             Ty::Int { .. } => "an integer",
-            Ty::Choice(_) | Ty::Name | Ty::Path | Ty::Ref(_) | Ty::String | Ty::Text => "a string",
+            Ty::Choice(_)
+            | Ty::Image
+            | Ty::Name
+            | Ty::Path
+            | Ty::Ref(_)
+            | Ty::String
+            | Ty::Text => "a string",
             Ty::Set(_) => "a string of names separated by spaces",
             Ty::Duration => "a duration such as `\"30m\"`",
             Ty::Size => "a size such as `\"4GiB\"`",
@@ -169,6 +175,17 @@ impl Checker<'_> {
                 });
             }
             (Ty::Duration | Ty::Size, KdlValue::String(s)) => self.check_quantity(entry, ty, s),
+            // A template is judged once rendered, by the engine.
+            (Ty::Image, KdlValue::String(s)) if !s.contains("{{") && !is_image_reference(s) => {
+                self.problems.push(DecodeError::InvalidValue {
+                    help: Some(
+                        "an image reference is `[registry/]name[:tag][@digest]`: the name in lowercase letters and digits, with `.`, `_` or `-` between them and `/` between parts, e.g. `openmono/agent:latest`".into(),
+                    ),
+                    message: format!("`{s}` is not an image reference"),
+                    span: entry.span(),
+                });
+            }
+            (Ty::Image, KdlValue::String(_)) => {}
             (Ty::Bool, KdlValue::Bool(_))
             | (Ty::Path | Ty::Ref(_) | Ty::String | Ty::Text, KdlValue::String(_))
             | (Ty::Scalar, KdlValue::String(_) | KdlValue::Integer(_) | KdlValue::Bool(_)) => {}
@@ -380,6 +397,84 @@ fn refused(name: &str) -> Option<&'static str> {
     })
 }
 
+/// Whether `s` is an image reference the engine takes: `[host[:port]/]path[:tag][@digest]`,
+/// each part of the path lowercase letters and digits with `.`, `_`, `__` or `-` runs
+/// between them, as the distribution reference grammar says.
+pub fn is_image_reference(s: &str) -> bool {
+    let (rest, digest) = match s.split_once('@') {
+        Some((rest, digest)) => (rest, Some(digest)),
+        None => (s, None),
+    };
+    let digest_ok = digest.is_none_or(|d| {
+        d.split_once(':').is_some_and(|(algorithm, hex)| {
+            !algorithm.is_empty()
+                && algorithm
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+._-".contains(c))
+                && hex.len() >= 32
+                && hex.chars().all(|c| c.is_ascii_hexdigit())
+        })
+    });
+    // A `:` after the last `/` starts the tag; one before it is a registry's port.
+    let (name, tag) = match rest.rsplit_once(':') {
+        Some((name, tag)) if !tag.contains('/') => (name, Some(tag)),
+        _ => (rest, None),
+    };
+    let tag_ok = tag.is_none_or(|t| {
+        !t.is_empty()
+            && t.len() <= 128
+            && !t.starts_with(['.', '-'])
+            && t.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+    });
+    let mut parts: Vec<&str> = name.split('/').collect();
+    let host = parts.len() > 1 && (parts[0].contains(['.', ':']) || parts[0] == "localhost");
+    if host {
+        let registry = parts.remove(0);
+        let (domain, port) = registry.split_once(':').unwrap_or((registry, "1"));
+        if domain.is_empty()
+            || !domain
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-".contains(c))
+            || port.is_empty()
+            || !port.chars().all(|c| c.is_ascii_digit())
+        {
+            return false;
+        }
+    }
+    let path_ok = name.len() <= 255 && parts.iter().all(|part| path_component(part));
+    digest_ok && tag_ok && path_ok
+}
+
+/// One part of an image's path: `[a-z0-9]+` runs joined by `.`, `_`, `__` or `-`s.
+fn path_component(part: &str) -> bool {
+    let bytes = part.as_bytes();
+    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    if bytes.is_empty() || !alnum(bytes[0]) || !alnum(bytes[bytes.len() - 1]) {
+        return false;
+    }
+    let mut i = 0;
+    while i < bytes.len() {
+        if alnum(bytes[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && !alnum(bytes[i]) {
+            i += 1;
+        }
+        let separator = &part[start..i];
+        if !(separator == "."
+            || separator == "_"
+            || separator == "__"
+            || separator.bytes().all(|b| b == b'-'))
+        {
+            return false;
+        }
+    }
+    true
+}
+
 /// The longest name: names become host names on networks (a DNS label is at most 63
 /// bytes) and file names in the run's folder.
 pub const MAX_NAME: usize = 63;
@@ -452,4 +547,39 @@ fn list(names: &[&str]) -> String {
         .map(|n| format!("`{n}`"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_image_reference;
+
+    #[test]
+    fn image_references_as_the_engine_takes_them() {
+        for good in [
+            "openmono/agent:latest",
+            "debian",
+            "debian:12",
+            "localhost:5000/team/tool:v1.2_3",
+            "registry.example.com/a/b-c__d.e",
+            "tool@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "my--tool:1",
+        ] {
+            assert!(is_image_reference(good), "{good}");
+        }
+        for bad in [
+            "Bad Image!!",
+            "openmono/agent:",
+            "Openmono/agent",
+            "agent:.hidden",
+            "a//b",
+            "-a",
+            "a-",
+            "a@sha256:xyz",
+            "host:port/x",
+            "a:b:c",
+            "",
+        ] {
+            assert!(!is_image_reference(bad), "{bad}");
+        }
+    }
 }

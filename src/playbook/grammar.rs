@@ -149,6 +149,9 @@ fn ty(ty: Ty) -> String {
         Ty::Ref(kind) => format!("{kind} name"),
         Ty::String => "string".to_owned(),
         Ty::Text => "string, not empty".to_owned(),
+        Ty::Image => {
+            "image reference (`name[:tag][@digest]`, e.g. `openmono/agent:latest`)".to_owned()
+        }
     }
 }
 

@@ -26,6 +26,8 @@ pub enum Ty {
     Set(&'static [&'static str]),
     /// A string that is not empty.
     Text,
+    /// An image reference: `[registry/]name[:tag][@digest]`, as the engine takes it.
+    Image,
     /// A size such as `4GiB`, `512M` or a number of bytes, at most `units::MAX_SIZE`.
     Size,
     /// A duration such as `90s`, `30m` or `1h30m`, more than zero and at most
@@ -124,6 +126,7 @@ const fn arg(name: &'static str, ty: Ty) -> Arg {
 }
 
 const STRING: &[Arg] = &[arg("value", Ty::Text)];
+const IMAGE: &[Arg] = &[arg("reference", Ty::Image)];
 const BOOL: &[Arg] = &[arg("value", Ty::Bool)];
 const DURATION: &[Arg] = &[arg("duration", Ty::Duration)];
 const KEY_VALUE: &[Arg] = &[arg("name", Ty::Text), arg("value", Ty::String)];
@@ -251,7 +254,7 @@ pub const TOP_LEVEL: &[Node] = &[
         args: &[Arg {
             doc: "the image's reference, as containers and models name it",
             name: "reference",
-            ty: Ty::Text,
+            ty: Ty::Image,
         }],
         children: &[
             leaf(
@@ -363,7 +366,7 @@ pub const TOP_LEVEL: &[Node] = &[
             leaf(
                 "image",
                 "the server's image (default `openmono/llama-server:latest`, and `openmono/agent:latest` for `replay`)",
-                STRING,
+                IMAGE,
                 Times::Once,
             ),
             leaf(
@@ -401,7 +404,7 @@ pub const TOP_LEVEL: &[Node] = &[
     Node {
         args: &[NAME],
         children: &[
-            leaf("image", "the image to run", STRING, Times::Required)
+            leaf("image", "the image to run", IMAGE, Times::Required)
                 .example("image \"openmono/agent:latest\""),
             Node {
                 args: NETWORK,
