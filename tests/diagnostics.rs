@@ -1,7 +1,7 @@
 //! Bad playbooks: each problem is a diagnostic with the file, the line and column, a
 //! label on the exact span and a help line; all problems of a stage come at once.
 
-use crate::support::Project;
+use crate::support::{Project, squeezed};
 
 /// Plans `text` as `bad.kdl` and compares the whole rendered diagnostic.
 #[track_caller]
@@ -508,4 +508,35 @@ fn only_kdl_files_can_be_included() {
         run.stderr
     );
     assert!(!run.stderr.contains("root:x"), "{}", run.stderr);
+    // A folder named like a playbook is not one.
+    std::fs::create_dir(project.path().join("folder.kdl")).expect("mkdir");
+    project.file("main.kdl", "include \"folder.kdl\"\n");
+    let run = project.run(&["plan", "main.kdl"]);
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains(
+            "cannot include `folder.kdl`: it is not a regular file (a folder, a device or a pipe)"
+        ),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_playbook_that_is_not_utf8_says_where_the_bad_byte_is() {
+    let project = Project::new();
+    std::fs::write(
+        project.path().join("latin1.kdl"),
+        b"network \"n\"\n// caf\xe9\n",
+    )
+    .expect("write");
+    let run = project.run(&["validate", "latin1.kdl"]);
+    run.expect_code(2);
+    assert!(
+        squeezed(&run.stderr).contains(&squeezed(
+            "the file is not UTF-8 text: byte 19 (line 2, column 7) is not valid UTF-8; save the playbook as UTF-8"
+        )),
+        "{}",
+        run.stderr
+    );
 }

@@ -206,7 +206,14 @@ impl Decoder {
         }
         // Only playbook files: reading a FIFO would block, and any other file's text
         // would show up in the diagnostics.
-        if !canonical.is_file() || canonical.extension().is_none_or(|e| e != "kdl") {
+        if !canonical.is_file() {
+            self.problems.push(missing(
+                "it is not a regular file (a folder, a device or a pipe): include a `.kdl` file"
+                    .into(),
+            ));
+            return;
+        }
+        if canonical.extension().is_none_or(|e| e != "kdl") {
             self.problems
                 .push(missing("only `.kdl` files can be included".into()));
             return;

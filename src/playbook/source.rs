@@ -164,8 +164,20 @@ pub fn read_text(path: &Path) -> std::io::Result<String> {
     if bytes.len() as u64 > MAX_FILE_BYTES {
         return Err(too_large());
     }
-    String::from_utf8(bytes)
-        .map_err(|_| Error::new(ErrorKind::InvalidData, "stream did not contain valid UTF-8"))
+    String::from_utf8(bytes).map_err(|e| {
+        // Where the first bad byte is, as an editor counts: line and column of characters.
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let text = std::str::from_utf8(valid).unwrap_or_default();
+        let line = text.matches('\n').count() + 1;
+        let column = text.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        Error::new(
+            ErrorKind::InvalidData,
+            format!(
+                "the file is not UTF-8 text: byte {} (line {line}, column {column}) is not valid UTF-8; save the playbook as UTF-8",
+                valid.len() + 1
+            ),
+        )
+    })
 }
 
 /// Reads a file's text (see [`read_text`]) and the absolute folder it is in.
