@@ -175,17 +175,7 @@ impl Checker<'_> {
                 });
             }
             (Ty::Duration | Ty::Size, KdlValue::String(s)) => self.check_quantity(entry, ty, s),
-            // A template is judged once rendered, by the engine.
-            (Ty::Image, KdlValue::String(s)) if !s.contains("{{") && !is_image_reference(s) => {
-                self.problems.push(DecodeError::InvalidValue {
-                    help: Some(
-                        "an image reference is `[registry/]name[:tag][@digest]`: the name in lowercase letters and digits, with `.`, `_` or `-` between them and `/` between parts, e.g. `openmono/agent:latest`".into(),
-                    ),
-                    message: format!("`{s}` is not an image reference"),
-                    span: entry.span(),
-                });
-            }
-            (Ty::Image, KdlValue::String(_)) => {}
+            (Ty::Image, KdlValue::String(s)) => self.check_image(entry, s),
             (Ty::Bool, KdlValue::Bool(_))
             | (Ty::Path | Ty::Ref(_) | Ty::String | Ty::Text, KdlValue::String(_))
             | (Ty::Scalar, KdlValue::String(_) | KdlValue::Integer(_) | KdlValue::Bool(_)) => {}
@@ -300,6 +290,20 @@ impl Checker<'_> {
         self.problems.push(DecodeError::InvalidValue {
             help: Some(help),
             message,
+            span: entry.span(),
+        });
+    }
+
+    /// An image reference; a template is judged once rendered, by the engine.
+    fn check_image(&mut self, entry: &KdlEntry, text: &str) {
+        if text.contains("{{") || is_image_reference(text) {
+            return;
+        }
+        self.problems.push(DecodeError::InvalidValue {
+            help: Some(
+                "an image reference is `[registry/]name[:tag][@digest]`: the name in lowercase letters and digits, with `.`, `_` or `-` between them and `/` between parts, e.g. `openmono/agent:latest`".into(),
+            ),
+            message: format!("`{text}` is not an image reference"),
             span: entry.span(),
         });
     }
