@@ -19,6 +19,8 @@ impl Executor<'_> {
         else {
             unreachable!("called for AgentTask only")
         };
+        // From here, as the step's progress line counts: the self-test is the task's time.
+        let started = Instant::now();
         let id = self.container(container)?;
         let transcript_path = self.dir.join(format!("{task}.jsonl"));
         let log_path = self.dir.join(format!("{task}.log"));
@@ -33,7 +35,6 @@ impl Executor<'_> {
         // transcript; the supervisor kills it a little later only if it did not.
         let backstop = settings.timeout.map(|t| t + AGENT_BACKSTOP);
         let cmd = supervised(backstop, agent_command(step));
-        let started = Instant::now();
         let mut answer = None;
         let code = self
             .engine
