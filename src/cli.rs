@@ -31,7 +31,7 @@ pub mod exit {
 /// Exit codes and where state goes, for every command's `--help`.
 macro_rules! footer {
     () => {
-        "Exit codes: 0 success, 1 the run failed, 2 the playbook has problems,
+        "Exit codes: 0 success, 1 the run or the command failed, 2 the playbook has problems,
 3 the environment is not ready (no Docker engine, no permission to use it, an image
 missing), 130 interrupted.
 Runs keep their logs in $OPENMONO_STATE_DIR, else $XDG_STATE_HOME/openmono, else
@@ -63,7 +63,7 @@ pub enum Command {
     /// Show every step `apply` would take, teardown included; touches nothing
     #[command(after_help = concat!("Example:\n  openmono plan playbooks/hello-agent.kdl\n\n", footer!()))]
     Plan {
-        /// The playbook
+        /// The playbook (when openmono.kdl is not there: the built-in starter of `init`)
         #[arg(default_value = "openmono.kdl")]
         file: PathBuf,
         /// Also save the plan to this file, for `openmono apply FILE` to run exactly it
@@ -80,7 +80,8 @@ pub enum Command {
     /// Run the playbook on the Docker engine, then remove everything it created
     #[command(after_help = concat!("Example:\n  openmono apply playbooks/hello-agent.kdl\n\n", footer!()))]
     Apply {
-        /// The playbook, or a plan saved by `openmono plan --out` (a `.json` file)
+        /// The playbook, or a plan saved by `openmono plan --out` (a `.json` file); when
+        /// openmono.kdl is not there, the built-in starter of `init`
         #[arg(default_value = "openmono.kdl")]
         file: PathBuf,
         /// Seconds a model may take to load before the run fails
@@ -115,7 +116,7 @@ pub enum Command {
     /// Check playbooks without running anything: exit 0, or the diagnostics
     #[command(after_help = concat!("Example:\n  openmono validate playbooks/*.kdl\n\n", footer!()))]
     Validate {
-        /// The playbooks
+        /// The playbooks (when openmono.kdl is not there: the built-in starter of `init`)
         #[arg(default_value = "openmono.kdl", num_args = 1..)]
         files: Vec<PathBuf>,
         #[command(flatten)]
@@ -775,8 +776,13 @@ fn init(force: bool) -> ExitCode {
         || "no test command recognised: set `check` yourself".to_owned(),
         |c| format!("its check is `{c}`"),
     );
+    let next = if dir.join("models/model.gguf").is_file() {
+        "Next: `openmono plan`, then `openmono apply`."
+    } else {
+        "Next: put a GGUF model at models/model.gguf (or pass --var model=PATH), then `openmono plan`."
+    };
     print_err(&format!(
-        "Wrote {}: an agent and a model on a private network, this folder as the workspace; {check}.\nNext: put a GGUF model at models/model.gguf (or pass --var model=PATH), then `openmono plan`.\n",
+        "Wrote {}: an agent and a model on a private network, this folder as the workspace; {check}.\n{next}\n",
         path.display()
     ));
     ExitCode::SUCCESS

@@ -60,7 +60,7 @@ pub enum PlanError {
     #[diagnostic(
         code(openmono::plan::model_missing),
         help(
-            "a relative path starts at the playbook's folder; to get a model, `images/fetch-model` puts the example one in `models/`, and any GGUF file llama.cpp loads will do"
+            "a relative path starts at the playbook's folder; any GGUF file llama.cpp loads will do (in openmono's own repository, `images/fetch-model` puts the example one in `models/`)"
         )
     )]
     ModelMissing {

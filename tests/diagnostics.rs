@@ -276,8 +276,8 @@ Error: openmono::plan::model_missing
    ·                    ╰── no such file
  4 │     network "n"
    ╰────
-  help: a relative path starts at the playbook's folder; to get a model, `images/fetch-model` puts
-        the example one in `models/`, and any GGUF file llama.cpp loads will do
+  help: a relative path starts at the playbook's folder; any GGUF file llama.cpp loads will do (in
+        openmono's own repository, `images/fetch-model` puts the example one in `models/`)
 
 Error: openmono::plan::not_gguf
 

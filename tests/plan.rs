@@ -38,7 +38,7 @@ Plan for playbook `hello-agent` (<root>/playbooks/hello-agent.kdl): 6 steps, the
       self-test first: the agent starts only if the box has no route out and nothing outside answers
       timeout 1h: then its processes are killed
   6. + run task `files` in `agent` [after 2, 3, 5]
-      $ ls /workspace && git -C /workspace status --short | head -n 5
+      $ ls /workspace && git -C /workspace status --short >/tmp/status && head -n 5 /tmp/status
       timeout 1h: then its processes are killed
 
 Who can reach whom:
