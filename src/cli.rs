@@ -220,6 +220,15 @@ pub enum RunsCommand {
         /// The run's id, as `apply` and `openmono runs` print it
         id: String,
     },
+    /// Bring back a workspace that a run on an engine elsewhere could not (the
+    /// connection broke): its volume was kept for this
+    #[command(after_help = concat!("Example:\n  openmono runs fetch 2d0ea7721e --engine tcp://gpu-box:2376\n\n", footer!()))]
+    Fetch {
+        /// The run's id
+        id: String,
+        #[command(flatten)]
+        engine: EngineArg,
+    },
 }
 
 /// How `apply` shows what it does.
@@ -336,18 +345,7 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Init { force } => init(force),
-        Command::Runs { show: None } => {
-            print_out(&crate::runs::list(&engine::run_dir::state_dir()))
-        }
-        Command::Runs {
-            show: Some(RunsCommand::Show { id }),
-        } => match crate::runs::show(&engine::run_dir::state_dir(), &id) {
-            Ok(text) => print_out(&text),
-            Err(why) => {
-                print_err(&format!("error: {why}\n"));
-                ExitCode::from(exit::RUN_FAILED)
-            }
-        },
+        Command::Runs { show } => runs(show),
         Command::Apply {
             file,
             follow,
@@ -755,6 +753,103 @@ fn gc(dry_run: bool, engine: &EngineArg) -> ExitCode {
         text.push_str("nothing left behind by killed runs\n");
     }
     print_out(&text)
+}
+
+/// `openmono runs`, and its `show` and `fetch`.
+fn runs(command: Option<RunsCommand>) -> ExitCode {
+    match command {
+        None => print_out(&crate::runs::list(&engine::run_dir::state_dir())),
+        Some(RunsCommand::Show { id }) => {
+            match crate::runs::show(&engine::run_dir::state_dir(), &id) {
+                Ok(text) => print_out(&text),
+                Err(why) => {
+                    print_err(&format!("error: {why}\n"));
+                    ExitCode::from(exit::RUN_FAILED)
+                }
+            }
+        }
+        Some(RunsCommand::Fetch { id, engine }) => fetch(&id, &engine),
+    }
+}
+
+/// `openmono runs fetch ID`: the workspaces of run ID that are still on the engine.
+fn fetch(id: &str, engine: &EngineArg) -> ExitCode {
+    let dir = match crate::runs::run_dir(&engine::run_dir::state_dir(), id) {
+        Ok(dir) => dir,
+        Err(why) => {
+            print_err(&format!("error: {why}\n"));
+            return ExitCode::from(exit::RUN_FAILED);
+        }
+    };
+    let pending = engine::Travelled::pending(&dir);
+    if pending.is_empty() {
+        return print_out(&format!("run {id} has no workspace left to bring back\n"));
+    }
+    if crate::runs::under_way(&dir) {
+        print_err(&format!(
+            "error: run {id} is still going; its own teardown brings its workspaces back\n"
+        ));
+        return ExitCode::from(exit::RUN_FAILED);
+    }
+    let endpoint = match engine.endpoint() {
+        Ok(endpoint) => endpoint,
+        Err(code) => return code,
+    };
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    runtime.block_on(async {
+        let engine = match engine::Engine::connect(&endpoint).await {
+            Ok(engine) => engine,
+            Err(e) => return report(&e, exit::ENVIRONMENT),
+        };
+        let labels =
+            std::collections::HashMap::from([("dev.openmono.fetch".to_owned(), id.to_owned())]);
+        // The run's openmono is gone, and its boxes, if still on the engine, hold the
+        // volumes: they go first (`gc` would remove them too).
+        let label = format!("{}={id}", engine::RUN_LABEL);
+        if let Ok(objects) = engine.objects(&label).await {
+            for object in objects
+                .iter()
+                .filter(|o| o.kind == engine::ObjectKind::Container)
+            {
+                let _ = engine.remove(object).await;
+            }
+        }
+        let mut outcome = ExitCode::SUCCESS;
+        for travelled in pending {
+            match travelled.fetch(&engine, &dir, labels.clone()).await {
+                Ok(line) => {
+                    let line = line.unwrap_or_else(|| {
+                        format!(
+                            "workspace of `{}` was read-only: nothing to bring back",
+                            travelled.container
+                        )
+                    });
+                    let _ = print_out(&format!("{line}\n"));
+                }
+                Err(engine::Lost::Volume(line, why)) => {
+                    if let Some(line) = line {
+                        let _ = print_out(&format!("{line}\n"));
+                    }
+                    print_err(&format!(
+                        "error: the files are back, but volume {} stays on the engine: {why}\n",
+                        travelled.volume
+                    ));
+                    outcome = ExitCode::from(exit::RUN_FAILED);
+                }
+                Err(engine::Lost::Files(why)) => {
+                    print_err(&format!(
+                        "error: workspace of `{}` (volume {}, kept): {why}\n",
+                        travelled.container, travelled.volume
+                    ));
+                    outcome = ExitCode::from(exit::RUN_FAILED);
+                }
+            }
+        }
+        outcome
+    })
 }
 
 fn init(force: bool) -> ExitCode {

@@ -32,16 +32,9 @@ pub fn list(state: &Path) -> String {
 
 /// A run's report and, for each agent task, its transcript in plain words.
 pub fn show(state: &Path, id: &str) -> Result<String, String> {
-    // An id is a folder name under runs/, nothing else.
-    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
-        return Err(format!("`{id}` is not a run id"));
-    }
-    let dir = state.join("runs").join(id);
-    if !dir.is_dir() {
-        return Err(format!("no run `{id}` in {}", state.join("runs").display()));
-    }
+    let dir = run_dir(state, id)?;
     let mut out = std::fs::read_to_string(dir.join("report.txt"))
-        .unwrap_or_else(|_| "(no report: the run is still going, or was killed)\n".to_owned());
+        .unwrap_or_else(|_| format!("{}\n", no_report(&dir)));
     let mut transcripts: Vec<PathBuf> = std::fs::read_dir(&dir)
         .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -61,20 +54,44 @@ pub fn show(state: &Path, id: &str) -> Result<String, String> {
     Ok(out)
 }
 
+/// The folder of run `id` under the state directory `state`; an error says why not.
+pub fn run_dir(state: &Path, id: &str) -> Result<PathBuf, String> {
+    // An id is a folder name under runs/, nothing else.
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(format!("`{id}` is not a run id"));
+    }
+    let dir = state.join("runs").join(id);
+    if !dir.is_dir() {
+        return Err(format!("no run `{id}` in {}", state.join("runs").display()));
+    }
+    Ok(dir)
+}
+
+/// Whether the openmono of the run in `dir` still runs, as its `owner` file says.
+pub fn under_way(dir: &Path) -> bool {
+    let owner = std::fs::read_to_string(dir.join(OWNER_FILE)).unwrap_or_default();
+    let mut fields = owner.split_whitespace();
+    let (Some(pid), Some(start)) = (fields.next(), fields.next()) else {
+        return false;
+    };
+    pid.parse()
+        .ok()
+        .and_then(crate::engine::gc::process_start)
+        .is_some_and(|s| s == start)
+}
+
 /// Why a run has no report: its openmono still runs, or it is gone (killed, or the
 /// machine stopped), as the `owner` file that `apply` writes says (pid and start time).
 fn no_report(dir: &Path) -> String {
     let owner = std::fs::read_to_string(dir.join(OWNER_FILE)).unwrap_or_default();
-    let mut fields = owner.split_whitespace();
-    let (Some(pid), Some(start)) = (fields.next(), fields.next()) else {
+    let Some(pid) = owner
+        .split_whitespace()
+        .next()
+        .filter(|_| owner.split_whitespace().count() == 2)
+    else {
         return "(no report: still running, or killed)".to_owned();
     };
-    let alive = pid
-        .parse()
-        .ok()
-        .and_then(crate::engine::gc::process_start)
-        .is_some_and(|s| s == start);
-    if alive {
+    if under_way(dir) {
         format!("(no report yet: still running, pid {pid})")
     } else {
         "(no report: its openmono was killed or the machine stopped; `openmono gc` removes what it left)".to_owned()

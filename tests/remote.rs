@@ -433,3 +433,154 @@ fn a_model_file_travels_to_the_tls_engine_once_and_answers_there() {
         .args(["-H", &remote.socket, "volume", "rm", "-f", &volume])
         .output();
 }
+
+/// A TCP relay on 127.0.0.1 to `upstream`, which the test can cut: every connection
+/// through it ends at once and no new one is taken, as when the network between this
+/// machine and an engine elsewhere goes down.
+struct Relay {
+    port: u16,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Relay {
+    fn start(upstream: &str) -> Self {
+        use std::sync::{Arc, Mutex, atomic::AtomicBool};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let cut = Arc::new(AtomicBool::new(false));
+        let open: Arc<Mutex<Vec<std::net::TcpStream>>> = Arc::default();
+        let upstream = upstream.to_owned();
+        let (cut_flag, streams) = (Arc::clone(&cut), Arc::clone(&open));
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                if cut_flag.load(std::sync::atomic::Ordering::SeqCst) {
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let mut held = streams.lock().expect("lock");
+                for stream in [&client, &server] {
+                    held.push(stream.try_clone().expect("clone"));
+                }
+                drop(held);
+                for (mut from, mut to) in [
+                    (
+                        client.try_clone().expect("clone"),
+                        server.try_clone().expect("clone"),
+                    ),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Self { port, cut, open }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for stream in self.open.lock().expect("lock").drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+#[test]
+fn a_broken_connection_keeps_the_workspace_and_runs_fetch_brings_it_back() {
+    let Some(remote) = RemoteEngine::get() else {
+        return;
+    };
+    let project = Project::new();
+    project
+        .file(
+            "openmono.kdl",
+            "container \"box\" {\n    image \"openmono/agent:latest\"\n    workspace \".\"\n}\ntask \"work\" {\n    run \"box\" \"echo new > a.txt && touch written && sleep 300\"\n}\n",
+        )
+        .file("a.txt", "old\n");
+    let volumes = || {
+        remote.docker_lines(&[
+            "volume",
+            "ls",
+            "-q",
+            "--filter",
+            "label=dev.openmono.workspace",
+        ])
+    };
+    // Volumes other runs kept: not this run's.
+    let before = volumes();
+    let relay = Relay::start(remote.host.trim_start_matches("tcp://"));
+    let mut command = remote.command(&project, "client", &["apply"]);
+    command
+        .env("DOCKER_HOST", format!("tcp://127.0.0.1:{}", relay.port))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = command.spawn().expect("run openmono");
+    // The box has written its change into the volume on the engine (whose data is on
+    // this machine): now the connection goes down.
+    let started = std::time::Instant::now();
+    let written = loop {
+        let new = volumes().into_iter().filter(|v| !before.contains(v));
+        let found = new.into_iter().find_map(|volume| {
+            let dir = remote.docker_lines(&["volume", "inspect", "-f", "{{.Mountpoint}}", &volume]);
+            let dir = std::path::PathBuf::from(dir.first()?);
+            dir.join("written").exists().then_some(volume)
+        });
+        if let Some(volume) = found {
+            break volume;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_mins(2),
+            "the box never wrote"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    relay.cut();
+    let run = Run::from(child.wait_with_output().expect("openmono ends"));
+    let id = run.run_id();
+    assert_ne!(run.code, Some(0), "{}", run.stdout);
+    // Nothing was lost: the change waits on the engine, and the report says how to get it.
+    assert_eq!(
+        std::fs::read_to_string(project.path().join("a.txt")).expect("read"),
+        "old\n"
+    );
+    assert!(
+        run.stdout.contains(&format!(
+            "volume {written} (kept: it holds what `box` changed in "
+        )) && run
+            .stdout
+            .contains(&format!("`openmono runs fetch {id}` brings it back)")),
+        "{}",
+        run.stdout
+    );
+    // Later, with the engine in reach again.
+    let fetch = remote.run(&project, &["runs", "fetch", &id]);
+    fetch.expect_code(0);
+    let dir = std::fs::canonicalize(project.path()).expect("canonical");
+    assert_eq!(
+        fetch.stdout,
+        format!(
+            "workspace of `box` back in {}: 2 file(s) written, 0 removed\n",
+            dir.display()
+        )
+    );
+    assert_eq!(
+        std::fs::read_to_string(project.path().join("a.txt")).expect("read"),
+        "new\n"
+    );
+    assert!(!volumes().contains(&written), "the volume is still there");
+    let again = remote.run(&project, &["runs", "fetch", &id]);
+    again.expect_code(0);
+    assert_eq!(
+        again.stdout,
+        format!("run {id} has no workspace left to bring back\n")
+    );
+    // What the broken run left on the engine, `gc` removes: its openmono is gone.
+    remote.run(&project, &["gc"]).expect_code(0);
+    remote.assert_run_gone(&id);
+}

@@ -20,6 +20,8 @@ mod tasks;
 mod teardown;
 mod workspace;
 
+pub use workspace::{Lost, Travelled};
+
 use crate::{
     agent::event::AgentEvent,
     agent::supervise::TIMED_OUT,

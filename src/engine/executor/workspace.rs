@@ -12,9 +12,11 @@ use sha2::{Digest, Sha256};
 
 use super::*;
 
-/// A workspace sent to the engine.
-#[derive(Debug, Clone)]
-pub(super) struct Travelled {
+/// A workspace sent to the engine. Saved in the run's folder as
+/// `workspace-CONTAINER.json` until it is back, so that `openmono runs fetch` can bring
+/// it back later when the run could not (the connection broke).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Travelled {
     /// The playbook's name of the container.
     pub container: String,
     /// The workspace on this machine.
@@ -31,8 +33,8 @@ pub(super) struct Travelled {
 }
 
 /// One thing in a workspace.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Entry {
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Entry {
     File([u8; 32]),
     Folder,
     Link([u8; 32]),
@@ -76,7 +78,7 @@ impl Executor<'_> {
             .map_err(|e| error_chain(&e))?;
         let (archive, sent) =
             pack(dir).map_err(|e| format!("cannot pack the workspace {}: {e}", dir.display()))?;
-        lock(&self.travelled).push(Travelled {
+        let travelled = Travelled {
             container: name.clone(),
             dir: dir.clone(),
             image: image.clone(),
@@ -84,7 +86,11 @@ impl Executor<'_> {
             read_only: *read_only,
             sent,
             volume: volume.clone(),
-        });
+        };
+        travelled
+            .save(&self.dir)
+            .map_err(|e| format!("cannot write the record of the workspace's journey: {e}"))?;
+        lock(&self.travelled).push(travelled);
         self.engine
             .fill_volume(&volume, WORKSPACE, image, self.labels(name), archive)
             .await
@@ -97,162 +103,224 @@ impl Executor<'_> {
     pub(super) async fn bring_back(&self, report: &mut Report) {
         let travelled = std::mem::take(&mut *lock(&self.travelled));
         for t in travelled {
-            if !t.read_only {
-                let fetched = self
-                    .engine
-                    .read_volume(&t.volume, WORKSPACE, &t.image, self.labels(&t.container))
-                    .await
-                    .map_err(|e| error_chain(&e))
-                    .and_then(|tar| self.write_back(&t, &tar));
-                match fetched {
-                    Ok(returned) => report.workspace.push(returned.describe(&t, &self.dir)),
-                    Err(why) => {
-                        report.leftovers.push(format!(
-                            "volume {} (kept: it holds what `{}` changed in {}, which could not be fetched)",
-                            t.volume,
-                            t.container,
-                            t.dir.display()
-                        ));
-                        report.teardown_errors.push(why);
-                        continue;
-                    }
-                }
-            }
-            match self.engine.remove_volume(&t.volume).await {
-                Ok(()) => report.removed_volumes += 1,
-                Err(e) => {
-                    report.leftovers.push(format!("volume {}", t.volume));
-                    report.teardown_errors.push(error_chain(&e));
-                }
-            }
-        }
-    }
-
-    /// Writes back what changed between `sent` and the volume's archive `tar`.
-    fn write_back(&self, t: &Travelled, tar: &[u8]) -> Result<Returned, String> {
-        let top = WORKSPACE.trim_start_matches('/');
-        let mut returned = Returned::default();
-        let mut seen = std::collections::BTreeSet::new();
-        let mut archive = tar::Archive::new(tar);
-        let entries = archive
-            .entries()
-            .map_err(|e| format!("cannot read the workspace's files: {e}"))?;
-        for entry in entries {
-            let mut entry = entry.map_err(|e| format!("cannot read the workspace's files: {e}"))?;
-            let path = entry
-                .path()
-                .map_err(|e| format!("a path in the workspace: {e}"))?
-                .into_owned();
-            let Some(relative) = relative(&path, top) else {
-                continue;
-            };
-            seen.insert(relative.clone());
-            if t.protected
-                .iter()
-                .any(|p| relative == *p || relative.starts_with(&format!("{p}/")))
+            match t
+                .fetch(&self.engine, &self.dir, self.labels(&t.container))
+                .await
             {
-                continue;
-            }
-            let kind = entry.header().entry_type();
-            let now = if kind.is_dir() {
-                Entry::Folder
-            } else if kind.is_symlink() {
-                let target = entry.link_name().ok().flatten().unwrap_or_default();
-                Entry::Link(Sha256::digest(target.as_os_str().as_encoded_bytes()).into())
-            } else if kind.is_file() {
-                let mut bytes = Vec::new();
-                std::io::Read::read_to_end(&mut entry, &mut bytes)
-                    .map_err(|e| format!("cannot read `{relative}` from the workspace: {e}"))?;
-                let hash: [u8; 32] = Sha256::digest(&bytes).into();
-                if t.sent.get(&relative) == Some(&Entry::File(hash)) {
+                Ok(Some(line)) => report.workspace.push(line),
+                Ok(None) => {}
+                Err(Lost::Files(why)) => {
+                    report.leftovers.push(format!(
+                        "volume {} (kept: it holds what `{}` changed in {}, which could not be fetched; `openmono runs fetch {}` brings it back)",
+                        t.volume,
+                        t.container,
+                        t.dir.display(),
+                        self.run_id
+                    ));
+                    report.teardown_errors.push(why);
                     continue;
                 }
-                let mode = entry.header().mode().unwrap_or(0o644) & 0o777;
-                self.write_file(t, &relative, &bytes, mode, &mut returned)?;
-                continue;
-            } else {
-                continue;
-            };
-            if t.sent.get(&relative) == Some(&now) {
-                continue;
-            }
-            match now {
-                Entry::Folder => {
-                    if safe_parents(&t.dir, &relative) {
-                        std::fs::create_dir_all(t.dir.join(&relative))
-                            .map_err(|e| format!("cannot make folder `{relative}`: {e}"))?;
-                    }
+                Err(Lost::Volume(line, why)) => {
+                    report.workspace.extend(line);
+                    report.leftovers.push(format!("volume {}", t.volume));
+                    report.teardown_errors.push(why);
+                    continue;
                 }
-                _ => returned.skipped.push(format!("{relative} (a symlink)")),
             }
+            report.removed_volumes += 1;
         }
-        // What was sent and is gone: removed, unless the host's copy changed meanwhile.
-        for (relative, was) in t.sent.iter().rev() {
-            if seen.contains(relative)
-                || t.protected
-                    .iter()
-                    .any(|p| relative == p || relative.starts_with(&format!("{p}/")))
-            {
-                continue;
-            }
-            let here = t.dir.join(relative);
-            match was {
-                Entry::Folder => {
-                    let _ = std::fs::remove_dir(&here);
-                }
-                _ if safe_parents(&t.dir, relative) && host_entry(&here).as_ref() == Some(was) => {
-                    std::fs::remove_file(&here)
-                        .map_err(|e| format!("cannot remove `{relative}`: {e}"))?;
-                    returned.removed += 1;
-                }
-                _ => returned
-                    .skipped
-                    .push(format!("{relative} (removed in the box, changed here)")),
-            }
-        }
-        Ok(returned)
+    }
+}
+
+/// Why a travelled workspace is not all back.
+pub enum Lost {
+    /// Its files could not be fetched: the volume is kept, and so is the record.
+    Files(String),
+    /// They are back (the report's line, if any), but the volume could not be removed.
+    Volume(Option<String>, String),
+}
+
+impl Travelled {
+    /// The file in the run's folder `run_dir` that records this workspace's journey.
+    fn record(run_dir: &Path, container: &str) -> PathBuf {
+        run_dir.join(format!("workspace-{container}.json"))
     }
 
-    /// Writes one file the box changed, where the host's file is still the one sent;
-    /// else keeps the box's version in the run's folder.
-    fn write_file(
-        &self,
-        t: &Travelled,
-        relative: &str,
-        bytes: &[u8],
-        mode: u32,
-        returned: &mut Returned,
-    ) -> Result<(), String> {
-        use std::os::unix::fs::PermissionsExt;
-        let here = t.dir.join(relative);
-        let unchanged = match t.sent.get(relative) {
-            Some(was) => host_entry(&here).as_ref() == Some(was),
-            None => std::fs::symlink_metadata(&here).is_err(),
-        };
-        let (target, kept_apart) = if unchanged && safe_parents(&t.dir, relative) {
-            (here, false)
-        } else {
-            (
-                self.dir
-                    .join(format!("workspace-{}", t.container))
-                    .join(relative),
-                true,
-            )
-        };
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| format!("cannot make the folder of `{relative}`: {e}"))?;
-        }
-        std::fs::write(&target, bytes)
-            .and_then(|()| std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode)))
-            .map_err(|e| format!("cannot write `{}`: {e}", target.display()))?;
-        if kept_apart {
-            returned.kept_apart.push(relative.to_owned());
-        } else {
-            returned.written += 1;
-        }
-        Ok(())
+    fn save(&self, run_dir: &Path) -> std::io::Result<()> {
+        let json = serde_json::to_vec(self).map_err(std::io::Error::other)?;
+        std::fs::write(Self::record(run_dir, &self.container), json)
     }
+
+    /// The workspaces of the run in `run_dir` that are not back yet.
+    pub fn pending(run_dir: &Path) -> Vec<Self> {
+        let Ok(entries) = std::fs::read_dir(run_dir) else {
+            return Vec::new();
+        };
+        let mut pending: Vec<Self> = entries
+            .flatten()
+            .filter(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                name.starts_with("workspace-") && name.ends_with(".json")
+            })
+            .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
+            .collect();
+        pending.sort_by(|a, b| a.container.cmp(&b.container));
+        pending
+    }
+
+    /// Brings back what the box changed (unless the workspace was read-only), removes
+    /// the volume and the record; the report's line, if there is one to give.
+    pub async fn fetch(
+        &self,
+        engine: &Engine,
+        run_dir: &Path,
+        labels: HashMap<String, String>,
+    ) -> Result<Option<String>, Lost> {
+        let line = if self.read_only {
+            None
+        } else {
+            let tar = engine
+                .read_volume(&self.volume, WORKSPACE, &self.image, labels)
+                .await
+                .map_err(|e| Lost::Files(error_chain(&e)))?;
+            let returned = write_back(self, run_dir, &tar).map_err(Lost::Files)?;
+            Some(returned.describe(self, run_dir))
+        };
+        // The files are back: the record goes, whatever becomes of the volume.
+        let _ = std::fs::remove_file(Self::record(run_dir, &self.container));
+        match engine.remove_volume(&self.volume).await {
+            Ok(()) => Ok(line),
+            Err(e) => Err(Lost::Volume(line, error_chain(&e))),
+        }
+    }
+}
+
+/// Writes back what changed between `sent` and the volume's archive `tar`; a file
+/// changed on both sides goes to the run's folder `run_dir`.
+fn write_back(t: &Travelled, run_dir: &Path, tar: &[u8]) -> Result<Returned, String> {
+    let top = WORKSPACE.trim_start_matches('/');
+    let mut returned = Returned::default();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut archive = tar::Archive::new(tar);
+    let entries = archive
+        .entries()
+        .map_err(|e| format!("cannot read the workspace's files: {e}"))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| format!("cannot read the workspace's files: {e}"))?;
+        let path = entry
+            .path()
+            .map_err(|e| format!("a path in the workspace: {e}"))?
+            .into_owned();
+        let Some(relative) = relative(&path, top) else {
+            continue;
+        };
+        seen.insert(relative.clone());
+        if t.protected
+            .iter()
+            .any(|p| relative == *p || relative.starts_with(&format!("{p}/")))
+        {
+            continue;
+        }
+        let kind = entry.header().entry_type();
+        let now = if kind.is_dir() {
+            Entry::Folder
+        } else if kind.is_symlink() {
+            let target = entry.link_name().ok().flatten().unwrap_or_default();
+            Entry::Link(Sha256::digest(target.as_os_str().as_encoded_bytes()).into())
+        } else if kind.is_file() {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut bytes)
+                .map_err(|e| format!("cannot read `{relative}` from the workspace: {e}"))?;
+            let hash: [u8; 32] = Sha256::digest(&bytes).into();
+            if t.sent.get(&relative) == Some(&Entry::File(hash)) {
+                continue;
+            }
+            let mode = entry.header().mode().unwrap_or(0o644) & 0o777;
+            write_file(t, run_dir, &relative, &bytes, mode, &mut returned)?;
+            continue;
+        } else {
+            continue;
+        };
+        if t.sent.get(&relative) == Some(&now) {
+            continue;
+        }
+        match now {
+            Entry::Folder => {
+                if safe_parents(&t.dir, &relative) {
+                    std::fs::create_dir_all(t.dir.join(&relative))
+                        .map_err(|e| format!("cannot make folder `{relative}`: {e}"))?;
+                }
+            }
+            _ => returned.skipped.push(format!("{relative} (a symlink)")),
+        }
+    }
+    // What was sent and is gone: removed, unless the host's copy changed meanwhile.
+    for (relative, was) in t.sent.iter().rev() {
+        if seen.contains(relative)
+            || t.protected
+                .iter()
+                .any(|p| relative == p || relative.starts_with(&format!("{p}/")))
+        {
+            continue;
+        }
+        let here = t.dir.join(relative);
+        match was {
+            Entry::Folder => {
+                let _ = std::fs::remove_dir(&here);
+            }
+            _ if safe_parents(&t.dir, relative) && host_entry(&here).as_ref() == Some(was) => {
+                std::fs::remove_file(&here)
+                    .map_err(|e| format!("cannot remove `{relative}`: {e}"))?;
+                returned.removed += 1;
+            }
+            _ => returned
+                .skipped
+                .push(format!("{relative} (removed in the box, changed here)")),
+        }
+    }
+    Ok(returned)
+}
+
+/// Writes one file the box changed, where the host's file is still the one sent;
+/// else keeps the box's version in the run's folder.
+fn write_file(
+    t: &Travelled,
+    run_dir: &Path,
+    relative: &str,
+    bytes: &[u8],
+    mode: u32,
+    returned: &mut Returned,
+) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let here = t.dir.join(relative);
+    let unchanged = match t.sent.get(relative) {
+        Some(was) => host_entry(&here).as_ref() == Some(was),
+        None => std::fs::symlink_metadata(&here).is_err(),
+    };
+    let (target, kept_apart) = if unchanged && safe_parents(&t.dir, relative) {
+        (here, false)
+    } else {
+        (
+            run_dir
+                .join(format!("workspace-{}", t.container))
+                .join(relative),
+            true,
+        )
+    };
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("cannot make the folder of `{relative}`: {e}"))?;
+    }
+    std::fs::write(&target, bytes)
+        .and_then(|()| std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode)))
+        .map_err(|e| format!("cannot write `{}`: {e}", target.display()))?;
+    if kept_apart {
+        returned.kept_apart.push(relative.to_owned());
+    } else {
+        returned.written += 1;
+    }
+    Ok(())
 }
 
 impl Returned {
