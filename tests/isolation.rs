@@ -471,6 +471,28 @@ fn dns_listeners(addresses: &[String]) -> (Vec<String>, Arc<AtomicUsize>) {
     (bound, heard)
 }
 
+/// Runs `apply` in `project`, whose playbook has a task that touches
+/// `/workspace/ready` and then waits for `/workspace/go`: `look` runs while it waits.
+fn while_paused<T>(project: &Project, look: impl FnOnce() -> T) -> (Run, T) {
+    let child = project
+        .command(&["apply"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run openmono");
+    let ready = project.path().join("ready");
+    let started = std::time::Instant::now();
+    while !ready.exists() && started.elapsed() < Duration::from_mins(1) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let seen = look();
+    std::fs::write(project.path().join("go"), "").expect("go");
+    (
+        Run::from(child.wait_with_output().expect("openmono ends")),
+        seen,
+    )
+}
+
 /// `format` (a `docker inspect` template) of every running container of playbook
 /// `playbook`, as the engine has them, sorted.
 fn inspect_all(playbook: &str, format: &str) -> Vec<String> {
@@ -522,25 +544,14 @@ task "look-up" {{
 "#
         ),
     );
-    let child = project
-        .command(&["apply"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run openmono");
-    let ready = project.path().join("ready");
-    let started = std::time::Instant::now();
-    while !ready.exists() && started.elapsed() < Duration::from_mins(1) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
     // Each container of a run on internal networks only, model or task, sends the names
     // it does not know to a server inside the box, which the engine dials from there.
-    let settings = inspect_all(
-        &playbook,
-        "{{json .HostConfig.Dns}} {{json .HostConfig.DnsOptions}}",
-    );
-    std::fs::write(project.path().join("go"), "").expect("go");
-    let run = Run::from(child.wait_with_output().expect("openmono ends"));
+    let (run, settings) = while_paused(&project, || {
+        inspect_all(
+            &playbook,
+            "{{json .HostConfig.Dns}} {{json .HostConfig.DnsOptions}}",
+        )
+    });
     run.expect_code(0);
     assert_eq!(
         settings,
@@ -625,38 +636,27 @@ task "wait" {{
 "#
         ),
     );
-    let child = project
-        .command(&["apply"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run openmono");
-    let ready = project.path().join("ready");
-    let started = std::time::Instant::now();
-    while !ready.exists() && started.elapsed() < Duration::from_mins(1) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let settings: Vec<String> = inspect_all(
-        &playbook,
-        r#"{{json (index .Config.Labels "dev.openmono.resource")}} {{json .HostConfig}}"#,
-    )
-    .iter()
-    .map(|line| {
-        let (name, host) = line.split_once(' ').expect("name and host config");
-        let host: serde_json::Value = serde_json::from_str(host).expect("JSON");
-        // The engine leaves `Init` out when it is not asked for.
-        format!(
-            "{} {} {} {} {}",
-            name.trim_matches('"'),
-            host["Memory"],
-            host["NanoCpus"],
-            host["PidsLimit"],
-            host["Init"]
+    let (run, settings) = while_paused(&project, || {
+        inspect_all(
+            &playbook,
+            r#"{{json (index .Config.Labels "dev.openmono.resource")}} {{json .HostConfig}}"#,
         )
-    })
-    .collect();
-    std::fs::write(project.path().join("go"), "").expect("go");
-    let run = Run::from(child.wait_with_output().expect("openmono ends"));
+        .iter()
+        .map(|line| {
+            let (name, host) = line.split_once(' ').expect("name and host config");
+            let host: serde_json::Value = serde_json::from_str(host).expect("JSON");
+            // The engine leaves `Init` out when it is not asked for.
+            format!(
+                "{} {} {} {} {}",
+                name.trim_matches('"'),
+                host["Memory"],
+                host["NanoCpus"],
+                host["PidsLimit"],
+                host["Init"]
+            )
+        })
+        .collect::<Vec<String>>()
+    });
     run.expect_code(0);
     // Half the memory, all the CPUs but one (none on a one-CPU engine), 1024 processes;
     // the model server runs under the engine's init, the boxes under openmono's.
