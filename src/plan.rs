@@ -60,6 +60,17 @@ pub enum PlanningError {
 }
 
 impl Plan {
+    /// The images the run builds itself (absent from the engine until their step).
+    pub fn built_images(&self) -> Vec<&String> {
+        self.steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::BuildImage { reference, .. } => Some(reference),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Orders and resolves a decoded playbook.
     pub fn new(playbook: &Playbook) -> Result<Self, PlanningError> {
         let src = || playbook.source.named();

@@ -157,14 +157,7 @@ pub async fn apply(plan: &Plan, options: &ApplyOptions) -> Result<Report, Engine
     }
     let engine = Engine::connect(&options.endpoint).await?;
     let mut missing: Vec<String> = Vec::new();
-    let built: Vec<&String> = plan
-        .steps
-        .iter()
-        .filter_map(|s| match s {
-            Step::BuildImage { reference, .. } => Some(reference),
-            _ => None,
-        })
-        .collect();
+    let built = plan.built_images();
     // Each image once: ten containers of one image ask the engine once.
     let mut images: Vec<&String> = plan
         .steps
@@ -260,15 +253,7 @@ impl Executor<'_> {
     /// when some step will need that volume: a task container's or a scripted model's
     /// (an image the run builds is not there yet).
     fn prefill_image(&self) -> Option<&str> {
-        let built: Vec<&String> = self
-            .plan
-            .steps
-            .iter()
-            .filter_map(|s| match s {
-                Step::BuildImage { reference, .. } => Some(reference),
-                _ => None,
-            })
-            .collect();
+        let built = self.plan.built_images();
         self.plan.steps.iter().find_map(|s| match s {
             Step::StartContainer { image, .. } | Step::StartReplay { image, .. }
                 if !built.contains(&image) =>
