@@ -105,7 +105,7 @@ pub enum Command {
         #[arg(long, value_name = "NAME=A,B,…", value_parser = parse_matrix)]
         matrix: Vec<(String, Vec<String>)>,
         /// How many runs of a `--matrix` go at the same time
-        #[arg(long, default_value_t = 2, value_parser = clap::builder::TypedValueParser::map(
+        #[arg(long, default_value_t = 2, requires = "matrix", value_parser = clap::builder::TypedValueParser::map(
             clap::value_parser!(u16).range(1..=64), usize::from))]
         matrix_jobs: usize,
         #[command(flatten)]

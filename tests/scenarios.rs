@@ -393,7 +393,11 @@ fn a_model_that_never_stops_is_ended_by_the_budget() {
         "    max-tokens 100000\n    timeout \"3s\"\n",
     );
     let run = apply(&project, 1);
-    assert_failed(&run, 124, "timed out after 3s; its processes were killed");
+    assert_failed(
+        &run,
+        124,
+        "its time ran out after 3s: the agent stopped (`time_spent` in the transcript)",
+    );
     assert_eq!(
         final_event(&transcript(&project, &run)),
         ("", 0, EndReason::TimeSpent)

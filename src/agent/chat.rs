@@ -182,13 +182,11 @@ impl ChatClient {
         }
     }
 
-    /// No exchange waits past `deadline`, the end of the task's time.
+    /// No exchange waits past `deadline`, the end of the task's time, `time` long.
     #[must_use]
-    pub fn with_deadline(mut self, deadline: Option<Instant>) -> Self {
-        self.task_deadline = deadline;
-        self.task_time = deadline.map_or(Duration::ZERO, |d| {
-            d.saturating_duration_since(Instant::now())
-        });
+    pub fn with_deadline(mut self, deadline: Option<(Instant, Duration)>) -> Self {
+        self.task_deadline = deadline.map(|(at, _)| at);
+        self.task_time = deadline.map_or(Duration::ZERO, |(_, time)| time);
         self
     }
 

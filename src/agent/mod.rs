@@ -168,7 +168,7 @@ impl<'a, W: Write> Session<'a, W> {
                 )
             }),
             client: ChatClient::new(&args.model_url, &args.model, args.max_tokens, timeouts)
-                .with_deadline(deadline),
+                .with_deadline(deadline.zip(args.timeout_ms.map(Duration::from_millis))),
             conversation: Conversation::new(
                 system_prompt(
                     workdir,

@@ -284,6 +284,11 @@ impl Checker<'_> {
                     format!("a size may be at most `{}TiB`", MAX_SIZE >> 40),
                     format!("`{text}` is too large"),
                 ),
+                // The engine takes 0 as "no limit" and refuses less than 6 MiB.
+                Some(n) if n < MIN_MEMORY && entry.name().is_some_and(|p| p.value() == "memory") => (
+                    "a container's memory is at least `6MiB` (the engine's least); leave `memory` out for the default, half the engine's".to_owned(),
+                    format!("`{text}` is too little memory for a container"),
+                ),
                 Some(_) => return,
             }
         };
@@ -383,6 +388,9 @@ impl Checker<'_> {
         });
     }
 }
+
+/// The least memory a container may be given: the engine refuses less.
+const MIN_MEMORY: u64 = 6 << 20;
 
 /// Why the language has no node for what `name` would open the box by, for the names
 /// people reach for from Docker and compose.

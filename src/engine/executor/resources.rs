@@ -360,6 +360,16 @@ impl Executor<'_> {
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
         let volume = format!("openmono-file-{}-{inner}", &hash[..16]);
+        // Runs of one process (a matrix) that need the same file fill its volume one at a
+        // time: the others then find it whole. (Two processes at once may still both
+        // fill it; the engine unpacks each archive over the other.)
+        let gate = {
+            let mut gates = FILLS
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            std::sync::Arc::clone(gates.entry(volume.clone()).or_default())
+        };
+        let _filling = gate.lock().await;
         // The volume outlives the run; the helpers that look into it and fill it do not,
         // and carry the run's labels, for teardown and `gc`.
         let helpers = self.labels(inner);
@@ -369,19 +379,27 @@ impl Executor<'_> {
             .await
             .map_err(|e| error_chain(&e))?;
         if !held {
+            let path = file.to_path_buf();
+            let top = dir.trim_start_matches('/').to_owned();
+            let name = inner.to_owned();
+            let (archive, sent) =
+                tokio::task::spawn_blocking(move || file_archive(&path, &top, &name))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| format!("cannot pack {}: {e}", file.display()))?;
+            // The volume is named by what was read first: what is sent must be that.
+            if crate::plan::hex(&sent) != hash {
+                return Err(format!(
+                    "{} changed while it was being sent to the engine: run again once it stays as it is",
+                    file.display()
+                ));
+            }
             // Creating a volume that exists is no error: an earlier fill cut short is
             // filled again over what it left.
             self.engine
                 .create_volume(&volume, HashMap::from([(FILE_LABEL.to_owned(), hash)]))
                 .await
                 .map_err(|e| error_chain(&e))?;
-            let path = file.to_path_buf();
-            let top = dir.trim_start_matches('/').to_owned();
-            let name = inner.to_owned();
-            let archive = tokio::task::spawn_blocking(move || file_archive(&path, &top, &name))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| format!("cannot pack {}: {e}", file.display()))?;
             self.engine
                 .fill_volume(&volume, dir, image, helpers, archive)
                 .await
@@ -522,6 +540,14 @@ impl Executor<'_> {
                 "`limits cpus={asked}` asks for more CPUs than the engine's machine has ({cpus}): ask for {cpus} or fewer"
             ));
         }
+        let memory = self.capacity.memory;
+        if let Some(asked) = spec.limits.memory.filter(|&m| memory > 0 && m > memory) {
+            return Err(format!(
+                "`limits memory` asks for {} and the engine's machine has {}: ask for less",
+                crate::step::human_bytes(asked),
+                crate::step::human_bytes(memory)
+            ));
+        }
         spec.limits = self.capacity.bound(spec.limits);
         // A model server's output is its only account of a load that went wrong.
         let log = spec
@@ -627,10 +653,18 @@ const FILE_LABEL: &str = "dev.openmono.file";
 /// The last thing written into such a volume: a volume without it was not filled whole.
 const COMPLETE: &str = ".complete";
 
+/// The volumes of files being filled, each behind its own gate.
+static FILLS: std::sync::Mutex<
+    std::collections::BTreeMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>,
+> = std::sync::Mutex::new(std::collections::BTreeMap::new());
+
 /// A tar archive of folder `top` holding `file` as `name`, readable by all, and then the
 /// empty [`COMPLETE`]: the engine unpacks in order, so that file says the rest is there.
-fn file_archive(file: &Path, top: &str, name: &str) -> std::io::Result<Vec<u8>> {
+/// With it, the SHA-256 of the bytes it holds.
+fn file_archive(file: &Path, top: &str, name: &str) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
+    use sha2::Digest;
     let bytes = std::fs::read(file)?;
+    let hash = sha2::Sha256::digest(&bytes).to_vec();
     let mut builder = tar::Builder::new(Vec::with_capacity(bytes.len() + 4096));
     let mut dir = tar::Header::new_gnu();
     dir.set_entry_type(tar::EntryType::Directory);
@@ -643,7 +677,7 @@ fn file_archive(file: &Path, top: &str, name: &str) -> std::io::Result<Vec<u8>> 
         header.set_size(content.len() as u64);
         builder.append_data(&mut header, format!("{top}/{path}"), content)?;
     }
-    builder.into_inner()
+    Ok((builder.into_inner()?, hash))
 }
 
 pub(super) fn self_archive(bytes: &[u8]) -> std::io::Result<Vec<u8>> {

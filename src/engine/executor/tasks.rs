@@ -31,10 +31,14 @@ impl Executor<'_> {
         }
         // Made once the agent starts: a task stopped by its self-test has none.
         let mut transcript = create_file(&transcript_path)?;
-        // The agent ends itself when the task's time is up, with `time_spent` in its
-        // transcript; the supervisor kills it a little later only if it did not.
-        let backstop = settings.timeout.map(|t| t + AGENT_BACKSTOP);
-        let cmd = supervised(backstop, agent_command(step));
+        // The agent ends itself when the task's time is up (what the self-test left of
+        // it), with `time_spent` in its transcript; the supervisor kills it a little
+        // later only if it did not.
+        let left = settings
+            .timeout
+            .map(|t| t.saturating_sub(started.elapsed()));
+        let backstop = left.map(|t| t + AGENT_BACKSTOP);
+        let cmd = supervised(backstop, agent_command(step, left));
         let mut answer = None;
         let code = self
             .engine
@@ -196,7 +200,7 @@ impl Executor<'_> {
 /// `openmono agent` for an agent task. The check goes with it when it has retries: the
 /// agent then runs it after each round that a failure can follow with another. The
 /// check that decides the task is still the host's, after the agent.
-fn agent_command(step: &Step) -> Vec<String> {
+fn agent_command(step: &Step, timeout: Option<Duration>) -> Vec<String> {
     let Step::AgentTask {
         check,
         max_steps,
@@ -231,7 +235,7 @@ fn agent_command(step: &Step) -> Vec<String> {
     for (name, command) in mcp {
         cmd.extend(["--mcp".to_owned(), format!("{name}={command}")]);
     }
-    if let Some(timeout) = settings.timeout {
+    if let Some(timeout) = timeout {
         cmd.extend(["--timeout-ms".to_owned(), timeout.as_millis().to_string()]);
     }
     let Some(check) = check.as_ref().filter(|_| *retries > 0) else {
@@ -253,7 +257,10 @@ fn agent_command(step: &Step) -> Vec<String> {
 pub(super) fn agent_outcome(code: i64, settings: &TaskSettings) -> Result<String, String> {
     match code {
         0 => Ok("answered".into()),
-        c if c == i64::from(TIMED_OUT) => Err(timed_out(settings)),
+        c if c == i64::from(TIMED_OUT) => Err(format!(
+            "its time ran out after {}s: the agent stopped (`time_spent` in the transcript)",
+            settings.timeout.unwrap_or_default().as_secs()
+        )),
         2 => Err("the agent used up its steps (exit code 2)".into()),
         3 => Err(
             "the model could not be reached or answered with an error (exit code 3); see the transcript"
