@@ -731,10 +731,11 @@ fn gc(dry_run: bool, engine: &EngineArg) -> ExitCode {
     };
     let collected = runtime.block_on(async {
         let engine = engine::Engine::connect(&endpoint).await?;
-        engine::gc::collect(&engine, dry_run, Duration::ZERO).await
+        let dead = engine::gc::collect(&engine, dry_run, Duration::ZERO).await?;
+        Ok::<_, engine::EngineError>((dead, engine::gc::kept_workspaces(&engine).await?))
     });
-    let dead = match collected {
-        Ok(dead) => dead,
+    let (dead, kept) = match collected {
+        Ok(both) => both,
         Err(e) => return report(&e, exit::ENVIRONMENT),
     };
     let verb = if dry_run { "would remove" } else { "removed" };
@@ -751,6 +752,12 @@ fn gc(dry_run: bool, engine: &EngineArg) -> ExitCode {
     }
     if dead.is_empty() {
         text.push_str("nothing left behind by killed runs\n");
+    }
+    for (volume, run) in &kept {
+        let _ = writeln!(
+            text,
+            "kept: volume {volume} holds what run {run} changed in its workspace; `openmono runs fetch {run}` brings it back (`docker volume rm {volume}` throws it away)"
+        );
     }
     print_out(&text)
 }

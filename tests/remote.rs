@@ -558,6 +558,16 @@ fn a_broken_connection_keeps_the_workspace_and_runs_fetch_brings_it_back() {
         "{}",
         run.stdout
     );
+    // `gc` names the volume, and leaves it.
+    let gc = remote.run(&project, &["gc", "--dry-run"]);
+    gc.expect_code(0);
+    assert!(
+        gc.stdout.contains(&format!(
+            "kept: volume {written} holds what run {id} changed in its workspace; `openmono runs fetch {id}` brings it back"
+        )),
+        "{}",
+        gc.stdout
+    );
     // Later, with the engine in reach again.
     let fetch = remote.run(&project, &["runs", "fetch", &id]);
     fetch.expect_code(0);

@@ -20,7 +20,7 @@ mod tasks;
 mod teardown;
 mod workspace;
 
-pub use workspace::{Lost, Travelled};
+pub use workspace::{Lost, Travelled, WORKSPACE_LABEL};
 
 use crate::{
     agent::event::AgentEvent,

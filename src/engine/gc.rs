@@ -68,6 +68,29 @@ pub async fn collect(
     Ok(dead)
 }
 
+/// Workspace volumes that runs whose owner is gone kept on the engine (their changes
+/// could not be fetched): never removed here, only named, with their run's id.
+pub async fn kept_workspaces(engine: &Engine) -> Result<Vec<(String, String)>, EngineError> {
+    let host = host_name();
+    Ok(engine
+        .objects(super::executor::WORKSPACE_LABEL)
+        .await?
+        .into_iter()
+        .filter(|o| {
+            let labels = &o.labels;
+            labels.get(OWNER_HOST).is_none_or(|h| *h == host)
+                && !owner_alive(
+                    labels.get(OWNER_PID).map_or("", String::as_str),
+                    labels.get(OWNER_START),
+                )
+        })
+        .filter_map(|o| {
+            let run = o.labels.get(super::executor::WORKSPACE_LABEL)?.clone();
+            Some((o.name, run))
+        })
+        .collect())
+}
+
 /// Whether process `pid` is running and is the one that started the run (a pid can be
 /// reused; its start time cannot). Without a pid, the owner is unknown: alive, to be safe.
 fn owner_alive(pid: &str, start: Option<&String>) -> bool {

@@ -42,7 +42,7 @@ pub enum Entry {
 
 /// The label of a workspace volume, with the run id: not the run's own label, so that
 /// teardown's sweep and `gc` leave a volume whose changes were not fetched.
-const WORKSPACE_LABEL: &str = "dev.openmono.workspace";
+pub const WORKSPACE_LABEL: &str = "dev.openmono.workspace";
 
 /// What came back of one workspace.
 #[derive(Debug, Default)]
