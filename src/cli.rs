@@ -529,6 +529,12 @@ fn plan(
     .and_then(|plan| Ok((plan, engine.endpoint()?)));
     match planned {
         Ok((mut plan, endpoint)) => {
+            // What `apply` would refuse on this engine, `plan` refuses too.
+            if endpoint.is_remote()
+                && let Err(e) = engine::host_files_elsewhere(&plan, &endpoint)
+            {
+                return report(&e, exit::ENVIRONMENT);
+            }
             plan.memory = model_memory(&plan, &endpoint);
             let travels = plan.steps.iter().any(|s| {
                 matches!(

@@ -357,6 +357,8 @@ fn host_files_other_than_the_workspace_are_refused_on_an_engine_elsewhere() {
         "openmono.kdl",
         "container \"box\" {\n    image \"openmono/agent:latest\"\n    mount \"data\" \"/data\"\n}\ntask \"t\" {\n    run \"box\" \"true\"\n}\n",
     );
+    // `plan` refuses it as `apply` does.
+    remote.run(&project, &["plan"]).expect_code(3);
     let run = remote.run(&project, &["apply"]);
     run.expect_code(3);
     let dir = std::fs::canonicalize(project.path()).expect("canonical");

@@ -644,7 +644,7 @@ fn interrupted(transcript: &std::path::Path) {
 
 /// Refuses a plan whose steps need this machine's folders on an engine elsewhere, which
 /// cannot see them: `mount`s. (The workspace, model files and replay scripts travel.)
-fn host_files_elsewhere(plan: &Plan, endpoint: &super::Endpoint) -> Result<(), EngineError> {
+pub fn host_files_elsewhere(plan: &Plan, endpoint: &super::Endpoint) -> Result<(), EngineError> {
     let what: Vec<String> = plan
         .steps
         .iter()

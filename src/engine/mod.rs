@@ -17,6 +17,8 @@ pub use docker::{
 };
 pub use endpoint::{ContextChoice, DEFAULT_ENGINE, Endpoint, Environment, Origin, TlsFiles};
 pub use engine_error::EngineError;
-pub use executor::{ApplyOptions, DEFAULT_JOBS, Lost, RUN_LABEL, SELF_PATH, Travelled, apply};
+pub use executor::{
+    ApplyOptions, DEFAULT_JOBS, Lost, RUN_LABEL, SELF_PATH, Travelled, apply, host_files_elsewhere,
+};
 pub use progress::{Output, Progress};
 pub use report::{CheckReport, Report, TaskReport, TaskStatus};
