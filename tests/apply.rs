@@ -851,12 +851,23 @@ task "from-right" {
     assert_run_gone(&run.run_id());
 }
 
-/// Starts `openmono apply` in `project` and returns it with its run id once the task
-/// `long` is running. Its stdout is piped, for the report.
-/// Starts `apply` and returns once its task `long` runs: the child, the run id, and the
-/// rest of its stderr, line by line.
+/// Starts `apply` and returns once its task `long` runs: the child (its stdout piped,
+/// for the report), the run id, and the rest of its stderr, line by line.
 fn start_long_run(
     project: &Project,
+) -> (
+    std::process::Child,
+    String,
+    std::sync::mpsc::Receiver<String>,
+) {
+    start_until(project, "▶ run task `long`")
+}
+
+/// Starts `apply` and returns once a line of its stderr holds `text`, as
+/// [`start_long_run`] does.
+fn start_until(
+    project: &Project,
+    text: &str,
 ) -> (
     std::process::Child,
     String,
@@ -876,7 +887,7 @@ fn start_long_run(
         if let Some(rest) = line.split("Run ").nth(1) {
             id = rest.split_whitespace().next().map(str::to_owned);
         }
-        if line.contains("▶ run task `long`") {
+        if line.contains(text) {
             break;
         }
     }
@@ -951,30 +962,12 @@ fn a_signal_during_teardown_still_makes_the_run_interrupted() {
         "openmono.kdl",
         &format!("network \"n\"\n{boxes}task \"quick\" {{\n    run \"b0\" \"true\"\n}}\n"),
     );
-    let mut child = project
-        .command(&["apply"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let stderr = child.stderr.take().expect("stderr");
-    let (send, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = send.send(line);
-        }
-    });
     // Every step is done; removing four containers takes a good part of a second.
-    wait_for_line(&lines, "▶ teardown");
+    let (child, id, _lines) = start_until(&project, "▶ teardown");
     signal(&child, libc::SIGTERM);
     let output = child.wait_with_output().expect("wait");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(130), "{stdout}");
-    let id = stdout
-        .strip_prefix("Run ")
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no run line: {stdout}"))
-        .to_owned();
     assert!(
         stdout.starts_with(&format!("Run {id} interrupted in ")),
         "{stdout}"
