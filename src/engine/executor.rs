@@ -249,21 +249,6 @@ pub async fn apply(plan: &Plan, options: &ApplyOptions) -> Result<Report, Engine
 }
 
 impl Executor<'_> {
-    /// An image the engine already has that the binary's volume can be filled through,
-    /// when some step will need that volume: a task container's or a scripted model's
-    /// (an image the run builds is not there yet).
-    fn prefill_image(&self) -> Option<&str> {
-        let built = self.plan.built_images();
-        self.plan.steps.iter().find_map(|s| match s {
-            Step::StartContainer { image, .. } | Step::StartReplay { image, .. }
-                if !built.contains(&image) =>
-            {
-                Some(image.as_str())
-            }
-            _ => None,
-        })
-    }
-
     async fn run(&self, signals: Vec<tokio::signal::unix::Signal>) -> Report {
         if self.options.output == Output::Json {
             self.progress.event(
@@ -290,17 +275,11 @@ impl Executor<'_> {
             Arc::clone(&self.created),
             self.run_id.clone(),
         ));
-        // The binary's volume is filled while the first steps run, not when the first
-        // task container needs it: that would put the fill on the way to every one.
-        let prefill = async {
-            if let Some(image) = self.prefill_image() {
-                // An error stays in the cell for the step that needs the volume to report.
-                let _ = self.self_volume(image).await;
-            }
-        };
-        let steps = async { tokio::join!(prefill, self.steps(signalled.clone())).1 };
         // A panic in a step must still end in teardown.
-        let stop = match std::panic::AssertUnwindSafe(steps).catch_unwind().await {
+        let stop = match std::panic::AssertUnwindSafe(self.steps(signalled.clone()))
+            .catch_unwind()
+            .await
+        {
             Ok(result) => result.err(),
             Err(panic) => Some(Stop::Failed(format!(
                 "internal error: {}",
