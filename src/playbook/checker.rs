@@ -255,7 +255,12 @@ impl Checker<'_> {
     /// A duration or a size: well-formed, and within the bounds of [`super::units`].
     fn check_quantity(&mut self, entry: &KdlEntry, ty: Ty, text: &str) {
         use super::units::{MAX_DURATION, MAX_DURATION_SECS, MAX_SIZE, parse_duration, parse_size};
-        let (help, message) = if ty == Ty::Duration {
+        let (help, message) = if text.contains("{{") {
+            (
+                "durations and sizes are read before templates are expanded: write the value itself, e.g. `30m` or `4GiB`".to_owned(),
+                format!("`{text}` is a template where a {} goes", if ty == Ty::Duration { "duration" } else { "size" }),
+            )
+        } else if ty == Ty::Duration {
             match parse_duration(text) {
                 None => (
                     "write a whole number and a unit: `90s`, `30m`, `1h30m`, `500ms`".to_owned(),
