@@ -18,7 +18,7 @@ use futures_util::StreamExt;
 
 use crate::{
     cli::{Vars, exit, load_plan, print_err, print_out, report, runtime},
-    engine::{self, ApplyOptions, Output, Report},
+    engine::{self, ApplyOptions, Output, Report, input_label, input_object},
     plan::Plan,
 };
 
@@ -86,17 +86,17 @@ fn plan_all(
 ) -> Result<Vec<Run>, ExitCode> {
     let mut runs = Vec::new();
     for input in combinations(matrix) {
-        let label = label(&input);
+        let label = input_label(&input);
         let run_id = engine::run_dir::new_run_id();
         let mut vars = vars.clone();
-        vars.values.extend(input);
+        vars.values.extend(input.iter().cloned());
         let (plan, _) = load_plan(file, &vars.inputs(&run_id)).inspect_err(|_| {
             print_err(&format!(
                 "(with the matrix input {label}; no run started)\n"
             ));
         })?;
         let options = ApplyOptions {
-            input: Some(label.clone()),
+            input: Some(input),
             run_id,
             ..options.clone()
         };
@@ -154,7 +154,7 @@ fn summarize(runs: &[Run], ended: Vec<Ended>, json: bool) -> u8 {
                 if json {
                     let mut line = run.to_json();
                     if let Some(object) = line.as_object_mut() {
-                        object.insert("input".to_owned(), serde_json::json!(label));
+                        object.insert("input".to_owned(), input_json(options));
                     }
                     let _ = print_out(&format!("{line}\n"));
                 } else {
@@ -167,13 +167,13 @@ fn summarize(runs: &[Run], ended: Vec<Ended>, json: bool) -> u8 {
         if mark == "-" {
             run_id = "-";
         }
-        summary.push((mark, label.as_str(), run_id, note));
+        summary.push((mark, label.as_str(), input_json(options), run_id, note));
     }
     let succeeded = summary.iter().filter(|(mark, ..)| *mark == "✓").count();
     if json {
         let runs: Vec<serde_json::Value> = summary
             .iter()
-            .map(|(mark, input, run_id, note)| {
+            .map(|(mark, _, input, run_id, note)| {
                 let run_id = (*run_id != "-").then_some(run_id);
                 serde_json::json!({ "input": input, "run_id": run_id, "succeeded": *mark == "✓", "note": note })
             })
@@ -183,13 +183,17 @@ fn summarize(runs: &[Run], ended: Vec<Ended>, json: bool) -> u8 {
             serde_json::json!({ "event": "matrix", "runs": runs })
         ));
     } else {
-        let width = summary.iter().map(|(_, l, ..)| l.len()).max().unwrap_or(0);
+        let width = summary
+            .iter()
+            .map(|(_, l, ..)| l.chars().count())
+            .max()
+            .unwrap_or(0);
         let mut text = format!(
             "Matrix of {} run(s): {succeeded} succeeded, {} did not\n",
             summary.len(),
             summary.len() - succeeded
         );
-        for (mark, input, run_id, note) in &summary {
+        for (mark, input, _, run_id, note) in &summary {
             let _ = match *run_id {
                 "-" => writeln!(text, "  {mark} {input:width$}  {note}"),
                 id => writeln!(text, "  {mark} {input:width$}  run {id}: {note}"),
@@ -242,13 +246,9 @@ fn combinations(matrix: &[(String, Vec<String>)]) -> Vec<Input> {
         })
 }
 
-/// An input as the lines and the summary show it: `lang=rust os=debian`.
-fn label(input: &[(String, String)]) -> String {
-    input
-        .iter()
-        .map(|(name, value)| format!("{name}={value}"))
-        .collect::<Vec<_>>()
-        .join(" ")
+/// A run's input as JSON carries it.
+fn input_json(options: &ApplyOptions) -> serde_json::Value {
+    input_object(options.input.as_deref().unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -261,7 +261,10 @@ mod tests {
             ("lang".to_owned(), vec!["rust".to_owned(), "go".to_owned()]),
             ("os".to_owned(), vec!["a".to_owned(), "b".to_owned()]),
         ];
-        let labels: Vec<String> = combinations(&matrix).iter().map(|i| label(i)).collect();
+        let labels: Vec<String> = combinations(&matrix)
+            .iter()
+            .map(|i| input_label(i))
+            .collect();
         assert_eq!(
             labels,
             [

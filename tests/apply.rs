@@ -1798,16 +1798,16 @@ fn a_task_stopped_by_another_task_failing_is_cancelled_in_the_json_report() {
     assert_run_gone(finished["run_id"].as_str().expect("run id"));
 }
 
+/// A playbook over the var `word`, whose task fails for `bad`.
+const SAYS_A_WORD: &str = "var \"word\"\nnetwork \"n\"\ncontainer \"box\" {\n    image \"openmono/agent:latest\"\n    network \"n\"\n}\ntask \"say\" {\n    run \"box\" \"echo {{ var.word }}; test {{ var.word }} != bad\"\n}\n";
+
 #[test]
 fn a_matrix_runs_the_playbook_once_per_input_each_on_its_own_network() {
     if !docker() {
         return;
     }
     let project = Project::new();
-    project.file(
-        "openmono.kdl",
-        "var \"word\"\nnetwork \"n\"\ncontainer \"box\" {\n    image \"openmono/agent:latest\"\n    network \"n\"\n}\ntask \"say\" {\n    run \"box\" \"echo {{ var.word }}; test {{ var.word }} != bad\"\n}\n",
-    );
+    project.file("openmono.kdl", SAYS_A_WORD);
     let run = project.run(&[
         "apply",
         "--matrix",
@@ -1880,5 +1880,41 @@ fn a_matrix_runs_the_playbook_once_per_input_each_on_its_own_network() {
         refused.expect_code(2);
         assert!(refused.stderr.starts_with("error: "), "{}", refused.stderr);
         assert!(!refused.stderr.contains("Run "), "{}", refused.stderr);
+    }
+}
+
+#[test]
+fn a_matrix_in_json_gives_each_input_as_an_object() {
+    if !docker() {
+        return;
+    }
+    let project = Project::new();
+    project.file("openmono.kdl", SAYS_A_WORD);
+    // An input is its vars as an object, on every event and in the summary.
+    let json = project.run(&["apply", "--output", "json", "--matrix", "word=one,two"]);
+    json.expect_code(0);
+    let lines: Vec<serde_json::Value> = json
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .filter(|l| l["event"] != "matrix")
+            .all(|l| l["input"] == serde_json::json!({"word": "one"})
+                || l["input"] == serde_json::json!({"word": "two"})),
+        "{}",
+        json.stdout
+    );
+    let summary = lines.last().expect("a summary");
+    assert_eq!(summary["event"], "matrix");
+    assert_eq!(
+        summary["runs"][1]["input"],
+        serde_json::json!({"word": "two"})
+    );
+    assert_eq!(summary["runs"][1]["succeeded"], true);
+    for run in summary["runs"].as_array().expect("runs") {
+        assert_run_gone(run["run_id"].as_str().expect("run id"));
     }
 }

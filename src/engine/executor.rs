@@ -56,9 +56,9 @@ pub struct ApplyOptions {
     pub follow: bool,
     /// The run's id, from [`run_dir::new_run_id`]; templates may have used it.
     pub run_id: String,
-    /// The input of a run of a matrix (`lang=rust`): it tags every line and event, and
-    /// the progress is plain lines, since several runs share the terminal.
-    pub input: Option<String>,
+    /// The input of a run of a matrix (its vars, `lang=rust`): it tags every line and
+    /// event, and the progress is plain lines, since several runs share the terminal.
+    pub input: Option<Vec<(String, String)>>,
 }
 
 /// How many steps run at the same time unless `--jobs` says otherwise.
@@ -223,7 +223,7 @@ pub async fn apply(plan: &Plan, options: &ApplyOptions) -> Result<Report, Engine
         volumes: Mutex::default(),
         options,
         plan,
-        progress: Progress::new(options.output, options.follow, options.input.clone()),
+        progress: Progress::new(options.output, options.follow, options.input.as_deref()),
         run_id,
         self_binary,
         self_volume: tokio::sync::OnceCell::new(),

@@ -20,5 +20,5 @@ pub use engine_error::EngineError;
 pub use executor::{
     ApplyOptions, DEFAULT_JOBS, Lost, RUN_LABEL, SELF_PATH, Travelled, apply, host_files_elsewhere,
 };
-pub use progress::{Output, Progress};
+pub use progress::{Output, Progress, input_label, input_object};
 pub use report::{CheckReport, Report, TaskReport, TaskStatus};

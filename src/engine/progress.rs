@@ -28,8 +28,9 @@ pub struct Progress {
     bars: Option<MultiProgress>,
     /// Whether the output of tasks is shown as it comes (`--follow`).
     follow: bool,
-    /// A matrix run's input: before every line, in every event.
-    input: Option<String>,
+    /// A matrix run's input: before every line as `name=value …`, in every event as an
+    /// object.
+    input: Option<(String, Value)>,
     json: bool,
     start: Instant,
 }
@@ -47,13 +48,13 @@ pub struct StepProgress<'a> {
 }
 
 impl Progress {
-    pub fn new(output: Output, follow: bool, input: Option<String>) -> Self {
+    pub fn new(output: Output, follow: bool, input: Option<&[(String, String)]>) -> Self {
         let json = output == Output::Json;
         Self {
             bars: (!json && input.is_none() && std::io::stderr().is_terminal())
                 .then(MultiProgress::new),
             follow,
-            input,
+            input: input.map(|vars| (input_label(vars), input_object(vars))),
             json,
             start: Instant::now(),
         }
@@ -78,7 +79,7 @@ impl Progress {
         let input = self
             .input
             .as_ref()
-            .map_or(String::new(), |i| format!("[{i}] "));
+            .map_or(String::new(), |(label, _)| format!("[{label}] "));
         let _ = writeln!(
             std::io::stderr().lock(),
             "[{:>7.1}s] {input}{text}",
@@ -89,8 +90,8 @@ impl Progress {
     /// Writes one JSON event: `{"event": kind, "time": seconds since the start, …fields}`.
     pub fn event(&self, kind: &str, fields: Value) {
         let mut event = json!({ "event": kind, "time": round(self.start.elapsed()) });
-        if let (Some(input), Some(event)) = (&self.input, event.as_object_mut()) {
-            event.insert("input".to_owned(), json!(input));
+        if let (Some((_, input)), Some(event)) = (&self.input, event.as_object_mut()) {
+            event.insert("input".to_owned(), input.clone());
         }
         if let (Some(event), Value::Object(fields)) = (event.as_object_mut(), fields) {
             event.extend(fields);
@@ -220,4 +221,21 @@ impl StepProgress<'_> {
 /// Seconds with millisecond precision, for JSON.
 fn round(duration: Duration) -> f64 {
     (duration.as_secs_f64() * 1000.0).round() / 1000.0
+}
+
+/// A matrix input as lines show it: `lang=rust os=debian`.
+pub fn input_label(vars: &[(String, String)]) -> String {
+    vars.iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A matrix input as events carry it: `{"lang": "rust", "os": "debian"}`.
+pub fn input_object(vars: &[(String, String)]) -> Value {
+    Value::Object(
+        vars.iter()
+            .map(|(name, value)| (name.clone(), Value::String(value.clone())))
+            .collect(),
+    )
 }
