@@ -136,8 +136,8 @@ fn summarize(runs: &[Run], ended: Vec<Ended>, json: bool) -> u8 {
     let mut summary = Vec::new();
     let mut code = exit::SUCCESS;
     for ((label, _, options), ended) in runs.iter().zip(ended) {
-        // A run that never began has no run id to look up.
-        let mut run_id = options.run_id.as_str();
+        // A run that never began, or could not, has no run id to look up.
+        let run_id = matches!(ended, Some(Ok(_))).then_some(options.run_id.as_str());
         let (mark, note, this) = match ended {
             None => (
                 "-",
@@ -145,7 +145,6 @@ fn summarize(runs: &[Run], ended: Vec<Ended>, json: bool) -> u8 {
                 exit::INTERRUPTED,
             ),
             Some(Err(error)) => {
-                run_id = "-";
                 print_err(&format!("matrix input {label}:\n"));
                 let _ = report(&error, exit::ENVIRONMENT);
                 ("✗", "could not run".to_owned(), exit::ENVIRONMENT)
@@ -164,9 +163,6 @@ fn summarize(runs: &[Run], ended: Vec<Ended>, json: bool) -> u8 {
             }
         };
         code = code.max(this);
-        if mark == "-" {
-            run_id = "-";
-        }
         summary.push((mark, label.as_str(), input_json(options), run_id, note));
     }
     let succeeded = summary.iter().filter(|(mark, ..)| *mark == "✓").count();
@@ -174,7 +170,6 @@ fn summarize(runs: &[Run], ended: Vec<Ended>, json: bool) -> u8 {
         let runs: Vec<serde_json::Value> = summary
             .iter()
             .map(|(mark, _, input, run_id, note)| {
-                let run_id = (*run_id != "-").then_some(run_id);
                 serde_json::json!({ "input": input, "run_id": run_id, "succeeded": *mark == "✓", "note": note })
             })
             .collect();
@@ -194,9 +189,9 @@ fn summarize(runs: &[Run], ended: Vec<Ended>, json: bool) -> u8 {
             summary.len() - succeeded
         );
         for (mark, input, _, run_id, note) in &summary {
-            let _ = match *run_id {
-                "-" => writeln!(text, "  {mark} {input:width$}  {note}"),
-                id => writeln!(text, "  {mark} {input:width$}  run {id}: {note}"),
+            let _ = match run_id {
+                None => writeln!(text, "  {mark} {input:width$}  {note}"),
+                Some(id) => writeln!(text, "  {mark} {input:width$}  run {id}: {note}"),
             };
         }
         let _ = print_out(&text);

@@ -69,32 +69,25 @@ pub fn run_dir(state: &Path, id: &str) -> Result<PathBuf, String> {
 
 /// Whether the openmono of the run in `dir` still runs, as its `owner` file says.
 pub fn under_way(dir: &Path) -> bool {
-    let owner = std::fs::read_to_string(dir.join(OWNER_FILE)).unwrap_or_default();
-    let mut fields = owner.split_whitespace();
-    let (Some(pid), Some(start)) = (fields.next(), fields.next()) else {
-        return false;
-    };
-    pid.parse()
-        .ok()
-        .and_then(crate::engine::gc::process_start)
-        .is_some_and(|s| s == start)
+    owner(dir).is_some_and(|(pid, start)| crate::engine::gc::owner_alive(&pid, Some(&start)))
+}
+
+/// The pid and start time the `owner` file of the run in `dir` holds.
+fn owner(dir: &Path) -> Option<(String, String)> {
+    let owner = std::fs::read_to_string(dir.join(OWNER_FILE)).ok()?;
+    let mut fields = owner.split_whitespace().map(str::to_owned);
+    Some((fields.next()?, fields.next()?))
 }
 
 /// Why a run has no report: its openmono still runs, or it is gone (killed, or the
 /// machine stopped), as the `owner` file that `apply` writes says (pid and start time).
 fn no_report(dir: &Path) -> String {
-    let owner = std::fs::read_to_string(dir.join(OWNER_FILE)).unwrap_or_default();
-    let Some(pid) = owner
-        .split_whitespace()
-        .next()
-        .filter(|_| owner.split_whitespace().count() == 2)
-    else {
-        return "(no report: still running, or killed)".to_owned();
-    };
-    if under_way(dir) {
-        format!("(no report yet: still running, pid {pid})")
-    } else {
-        "(no report: its openmono was killed or the machine stopped; `openmono gc` removes what it left)".to_owned()
+    match owner(dir) {
+        None => "(no report: still running, or killed)".to_owned(),
+        Some((pid, start)) if crate::engine::gc::owner_alive(&pid, Some(&start)) => {
+            format!("(no report yet: still running, pid {pid})")
+        }
+        Some(_) => "(no report: its openmono was killed or the machine stopped; `openmono gc` removes what it left)".to_owned(),
     }
 }
 

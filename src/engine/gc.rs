@@ -93,7 +93,7 @@ pub async fn kept_workspaces(engine: &Engine) -> Result<Vec<(String, String)>, E
 
 /// Whether process `pid` is running and is the one that started the run (a pid can be
 /// reused; its start time cannot). Without a pid, the owner is unknown: alive, to be safe.
-fn owner_alive(pid: &str, start: Option<&String>) -> bool {
+pub fn owner_alive(pid: &str, start: Option<&String>) -> bool {
     let Ok(pid) = pid.parse::<u32>() else {
         return true;
     };
