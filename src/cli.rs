@@ -310,6 +310,19 @@ pub fn main() -> ExitCode {
         Ok(arguments) => arguments,
         Err(code) => return code,
     };
+    // The commands that run inside a box hold no way to new privileges, whatever the
+    // engine could set.
+    if matches!(
+        arguments.command,
+        Command::Agent(_)
+            | Command::Replay(_)
+            | Command::Probe { .. }
+            | Command::Supervise { .. }
+            | Command::SandboxInit
+            | Command::SelfTest(_)
+    ) {
+        agent::init::no_new_privileges();
+    }
     match arguments.command {
         Command::Plan {
             file,
@@ -535,7 +548,8 @@ fn plan(
             {
                 return report(&e, exit::ENVIRONMENT);
             }
-            plan.memory = model_memory(&plan, &endpoint);
+            let asked = ask_engine(&endpoint);
+            plan.memory = model_memory(&plan, asked.as_ref().map(|a| a.0));
             let travels = plan.steps.iter().any(|s| {
                 matches!(
                     s,
@@ -545,13 +559,14 @@ fn plan(
                     }
                 )
             });
-            plan.engine = Some(if endpoint.is_remote() && travels {
-                format!(
-                    "{endpoint}\n  It is elsewhere: each workspace is copied into a volume of the run, and what the box changes in it is copied back after it"
-                )
-            } else {
-                endpoint.to_string()
-            });
+            let mut engine = endpoint.to_string();
+            if endpoint.is_remote() && travels {
+                engine.push_str("\n  It is elsewhere: each workspace is copied into a volume of the run, and what the box changes in it is copied back after it");
+            }
+            if let Some((_, Some(node))) = &asked {
+                engine.push_str(&format!("\n  It is a swarm manager: networks are overlays, and containers and models run as services on its node {node}"));
+            }
+            plan.engine = Some(engine);
             let printed = print_out(&plan);
             if !detailed_exitcode || printed != ExitCode::SUCCESS {
                 printed
@@ -566,22 +581,30 @@ fn plan(
     }
 }
 
-/// The memory models will have, for a plan with models: the engine's, if it answers
-/// within two seconds, else this machine's (`plan` needs no engine).
-fn model_memory(plan: &Plan, endpoint: &engine::Endpoint) -> Option<(u64, &'static str)> {
-    plan.steps
-        .iter()
-        .find_map(crate::step::Step::memory_estimate)?;
-    let engine = runtime().ok().and_then(|rt| {
+/// What `plan` asks the engine, if it answers within two seconds (`plan` needs no
+/// engine): its machine's capacity, and its node when it is a swarm manager.
+fn ask_engine(endpoint: &engine::Endpoint) -> Option<(engine::Capacity, Option<String>)> {
+    runtime().ok().and_then(|rt| {
         rt.block_on(async {
-            let ask = async { engine::Engine::connect(endpoint).await?.capacity().await };
+            let ask = async {
+                let engine = engine::Engine::connect(endpoint).await?;
+                Ok::<_, engine::EngineError>((engine.capacity().await?, engine.swarm_node().await?))
+            };
             tokio::time::timeout(Duration::from_secs(2), ask)
                 .await
                 .ok()?
                 .ok()
         })
-    });
-    match engine.map(|c| c.memory) {
+    })
+}
+
+/// The memory models will have, for a plan with models: the engine's (`capacity`, if
+/// it answered), else this machine's.
+fn model_memory(plan: &Plan, capacity: Option<engine::Capacity>) -> Option<(u64, &'static str)> {
+    plan.steps
+        .iter()
+        .find_map(crate::step::Step::memory_estimate)?;
+    match capacity.map(|c| c.memory) {
         Some(bytes) if bytes > 0 => Some((bytes, "the engine")),
         _ => {
             let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
@@ -825,7 +848,12 @@ fn fetch(id: &str, engine: &EngineArg) -> ExitCode {
         if let Ok(objects) = engine.objects(&label).await {
             for object in objects
                 .iter()
-                .filter(|o| o.kind == engine::ObjectKind::Container)
+                .filter(|o| {
+                    matches!(
+                        o.kind,
+                        engine::ObjectKind::Service | engine::ObjectKind::Container
+                    )
+                })
             {
                 let _ = engine.remove(object).await;
             }

@@ -301,6 +301,7 @@ fn container_step(p: &Playbook, i: usize, errors: &mut Vec<PlanError>) -> Option
             .iter()
             .map(|(n, alias)| (n.value.clone(), alias.as_ref().map(|a| a.value.clone())))
             .collect(),
+        placement: pairs(&c.placement),
         read_only_root: c.read_only_root,
         tmpfs,
         user: c.user.as_ref().map(|u| u.value.clone()),
@@ -708,6 +709,7 @@ fn model_step(p: &Playbook, i: usize, errors: &mut Vec<PlanError>) -> Option<Ste
         ),
         name: m.name.value.clone(),
         network: m.network.value.clone(),
+        placement: pairs(&m.placement),
     })
 }
 
@@ -748,6 +750,7 @@ fn replay_step(
         name: m.name.value.clone(),
         network: m.network.value.clone(),
         pinned: m.sha256.is_some(),
+        placement: pairs(&m.placement),
         replies: parsed.replies.len(),
         script: path,
         transcript: parsed.transcript,

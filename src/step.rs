@@ -69,6 +69,8 @@ pub enum Step {
         name: String,
         /// The networks it joins, with an extra host name on each, if any.
         networks: Vec<(String, Option<String>)>,
+        /// Node labels and values that the node it runs on must have (on a swarm).
+        placement: Vec<(String, String)>,
         /// The image's files are read-only.
         read_only_root: bool,
         /// In-memory folders, the one a read-only root gets at `/tmp` included.
@@ -105,6 +107,8 @@ pub enum Step {
         jinja: bool,
         name: String,
         network: String,
+        /// Node labels and values that the node it runs on must have (on a swarm).
+        placement: Vec<(String, String)>,
     },
     /// A scripted model: `openmono replay`, from the binary the run copies in.
     StartReplay {
@@ -115,6 +119,8 @@ pub enum Step {
         network: String,
         /// The file matched the playbook's `sha256` pin.
         pinned: bool,
+        /// Node labels and values that the node it runs on must have (on a swarm).
+        placement: Vec<(String, String)>,
         /// How many replies the script has.
         replies: usize,
         /// The script, canonical.
@@ -389,6 +395,7 @@ impl Step {
             jinja,
             name,
             network,
+            placement,
         } = self
         else {
             return Ok(());
@@ -437,7 +444,7 @@ impl Step {
         if *gpu {
             write!(f, "\n      GPU devices requested from the engine")?;
         }
-        Ok(())
+        fmt_placement(f, placement)
     }
 
     fn fmt_replay(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -447,6 +454,7 @@ impl Step {
             name,
             network,
             pinned,
+            placement,
             replies,
             script,
             transcript,
@@ -473,7 +481,8 @@ impl Step {
         write!(
             f,
             "\n      answers request n with reply n, served as `{alias}` at http://{name}:{MODEL_PORT}"
-        )
+        )?;
+        fmt_placement(f, placement)
     }
 
     fn fmt_container(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -484,6 +493,7 @@ impl Step {
             limits,
             name,
             networks,
+            placement,
             user,
             workdir,
             ..
@@ -531,8 +541,22 @@ impl Step {
                 health.retries
             )?;
         }
+        fmt_placement(f, placement)?;
         write!(f, "\n      openmono copied in to run tasks")
     }
+}
+
+/// The node labels a model or container asks for, if any.
+fn fmt_placement(f: &mut fmt::Formatter<'_>, placement: &[(String, String)]) -> fmt::Result {
+    if placement.is_empty() {
+        return Ok(());
+    }
+    let labels: Vec<String> = placement.iter().map(|(l, v)| format!("{l}={v}")).collect();
+    write!(
+        f,
+        "\n      placement: a node with {} (on a swarm; one engine is one node)",
+        labels.join(", ")
+    )
 }
 
 impl Step {

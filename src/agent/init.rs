@@ -12,6 +12,15 @@ extern "C" fn on_terminate(_: libc::c_int) {
     TERMINATING.store(true, Ordering::SeqCst);
 }
 
+/// Makes this process and everything it starts unable to gain privileges (setuid
+/// files, file capabilities). The engine sets it for a container's processes where it
+/// can; a swarm service on an engine before API 1.46 cannot ask for it, so openmono's
+/// processes in the box set it themselves.
+pub fn no_new_privileges() {
+    // SAFETY: prctl with PR_SET_NO_NEW_PRIVS takes plain integers and touches no memory.
+    unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+}
+
 /// Waits until told to stop, reaping children.
 pub fn sandbox_init() -> ! {
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.

@@ -1,7 +1,12 @@
-//! The Docker engine, through bollard. This is the only file that imports bollard: the
-//! rest of openmono asks for networks, containers and execs in its own terms.
+//! The Docker engine, through bollard. This file and `swarm.rs` (the same calls on a
+//! swarm manager) are the only ones that import bollard: the rest of openmono asks for
+//! networks, containers and execs in its own terms.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use bollard::{
     Docker,
@@ -41,8 +46,20 @@ pub struct EngineFacts {
 /// A connected engine.
 #[derive(Clone)]
 pub struct Engine {
-    docker: Docker,
+    pub(super) docker: Docker,
     endpoint: Endpoint,
+    /// The node's id when the engine is a swarm manager (asked once).
+    pub(super) swarm: Arc<tokio::sync::OnceCell<Option<String>>>,
+    /// Service ids, by the id of their task's container: the services this connection
+    /// made for containers.
+    pub(super) services: Arc<Mutex<HashMap<String, String>>>,
+}
+
+/// Locks a mutex; a panic elsewhere while it was held does not make its data unusable.
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// How long an engine may take to answer its first calls (version and ping): a healthy
@@ -122,6 +139,8 @@ pub struct ContainerSpec {
     pub limits: Limits,
     pub mounts: Vec<BindMount>,
     pub name: String,
+    /// Node labels and values that the node it runs on must have (on a swarm).
+    pub placement: Vec<(String, String)>,
     /// Each network's engine name and this container's aliases on it; none: no network.
     pub networks: Vec<(String, Vec<String>)>,
     pub read_only_rootfs: bool,
@@ -149,6 +168,9 @@ pub struct EngineObject {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ObjectKind {
+    /// A swarm service of openmono's; removed before everything else, with its
+    /// containers.
+    Service,
     Container,
     Network,
     Volume,
@@ -157,6 +179,7 @@ pub enum ObjectKind {
 impl std::fmt::Display for ObjectKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
+            Self::Service => "service",
             Self::Container => "container",
             Self::Network => "network",
             Self::Volume => "volume",
@@ -226,6 +249,8 @@ impl Engine {
             Ok(Ok(docker)) => Ok(Self {
                 docker,
                 endpoint: endpoint.clone(),
+                swarm: Arc::default(),
+                services: Arc::default(),
             }),
             Ok(Err(e)) => Err(failed(e)),
             Err(_) => Err(EngineError::no_answer(endpoint, CONNECT_TIMEOUT.as_secs())),
@@ -332,14 +357,18 @@ impl Engine {
         labels: HashMap<String, String>,
         egress: bool,
     ) -> Result<String, EngineError> {
+        // On a swarm: an overlay that services join and that helpers may attach to.
+        // Its gateway lives in the network's own namespace, never on the host.
+        let swarm = self.swarm_node().await?.is_some();
         let request = NetworkCreateRequest {
             name: name.to_owned(),
-            driver: Some("bridge".into()),
+            driver: Some(if swarm { "overlay" } else { "bridge" }.into()),
+            attachable: swarm.then_some(true),
             internal: Some(!egress),
             labels: Some(labels),
             // A network with egress routes through the host's bridge address; one
             // without needs none.
-            options: (!egress).then(|| {
+            options: (!egress && !swarm).then(|| {
                 HashMap::from([(
                     "com.docker.network.bridge.inhibit_ipv4".to_owned(),
                     "true".to_owned(),
@@ -367,7 +396,11 @@ impl Engine {
 
     /// Creates (does not start) a hardened container: no capabilities, no new
     /// privileges, a process limit, never privileged, no network unless one is given.
+    /// On a swarm manager, it is a service's task container, started already.
     pub async fn create_container(&self, spec: ContainerSpec) -> Result<String, EngineError> {
+        if let Some(node) = self.swarm_node().await? {
+            return self.create_service(spec, &node).await;
+        }
         // The engine joins one network at creation; the others are connected after.
         let (network_mode, networking_config) = match spec.networks.first() {
             Some((net, aliases)) => (
@@ -663,13 +696,18 @@ impl Engine {
         removed.map(|()| sealed)
     }
 
-    /// The gateway addresses of a network's subnets.
+    /// The gateway addresses of a bridge network's subnets, which would be the host's.
+    /// An overlay's gateway is on a bridge in the network's own namespace on each node,
+    /// which has no route but to the network's own subnet: none is given for it.
     pub async fn network_gateways(&self, name: &str) -> Result<Vec<String>, EngineError> {
         let network = self
             .docker
             .inspect_network(name, None)
             .await
             .map_err(EngineError::call(format!("inspect network `{name}`")))?;
+        if network.driver.as_deref() == Some("overlay") {
+            return Ok(Vec::new());
+        }
         Ok(network
             .ipam
             .and_then(|ipam| ipam.config)
@@ -680,14 +718,27 @@ impl Engine {
     }
 
     pub async fn start_container(&self, id: &str) -> Result<(), EngineError> {
+        // The swarm started it.
+        if self.is_task_container(id) {
+            return Ok(());
+        }
         self.docker
             .start_container(id, None)
             .await
             .map_err(EngineError::call("start the container"))
     }
 
-    /// Kills and removes a container; one that is already gone counts as removed.
+    /// Kills and removes a container (with its service, for a service's task
+    /// container); one that is already gone counts as removed.
     pub async fn remove_container(&self, id: &str) -> Result<(), EngineError> {
+        if self.remove_task_container(id).await? {
+            return Ok(());
+        }
+        self.remove_plain_container(id).await
+    }
+
+    /// Kills and removes a container, never its service.
+    pub(super) async fn remove_plain_container(&self, id: &str) -> Result<(), EngineError> {
         let options = RemoveContainerOptionsBuilder::default()
             .force(true)
             .v(true)
@@ -926,11 +977,36 @@ impl Engine {
         }
     }
 
-    /// Every container, network and volume that carries `label` (`key` or `key=value`),
-    /// containers first, then networks, then volumes: the order to remove them in.
+    /// The ids of the containers, running or not, that carry `label`.
+    pub(super) async fn containers_labelled(
+        &self,
+        label: &str,
+    ) -> Result<Vec<String>, EngineError> {
+        let filters = HashMap::from([("label".to_owned(), vec![label.to_owned()])]);
+        Ok(self
+            .docker
+            .list_containers(Some(
+                ListContainersOptionsBuilder::default()
+                    .all(true)
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .map_err(EngineError::call("list containers"))?
+            .into_iter()
+            .filter_map(|c| c.id)
+            .collect())
+    }
+
+    /// Every service (on a swarm manager), container, network and volume that carries
+    /// `label` (`key` or `key=value`), in that order: the order to remove them in.
     pub async fn objects(&self, label: &str) -> Result<Vec<EngineObject>, EngineError> {
         let filters = HashMap::from([("label".to_owned(), vec![label.to_owned()])]);
-        let mut objects: Vec<EngineObject> = self
+        let mut objects = self.services(label).await?;
+        // A service's task containers go with it: listed once, as the service.
+        let services: Vec<String> = objects.iter().map(|o| o.id.clone()).collect();
+        objects.extend(
+            self
             .docker
             .list_containers(Some(
                 ListContainersOptionsBuilder::default()
@@ -949,7 +1025,12 @@ impl Engine {
                     labels: c.labels.unwrap_or_default(),
                 })
             })
-            .collect();
+            .filter(|c| {
+                c.labels
+                    .get(super::swarm::SERVICE_ID)
+                    .is_none_or(|service| !services.contains(service))
+            }),
+        );
         objects.extend(
             self.docker
                 .list_networks(Some(
@@ -992,6 +1073,7 @@ impl Engine {
     /// Removes one object; one that is already gone counts as removed.
     pub async fn remove(&self, object: &EngineObject) -> Result<(), EngineError> {
         match object.kind {
+            ObjectKind::Service => self.remove_service(&object.id).await,
             ObjectKind::Container => self.remove_container(&object.id).await,
             ObjectKind::Network => self.remove_network(&object.id).await,
             ObjectKind::Volume => self.remove_volume(&object.id).await,
@@ -1001,7 +1083,7 @@ impl Engine {
 
 /// Every mount of a container, as structured mounts: a path with spaces, commas or
 /// colons is only ever one path.
-fn mounts(spec: &ContainerSpec) -> Vec<Mount> {
+pub(super) fn mounts(spec: &ContainerSpec) -> Vec<Mount> {
     let mut mounts: Vec<Mount> = spec
         .mounts
         .iter()
@@ -1041,7 +1123,7 @@ fn is_being_removed(e: &BollardError) -> bool {
     )
 }
 
-fn is_not_found(e: &BollardError) -> bool {
+pub(super) fn is_not_found(e: &BollardError) -> bool {
     matches!(
         e,
         BollardError::DockerResponseServerError {

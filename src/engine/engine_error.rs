@@ -173,6 +173,11 @@ pub enum EngineError {
         source: std::io::Error,
     },
 
+    /// What a swarm would not do for a run: a service it could not place or start.
+    #[error("{0}")]
+    #[diagnostic(code(openmono::engine::swarm))]
+    Swarm(String),
+
     #[error("cannot read the openmono binary to copy into the container")]
     #[diagnostic(code(openmono::engine::self_binary))]
     SelfBinary {

@@ -1,5 +1,6 @@
-//! The executor and everything that talks to a Docker engine. `docker.rs` is the only
-//! file that imports bollard, so that other engines can stand behind the same calls.
+//! The executor and everything that talks to a Docker engine. `docker.rs` and
+//! `swarm.rs` are the only files that import bollard, so that other engines can stand
+//! behind the same calls.
 
 mod build_context;
 mod docker;
@@ -10,6 +11,7 @@ pub mod gc;
 mod progress;
 pub mod report;
 pub mod run_dir;
+mod swarm;
 
 pub use docker::{
     BindMount, Capacity, ContainerSpec, Engine, EngineFacts, EngineObject, HealthVerdict, Liveness,

@@ -409,6 +409,41 @@ impl Decoder {
         vars
     }
 
+    /// `placement "LABEL" "VALUE"` children: a node label as the swarm writes one, and
+    /// a value that a constraint can hold (no spaces, no `=` or `!`).
+    fn placement(&mut self, node: &KdlNode) -> Vec<super::EnvVar> {
+        let mut pairs = Vec::new();
+        for child in children(node, "placement") {
+            let (Some(label), Some(value)) = (str_arg(child, 0), str_arg(child, 1)) else {
+                continue;
+            };
+            let label_ok = label
+                .value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+            let value_ok = !value
+                .value
+                .chars()
+                .any(|c| c.is_whitespace() || matches!(c, '=' | '!'));
+            if !label_ok {
+                self.problems.push(DecodeError::InvalidValue {
+                    help: Some("use letters, digits, `.`, `-` and `_`, as in `gpu` or `com.example.zone`".into()),
+                    message: format!("`{}` is not a valid node label", label.value),
+                    span: label.span,
+                });
+            } else if !value_ok {
+                self.problems.push(DecodeError::InvalidValue {
+                    help: Some("a label's value has no spaces, `=` or `!`".into()),
+                    message: format!("`{}` cannot be a node label's value", value.value),
+                    span: value.span,
+                });
+            } else {
+                pairs.push((label, value));
+            }
+        }
+        pairs
+    }
+
     /// A task's `mcp` servers; a name given twice is an error.
     fn mcp_servers(&mut self, node: &KdlNode) -> Vec<McpServer> {
         let mut servers: Vec<McpServer> = Vec::new();
@@ -516,6 +551,7 @@ impl Decoder {
             name,
             network: child_str(node, "network")?,
             parallel: child_int(node, "parallel").map(|n| n.value),
+            placement: self.placement(node),
             threads: child_int(node, "threads").map(|n| n.value),
         })
     }
@@ -572,6 +608,7 @@ impl Decoder {
             networks: children(node, "network")
                 .filter_map(|n| Some((str_arg(n, 0)?, prop_str(n, "alias"))))
                 .collect(),
+            placement: self.placement(node),
             read_only_root: child_bool(node, "read-only-root"),
             tmpfs,
             user: child_str(node, "user"),

@@ -175,6 +175,8 @@ pub struct Model {
     pub image: Spanned<String>,
     pub name: Spanned<String>,
     pub parallel: Option<u32>,
+    /// Node labels and values that the node it runs on must have.
+    pub placement: Vec<EnvVar>,
     pub threads: Option<u32>,
     pub network: Spanned<String>,
 }
@@ -223,6 +225,8 @@ pub struct Container {
     pub networks: Vec<(Spanned<String>, Option<Spanned<String>>)>,
     /// The image's files are read-only.
     pub read_only_root: bool,
+    /// Node labels and values that the node it runs on must have.
+    pub placement: Vec<EnvVar>,
     pub tmpfs: Vec<Tmpfs>,
     /// `UID:GID`; none: the user who runs openmono.
     pub user: Option<Spanned<String>>,

@@ -130,6 +130,15 @@ const IMAGE: &[Arg] = &[arg("reference", Ty::Image)];
 const BOOL: &[Arg] = &[arg("value", Ty::Bool)];
 const DURATION: &[Arg] = &[arg("duration", Ty::Duration)];
 const KEY_VALUE: &[Arg] = &[arg("name", Ty::Text), arg("value", Ty::String)];
+const LABEL_VALUE: &[Arg] = &[arg("label", Ty::Text), arg("value", Ty::Text)];
+/// Where on a cluster a model or container may run.
+const PLACEMENT: Node = leaf(
+    "placement",
+    "on a swarm, it runs only on a node whose label `label` has this value (repeatable: all must hold); a single engine is one node and only shows it",
+    LABEL_VALUE,
+    Times::Many,
+)
+.example("placement \"gpu\" \"true\"");
 const THREADS: &[Arg] = &[arg("count", Ty::Int { max: 1024, min: 1 })];
 const LAYERS: &[Arg] = &[arg(
     "layers",
@@ -383,6 +392,7 @@ pub const TOP_LEVEL: &[Node] = &[
                 Times::Once,
             )
             .example("load-timeout \"10m\""),
+            PLACEMENT,
             Node {
                 args: &[],
                 children: &[],
@@ -549,6 +559,7 @@ pub const TOP_LEVEL: &[Node] = &[
                 STRING,
                 Times::Once,
             ),
+            PLACEMENT,
             Node {
                 args: &[],
                 children: &[

@@ -127,6 +127,7 @@ impl Executor<'_> {
             jinja,
             name,
             network,
+            placement,
             ..
         } = step
         else {
@@ -158,6 +159,7 @@ impl Executor<'_> {
                 .capacity
                 .bound_model(step.memory_estimate().unwrap_or(0)),
             mounts: vec![self.host_file(gguf, MODEL_MOUNT, image).await?],
+            placement: placement.clone(),
             ..self.model_container(name, network)?
         };
         let id = self.create(name, spec).await?;
@@ -202,6 +204,7 @@ impl Executor<'_> {
             image,
             name,
             network,
+            placement,
             script,
             ..
         } = step
@@ -231,6 +234,7 @@ impl Executor<'_> {
                     volume: true,
                 },
             ],
+            placement: placement.clone(),
             ..self.model_container(name, network)?
         };
         let id = self.create(name, spec).await?;
@@ -251,6 +255,7 @@ impl Executor<'_> {
             limits,
             name,
             networks,
+            placement,
             read_only_root,
             tmpfs,
             user,
@@ -318,6 +323,7 @@ impl Executor<'_> {
             mounts,
             name: self.engine_name(name),
             networks: joined,
+            placement: placement.clone(),
             read_only_rootfs: *read_only_root,
             tmpfs: tmpfs.iter().map(|t| (t.target.clone(), t.size)).collect(),
             user: Some(user),

@@ -57,7 +57,9 @@ impl Executor<'_> {
         ] {
             for removed in removals {
                 match removed {
-                    Ok(ObjectKind::Container) => report.removed_containers += 1,
+                    Ok(ObjectKind::Service | ObjectKind::Container) => {
+                        report.removed_containers += 1;
+                    }
                     Ok(ObjectKind::Network) => report.removed_networks += 1,
                     Ok(ObjectKind::Volume) => report.removed_volumes += 1,
                     Err(why) => errors.push(why),
@@ -73,7 +75,9 @@ impl Executor<'_> {
                 for object in objects {
                     if self.engine.remove(&object).await.is_ok() && object.name != own {
                         match object.kind {
-                            ObjectKind::Container => report.removed_containers += 1,
+                            ObjectKind::Service | ObjectKind::Container => {
+                                report.removed_containers += 1;
+                            }
                             ObjectKind::Network => report.removed_networks += 1,
                             ObjectKind::Volume => report.removed_volumes += 1,
                         }

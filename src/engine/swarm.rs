@@ -1,0 +1,295 @@
+//! The same calls on a Docker Swarm manager: a playbook's containers, models and replay
+//! servers become services of one task that never restarts, on overlay networks that
+//! are internal and attachable. Everything else (volumes, helpers, execs, logs) goes
+//! through the node's own engine, so a run's services are placed on the node openmono
+//! is connected to, plus whatever placement the playbook asks for. With docker.rs, the
+//! only file that imports bollard.
+
+use std::{collections::HashMap, time::Duration};
+
+use bollard::{
+    models::{
+        EndpointSpec, EndpointSpecModeEnum, HealthConfig, Limit, LocalNodeState,
+        NetworkAttachmentConfig, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated,
+        TaskSpec, TaskSpecContainerSpec, TaskSpecContainerSpecDnsConfig,
+        TaskSpecContainerSpecPrivileges, TaskSpecPlacement, TaskSpecResources,
+        TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
+    },
+    query_parameters::{ListServicesOptionsBuilder, ListTasksOptionsBuilder},
+};
+
+use super::{
+    EngineError,
+    docker::{ContainerSpec, Engine, EngineObject, ObjectKind, is_not_found, mounts},
+};
+use crate::step::DEFAULT_PIDS;
+
+/// The label the engine puts on a service's task containers.
+pub(super) const SERVICE_ID: &str = "com.docker.swarm.service.id";
+
+/// How often a service's task is looked at while it is scheduled and started.
+const POLL: Duration = Duration::from_millis(100);
+
+impl Engine {
+    /// The id of the node this engine runs on when it is an active swarm manager (where
+    /// a run's containers become services); `None` on a plain engine or a worker,
+    /// which runs containers. Asked once per connection.
+    pub async fn swarm_node(&self) -> Result<Option<String>, EngineError> {
+        self.swarm
+            .get_or_try_init(|| async {
+                let info = self
+                    .docker
+                    .info()
+                    .await
+                    .map_err(EngineError::call("ask the engine about itself"))?;
+                Ok(info.swarm.and_then(|s| {
+                    (s.local_node_state == Some(LocalNodeState::ACTIVE)
+                        && s.control_available == Some(true))
+                    .then_some(s.node_id)
+                    .flatten()
+                }))
+            })
+            .await
+            .cloned()
+    }
+
+    /// A service of one task for `spec`, placed on `node` (and wherever `spec`'s
+    /// placement says); returns the engine id of its task's container once the swarm
+    /// has started it. A task the swarm cannot place or start removes the service
+    /// again and fails with the swarm's reason.
+    pub(super) async fn create_service(
+        &self,
+        spec: ContainerSpec,
+        node: &str,
+    ) -> Result<String, EngineError> {
+        if spec.gpus {
+            return Err(EngineError::Swarm(format!(
+                "`{}` asks for the engine's GPUs, and openmono cannot give a swarm service a GPU yet; run it on a plain engine",
+                spec.name
+            )));
+        }
+        let name = spec.name.clone();
+        let service = self
+            .docker
+            .create_service(service_spec(spec, node), None)
+            .await
+            .map_err(EngineError::call(format!("create service `{name}`")))?
+            .id
+            .unwrap_or_default();
+        match self.task_container(&service, &name).await {
+            Ok(container) => {
+                super::docker::lock(&self.services).insert(container.clone(), service);
+                Ok(container)
+            }
+            Err(e) => {
+                let _ = self.remove_service(&service).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Waits until the one task of `service` has a container that the swarm started
+    /// (or that already ended: the caller finds out how).
+    async fn task_container(&self, service: &str, name: &str) -> Result<String, EngineError> {
+        let filters = HashMap::from([("service".to_owned(), vec![service.to_owned()])]);
+        loop {
+            let tasks = self
+                .docker
+                .list_tasks(Some(
+                    ListTasksOptionsBuilder::default().filters(&filters).build(),
+                ))
+                .await
+                .map_err(EngineError::call(format!("list the tasks of `{name}`")))?;
+            if let Some(status) = tasks.into_iter().find_map(|t| t.status) {
+                let container = status
+                    .container_status
+                    .as_ref()
+                    .and_then(|c| c.container_id.clone())
+                    .filter(|id| !id.is_empty());
+                let why = status.err.or(status.message).unwrap_or_default();
+                match (status.state, container) {
+                    (
+                        Some(
+                            TaskState::STARTING
+                            | TaskState::RUNNING
+                            | TaskState::COMPLETE
+                            | TaskState::FAILED,
+                        ),
+                        Some(container),
+                    ) => return Ok(container),
+                    (Some(TaskState::REJECTED | TaskState::FAILED | TaskState::ORPHANED), _) => {
+                        return Err(EngineError::Swarm(format!(
+                            "the swarm could not start it: {why}"
+                        )));
+                    }
+                    // The scheduler says why it waits: no node meets the constraints.
+                    (Some(TaskState::PENDING), _) if why.contains("no suitable node") => {
+                        return Err(EngineError::Swarm(format!(
+                            "no node of the swarm can run it: {why}; it must run on the node openmono is connected to (which holds the run's files and runs its commands), and that node must have the labels its `placement` asks for"
+                        )));
+                    }
+                    _ => {}
+                }
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Removes the service of a task container (`container`) that this connection made:
+    /// its container first, at once (the swarm would stop it with a grace period), then
+    /// the service. `false` when `container` is not such a task container.
+    pub(super) async fn remove_task_container(
+        &self,
+        container: &str,
+    ) -> Result<bool, EngineError> {
+        let Some(service) = super::docker::lock(&self.services).remove(container) else {
+            return Ok(false);
+        };
+        self.remove_plain_container(container).await?;
+        self.remove_service(&service).await?;
+        Ok(true)
+    }
+
+    /// Whether `container` is the task container of a service this connection made.
+    pub(super) fn is_task_container(&self, container: &str) -> bool {
+        super::docker::lock(&self.services).contains_key(container)
+    }
+
+    /// Removes a service and its task containers; one that is gone counts as removed.
+    pub(super) async fn remove_service(&self, service: &str) -> Result<(), EngineError> {
+        for container in self.containers_labelled(&format!("{SERVICE_ID}={service}")).await? {
+            self.remove_plain_container(&container).await?;
+        }
+        match self.docker.delete_service(service).await {
+            Err(e) if !is_not_found(&e) => {
+                Err(EngineError::call(format!("remove service `{service}`"))(e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The services that carry `label`, on a swarm manager; none elsewhere.
+    pub(super) async fn services(&self, label: &str) -> Result<Vec<EngineObject>, EngineError> {
+        if self.swarm_node().await?.is_none() {
+            return Ok(Vec::new());
+        }
+        let filters = HashMap::from([("label".to_owned(), vec![label.to_owned()])]);
+        Ok(self
+            .docker
+            .list_services(Some(
+                ListServicesOptionsBuilder::default()
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .map_err(EngineError::call("list services"))?
+            .into_iter()
+            .filter_map(|s| {
+                let spec = s.spec?;
+                Some(EngineObject {
+                    id: s.id?,
+                    kind: ObjectKind::Service,
+                    labels: spec.labels.unwrap_or_default(),
+                    name: spec.name?,
+                })
+            })
+            .collect())
+    }
+}
+
+/// What the swarm is told for `spec`: one replica, never restarted, on `node`, with the
+/// hardening of a plain container (see `create_container`). Names on its networks
+/// resolve to its container itself (`dnsrr`), not to a virtual address.
+fn service_spec(spec: ContainerSpec, node: &str) -> ServiceSpec {
+    let mounts = mounts(&spec);
+    let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+    let health_check = spec
+        .health
+        .map(|(test, interval, timeout, retries)| HealthConfig {
+            test: Some(test),
+            interval: Some(nanos(interval)),
+            timeout: Some(nanos(timeout)),
+            retries: Some(i64::from(retries)),
+            ..Default::default()
+        });
+    let (command, args) = match spec.entrypoint {
+        Some(entrypoint) => (Some(entrypoint), Some(spec.cmd)),
+        None => (None, Some(spec.cmd)),
+    };
+    let mut constraints = vec![format!("node.id=={node}")];
+    constraints.extend(
+        spec.placement
+            .iter()
+            .map(|(label, value)| format!("node.labels.{label}=={value}")),
+    );
+    let container = TaskSpecContainerSpec {
+        image: Some(spec.image),
+        labels: Some(spec.labels.clone()),
+        command,
+        args,
+        env: Some(spec.env),
+        dir: spec.working_dir,
+        user: spec.user,
+        // Engines before API 1.46 ignore it; the box's own processes set it too.
+        privileges: Some(TaskSpecContainerSpecPrivileges {
+            no_new_privileges: Some(true),
+            ..Default::default()
+        }),
+        read_only: Some(spec.read_only_rootfs),
+        mounts: Some(mounts),
+        health_check,
+        dns_config: (!spec.dns.is_empty() || !spec.dns_options.is_empty()).then(|| {
+            TaskSpecContainerSpecDnsConfig {
+                nameservers: Some(spec.dns),
+                options: Some(spec.dns_options),
+                ..Default::default()
+            }
+        }),
+        init: spec.init.then_some(true),
+        capability_drop: Some(vec!["ALL".into()]),
+        ..Default::default()
+    };
+    let networks = spec
+        .networks
+        .into_iter()
+        .map(|(target, aliases)| NetworkAttachmentConfig {
+            target: Some(target),
+            aliases: Some(aliases),
+            ..Default::default()
+        })
+        .collect();
+    ServiceSpec {
+        name: Some(spec.name),
+        labels: Some(spec.labels),
+        task_template: Some(TaskSpec {
+            container_spec: Some(container),
+            resources: Some(TaskSpecResources {
+                limits: Some(Limit {
+                    nano_cpus: spec.limits.cpus.map(|c| i64::from(c) * 1_000_000_000),
+                    memory_bytes: spec.limits.memory.and_then(|m| i64::try_from(m).ok()),
+                    pids: Some(i64::from(spec.limits.pids.unwrap_or(DEFAULT_PIDS))),
+                }),
+                ..Default::default()
+            }),
+            restart_policy: Some(TaskSpecRestartPolicy {
+                condition: Some(TaskSpecRestartPolicyConditionEnum::NONE),
+                ..Default::default()
+            }),
+            placement: Some(TaskSpecPlacement {
+                constraints: Some(constraints),
+                ..Default::default()
+            }),
+            networks: Some(networks),
+            ..Default::default()
+        }),
+        mode: Some(ServiceSpecMode {
+            replicated: Some(ServiceSpecModeReplicated { replicas: Some(1) }),
+            ..Default::default()
+        }),
+        endpoint_spec: Some(EndpointSpec {
+            mode: Some(EndpointSpecModeEnum::DNSRR),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
