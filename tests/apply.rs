@@ -1799,7 +1799,7 @@ fn a_task_stopped_by_another_task_failing_is_cancelled_in_the_json_report() {
 }
 
 /// A playbook over the var `word`, whose task fails for `bad`.
-const SAYS_A_WORD: &str = "var \"word\"\nnetwork \"n\"\ncontainer \"box\" {\n    image \"openmono/agent:latest\"\n    network \"n\"\n}\ntask \"say\" {\n    run \"box\" \"echo {{ var.word }}; test {{ var.word }} != bad\"\n}\n";
+pub const SAYS_A_WORD: &str = "var \"word\"\nnetwork \"n\"\ncontainer \"box\" {\n    image \"openmono/agent:latest\"\n    network \"n\"\n}\ntask \"say\" {\n    run \"box\" \"echo {{ var.word }}; test {{ var.word }} != bad\"\n}\n";
 
 #[test]
 fn a_matrix_runs_the_playbook_once_per_input_each_on_its_own_network() {

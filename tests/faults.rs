@@ -10,7 +10,7 @@ use std::{
 use crate::support::{Project, assert_nothing_left, assert_run_gone, docker};
 
 /// A playbook with something of every kind to remove, and steps that take a while.
-fn playbook(name: &str) -> String {
+pub fn playbook(name: &str) -> String {
     format!(
         "playbook \"{name}\"\nnetwork \"n\"\nvolume \"v\"\ncontainer \"a\" {{\n    image \"openmono/agent:latest\"\n    network \"n\"\n    volume \"v\" \"/v\"\n}}\ncontainer \"b\" {{\n    image \"openmono/agent:latest\"\n    network \"n\"\n}}\ntask \"first\" {{\n    run \"a\" \"sleep 0.5; echo a > /v/a\"\n}}\ntask \"second\" after=\"first\" {{\n    run \"b\" \"sleep 0.5\"\n}}\n"
     )

@@ -22,7 +22,7 @@ use crate::support::{
 /// gateway (`GATEWAY ip`: the first address of the subnet its interface is on, where
 /// Docker puts it), then tries a TCP connection to each address and to the gateway with
 /// a timeout; prints `BLOCKED ip` or `REACHED ip`.
-const PROBE: &str = r#"#!/bin/bash
+pub const PROBE: &str = r#"#!/bin/bash
 port=$1; shift
 ip() { echo $((16#${1:6:2})).$((16#${1:4:2})).$((16#${1:2:2})).$((16#${1:0:2})); }
 defaults=$(awk 'NR > 1 && $2 == "00000000" && $8 == "00000000" { print $1, $3 }' /proc/net/route)
@@ -56,7 +56,7 @@ fn task_log(project: &Project, run: &Run, task: &str) -> String {
 }
 
 /// A listener on every host address that counts who connects.
-fn host_listener() -> (u16, Arc<AtomicUsize>) {
+pub fn host_listener() -> (u16, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("0.0.0.0:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -72,7 +72,7 @@ fn host_listener() -> (u16, Arc<AtomicUsize>) {
 }
 
 /// The host's own IPv4 addresses.
-fn host_addresses() -> Vec<String> {
+pub fn host_addresses() -> Vec<String> {
     let out = Command::new("hostname")
         .arg("-I")
         .output()
@@ -233,7 +233,7 @@ fn control_a_plain_internal_network_does_reach_the_host() {
 /// Prints every mount of the box that comes from a file system of the host (not the
 /// image's overlay or the kernel's virtual ones) as `MOUNT target source-path options`,
 /// the capability sets and `NoNewPrivs`, and every socket file anywhere in the box.
-const LOOK_AROUND: &str = r#"#!/bin/bash
+pub const LOOK_AROUND: &str = r#"#!/bin/bash
 awk '{ for (i = 7; $i != "-"; i++); t = $(i + 1)
        if (t !~ /^(overlay|proc|tmpfs|devpts|sysfs|cgroup2?|mqueue)$/) print "MOUNT", $5, $4, $6 }' /proc/self/mountinfo
 grep -E '^(Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs):' /proc/self/status
@@ -451,7 +451,7 @@ fn chown_tree(dir: &std::path::Path, uid: u32, gid: u32) {
 
 /// A UDP listener on port 53 of each address that is free there (another resolver may
 /// hold one: that address is left out), counting the datagrams it gets.
-fn dns_listeners(addresses: &[String]) -> (Vec<String>, Arc<AtomicUsize>) {
+pub fn dns_listeners(addresses: &[String]) -> (Vec<String>, Arc<AtomicUsize>) {
     let heard = Arc::new(AtomicUsize::new(0));
     let mut bound = Vec::new();
     for address in addresses {

@@ -14,3 +14,4 @@ mod plan;
 mod remote;
 mod scenarios;
 mod support;
+mod swarm;

@@ -156,7 +156,7 @@ pub fn assert_nothing_left(label: &str) {
 }
 
 /// Asserts that the engine that `docker` with `engine` (`-H …`) talks to holds no
-/// container, network or volume with `label`.
+/// container, network or volume with `label`, nor a service on a swarm manager.
 #[track_caller]
 pub fn assert_nothing_left_on(engine: &[&str], label: &str) {
     let filter = format!("label={label}");
@@ -164,9 +164,15 @@ pub fn assert_nothing_left_on(engine: &[&str], label: &str) {
     let containers = list(&["ps", "-aq", "--filter", &filter]);
     let networks = list(&["network", "ls", "-q", "--filter", &filter]);
     let volumes = list(&["volume", "ls", "-q", "--filter", &filter]);
+    let manager = list(&["info", "--format", "{{.Swarm.ControlAvailable}}"]) == ["true"];
+    let services = if manager {
+        list(&["service", "ls", "-q", "--filter", &filter])
+    } else {
+        Vec::new()
+    };
     assert!(
-        containers.is_empty() && networks.is_empty() && volumes.is_empty(),
-        "left behind with {label}: containers {containers:?}, networks {networks:?}, volumes {volumes:?}"
+        containers.is_empty() && networks.is_empty() && volumes.is_empty() && services.is_empty(),
+        "left behind with {label}: containers {containers:?}, networks {networks:?}, volumes {volumes:?}, services {services:?}"
     );
 }
 
@@ -217,7 +223,20 @@ impl RemoteEngine {
     #[track_caller]
     pub fn get() -> Option<&'static Self> {
         static ENGINE: OnceLock<Result<RemoteEngine, String>> = OnceLock::new();
-        match ENGINE.get_or_init(Self::start) {
+        Self::ready(ENGINE.get_or_init(|| Self::start(&[])))
+    }
+
+    /// A third engine, as [`Self::get`]: a single-node swarm manager of its own
+    /// (`images/remote-engine --swarm`), which leaves the swarm when it stops.
+    #[track_caller]
+    pub fn swarm() -> Option<&'static Self> {
+        static ENGINE: OnceLock<Result<RemoteEngine, String>> = OnceLock::new();
+        Self::ready(ENGINE.get_or_init(|| Self::start(&["--swarm"])))
+    }
+
+    #[track_caller]
+    fn ready(started: &'static Result<Self, String>) -> Option<&'static Self> {
+        match started {
             Ok(engine) => Some(engine),
             Err(missing) => {
                 skip_without(missing, "run images/setup");
@@ -226,8 +245,9 @@ impl RemoteEngine {
         }
     }
 
-    fn start() -> Result<Self, String> {
+    fn start(flavour: &[&str]) -> Result<Self, String> {
         let mut child = Command::new(root().join("images/remote-engine"))
+            .args(flavour)
             .args(["--watch", &std::process::id().to_string()])
             .stdout(Stdio::piped())
             // Its own process group: Ctrl-C on the tests does not stop it mid-teardown.

@@ -1,0 +1,474 @@
+//! A Docker Swarm: a third `dockerd` on this machine made a single-node swarm manager
+//! (`images/remote-engine --swarm`, reached over TCP with TLS on 127.0.0.1), which
+//! leaves the swarm when the tests end. The same playbooks run there as services on
+//! internal overlay networks, with the same guarantees: the isolation suite's probes
+//! find no way out, signals and `gc` leave nothing, a matrix runs each input apart, and
+//! placement follows node labels.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::Stdio,
+    sync::atomic::Ordering,
+    time::Duration,
+};
+
+use crate::{
+    isolation::{LOOK_AROUND, PROBE, dns_listeners, host_addresses, host_listener},
+    support::{Project, RemoteEngine, Run, assert_contains_all, gemma, root},
+};
+
+/// Seconds since the Unix epoch, with a fraction, as `docker events` takes them.
+fn timestamp() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock");
+    format!("{}.{:09}", now.as_secs(), now.subsec_nanos())
+}
+
+/// The services and networks that were created and removed on the swarm engine since
+/// `since` whose name holds run `id`, as `service create openmono-ID-agent` and
+/// `network create openmono-ID-sandbox overlay` (the engine's own network events, which
+/// do not name the driver, and connects and disconnects left out).
+fn events(swarm: &RemoteEngine, id: &str, since: &str) -> Vec<String> {
+    swarm
+        .docker_lines(&[
+            "events",
+            "--since",
+            since,
+            "--until",
+            &timestamp(),
+            "--filter",
+            "type=service",
+            "--filter",
+            "type=network",
+            "--format",
+            "{{.Type}} {{.Action}} {{.Actor.Attributes.name}} {{.Actor.Attributes.type}}",
+        ])
+        .into_iter()
+        .filter(|e| e.contains(&format!("openmono-{id}-")))
+        .filter_map(|e| match e.split(' ').collect::<Vec<_>>()[..] {
+            ["service", action @ ("create" | "remove"), name, ..] => {
+                Some(format!("service {action} {name}"))
+            }
+            ["network", "create" | "destroy", _, "overlay"] => Some(e.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The id of the swarm's one node.
+fn node(swarm: &RemoteEngine) -> String {
+    swarm
+        .docker_lines(&["info", "--format", "{{.Swarm.NodeID}}"])
+        .join("")
+}
+
+/// The whole log of task `task` of `run`, from the run's folder.
+#[track_caller]
+fn task_log(project: &Project, run: &Run, task: &str) -> String {
+    let path = project
+        .state
+        .path()
+        .join("runs")
+        .join(run.run_id())
+        .join(format!("{task}.log"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn an_example_playbook_runs_as_services_on_overlays_and_leaves_nothing() {
+    let Some(swarm) = RemoteEngine::swarm() else {
+        return;
+    };
+    let project = Project::new();
+    let playbook = root().join("playbooks/hello-agent.kdl");
+    let playbook = playbook.to_str().expect("utf-8");
+    let plan = swarm.run(&project, &["plan", playbook]);
+    plan.expect_code(0);
+    assert!(
+        plan.stdout.contains(&format!(
+            "\n  It is a swarm manager: networks are overlays, and containers and models run as services on its node {}\n",
+            node(swarm)
+        )),
+        "{}",
+        plan.stdout
+    );
+    let since = timestamp();
+    let run = swarm.run(&project, &["apply", playbook]);
+    run.expect_code(0);
+    assert_contains_all(
+        &run.stdout,
+        &[
+            "  ✓ task `files` (run, exit code 0, ",
+            "Teardown removed 2 container(s), 1 network(s) and 1 volume(s).\n",
+        ],
+    );
+    assert!(
+        run.stdout.contains("  ✓ task `look` (agent, "),
+        "{}",
+        run.stdout
+    );
+    let id = run.run_id();
+    let mut seen = events(swarm, &id, &since);
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            format!("network create openmono-{id}-sandbox overlay"),
+            format!("network destroy openmono-{id}-sandbox overlay"),
+            format!("service create openmono-{id}-agent"),
+            format!("service create openmono-{id}-gemma"),
+            format!("service remove openmono-{id}-agent"),
+            format!("service remove openmono-{id}-gemma"),
+        ]
+    );
+    swarm.assert_run_gone(&id);
+}
+
+#[test]
+fn the_isolation_suite_finds_no_way_out_of_a_box_on_the_swarm() {
+    let Some(swarm) = RemoteEngine::swarm() else {
+        return;
+    };
+    let (port, accepted) = host_listener();
+    let addresses = host_addresses();
+    assert!(!addresses.is_empty(), "the host has IPv4 addresses to try");
+    let mut dns_addresses = vec!["127.0.0.1".to_owned()];
+    dns_addresses.extend(addresses.iter().cloned());
+    let (listening, heard) = dns_listeners(&dns_addresses);
+    let project = Project::new();
+    project.file("probe.sh", PROBE);
+    project.file("look.sh", LOOK_AROUND);
+    project.file(
+        "openmono.kdl",
+        &format!(
+            r#"
+playbook "it-swarm-isolation"
+network "sandbox"
+model "gemma" {{
+    gguf "{gguf}"
+    context 512
+    network "sandbox"
+}}
+container "peer" {{
+    image "openmono/agent:latest"
+    network "sandbox" alias="peer-alias"
+}}
+container "agent" {{
+    image "openmono/agent:latest"
+    network "sandbox"
+    workspace "."
+}}
+task "ask" {{
+    agent "agent" model="gemma"
+    prompt "Say hello."
+    max-steps 1
+    max-tokens 16
+    continue-on-error #true
+}}
+task "reach-host" after="ask" {{
+    run "agent" "bash /workspace/probe.sh {port} {addresses}"
+}}
+task "look" after="ask" {{
+    run "agent" "bash /workspace/look.sh"
+}}
+task "look-up" after="ask" {{
+    run "agent" """
+        getent hosts peer | awk '{{ print "peer", $1 }}'
+        getent hosts peer-alias | awk '{{ print "alias", $1 }}'
+        s=$(date +%s%N)
+        getent hosts openmono-isolation.invalid
+        echo "outside exit $? after $(( ($(date +%s%N) - s) / 1000000 )) ms"
+        """
+}}
+"#,
+            gguf = gemma().display(),
+            addresses = addresses.join(" "),
+        ),
+    );
+    let run = swarm.run(&project, &["apply"]);
+    run.expect_code(0);
+    let id = run.run_id();
+    // The model answered the agent, by its name on the overlay.
+    let transcript = std::fs::read_to_string(
+        project
+            .state
+            .path()
+            .join("runs")
+            .join(&id)
+            .join("ask.jsonl"),
+    )
+    .expect("transcript");
+    assert!(
+        transcript.contains(r#""event":"model_turn""#),
+        "no model turn: {transcript}"
+    );
+    // No route out, and nothing of the host answers at any of its addresses; the
+    // overlay's gateway, on a bridge in the network's own namespace, does not lead out.
+    let out = task_log(&project, &run, "reach-host");
+    assert!(out.contains("DEFAULT none\n"), "{out}");
+    for address in &addresses {
+        assert!(out.contains(&format!("BLOCKED {address}\n")), "{out}");
+    }
+    assert!(!out.contains("REACHED"), "{out}");
+    assert_eq!(accepted.load(Ordering::SeqCst), 0, "the host was reached");
+    // The self-test ran before the agent and found nothing open.
+    let log = task_log(&project, &run, "ask");
+    assert!(
+        log.contains("self-test closed: no default route\n"),
+        "{log}"
+    );
+    for address in &addresses {
+        assert!(
+            log.contains(&format!("self-test closed: {address} port 9: ")),
+            "{address}: {log}"
+        );
+    }
+    assert!(
+        log.contains("self-test closed: openmono-self-test.invalid: not resolved\n"),
+        "{log}"
+    );
+    assert!(!log.contains("self-test OPEN"), "{log}");
+    // No capability, no way to gain one, no engine socket; of the host's file systems,
+    // only the run's volumes and the engine's files for every container.
+    let out = task_log(&project, &run, "look");
+    assert_contains_all(
+        &out,
+        &[
+            "CapInh:\t0000000000000000\n",
+            "CapPrm:\t0000000000000000\n",
+            "CapEff:\t0000000000000000\n",
+            "CapBnd:\t0000000000000000\n",
+            "CapAmb:\t0000000000000000\n",
+            "NoNewPrivs:\t1\n",
+            "SOCKETS none\n",
+            "ABSENT /var/run/docker.sock\n",
+            "ABSENT /run/docker.sock\n",
+        ],
+    );
+    let mut mounts: Vec<(&str, &str)> = out
+        .lines()
+        .filter_map(|l| {
+            let mut fields = l.strip_prefix("MOUNT ")?.split(' ');
+            Some((fields.next()?, fields.next()?))
+        })
+        .collect();
+    mounts.sort_unstable();
+    let targets: Vec<&str> = mounts.iter().map(|(t, _)| *t).collect();
+    assert_eq!(
+        targets,
+        [
+            "/.openmono",
+            "/etc/hostname",
+            "/etc/hosts",
+            "/etc/resolv.conf",
+            "/workspace"
+        ],
+        "{out}"
+    );
+    assert!(
+        mounts[4]
+            .1
+            .ends_with(&format!("/volumes/openmono-{id}-agent.workspace/_data")),
+        "{out}"
+    );
+    // Names on the network resolve; an outside name fails at once, and no resolver of
+    // the host hears the question.
+    let out = task_log(&project, &run, "look-up");
+    let address = |name: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|a| a.parse::<std::net::Ipv4Addr>().ok())
+            .unwrap_or_else(|| panic!("`{name}` did not resolve: {out}"))
+    };
+    assert_eq!(address("peer"), address("alias"), "{out}");
+    // getent's exit code 2: not found, within the resolver's second per question.
+    let ms: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("outside exit 2 after ")?.strip_suffix(" ms")?.parse().ok())
+        .unwrap_or_else(|| panic!("no failed lookup: {out}"));
+    assert!(ms < 5000, "the outside name took {ms} ms to fail: {out}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        heard.load(Ordering::SeqCst),
+        0,
+        "a DNS listener on the host ({listening:?}) heard a question"
+    );
+    swarm.assert_run_gone(&id);
+}
+
+/// A node label for one test, taken off the node again when dropped.
+struct NodeLabel<'a> {
+    label: String,
+    node: String,
+    swarm: &'a RemoteEngine,
+}
+
+impl Drop for NodeLabel<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .swarm
+            .docker_lines(&["node", "update", "--label-rm", &self.label, &self.node]);
+    }
+}
+
+#[test]
+fn placement_runs_a_box_only_on_a_node_with_the_labels_it_asks_for() {
+    let Some(swarm) = RemoteEngine::swarm() else {
+        return;
+    };
+    let label = format!("openmono-test-{}", std::process::id());
+    let node = node(swarm);
+    swarm.docker_lines(&["node", "update", "--label-add", &format!("{label}=yes"), &node]);
+    let _taken_off = NodeLabel {
+        label: label.clone(),
+        node,
+        swarm,
+    };
+    let project = Project::new();
+    let playbook = |value: &str| {
+        format!(
+            "network \"n\"\ncontainer \"box\" {{\n    image \"openmono/agent:latest\"\n    network \"n\"\n    placement \"{label}\" \"{value}\"\n}}\ntask \"t\" {{\n    run \"box\" \"echo placed\"\n}}\n"
+        )
+    };
+    project.file("openmono.kdl", &playbook("yes"));
+    let plan = swarm.run(&project, &["plan"]);
+    plan.expect_code(0);
+    assert!(
+        plan.stdout.contains(&format!(
+            "\n      placement: a node with {label}=yes (on a swarm; one engine is one node)\n"
+        )),
+        "{}",
+        plan.stdout
+    );
+    let placed = swarm.run(&project, &["apply"]);
+    placed.expect_code(0);
+    assert!(placed.stdout.contains("        placed\n"), "{}", placed.stdout);
+    swarm.assert_run_gone(&placed.run_id());
+    // No node has the label with that value: the run fails at once, saying why.
+    project.file("openmono.kdl", &playbook("no"));
+    let unplaced = swarm.run(&project, &["apply"]);
+    unplaced.expect_code(1);
+    assert!(
+        unplaced.stdout.contains(
+            "  failure: container `box`: no node of the swarm can run it: no suitable node (scheduling constraints not satisfied on 1 node); it must run on the node openmono is connected to (which holds the run's files and runs its commands), and that node must have the labels its `placement` asks for\n"
+        ),
+        "{}",
+        unplaced.stdout
+    );
+    swarm.assert_run_gone(&unplaced.run_id());
+}
+
+#[test]
+fn signals_and_gc_leave_nothing_on_the_swarm() {
+    let Some(swarm) = RemoteEngine::swarm() else {
+        return;
+    };
+    let project = Project::new();
+    // SIGINT and SIGTERM while the boxes start and while a task runs; SIGKILL, then gc.
+    for (trial, (signal, delay)) in [
+        (libc::SIGINT, 700),
+        (libc::SIGTERM, 1500),
+        (libc::SIGINT, 3000),
+        (libc::SIGKILL, 1500),
+        (libc::SIGKILL, 3000),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let name = format!("swarm-fault-{}-{trial}", std::process::id());
+        project.file("openmono.kdl", &crate::faults::playbook(&name));
+        let mut child = swarm
+            .command(&project, "client", &["apply"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let stderr = child.stderr.take().expect("stderr");
+        let lines = std::thread::spawn(move || {
+            BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+                .collect::<Vec<_>>()
+        });
+        std::thread::sleep(Duration::from_millis(delay));
+        let pid = libc::pid_t::try_from(child.id()).expect("pid");
+        // SAFETY: a signal to the child we spawned (perhaps already exited, not reaped).
+        unsafe { libc::kill(pid, signal) };
+        let status = child.wait().expect("wait");
+        let stderr = lines.join().expect("stderr").join("\n");
+        let what = format!("trial {trial}: signal {signal} after {delay} ms");
+        match status.code() {
+            Some(0 | 130) => {}
+            None => assert_eq!(signal, libc::SIGKILL, "{what}: {stderr}"),
+            Some(code) => panic!("{what}: exit code {code}\n{stderr}"),
+        }
+        if signal == libc::SIGKILL {
+            // By then the boxes run, as services: gc names and removes them.
+            let gc = swarm.run(&project, &["gc"]);
+            gc.expect_code(0);
+            assert!(
+                gc.stdout.contains("(its openmono, pid ")
+                    && gc.stdout.contains("  service openmono-"),
+                "{what}: {}",
+                gc.stdout
+            );
+        }
+        crate::support::assert_nothing_left_on(
+            &["-H", &swarm.socket],
+            &format!("dev.openmono.playbook={name}"),
+        );
+        eprintln!("{what}: {status}, nothing left");
+    }
+}
+
+#[test]
+fn a_matrix_of_three_runs_on_the_swarm_each_on_its_own_overlay() {
+    let Some(swarm) = RemoteEngine::swarm() else {
+        return;
+    };
+    let project = Project::new();
+    project.file("openmono.kdl", crate::apply::SAYS_A_WORD);
+    let run = swarm.run(
+        &project,
+        &[
+            "apply",
+            "--matrix",
+            "word=one,two,three",
+            "--matrix-jobs",
+            "2",
+        ],
+    );
+    run.expect_code(0);
+    assert!(
+        run.stdout
+            .contains("Matrix of 3 run(s): 3 succeeded, 0 did not\n"),
+        "{}",
+        run.stdout
+    );
+    let ids: Vec<String> = run
+        .stdout
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("Run ")?
+                .split_whitespace()
+                .next()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(ids.len(), 3, "{}", run.stdout);
+    for (id, word) in ids.iter().zip(["one", "two", "three"]) {
+        assert!(
+            run.stderr
+                .contains(&format!("] [word={word}] ✓ network `n` (")),
+            "{}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.contains(&format!(": openmono-{id}-n\n")),
+            "no network of its own for {id}: {}",
+            run.stderr
+        );
+        swarm.assert_run_gone(id);
+    }
+}
