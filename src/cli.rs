@@ -564,7 +564,10 @@ fn plan(
                 engine.push_str("\n  It is elsewhere: each workspace is copied into a volume of the run, and what the box changes in it is copied back after it");
             }
             if let Some((_, Some(node))) = &asked {
-                engine.push_str(&format!("\n  It is a swarm manager: networks are overlays, and containers and models run as services on its node {node}"));
+                let _ = write!(
+                    engine,
+                    "\n  It is a swarm manager: networks are overlays, and containers and models run as services on its node {node}"
+                );
             }
             plan.engine = Some(engine);
             let printed = print_out(&plan);
@@ -846,15 +849,12 @@ fn fetch(id: &str, engine: &EngineArg) -> ExitCode {
         // volumes: they go first (`gc` would remove them too).
         let label = format!("{}={id}", engine::RUN_LABEL);
         if let Ok(objects) = engine.objects(&label).await {
-            for object in objects
-                .iter()
-                .filter(|o| {
-                    matches!(
-                        o.kind,
-                        engine::ObjectKind::Service | engine::ObjectKind::Container
-                    )
-                })
-            {
+            for object in objects.iter().filter(|o| {
+                matches!(
+                    o.kind,
+                    engine::ObjectKind::Service | engine::ObjectKind::Container
+                )
+            }) {
                 let _ = engine.remove(object).await;
             }
         }

@@ -96,6 +96,11 @@ pub async fn examine(endpoint: Result<Endpoint, EngineError>) -> Vec<Finding> {
             if let Some(root) = facts.root_dir.as_ref().filter(|_| !endpoint.is_remote()) {
                 findings.extend(disk_finding(Path::new(root)));
             }
+            if let Ok(Some(node)) = engine.swarm_node().await {
+                findings.push(Finding::ok(format!(
+                    "a swarm manager: runs become services on its node {node} (see the book's On a Docker Swarm)"
+                )));
+            }
         }
         Err(e) => findings.push(Finding::error(
             format!("the engine did not say what it is: {e}"),

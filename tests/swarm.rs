@@ -93,6 +93,16 @@ fn an_example_playbook_runs_as_services_on_overlays_and_leaves_nothing() {
         "{}",
         plan.stdout
     );
+    let doctor = swarm.run(&project, &["doctor"]);
+    doctor.expect_code(0);
+    assert!(
+        doctor.stdout.contains(&format!(
+            "✓ a swarm manager: runs become services on its node {} (see the book's On a Docker Swarm)\n",
+            node(swarm)
+        )),
+        "{}",
+        doctor.stdout
+    );
     let since = timestamp();
     let run = swarm.run(&project, &["apply", playbook]);
     run.expect_code(0);
@@ -125,24 +135,12 @@ fn an_example_playbook_runs_as_services_on_overlays_and_leaves_nothing() {
     swarm.assert_run_gone(&id);
 }
 
-#[test]
-fn the_isolation_suite_finds_no_way_out_of_a_box_on_the_swarm() {
-    let Some(swarm) = RemoteEngine::swarm() else {
-        return;
-    };
-    let (port, accepted) = host_listener();
-    let addresses = host_addresses();
-    assert!(!addresses.is_empty(), "the host has IPv4 addresses to try");
-    let mut dns_addresses = vec!["127.0.0.1".to_owned()];
-    dns_addresses.extend(addresses.iter().cloned());
-    let (listening, heard) = dns_listeners(&dns_addresses);
-    let project = Project::new();
-    project.file("probe.sh", PROBE);
-    project.file("look.sh", LOOK_AROUND);
-    project.file(
-        "openmono.kdl",
-        &format!(
-            r#"
+/// The isolation suite's playbook: a model, a peer and an agent with the workspace; the
+/// agent asks the model, then probes the host (`PROBE` on `port` of `addresses`),
+/// looks around (`LOOK_AROUND`) and looks names up.
+fn isolation_playbook(port: u16, addresses: &[String]) -> String {
+    format!(
+        r#"
 playbook "it-swarm-isolation"
 network "sandbox"
 model "gemma" {{
@@ -182,10 +180,26 @@ task "look-up" after="ask" {{
         """
 }}
 "#,
-            gguf = gemma().display(),
-            addresses = addresses.join(" "),
-        ),
-    );
+        gguf = gemma().display(),
+        addresses = addresses.join(" "),
+    )
+}
+
+#[test]
+fn the_isolation_suite_finds_no_way_out_of_a_box_on_the_swarm() {
+    let Some(swarm) = RemoteEngine::swarm() else {
+        return;
+    };
+    let (port, accepted) = host_listener();
+    let addresses = host_addresses();
+    assert!(!addresses.is_empty(), "the host has IPv4 addresses to try");
+    let mut dns_addresses = vec!["127.0.0.1".to_owned()];
+    dns_addresses.extend(addresses.iter().cloned());
+    let (listening, heard) = dns_listeners(&dns_addresses);
+    let project = Project::new();
+    project.file("probe.sh", PROBE);
+    project.file("look.sh", LOOK_AROUND);
+    project.file("openmono.kdl", &isolation_playbook(port, &addresses));
     let run = swarm.run(&project, &["apply"]);
     run.expect_code(0);
     let id = run.run_id();
@@ -229,11 +243,24 @@ task "look-up" after="ask" {{
         "{log}"
     );
     assert!(!log.contains("self-test OPEN"), "{log}");
-    // No capability, no way to gain one, no engine socket; of the host's file systems,
-    // only the run's volumes and the engine's files for every container.
-    let out = task_log(&project, &run, "look");
+    assert_no_privilege_and_only_its_volumes(&task_log(&project, &run, "look"), &id);
+    assert_names_resolve_on_the_network_only(&task_log(&project, &run, "look-up"));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        heard.load(Ordering::SeqCst),
+        0,
+        "a DNS listener on the host ({listening:?}) heard a question"
+    );
+    swarm.assert_run_gone(&id);
+}
+
+/// What `LOOK_AROUND` printed in a box of run `id` on the swarm: no capability, no way
+/// to gain one, no engine socket; of the host's file systems, only the run's volumes
+/// and the engine's files for every container.
+#[track_caller]
+fn assert_no_privilege_and_only_its_volumes(out: &str, id: &str) {
     assert_contains_all(
-        &out,
+        out,
         &[
             "CapInh:\t0000000000000000\n",
             "CapPrm:\t0000000000000000\n",
@@ -272,9 +299,12 @@ task "look-up" after="ask" {{
             .ends_with(&format!("/volumes/openmono-{id}-agent.workspace/_data")),
         "{out}"
     );
-    // Names on the network resolve; an outside name fails at once, and no resolver of
-    // the host hears the question.
-    let out = task_log(&project, &run, "look-up");
+}
+
+/// What the `look-up` task printed: names on the network resolve; an outside name fails
+/// at once (that no resolver of the host hears it, the caller counts).
+#[track_caller]
+fn assert_names_resolve_on_the_network_only(out: &str) {
     let address = |name: &str| {
         out.lines()
             .find_map(|l| l.strip_prefix(&format!("{name} ")))
@@ -285,16 +315,14 @@ task "look-up" after="ask" {{
     // getent's exit code 2: not found, within the resolver's second per question.
     let ms: u64 = out
         .lines()
-        .find_map(|l| l.strip_prefix("outside exit 2 after ")?.strip_suffix(" ms")?.parse().ok())
+        .find_map(|l| {
+            l.strip_prefix("outside exit 2 after ")?
+                .strip_suffix(" ms")?
+                .parse()
+                .ok()
+        })
         .unwrap_or_else(|| panic!("no failed lookup: {out}"));
     assert!(ms < 5000, "the outside name took {ms} ms to fail: {out}");
-    std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(
-        heard.load(Ordering::SeqCst),
-        0,
-        "a DNS listener on the host ({listening:?}) heard a question"
-    );
-    swarm.assert_run_gone(&id);
 }
 
 /// A node label for one test, taken off the node again when dropped.
@@ -319,7 +347,13 @@ fn placement_runs_a_box_only_on_a_node_with_the_labels_it_asks_for() {
     };
     let label = format!("openmono-test-{}", std::process::id());
     let node = node(swarm);
-    swarm.docker_lines(&["node", "update", "--label-add", &format!("{label}=yes"), &node]);
+    swarm.docker_lines(&[
+        "node",
+        "update",
+        "--label-add",
+        &format!("{label}=yes"),
+        &node,
+    ]);
     let _taken_off = NodeLabel {
         label: label.clone(),
         node,
@@ -343,7 +377,11 @@ fn placement_runs_a_box_only_on_a_node_with_the_labels_it_asks_for() {
     );
     let placed = swarm.run(&project, &["apply"]);
     placed.expect_code(0);
-    assert!(placed.stdout.contains("        placed\n"), "{}", placed.stdout);
+    assert!(
+        placed.stdout.contains("        placed\n"),
+        "{}",
+        placed.stdout
+    );
     swarm.assert_run_gone(&placed.run_id());
     // No node has the label with that value: the run fails at once, saying why.
     project.file("openmono.kdl", &playbook("no"));

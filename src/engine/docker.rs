@@ -1006,30 +1006,29 @@ impl Engine {
         // A service's task containers go with it: listed once, as the service.
         let services: Vec<String> = objects.iter().map(|o| o.id.clone()).collect();
         objects.extend(
-            self
-            .docker
-            .list_containers(Some(
-                ListContainersOptionsBuilder::default()
-                    .all(true)
-                    .filters(&filters)
-                    .build(),
-            ))
-            .await
-            .map_err(EngineError::call("list containers"))?
-            .into_iter()
-            .filter_map(|c| {
-                Some(EngineObject {
-                    name: c.names?.first()?.trim_start_matches('/').to_owned(),
-                    id: c.id?,
-                    kind: ObjectKind::Container,
-                    labels: c.labels.unwrap_or_default(),
+            self.docker
+                .list_containers(Some(
+                    ListContainersOptionsBuilder::default()
+                        .all(true)
+                        .filters(&filters)
+                        .build(),
+                ))
+                .await
+                .map_err(EngineError::call("list containers"))?
+                .into_iter()
+                .filter_map(|c| {
+                    Some(EngineObject {
+                        name: c.names?.first()?.trim_start_matches('/').to_owned(),
+                        id: c.id?,
+                        kind: ObjectKind::Container,
+                        labels: c.labels.unwrap_or_default(),
+                    })
                 })
-            })
-            .filter(|c| {
-                c.labels
-                    .get(super::swarm::SERVICE_ID)
-                    .is_none_or(|service| !services.contains(service))
-            }),
+                .filter(|c| {
+                    c.labels
+                        .get(super::swarm::SERVICE_ID)
+                        .is_none_or(|service| !services.contains(service))
+                }),
         );
         objects.extend(
             self.docker

@@ -10,10 +10,10 @@ use std::{collections::HashMap, time::Duration};
 use bollard::{
     models::{
         EndpointSpec, EndpointSpecModeEnum, HealthConfig, Limit, LocalNodeState,
-        NetworkAttachmentConfig, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated,
-        TaskSpec, TaskSpecContainerSpec, TaskSpecContainerSpecDnsConfig,
-        TaskSpecContainerSpecPrivileges, TaskSpecPlacement, TaskSpecResources,
-        TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
+        NetworkAttachmentConfig, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, TaskSpec,
+        TaskSpecContainerSpec, TaskSpecContainerSpecDnsConfig, TaskSpecContainerSpecPrivileges,
+        TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy,
+        TaskSpecRestartPolicyConditionEnum, TaskState,
     },
     query_parameters::{ListServicesOptionsBuilder, ListTasksOptionsBuilder},
 };
@@ -138,10 +138,7 @@ impl Engine {
     /// Removes the service of a task container (`container`) that this connection made:
     /// its container first, at once (the swarm would stop it with a grace period), then
     /// the service. `false` when `container` is not such a task container.
-    pub(super) async fn remove_task_container(
-        &self,
-        container: &str,
-    ) -> Result<bool, EngineError> {
+    pub(super) async fn remove_task_container(&self, container: &str) -> Result<bool, EngineError> {
         let Some(service) = super::docker::lock(&self.services).remove(container) else {
             return Ok(false);
         };
@@ -157,7 +154,10 @@ impl Engine {
 
     /// Removes a service and its task containers; one that is gone counts as removed.
     pub(super) async fn remove_service(&self, service: &str) -> Result<(), EngineError> {
-        for container in self.containers_labelled(&format!("{SERVICE_ID}={service}")).await? {
+        for container in self
+            .containers_labelled(&format!("{SERVICE_ID}={service}"))
+            .await?
+        {
             self.remove_plain_container(&container).await?;
         }
         match self.docker.delete_service(service).await {

@@ -427,7 +427,10 @@ impl Decoder {
                 .any(|c| c.is_whitespace() || matches!(c, '=' | '!'));
             if !label_ok {
                 self.problems.push(DecodeError::InvalidValue {
-                    help: Some("use letters, digits, `.`, `-` and `_`, as in `gpu` or `com.example.zone`".into()),
+                    help: Some(
+                        "use letters, digits, `.`, `-` and `_`, as in `gpu` or `com.example.zone`"
+                            .into(),
+                    ),
                     message: format!("`{}` is not a valid node label", label.value),
                     span: label.span,
                 });
