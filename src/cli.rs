@@ -101,11 +101,12 @@ pub enum Command {
         #[arg(long)]
         follow: bool,
         /// Run the playbook once for each value of a var, each an independent run with
-        /// networks of its own (repeatable: every combination runs)
+        /// networks of its own (repeatable: every combination runs); replaces the values
+        /// of the playbook's own `matrix` for that var
         #[arg(long, value_name = "NAME=A,B,…", value_parser = parse_matrix)]
         matrix: Vec<(String, Vec<String>)>,
-        /// How many runs of a `--matrix` go at the same time
-        #[arg(long, default_value_t = 2, requires = "matrix", value_parser = clap::builder::TypedValueParser::map(
+        /// How many runs of a matrix go at the same time
+        #[arg(long, default_value_t = 2, value_parser = clap::builder::TypedValueParser::map(
             clap::value_parser!(u16).range(1..=64), usize::from))]
         matrix_jobs: usize,
         #[command(flatten)]
@@ -300,6 +301,21 @@ impl Vars {
     }
 }
 
+impl Command {
+    /// Whether this is one of the hidden commands that run inside a box.
+    fn runs_in_box(&self) -> bool {
+        matches!(
+            self,
+            Self::Agent(_)
+                | Self::Replay(_)
+                | Self::Probe { .. }
+                | Self::Supervise { .. }
+                | Self::SandboxInit
+                | Self::SelfTest(_)
+        )
+    }
+}
+
 /// What `plan` shows where a template uses the run's id, which `apply` makes up.
 const PLAN_RUN_ID: &str = "<run-id>";
 
@@ -312,15 +328,7 @@ pub fn main() -> ExitCode {
     };
     // The commands that run inside a box hold no way to new privileges, whatever the
     // engine could set.
-    if matches!(
-        arguments.command,
-        Command::Agent(_)
-            | Command::Replay(_)
-            | Command::Probe { .. }
-            | Command::Supervise { .. }
-            | Command::SandboxInit
-            | Command::SelfTest(_)
-    ) {
+    if arguments.command.runs_in_box() {
         agent::init::no_new_privileges();
     }
     match arguments.command {
@@ -386,6 +394,7 @@ pub fn main() -> ExitCode {
                 model_timeout: Duration::from_secs(model_timeout),
                 run_id: engine::run_dir::new_run_id(),
             };
+            let matrix = crate::matrix::effective(&file, &vars, matrix);
             if matrix.is_empty() {
                 apply_command(&file, options, &vars)
             } else {
@@ -513,6 +522,20 @@ pub(crate) fn load_plan(
         print_err(&render_diagnostic(&warnings));
     }
     let mut playbook = decoded.playbook;
+    // A matrix var that nothing gives: `plan` and `validate` take its first value.
+    let open = crate::matrix::open_axes(&playbook, inputs);
+    let with_first;
+    let inputs = if open.is_empty() {
+        inputs
+    } else {
+        let mut first = inputs.clone();
+        first.values.extend(
+            open.iter()
+                .map(|(name, values)| (name.clone(), values[0].clone())),
+        );
+        with_first = first;
+        &with_first
+    };
     for (set, meant) in playbook::miscased_environment(&playbook, inputs) {
         print_err(&format!(
             "warning: {set} sets no var of this playbook and is ignored: var names are case-sensitive; did you mean {meant}?\n"
@@ -524,7 +547,8 @@ pub(crate) fn load_plan(
             exit::PLAYBOOK,
         ));
     }
-    let plan = Plan::new(&playbook).map_err(|e| report(&e, exit::PLAYBOOK))?;
+    let mut plan = Plan::new(&playbook).map_err(|e| report(&e, exit::PLAYBOOK))?;
+    plan.matrix = (!open.is_empty()).then(|| crate::matrix::plan_note(&open));
     Ok((plan, playbook.source))
 }
 
@@ -630,6 +654,12 @@ fn save_plan(file: &std::path::Path, out: &std::path::Path, vars: &Vars) -> Resu
     let file = std::path::absolute(file).unwrap_or_else(|_| file.to_owned());
     let inputs = vars.inputs(&engine::run_dir::new_run_id());
     let (plan, source) = load_plan(&file, &inputs)?;
+    if plan.matrix.is_some() {
+        print_err(
+            "error: a saved plan is one run, and the playbook's matrix leaves a var open: fix each with --var NAME=VALUE\n",
+        );
+        return Err(ExitCode::from(exit::PLAYBOOK));
+    }
     let written = crate::saved_plan::SavedPlan::new(&plan, &source, &inputs)
         .map_err(|e| e.to_string())
         .and_then(|saved| serde_json::to_string_pretty(&saved).map_err(|e| e.to_string()))

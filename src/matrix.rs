@@ -1,7 +1,9 @@
-//! `openmono apply --matrix NAME=A,B,C`: one playbook over many inputs. Each input (a
-//! value of each matrix var; with several `--matrix`, every combination) is an
-//! independent run: its own run id, its own networks and containers, its own teardown.
-//! At most `--matrix-jobs` run at the same time; one summary of all comes at the end.
+//! `openmono apply --matrix NAME=A,B,C`, or a playbook's `matrix "NAME" "A" "B" "C"`:
+//! one playbook over many inputs. Each input (a value of each matrix var; with several,
+//! every combination) is an independent run: its own run id, its own networks and
+//! containers, its own teardown. At most `--matrix-jobs` run at the same time; one
+//! summary of all comes at the end. `--var` fixes a var of the playbook's matrix, and
+//! `--matrix` replaces its values.
 //!
 //! Every input is planned before any runs, so a playbook that does not plan for one of
 //! them starts none. A signal stops the runs under way (each tears down) and starts no
@@ -20,7 +22,76 @@ use crate::{
     cli::{Vars, exit, load_plan, print_err, print_out, report, runtime},
     engine::{self, ApplyOptions, Output, Report, input_label, input_object},
     plan::Plan,
+    playbook::{Inputs, Playbook},
 };
+
+/// The playbook's `matrix` vars that `inputs` leave open (no `--var` or
+/// `OPENMONO_VAR_…` gives them), each with its values.
+pub(crate) fn open_axes(playbook: &Playbook, inputs: &Inputs) -> Vec<(String, Vec<String>)> {
+    playbook
+        .matrix
+        .iter()
+        .filter(|(var, _)| inputs.given(&var.value).is_none())
+        .map(|(var, values)| {
+            (
+                var.value.clone(),
+                values.iter().map(|v| v.value.clone()).collect(),
+            )
+        })
+        .collect()
+}
+
+/// The matrix `apply` runs: the open vars of the playbook's own matrix (when `file` is
+/// a playbook that decodes; one that does not is reported by the planning), with
+/// `--matrix` (`given`) replacing a var's values or adding a var.
+pub(crate) fn effective(
+    file: &Path,
+    vars: &Vars,
+    given: Vec<(String, Vec<String>)>,
+) -> Vec<(String, Vec<String>)> {
+    let own = if file.extension().is_some_and(|e| e == "json") || !file.exists() {
+        Vec::new()
+    } else {
+        crate::playbook::load(file)
+            .map(|decoded| open_axes(&decoded.playbook, &vars.inputs("")))
+            .unwrap_or_default()
+    };
+    let mut matrix: Vec<(String, Vec<String>)> = own
+        .into_iter()
+        .map(|(name, values)| {
+            let values = given
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map_or(values, |(_, v)| v.clone());
+            (name, values)
+        })
+        .collect();
+    let added: Vec<_> = given
+        .into_iter()
+        .filter(|(name, _)| !matrix.iter().any(|(n, _)| n == name))
+        .collect();
+    matrix.extend(added);
+    matrix
+}
+
+/// What `plan` says of the open matrix `axes`: how many runs `apply` makes, and the
+/// first input, the one it plans.
+pub(crate) fn plan_note(axes: &[(String, Vec<String>)]) -> String {
+    let runs: usize = axes.iter().map(|(_, values)| values.len()).product();
+    let each: Vec<String> = axes
+        .iter()
+        .map(|(name, values)| format!("{name} = {}", values.join(", ")))
+        .collect();
+    let first: Vec<String> = axes
+        .iter()
+        .map(|(name, values)| format!("{name}={}", values[0]))
+        .collect();
+    format!(
+        "{}: `apply` makes {runs} run(s), each apart; this plan is for {} (`--var` plans another)",
+        each.join("; "),
+        first.join(" ")
+    )
+}
 
 /// One input of the matrix: its vars, in the order the command line gave them.
 type Input = Vec<(String, String)>;

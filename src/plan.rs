@@ -48,6 +48,10 @@ pub struct Plan {
     /// The engine `apply` will use and why, when `plan` was asked for it.
     #[serde(skip)]
     pub engine: Option<String>,
+    /// The playbook's matrix vars that nothing gave, when the plan is for their first
+    /// values: what `plan` says of them.
+    #[serde(skip)]
+    pub matrix: Option<String>,
     pub teardown: Vec<Teardown>,
 }
 
@@ -132,6 +136,7 @@ impl Plan {
             source: playbook.source.path.clone(),
             memory: None,
             engine: None,
+            matrix: None,
             steps,
             needs,
             teardown,
@@ -902,6 +907,9 @@ impl fmt::Display for Plan {
         }
         if let Some(engine) = &self.engine {
             writeln!(f, "  Engine: {engine}")?;
+        }
+        if let Some(matrix) = &self.matrix {
+            writeln!(f, "  Matrix: {matrix}")?;
         }
         if self.needs.iter().any(|n| !n.is_empty()) {
             writeln!(

@@ -1884,6 +1884,80 @@ fn a_matrix_runs_the_playbook_once_per_input_each_on_its_own_network() {
 }
 
 #[test]
+fn a_playbooks_own_matrix_runs_each_value_and_var_and_matrix_flags_narrow_or_replace_it() {
+    if !docker() {
+        return;
+    }
+    let project = Project::new();
+    project.file(
+        "openmono.kdl",
+        &format!("{SAYS_A_WORD}matrix \"word\" \"one\" \"two\"\n"),
+    );
+    // `plan` shows the matrix and plans its first input; a saved plan wants it fixed.
+    let plan = project.run(&["plan"]);
+    plan.expect_code(0);
+    assert!(
+        plan.stdout.contains(
+            "\n  Matrix: word = one, two: `apply` makes 2 run(s), each apart; this plan is for word=one (`--var` plans another)\n"
+        ),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout.contains("$ echo one; test one != bad"),
+        "{}",
+        plan.stdout
+    );
+    let saved = project.run(&["plan", "--out", "plan.json"]);
+    saved.expect_code(2);
+    assert_eq!(
+        saved.stderr,
+        "error: a saved plan is one run, and the playbook's matrix leaves a var open: fix each with --var NAME=VALUE\n"
+    );
+    assert!(!project.path().join("plan.json").exists());
+    project
+        .run(&["plan", "--out", "plan.json", "--var", "word=two"])
+        .expect_code(0);
+    // Without flags, each value runs; `--matrix` replaces the values; `--var` fixes one.
+    let summary_of = |run: &crate::support::Run| -> Vec<String> {
+        run.stdout
+            .lines()
+            .skip_while(|l| !l.starts_with("Matrix of "))
+            .map(|l| l.split("  run ").next().unwrap_or(l).trim_end().to_owned())
+            .collect()
+    };
+    let all = project.run(&["apply"]);
+    all.expect_code(0);
+    assert_eq!(
+        summary_of(&all),
+        [
+            "Matrix of 2 run(s): 2 succeeded, 0 did not",
+            "  ✓ word=one",
+            "  ✓ word=two"
+        ]
+    );
+    let replaced = project.run(&["apply", "--matrix", "word=bad,three"]);
+    replaced.expect_code(1);
+    assert_eq!(
+        summary_of(&replaced),
+        [
+            "Matrix of 2 run(s): 1 succeeded, 1 did not",
+            "  ✗ word=bad",
+            "  ✓ word=three"
+        ]
+    );
+    let fixed = project.run(&["apply", "--var", "word=solo"]);
+    fixed.expect_code(0);
+    assert!(!fixed.stdout.contains("Matrix of"), "{}", fixed.stdout);
+    assert!(fixed.stdout.contains("        solo\n"), "{}", fixed.stdout);
+    for run in [&all, &replaced, &fixed] {
+        for line in run.stdout.lines().filter_map(|l| l.strip_prefix("Run ")) {
+            assert_run_gone(line.split_whitespace().next().expect("id"));
+        }
+    }
+}
+
+#[test]
 fn a_matrix_in_json_gives_each_input_as_an_object() {
     if !docker() {
         return;

@@ -461,22 +461,19 @@ fn signals_and_gc_leave_nothing_on_the_swarm() {
 }
 
 #[test]
-fn a_matrix_of_three_runs_on_the_swarm_each_on_its_own_overlay() {
+fn a_playbooks_matrix_of_three_runs_on_the_swarm_each_on_its_own_overlay() {
     let Some(swarm) = RemoteEngine::swarm() else {
         return;
     };
     let project = Project::new();
-    project.file("openmono.kdl", crate::apply::SAYS_A_WORD);
-    let run = swarm.run(
-        &project,
-        &[
-            "apply",
-            "--matrix",
-            "word=one,two,three",
-            "--matrix-jobs",
-            "2",
-        ],
+    project.file(
+        "openmono.kdl",
+        &format!(
+            "{}matrix \"word\" \"one\" \"two\" \"three\"\n",
+            crate::apply::SAYS_A_WORD
+        ),
     );
+    let run = swarm.run(&project, &["apply", "--matrix-jobs", "2"]);
     run.expect_code(0);
     assert!(
         run.stdout
@@ -506,6 +503,11 @@ fn a_matrix_of_three_runs_on_the_swarm_each_on_its_own_overlay() {
             run.stderr.contains(&format!(": openmono-{id}-n\n")),
             "no network of its own for {id}: {}",
             run.stderr
+        );
+        assert!(
+            run.stdout.contains(&format!("── word={word} ──\n")),
+            "{}",
+            run.stdout
         );
         swarm.assert_run_gone(id);
     }

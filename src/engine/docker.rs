@@ -1072,7 +1072,7 @@ impl Engine {
     /// Removes one object; one that is already gone counts as removed.
     pub async fn remove(&self, object: &EngineObject) -> Result<(), EngineError> {
         match object.kind {
-            ObjectKind::Service => self.remove_service(&object.id).await,
+            ObjectKind::Service => self.remove_service(&object.id, false).await,
             ObjectKind::Container => self.remove_container(&object.id).await,
             ObjectKind::Network => self.remove_network(&object.id).await,
             ObjectKind::Volume => self.remove_volume(&object.id).await,

@@ -30,6 +30,9 @@ pub(super) const SERVICE_ID: &str = "com.docker.swarm.service.id";
 /// How often a service's task is looked at while it is scheduled and started.
 const POLL: Duration = Duration::from_millis(100);
 
+/// How long a removed service's containers are looked for, at most.
+const LATE_TASKS: Duration = Duration::from_secs(15);
+
 impl Engine {
     /// The id of the node this engine runs on when it is an active swarm manager (where
     /// a run's containers become services); `None` on a plain engine or a worker,
@@ -82,7 +85,7 @@ impl Engine {
                 Ok(container)
             }
             Err(e) => {
-                let _ = self.remove_service(&service).await;
+                let _ = self.remove_service(&service, false).await;
                 Err(e)
             }
         }
@@ -143,7 +146,7 @@ impl Engine {
             return Ok(false);
         };
         self.remove_plain_container(container).await?;
-        self.remove_service(&service).await?;
+        self.remove_service(&service, true).await?;
         Ok(true)
     }
 
@@ -153,19 +156,36 @@ impl Engine {
     }
 
     /// Removes a service and its task containers; one that is gone counts as removed.
-    pub(super) async fn remove_service(&self, service: &str) -> Result<(), EngineError> {
-        for container in self
-            .containers_labelled(&format!("{SERVICE_ID}={service}"))
-            .await?
-        {
-            self.remove_plain_container(&container).await?;
-        }
+    /// The service goes first, so that the swarm starts no new task. Unless its task's
+    /// container is known to be gone already (`settled`), a container the node was
+    /// still making for it (openmono was killed while the swarm started it) may appear
+    /// a moment later: its containers are looked for until none has come for a while.
+    pub(super) async fn remove_service(
+        &self,
+        service: &str,
+        settled: bool,
+    ) -> Result<(), EngineError> {
         match self.docker.delete_service(service).await {
             Err(e) if !is_not_found(&e) => {
-                Err(EngineError::call(format!("remove service `{service}`"))(e))
+                return Err(EngineError::call(format!("remove service `{service}`"))(e));
             }
-            _ => Ok(()),
+            _ => {}
         }
+        let label = format!("{SERVICE_ID}={service}");
+        let quiet_enough = if settled { 1 } else { 3 };
+        let deadline = tokio::time::Instant::now() + LATE_TASKS;
+        let mut quiet = 0;
+        while quiet < quiet_enough && tokio::time::Instant::now() < deadline {
+            let containers = self.containers_labelled(&label).await?;
+            quiet = if containers.is_empty() { quiet + 1 } else { 0 };
+            for container in containers {
+                self.remove_plain_container(&container).await?;
+            }
+            if quiet < quiet_enough {
+                tokio::time::sleep(POLL).await;
+            }
+        }
+        Ok(())
     }
 
     /// The services that carry `label`, on a swarm manager; none elsewhere.

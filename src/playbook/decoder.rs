@@ -79,6 +79,7 @@ impl Decoder {
             images: Vec::new(),
             tasks: Vec::new(),
             vars: Vec::new(),
+            matrix: Vec::new(),
             version: None,
             volumes: Vec::new(),
         };
@@ -88,6 +89,7 @@ impl Decoder {
         let text = std::sync::Arc::clone(&self.source.text);
         let mut chain = vec![(root, self.source.path.clone())];
         self.decode_text(&text, 0, &mut playbook, &mut chain);
+        self.check_matrix(&playbook);
         playbook.source = self.source.clone();
         if self.problems.iter().all(DecodeError::is_warning) {
             Ok(Decoded {
@@ -139,6 +141,7 @@ impl Decoder {
                 "include" => self.include(node, playbook, chain),
                 "network" => playbook.networks.extend(self.decode_network(node)),
                 "var" => playbook.vars.extend(self.decode_var(node)),
+                "matrix" => playbook.matrix.extend(matrix_axis(node)),
                 "volume" => playbook.volumes.extend(self.decode_volume(node)),
                 "image" => playbook.images.extend(self.decode_image(node)),
                 "model" => playbook.models.extend(self.decode_model(node)),
@@ -146,6 +149,52 @@ impl Decoder {
                 "task" => playbook.tasks.extend(self.decode_task(node)),
                 // The checker reported it.
                 _ => {}
+            }
+        }
+    }
+
+    /// Each `matrix` is over a var of the playbook, once, with values of the var's type
+    /// (checked when every file is read: a var may be declared after its matrix).
+    fn check_matrix(&mut self, playbook: &Playbook) {
+        for (i, (var, values)) in playbook.matrix.iter().enumerate() {
+            let Some(declared) = playbook.vars.iter().find(|v| v.name.value == var.value) else {
+                self.problems.push(DecodeError::InvalidValue {
+                    help: Some(format!("declare it: `var \"{}\"`", var.value)),
+                    message: format!("`{}` is not a var of this playbook", var.value),
+                    span: var.span,
+                });
+                continue;
+            };
+            if playbook.matrix[..i]
+                .iter()
+                .any(|(v, _)| v.value == var.value)
+            {
+                self.problems.push(DecodeError::InvalidValue {
+                    help: Some(format!(
+                        "give all its values in one `matrix \"{}\" …`",
+                        var.value
+                    )),
+                    message: format!("var `{}` has a matrix already", var.value),
+                    span: var.span,
+                });
+            }
+            for value in values {
+                let fits = match declared.ty {
+                    VarType::Bool => matches!(value.value.as_str(), "true" | "false"),
+                    VarType::Int => value.value.parse::<i64>().is_ok(),
+                    VarType::Path | VarType::String => true,
+                };
+                if !fits {
+                    self.problems.push(DecodeError::InvalidValue {
+                        help: Some(format!(
+                            "var `{}` is of type `{}`",
+                            var.value,
+                            declared.ty.name()
+                        )),
+                        message: format!("`{}` is not a value of var `{}`", value.value, var.value),
+                        span: value.span,
+                    });
+                }
             }
         }
     }
@@ -751,6 +800,24 @@ fn as_str(entry: &KdlEntry) -> Option<Spanned<String>> {
 /// The `i`th positional argument, if it is a string.
 fn str_arg(node: &KdlNode, i: usize) -> Option<Spanned<String>> {
     positional(node).nth(i).and_then(as_str)
+}
+
+/// A `matrix` node: its var and its values, each as the text a `--var` would give.
+fn matrix_axis(node: &KdlNode) -> Option<(Spanned<String>, Vec<Spanned<String>>)> {
+    let var = str_arg(node, 0)?;
+    let values = positional(node)
+        .skip(1)
+        .filter_map(|entry| {
+            let text = match entry.value() {
+                KdlValue::String(s) => s.clone(),
+                KdlValue::Integer(n) => n.to_string(),
+                KdlValue::Bool(b) => b.to_string(),
+                _ => return None,
+            };
+            Some(Spanned::new(text, entry.span()))
+        })
+        .collect();
+    Some((var, values))
 }
 
 /// Every positional string argument.

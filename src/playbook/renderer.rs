@@ -60,6 +60,22 @@ pub struct Inputs {
     pub values: Vec<(String, String)>,
 }
 
+impl Inputs {
+    /// The value given for var `name`: the last `--var`, else its `OPENMONO_VAR_…`.
+    pub fn given(&self, name: &str) -> Option<&String> {
+        let value = |list: &[(String, String)], matches: &dyn Fn(&str) -> bool| {
+            list.iter().rposition(|(n, _)| matches(n))
+        };
+        match value(&self.values, &|n| n == name) {
+            Some(i) => Some(&self.values[i].1),
+            None => value(&self.environment, &|n| {
+                n == name || n.replace('_', "-") == name
+            })
+            .map(|i| &self.environment[i].1),
+        }
+    }
+}
+
 /// The `OPENMONO_VAR_…` variables that set no var, but would with another case
 /// (`OPENMONO_VAR_MODEL` for a var `model`): names are case-sensitive, and such a
 /// variable is otherwise ignored in silence. Each with the name it was likely meant as.
@@ -221,19 +237,7 @@ fn resolve_vars(
     let mut vars = BTreeMap::new();
     for var in &playbook.vars {
         let name = &var.name.value;
-        let from_environment = inputs
-            .environment
-            .iter()
-            .rev()
-            .find(|(n, _)| n == name || n.replace('_', "-") == *name)
-            .map(|(_, v)| v);
-        let given = inputs
-            .values
-            .iter()
-            .rev()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v)
-            .or(from_environment);
+        let given = inputs.given(name);
         let value = match (given, &var.default) {
             (Some(given), _) => {
                 parse(var.ty, given, &inputs.cwd).ok_or_else(|| TemplateError::BadValue {

@@ -33,6 +33,8 @@ pub struct Playbook {
     pub images: Vec<Image>,
     pub tasks: Vec<Task>,
     pub vars: Vec<Var>,
+    /// Vars that `apply` runs the playbook over, each with its values, as written.
+    pub matrix: Vec<(Spanned<String>, Vec<Spanned<String>>)>,
     pub volumes: Vec<Volume>,
 }
 
@@ -108,6 +110,18 @@ pub enum VarType {
     /// A host path, made absolute.
     Path,
     String,
+}
+
+impl VarType {
+    /// As `type=` writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Bool => "bool",
+            Self::Int => "int",
+            Self::Path => "path",
+            Self::String => "string",
+        }
+    }
 }
 
 /// A `var`'s value as written in the playbook.

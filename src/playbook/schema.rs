@@ -261,6 +261,24 @@ pub const TOP_LEVEL: &[Node] = &[
     },
     Node {
         args: &[Arg {
+            doc: "the var",
+            name: "var",
+            ty: Ty::Ref("var"),
+        }],
+        children: &[],
+        doc: "`apply` runs the playbook once for each of these values of a var (with several `matrix`, every combination), each run apart with its own networks, and sums them up; `--var` fixes the var, `--matrix` replaces its values, `plan` shows the first",
+        example: "matrix \"lang\" \"rust\" \"go\" \"python\"",
+        name: "matrix",
+        props: &[],
+        rest: Some(Arg {
+            doc: "a value of the var",
+            name: "value",
+            ty: Ty::Scalar,
+        }),
+        times: Times::Many,
+    },
+    Node {
+        args: &[Arg {
             doc: "the image's reference, as containers and models name it",
             name: "reference",
             ty: Ty::Image,
