@@ -245,7 +245,7 @@ pub struct EngineArg {
     #[arg(
         long,
         value_name = "URL|CONTEXT",
-        help = "The engine: a URL (unix:///PATH, tcp://HOST:PORT with TLS) or a context's name"
+        help = "The engine: a URL (unix:///PATH, tcp://HOST:PORT with TLS, ssh://[USER@]HOST[:PORT]) or a context's name"
     )]
     pub engine: Option<String>,
 }

@@ -5,7 +5,11 @@
 
 use std::process::Command;
 
-use crate::support::{Project, RemoteEngine, Run, assert_run_gone, docker, squeezed, unwrapped};
+use std::os::unix::process::CommandExt;
+
+use crate::support::{
+    Project, RemoteEngine, Run, SshEngine, assert_run_gone, docker, squeezed, unwrapped,
+};
 
 /// One container and one command: nothing that needs a model.
 const ONE_BOX: &str = "container \"box\" {\n    image \"openmono/agent:latest\"\n}\ntask \"t\" {\n    run \"box\" \"echo from the box\"\n}\n";
@@ -595,4 +599,123 @@ fn a_broken_connection_keeps_the_workspace_and_runs_fetch_brings_it_back() {
     // What the broken run left on the engine, `gc` removes: its openmono is gone.
     remote.run(&project, &["gc"]).expect_code(0);
     remote.assert_run_gone(&id);
+}
+
+#[test]
+fn an_engine_over_ssh_runs_the_playbook_and_a_ctrl_c_there_still_tears_down() {
+    let Some(ssh) = SshEngine::get() else {
+        return;
+    };
+    let project = Project::new();
+    project
+        .file(
+            "openmono.kdl",
+            "container \"box\" {\n    image \"openmono/agent:latest\"\n    workspace \".\"\n}\ntask \"work\" {\n    run \"box\" \"cat note.txt && echo made > made.txt\"\n}\n",
+        )
+        .file("note.txt", "from here\n");
+    let plan = ssh.run(&project, &["plan"]);
+    plan.expect_code(0);
+    assert!(
+        plan.stdout.contains(&format!(
+            "  Engine: {} (ssh) from DOCKER_HOST\n  It is elsewhere: each workspace is copied",
+            ssh.host
+        )),
+        "{}",
+        plan.stdout
+    );
+    let run = ssh.run(&project, &["apply"]);
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains("\n        from here\n"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        std::fs::read_to_string(project.path().join("made.txt")).ok(),
+        Some("made\n".to_owned())
+    );
+    ssh.remote.assert_run_gone(&run.run_id());
+    // A Ctrl-C reaches openmono's whole process group, as a terminal sends it: the
+    // connections over ssh live on, and the teardown removes everything there.
+    project.file(
+        "openmono.kdl",
+        "container \"box\" {\n    image \"openmono/agent:latest\"\n}\ntask \"wait\" {\n    run \"box\" \"sleep 60\"\n}\n",
+    );
+    let mut child = ssh
+        .command(&project, &["apply"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let (lines, seen) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines.send(line);
+        }
+    });
+    let mut stderr = Vec::new();
+    loop {
+        match seen.recv_timeout(std::time::Duration::from_secs(60)) {
+            Ok(line) if line.contains("▶ run task `wait`") => break,
+            Ok(line) => stderr.push(line),
+            Err(e) => panic!("the task did not start ({e}): {}", stderr.join("\n")),
+        }
+    }
+    let pgid = libc::pid_t::try_from(child.id()).expect("pid");
+    // SAFETY: a signal to the process group of the child we spawned.
+    unsafe { libc::kill(-pgid, libc::SIGINT) };
+    let status = child.wait().expect("wait");
+    stderr.extend(seen.try_iter());
+    let stderr = stderr.join("\n");
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    let id = stderr
+        .lines()
+        .find_map(|l| l.split("Run ").nth(1)?.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no run id: {stderr}"))
+        .to_owned();
+    assert!(stderr.contains("✓ teardown ("), "{stderr}");
+    ssh.remote.assert_run_gone(&id);
+}
+
+#[test]
+fn an_engine_over_ssh_that_cannot_be_reached_says_why() {
+    let Some(ssh) = SshEngine::get() else {
+        return;
+    };
+    let project = Project::new();
+    project.file("openmono.kdl", ONE_BOX);
+    let help = "help: check that `ssh HOST docker version` works without a question: a key that ssh finds (ssh-agent, `IdentityFile`), the host's key in `known_hosts`, and `docker` on the host's PATH for that user; OPENMONO_SSH sets the ssh command (`ssh -F FILE`)";
+    // The host's key is not one we know: ssh refuses, and never asks.
+    let unknown = Run::from(
+        ssh.command(&project, &["apply"])
+            .env(
+                "OPENMONO_SSH",
+                format!("{} -o UserKnownHostsFile=/dev/null", ssh.ssh),
+            )
+            .output()
+            .expect("run"),
+    );
+    unknown.expect_code(3);
+    assert_eq!(
+        squeezed(&unwrapped(&unknown.stderr)),
+        squeezed(&format!(
+            "openmono::engine::ssh\n\n  × cannot reach the Docker engine at `{}` over ssh: Host key verification failed.\n  {help}\n",
+            ssh.host
+        ))
+    );
+    // Nothing listens there.
+    let refused = ssh.run(&project, &["apply", "--engine", "ssh://root@127.0.0.1:1"]);
+    refused.expect_code(3);
+    assert_eq!(
+        squeezed(&unwrapped(&refused.stderr)),
+        squeezed(&format!(
+            "openmono::engine::ssh\n\n  × cannot reach the Docker engine at `ssh://root@127.0.0.1:1` over ssh: ssh: connect to host 127.0.0.1 port 1: Connection refused\n  {help}\n"
+        ))
+    );
 }

@@ -318,6 +318,73 @@ impl RemoteEngine {
     }
 }
 
+/// The second engine reached over ssh (`images/ssh-engine`): an sshd on 127.0.0.1 whose
+/// one key carries the engine's API, and an ssh config to use it.
+pub struct SshEngine {
+    /// `ssh://root@127.0.0.1:PORT`.
+    pub host: String,
+    /// The ssh command, for `OPENMONO_SSH`: `ssh -F CONFIG`.
+    pub ssh: String,
+    /// The engine it leads to.
+    pub remote: &'static RemoteEngine,
+}
+
+impl SshEngine {
+    /// Started once per test process, leading to [`RemoteEngine::get`]'s engine, and
+    /// stopped when this process ends; `None` as for that engine.
+    #[track_caller]
+    pub fn get() -> Option<&'static Self> {
+        static ENGINE: OnceLock<Option<SshEngine>> = OnceLock::new();
+        let remote = RemoteEngine::get()?;
+        ENGINE
+            .get_or_init(|| {
+                let mut child = Command::new(root().join("images/ssh-engine"))
+                    .args(["--watch", &std::process::id().to_string()])
+                    .env("OPENMONO_SSH_SOCKET", &remote.socket)
+                    .stdout(Stdio::piped())
+                    .process_group(0)
+                    .spawn()
+                    .expect("run images/ssh-engine");
+                let mut out = String::new();
+                child
+                    .stdout
+                    .take()
+                    .expect("piped")
+                    .read_to_string(&mut out)
+                    .expect("read images/ssh-engine");
+                let field = |name: &str| {
+                    out.lines()
+                        .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
+                        .map(str::to_owned)
+                };
+                match (field("host"), field("ssh")) {
+                    (Some(host), Some(ssh)) => Some(Self { host, ssh, remote }),
+                    _ => panic!(
+                        "images/ssh-engine failed ({:?}); its stderr is above",
+                        child.wait().expect("wait").code()
+                    ),
+                }
+            })
+            .as_ref()
+    }
+
+    /// `openmono` in `project` with this engine in `DOCKER_HOST` and its ssh command.
+    pub fn command(&self, project: &Project, args: &[&str]) -> Command {
+        let mut cmd = project.command(args);
+        cmd.env("DOCKER_HOST", &self.host)
+            .env("OPENMONO_SSH", &self.ssh)
+            .env_remove("DOCKER_TLS_VERIFY")
+            .env_remove("DOCKER_CERT_PATH")
+            .env_remove("DOCKER_CONTEXT");
+        cmd
+    }
+
+    #[track_caller]
+    pub fn run(&self, project: &Project, args: &[&str]) -> Run {
+        Run::from(self.command(project, args).output().expect("run openmono"))
+    }
+}
+
 /// Text without any white space: for a rendered diagnostic that wraps inside a long path.
 pub fn squeezed(text: &str) -> String {
     text.split_whitespace().collect()

@@ -53,6 +53,8 @@ pub struct Engine {
     /// Service ids, by the id of their task's container: the services this connection
     /// made for containers.
     pub(super) services: Arc<Mutex<HashMap<String, String>>>,
+    /// The local socket that leads to an engine over ssh, while the engine is in use.
+    _ssh: Option<Arc<super::ssh::SshBridge>>,
 }
 
 /// Locks a mutex; a panic elsewhere while it was held does not make its data unusable.
@@ -217,24 +219,43 @@ impl Engine {
     /// on an API version it speaks; gives up after [`CONNECT_TIMEOUT`].
     pub async fn connect(endpoint: &Endpoint) -> Result<Self, EngineError> {
         let failed = |source| EngineError::connect(endpoint, source);
-        let docker = match &endpoint.tls {
-            Some(tls) => {
-                // bollard's TLS needs a process-wide provider: ring, the only one built in.
-                let _ = rustls::crypto::ring::default_provider().install_default();
-                Docker::connect_with_ssl(
-                    &endpoint.host,
-                    &tls.key,
-                    &tls.cert,
-                    &tls.ca,
-                    REQUEST_TIMEOUT,
-                    bollard::API_DEFAULT_VERSION,
-                )
-            }
-            None => Docker::connect_with_unix(
-                &endpoint.host,
+        let ssh =
+            if endpoint.is_ssh() {
+                let command = std::env::var("OPENMONO_SSH").ok();
+                let bridge = super::ssh::SshBridge::start(&endpoint.host, command.as_deref())
+                    .map_err(|e| EngineError::Ssh {
+                        engine: endpoint.host.clone(),
+                        why: format!("cannot make a local socket for it: {e}"),
+                    })?;
+                Some(Arc::new(bridge))
+            } else {
+                None
+            };
+        let docker = match (&endpoint.tls, &ssh) {
+            (_, Some(bridge)) => Docker::connect_with_unix(
+                &bridge.socket,
                 REQUEST_TIMEOUT,
                 bollard::API_DEFAULT_VERSION,
             ),
+            (tls, None) => match tls {
+                Some(tls) => {
+                    // bollard's TLS needs a process-wide provider: ring, the only one built in.
+                    let _ = rustls::crypto::ring::default_provider().install_default();
+                    Docker::connect_with_ssl(
+                        &endpoint.host,
+                        &tls.key,
+                        &tls.cert,
+                        &tls.ca,
+                        REQUEST_TIMEOUT,
+                        bollard::API_DEFAULT_VERSION,
+                    )
+                }
+                None => Docker::connect_with_unix(
+                    &endpoint.host,
+                    REQUEST_TIMEOUT,
+                    bollard::API_DEFAULT_VERSION,
+                ),
+            },
         }
         .map_err(failed)?;
         // An engine that accepts connections and never answers would hold every call
@@ -251,8 +272,16 @@ impl Engine {
                 endpoint: endpoint.clone(),
                 swarm: Arc::default(),
                 services: Arc::default(),
+                _ssh: ssh,
             }),
-            Ok(Err(e)) => Err(failed(e)),
+            // ssh says why better than the broken pipe it leaves behind.
+            Ok(Err(e)) => Err(match ssh.as_ref().and_then(|s| s.last_error()) {
+                Some(why) => EngineError::Ssh {
+                    engine: endpoint.host.clone(),
+                    why,
+                },
+                None => failed(e),
+            }),
             Err(_) => Err(EngineError::no_answer(endpoint, CONNECT_TIMEOUT.as_secs())),
         }
     }

@@ -5,8 +5,9 @@
 //!
 //! Decided here: an engine over TCP must use TLS that checks its certificate
 //! (`DOCKER_TLS_VERIFY`); plain TCP and unverified TLS are refused, since whoever
-//! reaches such an engine is root on its machine and sees the workspace go by. `ssh://`
-//! is not supported yet.
+//! reaches such an engine is root on its machine and sees the workspace go by.
+//! `ssh://[USER@]HOST[:PORT]` is reached through `ssh` (see `ssh.rs`), which checks the
+//! host's key itself.
 
 use std::{
     fmt,
@@ -129,7 +130,8 @@ impl Endpoint {
         let engine = url.to_owned();
         let by = origin.to_string();
         match scheme(url) {
-            "unix" => Ok(Self {
+            // ssh checks the host's key itself.
+            "unix" | "ssh" => Ok(Self {
                 host: engine,
                 origin,
                 tls: None,
@@ -152,7 +154,6 @@ impl Endpoint {
                 why: format!("DOCKER_TLS is set without DOCKER_TLS_VERIFY ({by})"),
             }),
             "tcp" => Err(EngineError::PlainTcp { engine, by }),
-            "ssh" => Err(EngineError::SshEngine { engine, by }),
             _ => Err(EngineError::UnsupportedEngine { engine, by }),
         }
     }
@@ -240,8 +241,14 @@ impl Endpoint {
     pub fn address(&self) -> String {
         match self.tls {
             Some(_) => format!("{} (TLS)", self.host),
+            None if scheme(&self.host) == "ssh" => format!("{} (ssh)", self.host),
             None => self.host.clone(),
         }
+    }
+
+    /// Whether the engine is reached through `ssh`.
+    pub fn is_ssh(&self) -> bool {
+        scheme(&self.host) == "ssh"
     }
 }
 
@@ -493,12 +500,9 @@ mod tests {
     fn other_schemes_and_missing_contexts_say_what_to_do() {
         let dir = config("tcp://10.0.0.9:2376", false, None);
         let env = env(dir.path());
-        assert_eq!(
-            Endpoint::choose(Some("ssh://me@box"), &env)
-                .expect_err("ssh")
-                .to_string(),
-            "engines over ssh (`ssh://me@box`, from --engine) are not supported yet"
-        );
+        let ssh = Endpoint::choose(Some("ssh://me@box"), &env).expect("ssh");
+        assert_eq!(ssh.to_string(), "ssh://me@box (ssh) from --engine");
+        assert!(ssh.is_remote());
         assert_eq!(
             Endpoint::choose(Some("npipe:////./pipe/docker_engine"), &env)
                 .expect_err("npipe")

@@ -78,14 +78,14 @@ pub enum EngineError {
     )]
     UnverifiedTls { engine: String, why: String },
 
-    #[error("engines over ssh (`{engine}`, {by}) are not supported yet")]
+    #[error("cannot reach the Docker engine at `{engine}` over ssh: {why}")]
     #[diagnostic(
         code(openmono::engine::ssh),
         help(
-            "use the engine over TCP with TLS (`DOCKER_TLS_VERIFY=1` and `DOCKER_CERT_PATH`, or a context made with `ca=`, `cert=` and `key=`); a socket forwarded over ssh would pass for an engine on this machine, whose paths it cannot see"
+            "check that `ssh HOST docker version` works without a question: a key that ssh finds (ssh-agent, `IdentityFile`), the host's key in `known_hosts`, and `docker` on the host's PATH for that user; OPENMONO_SSH sets the ssh command (`ssh -F FILE`)"
         )
     )]
-    SshEngine { by: String, engine: String },
+    Ssh { engine: String, why: String },
 
     #[error("openmono cannot use the engine at `{engine}` ({by})")]
     #[diagnostic(

@@ -11,6 +11,7 @@ pub mod gc;
 mod progress;
 pub mod report;
 pub mod run_dir;
+mod ssh;
 mod swarm;
 
 pub use docker::{

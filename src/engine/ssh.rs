@@ -1,0 +1,186 @@
+//! An engine over ssh (`ssh://[USER@]HOST[:PORT]`), reached as the docker CLI reaches
+//! one: each connection is an `ssh HOST -- docker system dial-stdio` process, whose
+//! stdin and stdout carry the engine's API. bollard speaks to a Unix socket of this
+//! process, in a folder only this user can enter, and each connection to it is piped to
+//! a new such `ssh`. ssh runs with `BatchMode=yes` (it never asks for a password or
+//! about an unknown host key: it fails, and says why) and in its own process group, so
+//! that the Ctrl-C that asks for a teardown does not cut the connection it needs.
+
+use std::{
+    path::PathBuf,
+    process::Stdio,
+    sync::{Arc, Mutex},
+};
+
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    net::UnixListener,
+    process::Command,
+};
+
+use super::docker::lock;
+
+/// The ssh command when `OPENMONO_SSH` does not name another (`ssh -F FILE`, say).
+const SSH: &str = "ssh";
+
+/// A local socket that leads to an engine over ssh; gone when dropped.
+pub struct SshBridge {
+    /// `unix:///…`, for bollard.
+    pub socket: String,
+    dir: PathBuf,
+    accepting: tokio::task::JoinHandle<()>,
+    /// The last line an `ssh` wrote to stderr: why a connection failed.
+    last_error: Arc<Mutex<String>>,
+}
+
+impl SshBridge {
+    /// Listens on a new socket and, for each connection, runs ssh to `url`'s host.
+    /// `ssh` is the command (`OPENMONO_SSH`, split on spaces), if not `ssh`.
+    pub fn start(url: &str, ssh: Option<&str>) -> std::io::Result<Self> {
+        let command = ssh_command(url, ssh.unwrap_or(SSH));
+        let dir = private_dir()?;
+        let path = dir.join("engine.sock");
+        let listener = UnixListener::bind(&path)?;
+        let last_error = Arc::new(Mutex::new(String::new()));
+        let errors = Arc::clone(&last_error);
+        let accepting = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let command = command.clone();
+                let errors = Arc::clone(&errors);
+                tokio::spawn(async move { pipe(stream, &command, &errors).await });
+            }
+        });
+        Ok(Self {
+            socket: format!("unix://{}", path.display()),
+            dir,
+            accepting,
+            last_error,
+        })
+    }
+
+    /// What ssh last said on stderr, if anything: why the engine cannot be reached.
+    pub fn last_error(&self) -> Option<String> {
+        Some(lock(&self.last_error).clone()).filter(|e| !e.is_empty())
+    }
+}
+
+impl Drop for SshBridge {
+    fn drop(&mut self) {
+        self.accepting.abort();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The argv that reaches the engine of `url` (`ssh://[USER@]HOST[:PORT]`) with `ssh`.
+fn ssh_command(url: &str, ssh: &str) -> Vec<String> {
+    let rest = url.strip_prefix("ssh://").unwrap_or(url);
+    // A path after the host means nothing to dial-stdio; the docker CLI refuses one too.
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let (user, host_port) = match authority.rsplit_once('@') {
+        Some((user, host)) => (Some(user), host),
+        None => (None, authority),
+    };
+    let (host, port) = match host_port.rsplit_once(':') {
+        Some((host, port)) if port.parse::<u16>().is_ok() => (host, Some(port)),
+        _ => (host_port, None),
+    };
+    let mut argv: Vec<String> = ssh.split_whitespace().map(str::to_owned).collect();
+    argv.extend(["-o", "BatchMode=yes", "-o", "ConnectTimeout=10"].map(str::to_owned));
+    if let Some(user) = user {
+        argv.extend(["-l".to_owned(), user.to_owned()]);
+    }
+    if let Some(port) = port {
+        argv.extend(["-p".to_owned(), port.to_owned()]);
+    }
+    argv.extend(
+        ["--", host, "docker", "system", "dial-stdio"]
+            .iter()
+            .map(|s| (*s).to_owned()),
+    );
+    argv
+}
+
+/// A new folder under the temporary folder that only this user can enter.
+fn private_dir() -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("openmono-ssh-{}-{n}", std::process::id()));
+    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    Ok(dir)
+}
+
+/// One connection: an ssh process whose stdin and stdout carry it both ways; its
+/// stderr lines are kept in `errors`.
+async fn pipe(mut stream: tokio::net::UnixStream, command: &[String], errors: &Mutex<String>) {
+    let Some((program, args)) = command.split_first() else {
+        return;
+    };
+    let spawned = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            *lock(errors) = format!("cannot run `{program}`: {e}");
+            return;
+        }
+    };
+    let (Some(stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return;
+    };
+    let said = async {
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if !line.trim().is_empty() {
+                *lock(errors) = line;
+            }
+        }
+    };
+    let mut remote = tokio::io::join(stdout, stdin);
+    let piped = tokio::io::copy_bidirectional(&mut stream, &mut remote);
+    let _ = tokio::join!(piped, said);
+    let _ = child.wait().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_url_becomes_ssh_options_and_dial_stdio() {
+        assert_eq!(
+            ssh_command("ssh://me@gpu-box:2222", "ssh"),
+            [
+                "ssh",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "ConnectTimeout=10",
+                "-l",
+                "me",
+                "-p",
+                "2222",
+                "--",
+                "gpu-box",
+                "docker",
+                "system",
+                "dial-stdio"
+            ]
+        );
+        assert_eq!(
+            ssh_command("ssh://gpu-box", "ssh -F /etc/work.conf")[..3],
+            ["ssh", "-F", "/etc/work.conf"]
+        );
+        let plain = ssh_command("ssh://gpu-box", "ssh");
+        assert!(!plain.contains(&"-l".to_owned()) && !plain.contains(&"-p".to_owned()));
+        assert_eq!(plain[plain.len() - 4], "gpu-box");
+    }
+}
