@@ -661,7 +661,7 @@ fn an_engine_over_ssh_runs_the_playbook_and_a_ctrl_c_there_still_tears_down() {
     });
     let mut stderr = Vec::new();
     loop {
-        match seen.recv_timeout(std::time::Duration::from_secs(60)) {
+        match seen.recv_timeout(std::time::Duration::from_mins(1)) {
             Ok(line) if line.contains("▶ run task `wait`") => break,
             Ok(line) => stderr.push(line),
             Err(e) => panic!("the task did not start ({e}): {}", stderr.join("\n")),
