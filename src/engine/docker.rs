@@ -319,6 +319,8 @@ impl Engine {
             .info()
             .await
             .map_err(EngineError::call("ask the engine about itself"))?;
+        // The same answer says whether it is a swarm manager: not asked again.
+        let _ = self.swarm.set(super::swarm::manager_node(&info));
         Ok(Capacity {
             cpus: info.ncpu.and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
             memory: info

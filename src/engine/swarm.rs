@@ -10,10 +10,10 @@ use std::{collections::HashMap, time::Duration};
 use bollard::{
     models::{
         EndpointSpec, EndpointSpecModeEnum, HealthConfig, Limit, LocalNodeState,
-        NetworkAttachmentConfig, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, TaskSpec,
-        TaskSpecContainerSpec, TaskSpecContainerSpecDnsConfig, TaskSpecContainerSpecPrivileges,
-        TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy,
-        TaskSpecRestartPolicyConditionEnum, TaskState,
+        NetworkAttachmentConfig, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated,
+        SystemInfo, TaskSpec, TaskSpecContainerSpec, TaskSpecContainerSpecDnsConfig,
+        TaskSpecContainerSpecPrivileges, TaskSpecPlacement, TaskSpecResources,
+        TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
     },
     query_parameters::{ListServicesOptionsBuilder, ListTasksOptionsBuilder},
 };
@@ -45,12 +45,7 @@ impl Engine {
                     .info()
                     .await
                     .map_err(EngineError::call("ask the engine about itself"))?;
-                Ok(info.swarm.and_then(|s| {
-                    (s.local_node_state == Some(LocalNodeState::ACTIVE)
-                        && s.control_available == Some(true))
-                    .then_some(s.node_id)
-                    .flatten()
-                }))
+                Ok(manager_node(&info))
             })
             .await
             .cloned()
@@ -215,6 +210,15 @@ impl Engine {
             })
             .collect())
     }
+}
+
+/// The node's id, if the engine that says `info` is an active swarm manager.
+pub(super) fn manager_node(info: &SystemInfo) -> Option<String> {
+    let swarm = info.swarm.as_ref()?;
+    (swarm.local_node_state == Some(LocalNodeState::ACTIVE)
+        && swarm.control_available == Some(true))
+    .then(|| swarm.node_id.clone())
+    .flatten()
 }
 
 /// What the swarm is told for `spec`: one replica, never restarted, on `node`, with the
