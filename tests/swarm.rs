@@ -512,3 +512,26 @@ fn a_playbooks_matrix_of_three_runs_on_the_swarm_each_on_its_own_overlay() {
         swarm.assert_run_gone(id);
     }
 }
+
+#[test]
+fn a_model_that_wants_a_gpu_is_refused_on_the_swarm_and_leaves_nothing() {
+    let Some(swarm) = RemoteEngine::swarm() else {
+        return;
+    };
+    let project = Project::new();
+    std::fs::write(project.path().join("m.gguf"), crate::support::tiny_gguf()).expect("write");
+    project.file(
+        "openmono.kdl",
+        "network \"n\"\nmodel \"m\" {\n    gguf \"m.gguf\"\n    network \"n\"\n    gpu-layers 1\n}\n",
+    );
+    let run = swarm.run(&project, &["apply"]);
+    run.expect_code(1);
+    assert!(
+        run.stdout.contains(
+            "  failure: model `m`: it asks for the engine's GPUs (`gpu-layers`), and openmono cannot give a swarm service a GPU yet: remove `gpu-layers`, or run it on an engine that is not a swarm manager\n"
+        ),
+        "{}",
+        run.stdout
+    );
+    swarm.assert_run_gone(&run.run_id());
+}

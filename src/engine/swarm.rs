@@ -61,10 +61,9 @@ impl Engine {
         node: &str,
     ) -> Result<String, EngineError> {
         if spec.gpus {
-            return Err(EngineError::Swarm(format!(
-                "`{}` asks for the engine's GPUs, and openmono cannot give a swarm service a GPU yet; run it on a plain engine",
-                spec.name
-            )));
+            return Err(EngineError::Swarm(
+                "it asks for the engine's GPUs (`gpu-layers`), and openmono cannot give a swarm service a GPU yet: remove `gpu-layers`, or run it on an engine that is not a swarm manager".to_owned(),
+            ));
         }
         let name = spec.name.clone();
         let service = self
