@@ -8,7 +8,8 @@ use std::process::Command;
 use std::os::unix::process::CommandExt;
 
 use crate::support::{
-    Project, RemoteEngine, Run, SshEngine, assert_run_gone, docker, squeezed, unwrapped,
+    Project, RemoteEngine, Run, SshEngine, assert_nothing_left, assert_run_gone, docker, squeezed,
+    unwrapped,
 };
 
 /// One container and one command: nothing that needs a model.
@@ -573,6 +574,47 @@ fn a_broken_connection_keeps_the_workspace_and_runs_fetch_brings_it_back() {
         )),
         "{}",
         gc.stdout
+    );
+    // Asked of the wrong engine (the local one), which has no such volume: nothing
+    // is touched, and the record stays for the right one.
+    let listing = |dir: &std::path::Path| {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("read dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = listing(project.path());
+    let wrong = Run::from(
+        project
+            .command(&["runs", "fetch", &id])
+            .env_remove("DOCKER_HOST")
+            .env_remove("DOCKER_CONTEXT")
+            .env("DOCKER_CONFIG", project.state.path().join("docker"))
+            .output()
+            .expect("run"),
+    );
+    wrong.expect_code(1);
+    assert!(
+        wrong.stderr.contains(&format!(
+            "this engine (unix:///var/run/docker.sock) has no volume {written} of run {id}: choose the engine the run used (--engine, DOCKER_HOST or a context)"
+        )),
+        "{}",
+        wrong.stderr
+    );
+    assert_eq!(listing(project.path()), before);
+    assert_nothing_left(&format!("dev.openmono.fetch={id}"));
+    assert_eq!(
+        crate::support::docker_lines(&[
+            "volume",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("name={written}")
+        ]),
+        Vec::<String>::new(),
+        "the local engine made the volume"
     );
     // Later, with the engine in reach again.
     let fetch = remote.run(&project, &["runs", "fetch", &id]);

@@ -938,6 +938,25 @@ impl Engine {
             .map_err(EngineError::call(format!("create volume `{name}`")))
     }
 
+    /// The value of `label` on volume `name`; `None` when it lacks the label or the
+    /// engine has no such volume.
+    pub async fn volume_label(
+        &self,
+        name: &str,
+        label: &str,
+    ) -> Result<Option<String>, EngineError> {
+        match self.docker.inspect_volume(name).await {
+            Ok(mut volume) => Ok(volume.labels.remove(label)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(EngineError::call(format!("look at volume `{name}`"))(e)),
+        }
+    }
+
+    /// The engine's address, as the user chose it.
+    pub fn address(&self) -> String {
+        self.endpoint.address()
+    }
+
     /// Removes a volume; one that is already gone counts as removed.
     pub async fn remove_volume(&self, name: &str) -> Result<(), EngineError> {
         match self

@@ -87,14 +87,21 @@ impl Executor<'_> {
             sent,
             volume: volume.clone(),
         };
+        // The record is written once the copy is whole: a record always stands for a
+        // workspace the box may have changed, never for a copy cut short (whose missing
+        // files would come back as removed). One cut short holds nothing of the box's.
+        if let Err(e) = self
+            .engine
+            .fill_volume(&volume, WORKSPACE, image, self.labels(name), archive)
+            .await
+        {
+            let _ = self.engine.remove_volume(&volume).await;
+            return Err(error_chain(&e));
+        }
         travelled
             .save(&self.dir)
             .map_err(|e| format!("cannot write the record of the workspace's journey: {e}"))?;
         lock(&self.travelled).push(travelled);
-        self.engine
-            .fill_volume(&volume, WORKSPACE, image, self.labels(name), archive)
-            .await
-            .map_err(|e| error_chain(&e))?;
         Ok(volume)
     }
 
@@ -177,6 +184,23 @@ impl Travelled {
         run_dir: &Path,
         labels: HashMap<String, String>,
     ) -> Result<Option<String>, Lost> {
+        // Only the run's own volume, on the engine it ran on: elsewhere the engine would
+        // make an empty one, and every file sent would seem removed by the box.
+        let run = run_dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let owner = engine
+            .volume_label(&self.volume, WORKSPACE_LABEL)
+            .await
+            .map_err(|e| Lost::Files(error_chain(&e)))?;
+        if owner.as_deref() != Some(run) {
+            return Err(Lost::Files(format!(
+                "this engine ({}) has no volume {} of run {run}: choose the engine the run used (--engine, DOCKER_HOST or a context)",
+                engine.address(),
+                self.volume
+            )));
+        }
         let line = if self.read_only {
             None
         } else {
@@ -202,6 +226,19 @@ fn write_back(t: &Travelled, run_dir: &Path, tar: &[u8]) -> Result<Returned, Str
     let top = WORKSPACE.trim_start_matches('/');
     let mut returned = Returned::default();
     let mut seen = std::collections::BTreeSet::new();
+    // An archive without the workspace's own folder is not the workspace: nothing in it
+    // may count as removed.
+    let whole = tar::Archive::new(tar)
+        .entries()
+        .map_err(|e| format!("cannot read the workspace's files: {e}"))?
+        .filter_map(Result::ok)
+        .any(|e| {
+            e.path()
+                .is_ok_and(|p| p.components().eq(Path::new(top).components()))
+        });
+    if !whole {
+        return Err("the volume holds no workspace: nothing was brought back".to_owned());
+    }
     let mut archive = tar::Archive::new(tar);
     let entries = archive
         .entries()
