@@ -761,3 +761,35 @@ fn an_engine_over_ssh_that_cannot_be_reached_says_why() {
         ))
     );
 }
+
+#[test]
+fn many_runs_at_once_over_ssh_stay_under_sshds_limit_on_new_connections() {
+    let Some(ssh) = SshEngine::get() else {
+        return;
+    };
+    let project = Project::new();
+    let mut playbook = String::from("var \"k\"\nmatrix \"k\" 1 2 3 4 5 6\nnetwork \"n\"\n");
+    for i in 1..=3 {
+        playbook.push_str(&format!(
+            "container \"c{i}\" {{\n    image \"openmono/agent:latest\"\n    network \"n\"\n}}\ntask \"t{i}\" {{\n    run \"c{i}\" \"echo {{{{ var.k }}}}\"\n}}\n"
+        ));
+    }
+    project.file("openmono.kdl", &playbook);
+    // Eighteen boxes started at once, each a few calls at once, each call a connection.
+    let run = ssh.run(&project, &["apply", "--matrix-jobs", "6"]);
+    run.expect_code(0);
+    assert!(
+        run.stdout
+            .contains("Matrix of 6 run(s): 6 succeeded, 0 did not\n"),
+        "{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    for id in run
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("Run ")?.split_whitespace().next())
+    {
+        ssh.remote.assert_run_gone(id);
+    }
+}

@@ -5,6 +5,14 @@
 //! a new such `ssh`. ssh runs with `BatchMode=yes` (it never asks for a password or
 //! about an unknown host key: it fails, and says why) and in its own process group, so
 //! that the Ctrl-C that asks for a teardown does not cut the connection it needs.
+//!
+//! A run makes many calls at once, each on a connection of its own. sshd drops new
+//! connections while too many are still being set up (`MaxStartups`, 10 by default),
+//! so at most [`HANDSHAKES`] ssh processes of this openmono (all its runs together) are
+//! connecting at a time: the others wait until one has its first answer from the
+//! engine, or has been at it for [`HANDSHAKE_TIME`] (set up by then, most likely, and
+//! perhaps sending a large request). Connections that are set up do not count, so
+//! nothing waits on an idle one.
 
 use std::{
     path::PathBuf,
@@ -13,15 +21,27 @@ use std::{
 };
 
 use tokio::{
-    io::{AsyncBufReadExt, BufReader},
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::UnixListener,
     process::Command,
+    sync::{OwnedSemaphorePermit, Semaphore},
 };
 
 use super::docker::lock;
 
 /// The ssh command when `OPENMONO_SSH` does not name another (`ssh -F FILE`, say).
 const SSH: &str = "ssh";
+
+/// How many ssh processes of this openmono may be connecting at the same time, all
+/// engines and runs (a matrix) together: well under sshd's default `MaxStartups` of 10.
+const HANDSHAKES: usize = 4;
+
+/// How long a connection counts as connecting, at most.
+const HANDSHAKE_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The permits for [`HANDSHAKES`].
+static CONNECTING: std::sync::LazyLock<Arc<Semaphore>> =
+    std::sync::LazyLock::new(|| Arc::new(Semaphore::new(HANDSHAKES)));
 
 /// A local socket that leads to an engine over ssh; gone when dropped.
 pub struct SshBridge {
@@ -43,11 +63,17 @@ impl SshBridge {
         let listener = UnixListener::bind(&path)?;
         let last_error = Arc::new(Mutex::new(String::new()));
         let errors = Arc::clone(&last_error);
+        let handshakes = Arc::clone(&CONNECTING);
         let accepting = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let command = command.clone();
                 let errors = Arc::clone(&errors);
-                tokio::spawn(async move { pipe(stream, &command, &errors).await });
+                let handshakes = Arc::clone(&handshakes);
+                tokio::spawn(async move {
+                    if let Ok(permit) = handshakes.acquire_owned().await {
+                        pipe(stream, &command, &errors, permit).await;
+                    }
+                });
             }
         });
         Ok(Self {
@@ -111,8 +137,14 @@ fn private_dir() -> std::io::Result<PathBuf> {
 }
 
 /// One connection: an ssh process whose stdin and stdout carry it both ways; its
-/// stderr lines are kept in `errors`.
-async fn pipe(mut stream: tokio::net::UnixStream, command: &[String], errors: &Mutex<String>) {
+/// stderr lines are kept in `errors`. `handshake` is given back with the engine's first
+/// bytes (or when ssh ends).
+async fn pipe(
+    stream: tokio::net::UnixStream,
+    command: &[String],
+    errors: &Mutex<String>,
+    handshake: OwnedSemaphorePermit,
+) {
     let Some((program, args)) = command.split_first() else {
         return;
     };
@@ -131,7 +163,7 @@ async fn pipe(mut stream: tokio::net::UnixStream, command: &[String], errors: &M
             return;
         }
     };
-    let (Some(stdin), Some(stdout), Some(stderr)) =
+    let (Some(mut stdin), Some(mut stdout), Some(stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
         return;
@@ -144,9 +176,36 @@ async fn pipe(mut stream: tokio::net::UnixStream, command: &[String], errors: &M
             }
         }
     };
-    let mut remote = tokio::io::join(stdout, stdin);
-    let piped = tokio::io::copy_bidirectional(&mut stream, &mut remote);
-    let _ = tokio::join!(piped, said);
+    let (mut from_client, mut to_client) = stream.into_split();
+    let up = async {
+        let _ = tokio::io::copy(&mut from_client, &mut stdin).await;
+        // The client is done: ssh passes the end on, and the engine closes its side.
+        drop(stdin);
+    };
+    let handshake = Arc::new(Mutex::new(Some(handshake)));
+    let done_connecting = {
+        let handshake = Arc::clone(&handshake);
+        tokio::spawn(async move {
+            tokio::time::sleep(HANDSHAKE_TIME).await;
+            lock(&handshake).take();
+        })
+    };
+    let down = async {
+        let mut buffer = vec![0u8; 64 * 1024];
+        while let Ok(n) = stdout.read(&mut buffer).await {
+            if n == 0 {
+                break;
+            }
+            lock(&handshake).take();
+            if to_client.write_all(&buffer[..n]).await.is_err() {
+                break;
+            }
+        }
+        lock(&handshake).take();
+        let _ = to_client.shutdown().await;
+    };
+    tokio::join!(up, down, said);
+    done_connecting.abort();
     let _ = child.wait().await;
 }
 
