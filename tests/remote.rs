@@ -498,6 +498,52 @@ impl Relay {
     }
 }
 
+/// `runs fetch` asked of the wrong engine (the local one), which has no volume
+/// `written` of run `id`: it fails, touches nothing, and the record stays for the right
+/// one.
+#[track_caller]
+fn assert_fetch_from_the_wrong_engine_touches_nothing(project: &Project, id: &str, written: &str) {
+    let listing = |dir: &std::path::Path| {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("read dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = listing(project.path());
+    let wrong = Run::from(
+        project
+            .command(&["runs", "fetch", id])
+            .env_remove("DOCKER_HOST")
+            .env_remove("DOCKER_CONTEXT")
+            .env("DOCKER_CONFIG", project.state.path().join("docker"))
+            .output()
+            .expect("run"),
+    );
+    wrong.expect_code(1);
+    assert!(
+        wrong.stderr.contains(&format!(
+            "this engine (unix:///var/run/docker.sock) has no volume {written} of run {id}: choose the engine the run used (--engine, DOCKER_HOST or a context)"
+        )),
+        "{}",
+        wrong.stderr
+    );
+    assert_eq!(listing(project.path()), before);
+    assert_nothing_left(&format!("dev.openmono.fetch={id}"));
+    assert_eq!(
+        crate::support::docker_lines(&[
+            "volume",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("name={written}")
+        ]),
+        Vec::<String>::new(),
+        "the local engine made the volume"
+    );
+}
+
 #[test]
 fn a_broken_connection_keeps_the_workspace_and_runs_fetch_brings_it_back() {
     let Some(remote) = RemoteEngine::get() else {
@@ -575,47 +621,7 @@ fn a_broken_connection_keeps_the_workspace_and_runs_fetch_brings_it_back() {
         "{}",
         gc.stdout
     );
-    // Asked of the wrong engine (the local one), which has no such volume: nothing
-    // is touched, and the record stays for the right one.
-    let listing = |dir: &std::path::Path| {
-        let mut names: Vec<String> = std::fs::read_dir(dir)
-            .expect("read dir")
-            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    };
-    let before = listing(project.path());
-    let wrong = Run::from(
-        project
-            .command(&["runs", "fetch", &id])
-            .env_remove("DOCKER_HOST")
-            .env_remove("DOCKER_CONTEXT")
-            .env("DOCKER_CONFIG", project.state.path().join("docker"))
-            .output()
-            .expect("run"),
-    );
-    wrong.expect_code(1);
-    assert!(
-        wrong.stderr.contains(&format!(
-            "this engine (unix:///var/run/docker.sock) has no volume {written} of run {id}: choose the engine the run used (--engine, DOCKER_HOST or a context)"
-        )),
-        "{}",
-        wrong.stderr
-    );
-    assert_eq!(listing(project.path()), before);
-    assert_nothing_left(&format!("dev.openmono.fetch={id}"));
-    assert_eq!(
-        crate::support::docker_lines(&[
-            "volume",
-            "ls",
-            "-q",
-            "--filter",
-            &format!("name={written}")
-        ]),
-        Vec::<String>::new(),
-        "the local engine made the volume"
-    );
+    assert_fetch_from_the_wrong_engine_touches_nothing(&project, &id, &written);
     // Later, with the engine in reach again.
     let fetch = remote.run(&project, &["runs", "fetch", &id]);
     fetch.expect_code(0);
@@ -770,9 +776,9 @@ fn many_runs_at_once_over_ssh_stay_under_sshds_limit_on_new_connections() {
     let project = Project::new();
     let mut playbook = String::from("var \"k\"\nmatrix \"k\" 1 2 3 4 5 6\nnetwork \"n\"\n");
     for i in 1..=3 {
-        playbook.push_str(&format!(
+        playbook.extend(std::iter::once(format!(
             "container \"c{i}\" {{\n    image \"openmono/agent:latest\"\n    network \"n\"\n}}\ntask \"t{i}\" {{\n    run \"c{i}\" \"echo {{{{ var.k }}}}\"\n}}\n"
-        ));
+        )));
     }
     project.file("openmono.kdl", &playbook);
     // Eighteen boxes started at once, each a few calls at once, each call a connection.
