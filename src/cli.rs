@@ -278,6 +278,13 @@ fn parse_matrix(text: &str) -> Result<(String, Vec<String>), String> {
             "`{text}` is not NAME=A,B,…: the name and every value must be non-empty"
         ));
     }
+    if let Some(twice) = values
+        .iter()
+        .enumerate()
+        .find_map(|(i, v)| values[..i].contains(v).then_some(v))
+    {
+        return Err(format!("`{text}` gives `{twice}` twice: each value once"));
+    }
     Ok((name.to_owned(), values))
 }
 
@@ -394,7 +401,13 @@ pub fn main() -> ExitCode {
                 model_timeout: Duration::from_secs(model_timeout),
                 run_id: engine::run_dir::new_run_id(),
             };
-            let matrix = crate::matrix::effective(&file, &vars, matrix);
+            let matrix = match crate::matrix::effective(&file, &vars, matrix) {
+                Ok(matrix) => matrix,
+                Err(problem) => {
+                    print_err(&format!("error: {problem}\n"));
+                    return ExitCode::from(exit::PLAYBOOK);
+                }
+            };
             if matrix.is_empty() {
                 apply_command(&file, options, &vars)
             } else {
@@ -524,6 +537,10 @@ pub(crate) fn load_plan(
     let mut playbook = decoded.playbook;
     // A matrix var that nothing gives: `plan` and `validate` take its first value.
     let open = crate::matrix::open_axes(&playbook, inputs);
+    if let Err(problem) = crate::matrix::runs(&open) {
+        print_err(&format!("error: {problem}\n"));
+        return Err(ExitCode::from(exit::PLAYBOOK));
+    }
     let with_first;
     let inputs = if open.is_empty() {
         inputs
@@ -548,7 +565,7 @@ pub(crate) fn load_plan(
         ));
     }
     let mut plan = Plan::new(&playbook).map_err(|e| report(&e, exit::PLAYBOOK))?;
-    plan.matrix = (!open.is_empty()).then(|| crate::matrix::plan_note(&open));
+    plan.matrix = open;
     Ok((plan, playbook.source))
 }
 
@@ -654,10 +671,16 @@ fn save_plan(file: &std::path::Path, out: &std::path::Path, vars: &Vars) -> Resu
     let file = std::path::absolute(file).unwrap_or_else(|_| file.to_owned());
     let inputs = vars.inputs(&engine::run_dir::new_run_id());
     let (plan, source) = load_plan(&file, &inputs)?;
-    if plan.matrix.is_some() {
-        print_err(
-            "error: a saved plan is one run, and the playbook's matrix leaves a var open: fix each with --var NAME=VALUE\n",
-        );
+    if !plan.matrix.is_empty() {
+        let fixes: Vec<String> = plan
+            .matrix
+            .iter()
+            .map(|(name, _)| format!("--var {name}=…"))
+            .collect();
+        print_err(&format!(
+            "error: a saved plan is one run, and the playbook's matrix leaves vars open: fix them with {}\n",
+            fixes.join(" ")
+        ));
         return Err(ExitCode::from(exit::PLAYBOOK));
     }
     let written = crate::saved_plan::SavedPlan::new(&plan, &source, &inputs)

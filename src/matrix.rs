@@ -22,39 +22,84 @@ use crate::{
     cli::{Vars, exit, load_plan, print_err, print_out, report, runtime},
     engine::{self, ApplyOptions, Output, Report, input_label, input_object},
     plan::Plan,
-    playbook::{Inputs, Playbook},
+    playbook::{Inputs, Playbook, VarType},
 };
 
+/// The most runs one matrix may make.
+pub(crate) const MAX_RUNS: usize = 1000;
+
 /// The playbook's `matrix` vars that `inputs` leave open (no `--var` or
-/// `OPENMONO_VAR_…` gives them), each with its values.
+/// `OPENMONO_VAR_…` gives them), each with its values. A `path` var's values are made
+/// absolute against the playbook's folder, as its `default` is.
 pub(crate) fn open_axes(playbook: &Playbook, inputs: &Inputs) -> Vec<(String, Vec<String>)> {
     playbook
         .matrix
         .iter()
         .filter(|(var, _)| inputs.given(&var.value).is_none())
         .map(|(var, values)| {
-            (
-                var.value.clone(),
-                values.iter().map(|v| v.value.clone()).collect(),
-            )
+            let path = playbook
+                .vars
+                .iter()
+                .any(|v| v.name.value == var.value && v.ty == VarType::Path);
+            let values = values
+                .iter()
+                .map(|v| {
+                    if path {
+                        let dir = playbook.source.dir_at(v.span.offset());
+                        dir.join(&v.value).display().to_string()
+                    } else {
+                        v.value.clone()
+                    }
+                })
+                .collect();
+            (var.value.clone(), values)
         })
         .collect()
 }
 
+/// How many runs `axes` make; `Err` says why there would be too many.
+pub(crate) fn runs(axes: &[(String, Vec<String>)]) -> Result<usize, String> {
+    axes.iter()
+        .try_fold(1usize, |n, (_, values)| n.checked_mul(values.len()))
+        .filter(|&n| n <= MAX_RUNS)
+        .ok_or_else(|| {
+            let sizes: Vec<String> = axes
+                .iter()
+                .map(|(name, values)| format!("{} values of `{name}`", values.len()))
+                .collect();
+            format!(
+                "the matrix makes more than {MAX_RUNS} runs ({}): give fewer values, or fix some vars with --var",
+                sizes.join(" × ")
+            )
+        })
+}
+
 /// The matrix `apply` runs: the open vars of the playbook's own matrix (when `file` is
 /// a playbook that decodes; one that does not is reported by the planning), with
-/// `--matrix` (`given`) replacing a var's values or adding a var.
+/// `--matrix` (`given`) replacing a var's values or adding a var. `Err`: a `--matrix`
+/// of a var the playbook does not have.
 pub(crate) fn effective(
     file: &Path,
     vars: &Vars,
     given: Vec<(String, Vec<String>)>,
-) -> Vec<(String, Vec<String>)> {
-    let own = if file.extension().is_some_and(|e| e == "json") || !file.exists() {
-        Vec::new()
-    } else {
-        crate::playbook::load(file)
-            .map(|decoded| open_axes(&decoded.playbook, &vars.inputs("")))
-            .unwrap_or_default()
+) -> Result<Vec<(String, Vec<String>)>, String> {
+    let decoded = (file.extension().is_none_or(|e| e != "json") && file.exists())
+        .then(|| crate::playbook::load(file).ok())
+        .flatten();
+    let own = match &decoded {
+        Some(decoded) => {
+            let playbook = &decoded.playbook;
+            if let Some((name, _)) = given
+                .iter()
+                .find(|(name, _)| !playbook.vars.iter().any(|v| v.name.value == *name))
+            {
+                return Err(format!(
+                    "--matrix {name}=…: the playbook has no var `{name}` (declare it: `var \"{name}\"`)"
+                ));
+            }
+            open_axes(playbook, &vars.inputs(""))
+        }
+        None => Vec::new(),
     };
     let mut matrix: Vec<(String, Vec<String>)> = own
         .into_iter()
@@ -71,13 +116,14 @@ pub(crate) fn effective(
         .filter(|(name, _)| !matrix.iter().any(|(n, _)| n == name))
         .collect();
     matrix.extend(added);
-    matrix
+    runs(&matrix)?;
+    Ok(matrix)
 }
 
 /// What `plan` says of the open matrix `axes`: how many runs `apply` makes, and the
 /// first input, the one it plans.
 pub(crate) fn plan_note(axes: &[(String, Vec<String>)]) -> String {
-    let runs: usize = axes.iter().map(|(_, values)| values.len()).product();
+    let runs = runs(axes).unwrap_or(MAX_RUNS);
     let each: Vec<String> = axes
         .iter()
         .map(|(name, values)| format!("{name} = {}", values.join(", ")))

@@ -48,10 +48,10 @@ pub struct Plan {
     /// The engine `apply` will use and why, when `plan` was asked for it.
     #[serde(skip)]
     pub engine: Option<String>,
-    /// The playbook's matrix vars that nothing gave, when the plan is for their first
-    /// values: what `plan` says of them.
+    /// The playbook's matrix vars that nothing gave, with their values: the plan is for
+    /// their first values.
     #[serde(skip)]
-    pub matrix: Option<String>,
+    pub matrix: Vec<(String, Vec<String>)>,
     pub teardown: Vec<Teardown>,
 }
 
@@ -136,7 +136,7 @@ impl Plan {
             source: playbook.source.path.clone(),
             memory: None,
             engine: None,
-            matrix: None,
+            matrix: Vec::new(),
             steps,
             needs,
             teardown,
@@ -908,8 +908,8 @@ impl fmt::Display for Plan {
         if let Some(engine) = &self.engine {
             writeln!(f, "  Engine: {engine}")?;
         }
-        if let Some(matrix) = &self.matrix {
-            writeln!(f, "  Matrix: {matrix}")?;
+        if !self.matrix.is_empty() {
+            writeln!(f, "  Matrix: {}", crate::matrix::plan_note(&self.matrix))?;
         }
         if self.needs.iter().any(|n| !n.is_empty()) {
             writeln!(

@@ -1912,7 +1912,7 @@ fn a_playbooks_own_matrix_runs_each_value_and_var_and_matrix_flags_narrow_or_rep
     saved.expect_code(2);
     assert_eq!(
         saved.stderr,
-        "error: a saved plan is one run, and the playbook's matrix leaves a var open: fix each with --var NAME=VALUE\n"
+        "error: a saved plan is one run, and the playbook's matrix leaves vars open: fix them with --var word=…\n"
     );
     assert!(!project.path().join("plan.json").exists());
     project

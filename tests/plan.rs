@@ -891,3 +891,62 @@ fn a_var_variable_in_the_wrong_case_is_warned_about() {
     assert_eq!(run.stderr, "");
     assert!(run.stdout.contains("from `other`"), "{}", run.stdout);
 }
+
+#[test]
+fn a_matrix_is_planned_for_its_first_input_and_too_large_a_one_is_refused() {
+    let project = Project::new();
+    // A path in the matrix is the playbook's, as a default is: wherever plan runs.
+    project.file(
+        "sub/openmono.kdl",
+        "var \"data\" type=\"path\"\nvar \"n\" type=\"int\"\nmatrix \"data\" \"one\" \"two\"\nmatrix \"n\" 1 2 3\ncontainer \"box\" {\n    image \"openmono/agent:latest\"\n    env \"DATA\" \"{{ var.data }}\"\n}\n",
+    );
+    let sub = std::fs::canonicalize(project.path().join("sub")).expect("canonical");
+    let plan = project.run(&["plan", "sub/openmono.kdl"]);
+    plan.expect_code(0);
+    assert!(
+        plan.stdout.contains(&format!(
+            "\n  Matrix: data = {0}/one, {0}/two; n = 1, 2, 3: `apply` makes 6 run(s), each apart; this plan is for data={0}/one n=1 (`--var` plans another)\n",
+            sub.display()
+        )),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout
+            .contains(&format!("\n      env DATA={}/one\n", sub.display())),
+        "{}",
+        plan.stdout
+    );
+    // A saved plan is one run: every open var is named.
+    let out = project.run(&["plan", "sub/openmono.kdl", "--out", "p.json"]);
+    out.expect_code(2);
+    assert_eq!(
+        out.stderr,
+        "error: a saved plan is one run, and the playbook's matrix leaves vars open: fix them with --var data=… --var n=…\n"
+    );
+    // More than a thousand runs: refused before anything, by plan, validate and apply.
+    let values: Vec<String> = (1..=40).map(|i| i.to_string()).collect();
+    project.file(
+        "big.kdl",
+        &format!(
+            "var \"a\"\nvar \"b\"\nmatrix \"a\" {0}\nmatrix \"b\" {0}\ncontainer \"box\" {{\n    image \"openmono/agent:latest\"\n}}\n",
+            values.join(" ")
+        ),
+    );
+    for command in ["plan", "validate", "apply"] {
+        let refused = project.run(&[command, "big.kdl"]);
+        refused.expect_code(2);
+        assert_eq!(
+            refused.stderr,
+            "error: the matrix makes more than 1000 runs (40 values of `a` × 40 values of `b`): give fewer values, or fix some vars with --var\n",
+            "{command}"
+        );
+    }
+    // A --matrix of a var the playbook does not have names that flag.
+    let unknown = project.run(&["apply", "big.kdl", "--matrix", "zz=1,2", "--var", "a=1"]);
+    unknown.expect_code(2);
+    assert_eq!(
+        unknown.stderr,
+        "error: --matrix zz=…: the playbook has no var `zz` (declare it: `var \"zz\"`)\n"
+    );
+}

@@ -178,7 +178,19 @@ impl Decoder {
                     span: var.span,
                 });
             }
-            for value in values {
+            for (j, value) in values.iter().enumerate() {
+                if values[..j].iter().any(|v| v.value == value.value) {
+                    self.problems.push(DecodeError::InvalidValue {
+                        help: Some(
+                            "each value once: two runs of one input could not be told apart".into(),
+                        ),
+                        message: format!(
+                            "`{}` is in the matrix of `{}` twice",
+                            value.value, var.value
+                        ),
+                        span: value.span,
+                    });
+                }
                 let fits = match declared.ty {
                     VarType::Bool => matches!(value.value.as_str(), "true" | "false"),
                     VarType::Int => value.value.parse::<i64>().is_ok(),
