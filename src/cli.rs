@@ -590,6 +590,21 @@ fn plan(
                 return report(&e, exit::ENVIRONMENT);
             }
             let asked = ask_engine(&endpoint);
+            // What a swarm would refuse, `plan` refuses too.
+            if let Some((_, Some(_))) = &asked
+                && let Some(model) = plan.steps.iter().find_map(|s| match s {
+                    crate::step::Step::StartModel {
+                        gpu: true, name, ..
+                    } => Some(name),
+                    _ => None,
+                })
+            {
+                print_err(&format!(
+                    "error: model `{model}`: {}\n",
+                    engine::SWARM_NO_GPU
+                ));
+                return ExitCode::from(exit::ENVIRONMENT);
+            }
             plan.memory = model_memory(&plan, asked.as_ref().map(|a| a.0));
             let travels = plan.steps.iter().any(|s| {
                 matches!(

@@ -757,6 +757,19 @@ fn an_engine_over_ssh_that_cannot_be_reached_says_why() {
             ssh.host
         ))
     );
+    // Not an address ssh could take: refused before ssh runs.
+    let bad = ssh.run(
+        &project,
+        &["plan", "--engine", "ssh://root@127.0.0.1:99999"],
+    );
+    bad.expect_code(3);
+    assert!(
+        unwrapped(&bad.stderr).contains(
+            "× `ssh://root@127.0.0.1:99999` (from --engine) is not ssh://[USER@]HOST[:PORT]: `99999` is not a port (1 to 65535)"
+        ),
+        "{}",
+        bad.stderr
+    );
     // Nothing listens there.
     let refused = ssh.run(&project, &["apply", "--engine", "ssh://root@127.0.0.1:1"]);
     refused.expect_code(3);

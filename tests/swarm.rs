@@ -524,6 +524,12 @@ fn a_model_that_wants_a_gpu_is_refused_on_the_swarm_and_leaves_nothing() {
         "openmono.kdl",
         "network \"n\"\nmodel \"m\" {\n    gguf \"m.gguf\"\n    network \"n\"\n    gpu-layers 1\n}\n",
     );
+    let plan = swarm.run(&project, &["plan"]);
+    plan.expect_code(3);
+    assert_eq!(
+        plan.stderr,
+        "error: model `m`: it asks for the engine's GPUs (`gpu-layers`), and openmono cannot give a swarm service a GPU yet: remove `gpu-layers`, or run it on an engine that is not a swarm manager\n"
+    );
     let run = swarm.run(&project, &["apply"]);
     run.expect_code(1);
     assert!(
@@ -532,6 +538,28 @@ fn a_model_that_wants_a_gpu_is_refused_on_the_swarm_and_leaves_nothing() {
         ),
         "{}",
         run.stdout
+    );
+    swarm.assert_run_gone(&run.run_id());
+}
+
+#[test]
+fn a_box_that_never_gets_healthy_on_the_swarm_fails_at_once_and_is_counted_once() {
+    let Some(swarm) = RemoteEngine::swarm() else {
+        return;
+    };
+    let project = Project::new();
+    project.file(
+        "openmono.kdl",
+        "network \"n\"\ncontainer \"box\" {\n    image \"openmono/agent:latest\"\n    network \"n\"\n    health {\n        command \"false\"\n        retries 2\n        interval \"1s\"\n    }\n}\ntask \"t\" {\n    run \"box\" \"true\"\n}\n",
+    );
+    let run = swarm.run(&project, &["apply"]);
+    run.expect_code(1);
+    assert_contains_all(
+        &run.stdout,
+        &[
+            "  failure: container `box`: unhealthy after 2 failed checks; the last printed nothing\n",
+            "Teardown removed 1 container(s) and 1 network(s).\n",
+        ],
     );
     swarm.assert_run_gone(&run.run_id());
 }

@@ -130,12 +130,20 @@ impl Endpoint {
         let engine = url.to_owned();
         let by = origin.to_string();
         match scheme(url) {
-            // ssh checks the host's key itself.
-            "unix" | "ssh" => Ok(Self {
+            "unix" => Ok(Self {
                 host: engine,
                 origin,
                 tls: None,
             }),
+            // ssh checks the host's key itself.
+            "ssh" => match super::ssh::parse(&engine) {
+                Ok(_) => Ok(Self {
+                    host: engine,
+                    origin,
+                    tls: None,
+                }),
+                Err(why) => Err(EngineError::BadSshUrl { by, engine, why }),
+            },
             "tcp" if env.tls_verify => {
                 let dir = env
                     .cert_path

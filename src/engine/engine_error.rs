@@ -87,6 +87,19 @@ pub enum EngineError {
     )]
     Ssh { engine: String, why: String },
 
+    #[error("`{engine}` ({by}) is not ssh://[USER@]HOST[:PORT]: {why}")]
+    #[diagnostic(
+        code(openmono::engine::ssh_url),
+        help(
+            "as the docker CLI takes it: `ssh://me@gpu-box`, `ssh://gpu-box:2222`, `ssh://me@[fd00::7]:22`"
+        )
+    )]
+    BadSshUrl {
+        by: String,
+        engine: String,
+        why: String,
+    },
+
     #[error("openmono cannot use the engine at `{engine}` ({by})")]
     #[diagnostic(
         code(openmono::engine::unsupported),

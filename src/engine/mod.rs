@@ -25,3 +25,4 @@ pub use executor::{
 };
 pub use progress::{Output, Progress, input_label, input_object};
 pub use report::{CheckReport, Report, TaskReport, TaskStatus};
+pub use swarm::SWARM_NO_GPU;

@@ -97,26 +97,80 @@ impl Drop for SshBridge {
     }
 }
 
-/// The argv that reaches the engine of `url` (`ssh://[USER@]HOST[:PORT]`) with `ssh`.
-fn ssh_command(url: &str, ssh: &str) -> Vec<String> {
-    let rest = url.strip_prefix("ssh://").unwrap_or(url);
-    // A path after the host means nothing to dial-stdio; the docker CLI refuses one too.
-    let authority = rest.split('/').next().unwrap_or(rest);
+/// Where an `ssh://` URL leads.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Target<'u> {
+    pub host: &'u str,
+    pub port: Option<u16>,
+    pub user: Option<&'u str>,
+}
+
+/// Reads `ssh://[USER@]HOST[:PORT]` (an IPv6 address in brackets); `Err` says what is
+/// wrong with it. A path, query or fragment means nothing to `dial-stdio`: refused, as
+/// the docker CLI refuses them.
+pub fn parse(url: &str) -> Result<Target<'_>, String> {
+    let rest = url
+        .strip_prefix("ssh://")
+        .ok_or_else(|| "it does not start with ssh://".to_owned())?;
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.contains(['/', '?', '#']) {
+        return Err("it has a path, query or fragment after the host".to_owned());
+    }
     let (user, host_port) = match authority.rsplit_once('@') {
-        Some((user, host)) => (Some(user), host),
+        Some((user, host)) if !user.is_empty() => (Some(user), host),
+        Some(_) => return Err("the user before `@` is empty".to_owned()),
         None => (None, authority),
     };
-    let (host, port) = match host_port.rsplit_once(':') {
-        Some((host, port)) if port.parse::<u16>().is_ok() => (host, Some(port)),
-        _ => (host_port, None),
+    let (host, port) = if let Some(bracketed) = host_port.strip_prefix('[') {
+        let (host, after) = bracketed
+            .split_once(']')
+            .ok_or_else(|| "an IPv6 address is missing its `]`".to_owned())?;
+        match after {
+            "" => (host, None),
+            _ => match after.strip_prefix(':') {
+                Some(port) => (host, Some(port)),
+                None => return Err(format!("`{after}` after the address is not a port")),
+            },
+        }
+    } else {
+        match host_port.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (host_port, None),
+        }
     };
+    if host.is_empty() || host.starts_with('-') {
+        return Err("it names no host".to_owned());
+    }
+    let port = port
+        .map(|p| {
+            p.parse::<u16>()
+                .ok()
+                .filter(|&p| p > 0)
+                .ok_or_else(|| format!("`{p}` is not a port (1 to 65535)"))
+        })
+        .transpose()?;
+    Ok(Target { host, port, user })
+}
+
+/// The argv that reaches the engine of `url` (`ssh://[USER@]HOST[:PORT]`) with `ssh`.
+fn ssh_command(url: &str, ssh: &str) -> Vec<String> {
+    let Target { host, port, user } = parse(url).unwrap_or(Target {
+        host: url,
+        port: None,
+        user: None,
+    });
+    let port = port.map(|p| p.to_string());
     let mut argv: Vec<String> = ssh.split_whitespace().map(str::to_owned).collect();
+    // An empty OPENMONO_SSH is no command: ssh itself.
+    if argv.is_empty() {
+        argv.push(SSH.to_owned());
+    }
     argv.extend(["-o", "BatchMode=yes", "-o", "ConnectTimeout=10"].map(str::to_owned));
     if let Some(user) = user {
         argv.extend(["-l".to_owned(), user.to_owned()]);
     }
     if let Some(port) = port {
-        argv.extend(["-p".to_owned(), port.to_owned()]);
+        argv.extend(["-p".to_owned(), port]);
     }
     argv.extend(
         ["--", host, "docker", "system", "dial-stdio"]
@@ -241,5 +295,44 @@ mod tests {
         let plain = ssh_command("ssh://gpu-box", "ssh");
         assert!(!plain.contains(&"-l".to_owned()) && !plain.contains(&"-p".to_owned()));
         assert_eq!(plain[plain.len() - 4], "gpu-box");
+        assert_eq!(ssh_command("ssh://gpu-box", " ")[0], "ssh");
+    }
+
+    #[test]
+    fn only_user_host_and_port_make_an_ssh_url() {
+        assert_eq!(
+            parse("ssh://me@[::1]:2222/"),
+            Ok(Target {
+                host: "::1",
+                port: Some(2222),
+                user: Some("me"),
+            })
+        );
+        assert_eq!(
+            parse("ssh://box"),
+            Ok(Target {
+                host: "box",
+                port: None,
+                user: None,
+            })
+        );
+        for (url, why) in [
+            ("ssh://me@box:99999", "`99999` is not a port (1 to 65535)"),
+            ("ssh://box:0", "`0` is not a port (1 to 65535)"),
+            (
+                "ssh://box/path",
+                "it has a path, query or fragment after the host",
+            ),
+            (
+                "ssh://box?x=1",
+                "it has a path, query or fragment after the host",
+            ),
+            ("ssh://@box", "the user before `@` is empty"),
+            ("ssh://me@", "it names no host"),
+            ("ssh://-oProxyCommand=x", "it names no host"),
+            ("ssh://[::1", "an IPv6 address is missing its `]`"),
+        ] {
+            assert_eq!(parse(url), Err(why.to_owned()), "{url}");
+        }
     }
 }

@@ -30,6 +30,9 @@ pub(super) const SERVICE_ID: &str = "com.docker.swarm.service.id";
 /// How often a service's task is looked at while it is scheduled and started.
 const POLL: Duration = Duration::from_millis(100);
 
+/// Why a model that offloads layers to a GPU cannot run on a swarm.
+pub const SWARM_NO_GPU: &str = "it asks for the engine's GPUs (`gpu-layers`), and openmono cannot give a swarm service a GPU yet: remove `gpu-layers`, or run it on an engine that is not a swarm manager";
+
 /// How long a removed service's containers are looked for, at most.
 const LATE_TASKS: Duration = Duration::from_secs(15);
 
@@ -61,9 +64,7 @@ impl Engine {
         node: &str,
     ) -> Result<String, EngineError> {
         if spec.gpus {
-            return Err(EngineError::Swarm(
-                "it asks for the engine's GPUs (`gpu-layers`), and openmono cannot give a swarm service a GPU yet: remove `gpu-layers`, or run it on an engine that is not a swarm manager".to_owned(),
-            ));
+            return Err(EngineError::Swarm(SWARM_NO_GPU.to_owned()));
         }
         let name = spec.name.clone();
         let service = self

@@ -522,6 +522,12 @@ impl Executor<'_> {
             }
             match verdict {
                 HealthVerdict::Healthy => return Ok("healthy".into()),
+                HealthVerdict::Unhealthy if last.trim().is_empty() => {
+                    return Err(format!(
+                        "unhealthy after {} failed checks; the last printed nothing",
+                        health.retries
+                    ));
+                }
                 HealthVerdict::Unhealthy => {
                     return Err(format!(
                         "unhealthy after {} failed checks; the last said:\n{}",

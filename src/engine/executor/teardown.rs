@@ -69,11 +69,25 @@ impl Executor<'_> {
         // What carries the run's label and was not removed above (its creation answered
         // with an error, say) goes now; the engine is asked again only then.
         let label = format!("{RUN_LABEL}={}", self.run_id);
+        // An object removed above may still be listed a moment (an overlay network on a
+        // swarm): removing it again is harmless, counting it again is not.
+        let removed: Vec<String> = created
+            .iter()
+            .filter(|c| !lock(&self.created).contains(c))
+            .map(|c| match c {
+                Created::Container { name, .. }
+                | Created::Network { name, .. }
+                | Created::Volume { name } => name.clone(),
+            })
+            .collect();
         let swept = match self.engine.objects(&label).await {
             Ok(objects) if objects.is_empty() => Ok(objects),
             Ok(objects) => {
                 for object in objects {
-                    if self.engine.remove(&object).await.is_ok() && object.name != own {
+                    if self.engine.remove(&object).await.is_ok()
+                        && object.name != own
+                        && !removed.contains(&object.name)
+                    {
                         match object.kind {
                             ObjectKind::Service | ObjectKind::Container => {
                                 report.removed_containers += 1;
