@@ -905,8 +905,12 @@ impl Engine {
             }
             buffers.finish(&mut on_line);
         }
-        // The stream can end a moment before the engine records the exit code.
-        for _ in 0..100 {
+        // The stream can end a moment before the engine records the exit code. Still
+        // running after that, the stream was cut (an ssh connection that died): the
+        // command goes on, its output is lost from here, and its exit code still counts.
+        let ended = std::time::Instant::now();
+        let mut cut = false;
+        loop {
             let info = self
                 .docker
                 .inspect_exec(&exec.id)
@@ -915,9 +919,15 @@ impl Engine {
             if info.running != Some(true) {
                 return Ok(info.exit_code.unwrap_or(-1));
             }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            if !cut && ended.elapsed() >= Duration::from_secs(2) {
+                cut = true;
+                on_line(
+                    Stream::Stderr,
+                    "openmono: the connection that carried this command's output broke; the command goes on, and what it prints from here is lost",
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(if cut { 500 } else { 20 })).await;
         }
-        Ok(-1)
     }
 
     /// A volume (a kept one may exist already: creating it again keeps its data).
