@@ -33,6 +33,33 @@ fn next(state: &mut u64) -> u64 {
     state.wrapping_mul(0x2545_f491_4f6c_dd1d)
 }
 
+/// Runs `command`, sends it `signal` after `delay`, and waits for it: how it ended,
+/// and what it wrote to stderr.
+pub fn signal_after(
+    mut command: std::process::Command,
+    signal: libc::c_int,
+    delay: Duration,
+) -> (std::process::ExitStatus, String) {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let lines = std::thread::spawn(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+    });
+    std::thread::sleep(delay);
+    let pid = libc::pid_t::try_from(child.id()).expect("pid");
+    // SAFETY: a signal to the child we spawned (perhaps already exited, not reaped).
+    unsafe { libc::kill(pid, signal) };
+    let status = child.wait().expect("wait");
+    (status, lines.join().expect("stderr").join("\n"))
+}
+
 #[test]
 fn signals_at_random_moments_leave_nothing_behind() {
     if !docker() {
@@ -51,25 +78,7 @@ fn signals_at_random_moments_leave_nothing_behind() {
         let signal = [libc::SIGINT, libc::SIGTERM, libc::SIGKILL][(next(&mut state) % 3) as usize];
         // From at once to past the end of the run (3 to 5 seconds here).
         let delay = Duration::from_millis(next(&mut state) % 7000);
-        let mut child = project
-            .command(&["apply"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        let stderr = child.stderr.take().expect("stderr");
-        let lines = std::thread::spawn(move || {
-            BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-                .collect::<Vec<_>>()
-        });
-        std::thread::sleep(delay);
-        let pid = libc::pid_t::try_from(child.id()).expect("pid");
-        // SAFETY: a signal to the child we spawned (perhaps already exited, not reaped).
-        unsafe { libc::kill(pid, signal) };
-        let status = child.wait().expect("wait");
-        let stderr = lines.join().expect("stderr").join("\n");
+        let (status, stderr) = signal_after(project.command(&["apply"]), signal, delay);
         let what = format!("trial {trial}: signal {signal} after {delay:?}");
         match status.code() {
             // Done before the signal, or stopped by it and torn down.

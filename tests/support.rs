@@ -246,34 +246,15 @@ impl RemoteEngine {
     }
 
     fn start(flavour: &[&str]) -> Result<Self, String> {
-        let mut child = Command::new(root().join("images/remote-engine"))
-            .args(flavour)
-            .args(["--watch", &std::process::id().to_string()])
-            .stdout(Stdio::piped())
-            // Its own process group: Ctrl-C on the tests does not stop it mid-teardown.
-            .process_group(0)
-            .spawn()
-            .expect("run images/remote-engine");
-        // It closes its stdout once the engine is ready, then watches this process.
-        let mut out = String::new();
-        child
-            .stdout
-            .take()
-            .expect("piped")
-            .read_to_string(&mut out)
-            .expect("read images/remote-engine");
-        let field = |name: &str| {
-            out.lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
-                .map(str::to_owned)
-        };
+        let (out, code) = start_script("images/remote-engine", flavour, &[]);
+        let field = |name: &str| field(&out, name);
         match (field("host"), field("certs"), field("socket")) {
             (Some(host), Some(certs), Some(socket)) => Ok(Self {
                 host,
                 certs: PathBuf::from(certs),
                 socket,
             }),
-            _ => match child.wait().expect("wait").code() {
+            _ => match code {
                 Some(10) => Err("dockerd is not installed".to_owned()),
                 code => panic!("images/remote-engine failed ({code:?}); its stderr is above"),
             },
@@ -338,31 +319,14 @@ impl SshEngine {
         let remote = RemoteEngine::get()?;
         ENGINE
             .get_or_init(|| {
-                let mut child = Command::new(root().join("images/ssh-engine"))
-                    .args(["--watch", &std::process::id().to_string()])
-                    .env("OPENMONO_SSH_SOCKET", &remote.socket)
-                    .stdout(Stdio::piped())
-                    .process_group(0)
-                    .spawn()
-                    .expect("run images/ssh-engine");
-                let mut out = String::new();
-                child
-                    .stdout
-                    .take()
-                    .expect("piped")
-                    .read_to_string(&mut out)
-                    .expect("read images/ssh-engine");
-                let field = |name: &str| {
-                    out.lines()
-                        .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
-                        .map(str::to_owned)
-                };
-                match (field("host"), field("ssh")) {
+                let (out, code) = start_script(
+                    "images/ssh-engine",
+                    &[],
+                    &[("OPENMONO_SSH_SOCKET", &remote.socket)],
+                );
+                match (field(&out, "host"), field(&out, "ssh")) {
                     (Some(host), Some(ssh)) => Some(Self { host, ssh, remote }),
-                    _ => panic!(
-                        "images/ssh-engine failed ({:?}); its stderr is above",
-                        child.wait().expect("wait").code()
-                    ),
+                    _ => panic!("images/ssh-engine failed ({code:?}); its stderr is above"),
                 }
             })
             .as_ref()
@@ -383,6 +347,42 @@ impl SshEngine {
     pub fn run(&self, project: &Project, args: &[&str]) -> Run {
         Run::from(self.command(project, args).output().expect("run openmono"))
     }
+}
+
+/// Runs one of the scripts that start a test engine (`images/…`), with `--watch` this
+/// process: it closes its stdout once the engine is ready, then watches this process.
+/// Returns what it printed and, if it ended (a failure), its exit code.
+fn start_script(script: &str, args: &[&str], env: &[(&str, &str)]) -> (String, Option<i32>) {
+    let mut child = Command::new(root().join(script))
+        .args(args)
+        .args(["--watch", &std::process::id().to_string()])
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        // Its own process group: Ctrl-C on the tests does not stop it mid-teardown.
+        .process_group(0)
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {script}: {e}"));
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .expect("piped")
+        .read_to_string(&mut out)
+        .unwrap_or_else(|e| panic!("read {script}: {e}"));
+    if out.lines().any(|l| l.starts_with("host=")) {
+        // It watches this process from now on; reaped when it ends.
+        std::thread::spawn(move || child.wait());
+        (out, None)
+    } else {
+        (out, child.wait().expect("wait").code())
+    }
+}
+
+/// The value of `name=` in what a start script printed.
+fn field(out: &str, name: &str) -> Option<String> {
+    out.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
+        .map(str::to_owned)
 }
 
 /// Text without any white space: for a rendered diagnostic that wraps inside a long path.

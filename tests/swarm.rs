@@ -5,12 +5,7 @@
 //! find no way out, signals and `gc` leave nothing, a matrix runs each input apart, and
 //! placement follows node labels.
 
-use std::{
-    io::{BufRead, BufReader},
-    process::Stdio,
-    sync::atomic::Ordering,
-    time::Duration,
-};
+use std::{sync::atomic::Ordering, time::Duration};
 
 use crate::{
     isolation::{LOOK_AROUND, PROBE, dns_listeners, host_addresses, host_listener},
@@ -416,25 +411,11 @@ fn signals_and_gc_leave_nothing_on_the_swarm() {
     {
         let name = format!("swarm-fault-{}-{trial}", std::process::id());
         project.file("openmono.kdl", &crate::faults::playbook(&name));
-        let mut child = swarm
-            .command(&project, "client", &["apply"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        let stderr = child.stderr.take().expect("stderr");
-        let lines = std::thread::spawn(move || {
-            BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-                .collect::<Vec<_>>()
-        });
-        std::thread::sleep(Duration::from_millis(delay));
-        let pid = libc::pid_t::try_from(child.id()).expect("pid");
-        // SAFETY: a signal to the child we spawned (perhaps already exited, not reaped).
-        unsafe { libc::kill(pid, signal) };
-        let status = child.wait().expect("wait");
-        let stderr = lines.join().expect("stderr").join("\n");
+        let (status, stderr) = crate::faults::signal_after(
+            swarm.command(&project, "client", &["apply"]),
+            signal,
+            Duration::from_millis(delay),
+        );
         let what = format!("trial {trial}: signal {signal} after {delay} ms");
         match status.code() {
             Some(0 | 130) => {}

@@ -14,9 +14,10 @@ use bollard::{
     errors::Error as BollardError,
     exec::{CreateExecOptions, StartExecResults},
     models::{
-        ContainerCreateBody, ContainerState, DeviceRequest, EndpointSettings, HealthConfig,
-        HealthStatusEnum, HostConfig, Mount, MountTmpfsOptions, MountType, NetworkConnectRequest,
-        NetworkCreateRequest, NetworkDisconnectRequest, NetworkingConfig, VolumeCreateRequest,
+        ContainerCreateBody, ContainerState, ContainerSummary, DeviceRequest, EndpointSettings,
+        HealthConfig, HealthStatusEnum, HostConfig, Mount, MountTmpfsOptions, MountType,
+        NetworkConnectRequest, NetworkCreateRequest, NetworkDisconnectRequest, NetworkingConfig,
+        VolumeCreateRequest,
     },
     query_parameters::{
         BuildImageOptionsBuilder, CreateContainerOptionsBuilder,
@@ -1042,9 +1043,18 @@ impl Engine {
         &self,
         label: &str,
     ) -> Result<Vec<String>, EngineError> {
-        let filters = HashMap::from([("label".to_owned(), vec![label.to_owned()])]);
         Ok(self
-            .docker
+            .list_containers(label)
+            .await?
+            .into_iter()
+            .filter_map(|c| c.id)
+            .collect())
+    }
+
+    /// The containers, running or not, that carry `label`.
+    async fn list_containers(&self, label: &str) -> Result<Vec<ContainerSummary>, EngineError> {
+        let filters = HashMap::from([("label".to_owned(), vec![label.to_owned()])]);
+        self.docker
             .list_containers(Some(
                 ListContainersOptionsBuilder::default()
                     .all(true)
@@ -1052,10 +1062,7 @@ impl Engine {
                     .build(),
             ))
             .await
-            .map_err(EngineError::call("list containers"))?
-            .into_iter()
-            .filter_map(|c| c.id)
-            .collect())
+            .map_err(EngineError::call("list containers"))
     }
 
     /// Every service (on a swarm manager), container, network and volume that carries
@@ -1066,15 +1073,8 @@ impl Engine {
         // A service's task containers go with it: listed once, as the service.
         let services: Vec<String> = objects.iter().map(|o| o.id.clone()).collect();
         objects.extend(
-            self.docker
-                .list_containers(Some(
-                    ListContainersOptionsBuilder::default()
-                        .all(true)
-                        .filters(&filters)
-                        .build(),
-                ))
-                .await
-                .map_err(EngineError::call("list containers"))?
+            self.list_containers(label)
+                .await?
                 .into_iter()
                 .filter_map(|c| {
                     Some(EngineObject {
