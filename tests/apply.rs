@@ -1067,8 +1067,9 @@ fn gc_reaps_the_runs_of_a_killed_openmono_and_spares_live_ones() {
             + docker_lines(&["network", "ls", "-q", "--filter", &filter]).len()
             + docker_lines(&["volume", "ls", "-q", "--filter", &filter]).len()
     };
-    // The network, the volume, the container and the volume of openmono's binary.
-    assert_eq!(left(&killed_label), 4, "a killed run leaves its objects");
+    // The network, the volume and the container (openmono's binary is in a volume kept
+    // for every run, named by its hash).
+    assert_eq!(left(&killed_label), 3, "a killed run leaves its objects");
 
     let dry = Project::new().run(&["gc", "--dry-run"]);
     dry.expect_code(0);
@@ -1089,7 +1090,7 @@ fn gc_reaps_the_runs_of_a_killed_openmono_and_spares_live_ones() {
         "a live run is not listed: {}",
         dry.stdout
     );
-    assert_eq!(left(&killed_label), 4, "--dry-run removes nothing");
+    assert_eq!(left(&killed_label), 3, "--dry-run removes nothing");
 
     let gc = Project::new().run(&["gc"]);
     gc.expect_code(0);
@@ -1097,7 +1098,7 @@ fn gc_reaps_the_runs_of_a_killed_openmono_and_spares_live_ones() {
     assert_run_gone(&killed_id);
     assert_eq!(
         left(&format!("dev.openmono.run={live_id}")),
-        4,
+        3,
         "the live run is untouched"
     );
 
@@ -1346,7 +1347,7 @@ task "ask" after="look" {{
 }
 
 #[test]
-fn the_binary_volume_of_a_read_only_root_carries_the_run_label_and_is_reaped_with_it() {
+fn the_binary_goes_once_into_a_volume_named_by_its_hash_that_outlives_runs_and_gc() {
     if !docker() {
         return;
     }
@@ -1356,31 +1357,79 @@ fn the_binary_volume_of_a_read_only_root_carries_the_run_label_and_is_reaped_wit
         "container \"box\" {\n    image \"openmono/agent:latest\"\n    read-only-root #true\n}\ntask \"long\" {\n    run \"box\" \"sleep 300\"\n}\n",
     );
     let (mut child, id, _) = start_long_run(&project);
-    let filter = format!("label=dev.openmono.run={id}");
-    let volumes = docker_lines(&["volume", "ls", "-q", "--filter", &filter]);
-    let containers = docker_lines(&["ps", "-a", "--format", "{{.Names}}", "--filter", &filter]);
     let mounted = docker_lines(&[
         "inspect",
         "--format",
         r#"{{range .Mounts}}{{if eq .Type "volume"}}{{.Destination}} {{.Name}}{{end}}{{end}}"#,
         &format!("openmono-{id}-box"),
     ]);
-    // Killed: no teardown. gc finds the volume by its label, with its container.
+    let binary = std::fs::read(env!("CARGO_BIN_EXE_openmono")).expect("read the binary");
+    let hash = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&binary))
+        .iter()
+        .fold(String::new(), |mut hex, b| {
+            use std::fmt::Write as _;
+            let _ = write!(hex, "{b:02x}");
+            hex
+        });
+    let volume = format!("openmono-file-{}-openmono", &hash[..16]);
+    assert_eq!(mounted, [format!("/.openmono {volume}")]);
+    // Killed: no teardown. gc removes the run's objects and leaves the binary's volume,
+    // and the marker that says it is whole, for the next run.
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
     Project::new().run(&["gc"]).expect_code(0);
-    assert_eq!(volumes.len(), 1, "{volumes:?}");
-    // The helper that filled it is gone; only the task container is left.
-    assert_eq!(containers, [format!("openmono-{id}-box")]);
-    assert_eq!(mounted, [format!("/.openmono {}", volumes[0])]);
     assert_run_gone(&id);
-    assert!(
-        docker_lines(&["volume", "ls", "-q"])
-            .iter()
-            .all(|v| *v != volumes[0]),
-        "volume {} is left",
-        volumes[0]
+    let kept = |name: &str| {
+        docker_lines(&[
+            "volume",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("label=dev.openmono.file={hash}"),
+        ])
+        .contains(&name.to_owned())
+    };
+    assert!(kept(&volume) && kept(&format!("{volume}.whole")));
+    // The next run copies nothing: no helper container comes to fill the volume.
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        .to_string();
+    project.file(
+        "openmono.kdl",
+        "container \"box\" {\n    image \"openmono/agent:latest\"\n}\ntask \"t\" {\n    run \"box\" \"/.openmono/openmono --version\"\n}\n",
     );
+    let again = project.run(&["apply"]);
+    again.expect_code(0);
+    let again_id = again.run_id();
+    let created = docker_lines(&[
+        "events",
+        "--since",
+        &since,
+        "--until",
+        &(std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+            + 1)
+        .to_string(),
+        "--filter",
+        &format!("label=dev.openmono.run={again_id}"),
+        "--filter",
+        "event=create",
+        "--format",
+        "{{.Actor.Attributes.name}}",
+    ]);
+    assert_eq!(created, [format!("openmono-{again_id}-box")]);
+    assert!(
+        again
+            .stdout
+            .contains(&format!("        openmono {}\n", env!("CARGO_PKG_VERSION"))),
+        "{}",
+        again.stdout
+    );
+    assert_run_gone(&again_id);
 }
 
 #[test]

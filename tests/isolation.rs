@@ -321,7 +321,8 @@ task "look" {
     );
     let (volume, mode) = mount("/.openmono");
     assert!(
-        volume.starts_with(&format!("{root}/volumes/openmono-")) && volume.ends_with(".self/_data"),
+        volume.starts_with(&format!("{root}/volumes/openmono-file-"))
+            && volume.ends_with("-openmono/_data"),
         "{volume}"
     );
     assert_eq!(mode, "ro");

@@ -544,6 +544,29 @@ fn assert_fetch_from_the_wrong_engine_touches_nothing(project: &Project, id: &st
     );
 }
 
+/// Whether `volume` on `remote` (whose data is on this machine) holds `file`; a volume
+/// gone by the time it is looked at (another test's) does not.
+fn holds(remote: &RemoteEngine, volume: &str, file: &str) -> bool {
+    Command::new("docker")
+        .args([
+            "-H",
+            &remote.socket,
+            "volume",
+            "inspect",
+            "-f",
+            "{{.Mountpoint}}",
+            volume,
+        ])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .is_some_and(|out| {
+            std::path::Path::new(String::from_utf8_lossy(&out.stdout).trim())
+                .join(file)
+                .exists()
+        })
+}
+
 #[test]
 fn a_broken_connection_keeps_the_workspace_and_runs_fetch_brings_it_back() {
     let Some(remote) = RemoteEngine::get() else {
@@ -579,11 +602,9 @@ fn a_broken_connection_keeps_the_workspace_and_runs_fetch_brings_it_back() {
     let started = std::time::Instant::now();
     let written = loop {
         let new = volumes().into_iter().filter(|v| !before.contains(v));
-        let found = new.into_iter().find_map(|volume| {
-            let dir = remote.docker_lines(&["volume", "inspect", "-f", "{{.Mountpoint}}", &volume]);
-            let dir = std::path::PathBuf::from(dir.first()?);
-            dir.join("written").exists().then_some(volume)
-        });
+        let found = new
+            .into_iter()
+            .find(|volume| holds(remote, volume, "written"));
         if let Some(volume) = found {
             break volume;
         }

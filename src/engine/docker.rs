@@ -673,7 +673,7 @@ impl Engine {
     }
 
     /// Deletes the default routes of container `target` (running), through a helper
-    /// container of `image` that joins its network namespace, mounts the run's volume of
+    /// container of `image` that joins its network namespace, mounts the engine's volume of
     /// openmono at `self_dir` and runs `openmono seal-routes` there with `CAP_NET_ADMIN`,
     /// the only capability it has, and that only in the box's network namespace. The
     /// box never holds it. The inner error is what the helper said.

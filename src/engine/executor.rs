@@ -139,8 +139,10 @@ struct Executor<'a> {
     plan: &'a Plan,
     progress: Progress,
     run_id: String,
-    /// The openmono binary, read once, copied into the run's volume for it.
+    /// The openmono binary, read once, copied into the engine's volume for it.
     self_binary: Vec<u8>,
+    /// Its SHA-256, in hex.
+    self_hash: String,
     /// That volume's name, once it is filled (or why it could not be).
     self_volume: tokio::sync::OnceCell<Result<String, String>>,
     tasks: Mutex<Vec<TaskReport>>,
@@ -181,7 +183,15 @@ pub async fn apply(plan: &Plan, options: &ApplyOptions) -> Result<Report, Engine
     let capacity = async { engine.capacity().await.unwrap_or_default() };
     // Runs whose openmono was killed left their objects; reap them before adding ours.
     let reaped = gc::collect(&engine, false, Duration::from_mins(1));
-    let (present, capacity, reaped) = tokio::join!(present, capacity, reaped);
+    // The binary, and its hash, which names the volume that holds its copy on the engine.
+    let own = tokio::task::spawn_blocking(|| {
+        let bytes = std::env::current_exe().and_then(std::fs::read)?;
+        let hash = crate::plan::hex(&sha2::Digest::finalize(
+            <sha2::Sha256 as sha2::Digest>::new_with_prefix(&bytes),
+        ));
+        Ok::<_, std::io::Error>((bytes, hash))
+    });
+    let (present, capacity, reaped, own) = tokio::join!(present, capacity, reaped, own);
     for (image, present) in images.iter().zip(present?) {
         if !present {
             missing.push((*image).clone());
@@ -190,8 +200,9 @@ pub async fn apply(plan: &Plan, options: &ApplyOptions) -> Result<Report, Engine
     if !missing.is_empty() {
         return Err(EngineError::image_missing(&missing));
     }
-    let self_binary = std::env::current_exe()
-        .and_then(std::fs::read)
+    let (self_binary, self_hash) = own
+        .map_err(std::io::Error::other)
+        .and_then(|read| read)
         .map_err(|source| EngineError::SelfBinary { source })?;
     let run_id = options.run_id.clone();
     let dir = run_dir::state_dir().join("runs").join(&run_id);
@@ -226,6 +237,7 @@ pub async fn apply(plan: &Plan, options: &ApplyOptions) -> Result<Report, Engine
         progress: Progress::new(options.output, options.follow, options.input.as_deref()),
         run_id,
         self_binary,
+        self_hash,
         self_volume: tokio::sync::OnceCell::new(),
         tasks: Mutex::default(),
         travelled: Mutex::default(),

@@ -419,28 +419,54 @@ impl Executor<'_> {
         })
     }
 
-    /// The name of the run's volume for the openmono binary.
-    pub(super) fn self_volume_name(&self) -> String {
-        format!("openmono-{}.self", self.run_id)
-    }
-
-    /// The run's volume holding the openmono binary, filled once (through a container
-    /// of `image` that never starts) and mounted read-only into every task container: a
-    /// copy, never the host's file, that no task can change, not even as root.
+    /// The engine's volume holding this openmono binary, mounted read-only into every
+    /// task container: a copy, never the host's file, that no task can change, not even
+    /// as root. It is named by the binary's hash and kept for later runs, like a model's
+    /// file on an engine elsewhere: filled once (through a container of `image` that
+    /// never starts), then an empty marker volume says it is whole, which one look at
+    /// the engine finds.
     pub(super) async fn self_volume(&self, image: &str) -> Result<String, String> {
         self.self_volume
             .get_or_init(|| async {
-                let name = self.self_volume_name();
-                let labels = self.labels("openmono");
+                let hash = &self.self_hash;
+                let name = format!("openmono-file-{}-openmono", &hash[..16]);
+                let whole = format!("{name}.whole");
+                let gate = {
+                    let mut gates = FILLS
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    std::sync::Arc::clone(gates.entry(name.clone()).or_default())
+                };
+                let _filling = gate.lock().await;
+                let marked = self
+                    .engine
+                    .volume_label(&whole, FILE_LABEL)
+                    .await
+                    .map_err(|e| error_chain(&e))?;
+                if marked.as_ref() == Some(hash) {
+                    return Ok(name);
+                }
+                let labels = HashMap::from([(FILE_LABEL.to_owned(), hash.clone())]);
+                // A fill cut short is filled again over what it left.
                 self.engine
                     .create_volume(&name, labels.clone())
                     .await
                     .map_err(|e| error_chain(&e))?;
-                lock(&self.created).push(Created::Volume { name: name.clone() });
                 let archive = self_archive(&self.self_binary)
                     .map_err(|e| format!("cannot pack the openmono binary: {e}"))?;
+                // The helper that fills it is the run's, for teardown and `gc`.
                 self.engine
-                    .fill_volume(&name, crate::step::SELF_DIR, image, labels, archive)
+                    .fill_volume(
+                        &name,
+                        crate::step::SELF_DIR,
+                        image,
+                        self.labels("openmono"),
+                        archive,
+                    )
+                    .await
+                    .map_err(|e| error_chain(&e))?;
+                self.engine
+                    .create_volume(&whole, labels)
                     .await
                     .map_err(|e| error_chain(&e))?;
                 Ok(name)

@@ -27,15 +27,9 @@ impl Executor<'_> {
             .iter()
             .filter(|c| matches!(c, Created::Container { .. }))
             .map(|c| self.remove_created(c, graceful, signalled.clone()));
-        // The binary's volume is openmono's own: removed, not counted.
-        let own = self.self_volume_name();
         let volumes = created
             .iter()
-            .filter(|c| matches!(c, Created::Volume { name } if *name != own))
-            .map(|c| self.remove_created(c, graceful, signalled.clone()));
-        let own_volume = created
-            .iter()
-            .filter(|c| matches!(c, Created::Volume { name } if *name == own))
+            .filter(|c| matches!(c, Created::Volume { .. }))
             .map(|c| self.remove_created(c, graceful, signalled.clone()));
         let networks = created
             .iter()
@@ -44,12 +38,6 @@ impl Executor<'_> {
         let containers = join_all(containers).await;
         // The containers are gone: what they changed in travelled workspaces is final.
         self.bring_back(&mut report).await;
-        errors.extend(
-            join_all(own_volume)
-                .await
-                .into_iter()
-                .filter_map(Result::err),
-        );
         for removals in [
             containers,
             join_all(volumes).await,
@@ -84,9 +72,7 @@ impl Executor<'_> {
             Ok(objects) if objects.is_empty() => Ok(objects),
             Ok(objects) => {
                 for object in objects {
-                    if self.engine.remove(&object).await.is_ok()
-                        && object.name != own
-                        && !removed.contains(&object.name)
+                    if self.engine.remove(&object).await.is_ok() && !removed.contains(&object.name)
                     {
                         match object.kind {
                             ObjectKind::Service | ObjectKind::Container => {
