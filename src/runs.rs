@@ -87,6 +87,12 @@ fn no_report(dir: &Path) -> String {
         Some((pid, start)) if crate::engine::gc::owner_alive(&pid, Some(&start)) => {
             format!("(no report yet: still running, pid {pid})")
         }
+        // A workspace that travelled and did not come back is fetched first: gc keeps
+        // its volume, and would remove the boxes that still hold it.
+        Some(_) if !crate::engine::Travelled::pending(dir).is_empty() => {
+            let id = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            format!("(no report: its openmono was killed or the machine stopped; `openmono runs fetch {id}` brings its workspace back, then `openmono gc` removes what it left)")
+        }
         Some(_) => "(no report: its openmono was killed or the machine stopped; `openmono gc` removes what it left)".to_owned(),
     }
 }
@@ -309,6 +315,25 @@ mod tests {
         // The same pid with another start time: a process that came after.
         std::fs::write(dir.path().join(OWNER_FILE), format!("{pid} 1\n")).expect("write");
         assert!(no_report(dir.path()).starts_with("(no report: its openmono was killed"));
+        // A workspace that has not come back: `runs fetch` first.
+        let record = serde_json::json!({
+            "container": "box",
+            "dir": "/nowhere",
+            "image": "openmono/agent:latest",
+            "protected": [],
+            "read_only": false,
+            "sent": {},
+            "volume": "openmono-x-box.workspace",
+        });
+        std::fs::write(dir.path().join("workspace-box.json"), record.to_string()).expect("write");
+        let id = dir.path().file_name().expect("name").to_string_lossy();
+        assert_eq!(
+            no_report(dir.path()),
+            format!(
+                "(no report: its openmono was killed or the machine stopped; `openmono runs fetch {id}` brings its workspace back, then `openmono gc` removes what it left)"
+            )
+        );
+        std::fs::remove_file(dir.path().join("workspace-box.json")).expect("remove");
         std::fs::remove_file(dir.path().join(OWNER_FILE)).expect("remove");
         assert_eq!(
             no_report(dir.path()),
