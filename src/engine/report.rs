@@ -224,7 +224,7 @@ impl fmt::Display for Report {
         if !self.leftovers.is_empty() {
             writeln!(
                 f,
-                "Left behind; remove by hand (`docker rm -f NAME`, `docker network rm NAME`, `docker volume rm NAME`): {}",
+                "Left behind; remove by hand (`docker rm -f NAME`, `docker network rm NAME`, `docker volume rm NAME`, `docker service rm NAME`): {}",
                 self.leftovers.join(", ")
             )?;
             for error in &self.teardown_errors {
