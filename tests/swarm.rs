@@ -423,12 +423,17 @@ fn signals_and_gc_leave_nothing_on_the_swarm() {
             Some(code) => panic!("{what}: exit code {code}\n{stderr}"),
         }
         if signal == libc::SIGKILL {
-            // By then the boxes run, as services: gc names and removes them.
             let gc = swarm.run(&project, &["gc"]);
             gc.expect_code(0);
+            // Killed while its boxes ran (not before, nor in its teardown): gc names
+            // the services it removes.
+            let killed = status.code().is_none()
+                && stderr.contains("✓ container")
+                && !stderr.contains("▶ teardown");
             assert!(
-                gc.stdout.contains("(its openmono, pid ")
-                    && gc.stdout.contains("  service openmono-"),
+                !killed
+                    || gc.stdout.contains("(its openmono, pid ")
+                        && gc.stdout.contains("  service openmono-"),
                 "{what}: {}",
                 gc.stdout
             );
@@ -439,6 +444,44 @@ fn signals_and_gc_leave_nothing_on_the_swarm() {
         );
         eprintln!("{what}: {status}, nothing left");
     }
+    // And once for sure while the boxes run: gc names and removes their services.
+    let name = format!("swarm-killed-{}", std::process::id());
+    project.file("openmono.kdl", &crate::faults::playbook(&name));
+    let mut child = swarm
+        .command(&project, "client", &["apply"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    let mut id = None;
+    for line in std::io::BufRead::lines(stderr).map_while(Result::ok) {
+        if id.is_none() {
+            id = line
+                .split("Run ")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .map(str::to_owned);
+        }
+        if line.contains("✓ container `a`") {
+            break;
+        }
+    }
+    let id = id.expect("a run id");
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    let gc = swarm.run(&project, &["gc"]);
+    gc.expect_code(0);
+    assert!(
+        gc.stdout.contains(&format!("run {id} (its openmono, pid "))
+            && gc.stdout.contains(&format!("  service openmono-{id}-a\n")),
+        "{}",
+        gc.stdout
+    );
+    crate::support::assert_nothing_left_on(
+        &["-H", &swarm.socket],
+        &format!("dev.openmono.playbook={name}"),
+    );
 }
 
 #[test]
