@@ -369,12 +369,7 @@ impl Executor<'_> {
         // Runs of one process (a matrix) that need the same file fill its volume one at a
         // time: the others then find it whole. (Two processes at once may still both
         // fill it; the engine unpacks each archive over the other.)
-        let gate = {
-            let mut gates = FILLS
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            std::sync::Arc::clone(gates.entry(volume.clone()).or_default())
-        };
+        let gate = fill_gate(&volume);
         let _filling = gate.lock().await;
         // The volume outlives the run; the helpers that look into it and fill it do not,
         // and carry the run's labels, for teardown and `gc`.
@@ -431,12 +426,7 @@ impl Executor<'_> {
                 let hash = &self.self_hash;
                 let name = format!("openmono-file-{}-openmono", &hash[..16]);
                 let whole = format!("{name}.whole");
-                let gate = {
-                    let mut gates = FILLS
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    std::sync::Arc::clone(gates.entry(name.clone()).or_default())
-                };
+                let gate = fill_gate(&name);
                 let _filling = gate.lock().await;
                 let marked = self
                     .engine
@@ -695,6 +685,15 @@ const COMPLETE: &str = ".complete";
 static FILLS: std::sync::Mutex<
     std::collections::BTreeMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>,
 > = std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// The gate of volume `name`: runs of one process (a matrix) that need the same kept
+/// volume fill it one at a time, and the others then find it whole.
+fn fill_gate(name: &str) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+    let mut gates = FILLS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    std::sync::Arc::clone(gates.entry(name.to_owned()).or_default())
+}
 
 /// A tar archive of folder `top` holding `file` as `name`, readable by all, and then the
 /// empty [`COMPLETE`]: the engine unpacks in order, so that file says the rest is there.
