@@ -366,11 +366,8 @@ impl Executor<'_> {
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
         let volume = format!("openmono-file-{}-{inner}", &hash[..16]);
-        // Runs of one process (a matrix) that need the same file fill its volume one at a
-        // time: the others then find it whole. (Two processes at once may still both
-        // fill it; the engine unpacks each archive over the other.)
-        let gate = fill_gate(&volume);
-        let _filling = gate.lock().await;
+        // One filler at a time: the others then find it whole.
+        let _filling = fill_lock(&volume).await;
         // The volume outlives the run; the helpers that look into it and fill it do not,
         // and carry the run's labels, for teardown and `gc`.
         let helpers = self.labels(inner);
@@ -426,8 +423,7 @@ impl Executor<'_> {
                 let hash = &self.self_hash;
                 let name = format!("openmono-file-{}-openmono", &hash[..16]);
                 let whole = format!("{name}.whole");
-                let gate = fill_gate(&name);
-                let _filling = gate.lock().await;
+                let _filling = fill_lock(&name).await;
                 let marked = self
                     .engine
                     .volume_label(&whole, FILE_LABEL)
@@ -681,18 +677,65 @@ const FILE_LABEL: &str = "dev.openmono.file";
 /// The last thing written into such a volume: a volume without it was not filled whole.
 const COMPLETE: &str = ".complete";
 
-/// The volumes of files being filled, each behind its own gate.
+/// The volumes of files being filled, each behind its own gate (see [`fill_lock`]).
 static FILLS: std::sync::Mutex<
     std::collections::BTreeMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>,
 > = std::sync::Mutex::new(std::collections::BTreeMap::new());
 
-/// The gate of volume `name`: runs of one process (a matrix) that need the same kept
-/// volume fill it one at a time, and the others then find it whole.
-fn fill_gate(name: &str) -> std::sync::Arc<tokio::sync::Mutex<()>> {
-    let mut gates = FILLS
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    std::sync::Arc::clone(gates.entry(name.to_owned()).or_default())
+/// Held while a kept volume is looked at and filled: one filler at a time, among the
+/// runs of this process (a matrix) and among openmono processes on this machine. A
+/// second filler would unpack the same files over the first's, and a box started in
+/// between would find its file missing for a moment.
+struct FillLock {
+    _process: tokio::sync::OwnedMutexGuard<()>,
+    /// The machine's lock: a file under the temporary folder, locked with `flock` (none
+    /// when it cannot be had: the process's lock alone then).
+    _machine: Option<std::fs::File>,
+}
+
+async fn fill_lock(name: &str) -> FillLock {
+    let gate = {
+        let mut gates = FILLS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        std::sync::Arc::clone(gates.entry(name.to_owned()).or_default())
+    };
+    let process = gate.lock_owned().await;
+    let name = name.to_owned();
+    let machine = tokio::task::spawn_blocking(move || {
+        use std::os::{fd::AsRawFd, unix::fs::DirBuilderExt, unix::fs::OpenOptionsExt};
+        // Shared by every user of this machine's engines (their state folders differ):
+        // sticky and open to all, as /tmp itself; a lock file is never followed through
+        // a link, nor emptied.
+        let dir = std::env::temp_dir().join("openmono-locks");
+        if std::fs::DirBuilder::new().mode(0o1777).create(&dir).is_ok() {
+            let _ = std::fs::set_permissions(
+                &dir,
+                std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+            );
+        }
+        let path = dir.join(&name);
+        let open = |write: bool| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(write)
+                .create(write)
+                .truncate(false)
+                .mode(0o644)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path)
+        };
+        let file = open(true).or_else(|_| open(false)).ok()?;
+        // SAFETY: flock on a descriptor this closure owns; it waits until it has it.
+        (unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0).then_some(file)
+    })
+    .await
+    .ok()
+    .flatten();
+    FillLock {
+        _process: process,
+        _machine: machine,
+    }
 }
 
 /// A tar archive of folder `top` holding `file` as `name`, readable by all, and then the
