@@ -829,13 +829,29 @@ fn gc(dry_run: bool, engine: &EngineArg) -> ExitCode {
         Ok(both) => both,
         Err(code) => return code,
     };
+    // This binary's hash: its own copy on the engine is the one gc keeps.
+    let current = std::env::current_exe()
+        .and_then(std::fs::read)
+        .map(|bytes| {
+            crate::plan::hex(&sha2::Digest::finalize(
+                <sha2::Sha256 as sha2::Digest>::new_with_prefix(&bytes),
+            ))
+        })
+        .unwrap_or_default();
     let collected = runtime.block_on(async {
         let engine = engine::Engine::connect(&endpoint).await?;
         let dead = engine::gc::collect(&engine, dry_run, Duration::ZERO).await?;
-        Ok::<_, engine::EngineError>((dead, engine::gc::kept_workspaces(&engine).await?))
+        let kept = engine::gc::kept_workspaces(&engine).await?;
+        // Without its own hash, gc could not tell its copy from the others'.
+        let stale = if current.is_empty() {
+            Vec::new()
+        } else {
+            engine::gc::stale_binaries(&engine, &current, dry_run).await?
+        };
+        Ok::<_, engine::EngineError>((dead, kept, stale))
     });
-    let (dead, kept) = match collected {
-        Ok(both) => both,
+    let (dead, kept, stale) = match collected {
+        Ok(all) => all,
         Err(e) => return report(&e, exit::ENVIRONMENT),
     };
     let verb = if dry_run { "would remove" } else { "removed" };
@@ -852,6 +868,12 @@ fn gc(dry_run: bool, engine: &EngineArg) -> ExitCode {
     }
     if dead.is_empty() {
         text.push_str("nothing left behind by killed runs\n");
+    }
+    for volume in &stale {
+        let _ = writeln!(
+            text,
+            "{verb}: volume {volume} (the copy of another openmono binary, which runs kept)"
+        );
     }
     for (volume, run) in &kept {
         let _ = writeln!(

@@ -1373,12 +1373,28 @@ fn the_binary_goes_once_into_a_volume_named_by_its_hash_that_outlives_runs_and_g
         });
     let volume = format!("openmono-file-{}-openmono", &hash[..16]);
     assert_eq!(mounted, [format!("/.openmono {volume}")]);
-    // Killed: no teardown. gc removes the run's objects and leaves the binary's volume,
-    // and the marker that says it is whole, for the next run.
+    // The copy another openmono binary left, which no box uses.
+    let other = "openmono-file-0123456789abcdef-openmono";
+    for name in [other, &format!("{other}.whole")] {
+        docker_lines(&[
+            "volume",
+            "create",
+            "--label",
+            &format!("dev.openmono.file=0123456789abcdef{}", "0".repeat(48)),
+            name,
+        ]);
+    }
+    // Killed: no teardown. gc removes the run's objects and the other binary's copy,
+    // and leaves this binary's volume, and the marker that says it is whole.
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
     Project::new().run(&["gc"]).expect_code(0);
     assert_run_gone(&id);
+    let all = docker_lines(&["volume", "ls", "-q"]);
+    assert!(
+        !all.iter().any(|v| v.starts_with(other)),
+        "the other binary's copy is left: {all:?}"
+    );
     let kept = |name: &str| {
         docker_lines(&[
             "volume",

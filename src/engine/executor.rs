@@ -40,6 +40,11 @@ use super::{
 pub const SELF_PATH: &str = "/.openmono/openmono";
 /// The label every object of a run carries, with the run id as its value.
 pub const RUN_LABEL: &str = "dev.openmono.run";
+/// The label of a volume that holds a file kept on the engine for later runs (a model,
+/// a replay script, openmono's binary), with the file's SHA-256 as its value.
+pub const FILE_LABEL: &str = "dev.openmono.file";
+/// How the volume of openmono's binary is named: `openmono-file-<16 hex>` then this.
+pub const BINARY_VOLUME: &str = "-openmono";
 
 /// Settings of one `apply`.
 #[derive(Debug, Clone)]

@@ -7,7 +7,10 @@
 
 use std::collections::BTreeMap;
 
-use super::{Engine, EngineError, EngineObject, executor::RUN_LABEL};
+use super::{
+    Engine, EngineError, EngineObject, ObjectKind,
+    executor::{BINARY_VOLUME, FILE_LABEL, RUN_LABEL},
+};
 
 /// Labels that name a run's owner process.
 pub const OWNER_PID: &str = "dev.openmono.owner-pid";
@@ -89,6 +92,42 @@ pub async fn kept_workspaces(engine: &Engine) -> Result<Vec<(String, String)>, E
             Some((o.name, run))
         })
         .collect())
+}
+
+/// The copies of other openmono binaries that runs kept on the engine (a volume each,
+/// and its marker), none of which this binary (`current`, its SHA-256) uses: removed
+/// unless `dry_run`, and named. A copy that a box still mounts is left: the engine
+/// refuses, and its marker stays with it.
+pub async fn stale_binaries(
+    engine: &Engine,
+    current: &str,
+    dry_run: bool,
+) -> Result<Vec<String>, EngineError> {
+    let copies: Vec<EngineObject> = engine
+        .objects(FILE_LABEL)
+        .await?
+        .into_iter()
+        .filter(|o| {
+            o.kind == ObjectKind::Volume
+                && o.name.ends_with(BINARY_VOLUME)
+                && o.labels.get(FILE_LABEL).is_some_and(|hash| hash != current)
+        })
+        .collect();
+    let mut removed = Vec::new();
+    for copy in copies {
+        let whole = EngineObject {
+            id: format!("{}.whole", copy.id),
+            name: format!("{}.whole", copy.name),
+            ..copy.clone()
+        };
+        if dry_run || engine.remove(&copy).await.is_ok() {
+            if !dry_run {
+                engine.remove(&whole).await?;
+            }
+            removed.push(copy.name);
+        }
+    }
+    Ok(removed)
 }
 
 /// Whether process `pid` is running and is the one that started the run (a pid can be

@@ -421,7 +421,7 @@ impl Executor<'_> {
         self.self_volume
             .get_or_init(|| async {
                 let hash = &self.self_hash;
-                let name = format!("openmono-file-{}-openmono", &hash[..16]);
+                let name = format!("openmono-file-{}{BINARY_VOLUME}", &hash[..16]);
                 let whole = format!("{name}.whole");
                 let _filling = fill_lock(&name).await;
                 let marked = self
@@ -666,13 +666,6 @@ async fn sleep_for(duration: Duration) {
         None => std::future::pending().await,
     }
 }
-
-/// The openmono binary as a tar archive holding `.openmono/openmono`, both owned by
-/// `nobody`, readable and runnable by all, writable by none (the volume is also mounted
-/// read-only).
-/// The label of a volume that holds a copy of a file of this machine (a model, a replay
-/// script) on an engine elsewhere; its value is the file's SHA-256.
-const FILE_LABEL: &str = "dev.openmono.file";
 
 /// The last thing written into such a volume: a volume without it was not filled whole.
 const COMPLETE: &str = ".complete";
