@@ -1882,16 +1882,7 @@ fn a_matrix_runs_the_playbook_once_per_input_each_on_its_own_network() {
     ]);
     run.expect_code(1);
     // Three runs, each with its own id, each torn down whole.
-    let ids: Vec<String> = run
-        .stdout
-        .lines()
-        .filter_map(|l| {
-            l.strip_prefix("Run ")?
-                .split_whitespace()
-                .next()
-                .map(str::to_owned)
-        })
-        .collect();
+    let ids = run.report_ids();
     assert_eq!(ids.len(), 3, "{}", run.stdout);
     for id in &ids {
         assert_run_gone(id);
@@ -2015,10 +2006,11 @@ fn a_playbooks_own_matrix_runs_each_value_and_var_and_matrix_flags_narrow_or_rep
     fixed.expect_code(0);
     assert!(!fixed.stdout.contains("Matrix of"), "{}", fixed.stdout);
     assert!(fixed.stdout.contains("        solo\n"), "{}", fixed.stdout);
-    for run in [&all, &replaced, &fixed] {
-        for line in run.stdout.lines().filter_map(|l| l.strip_prefix("Run ")) {
-            assert_run_gone(line.split_whitespace().next().expect("id"));
-        }
+    for id in [&all, &replaced, &fixed]
+        .iter()
+        .flat_map(|r| r.report_ids())
+    {
+        assert_run_gone(&id);
     }
 }
 

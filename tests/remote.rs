@@ -825,11 +825,7 @@ fn many_runs_at_once_over_ssh_stay_under_sshds_limit_on_new_connections() {
         run.stdout,
         run.stderr
     );
-    for id in run
-        .stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix("Run ")?.split_whitespace().next())
-    {
-        ssh.remote.assert_run_gone(id);
+    for id in run.report_ids() {
+        ssh.remote.assert_run_gone(&id);
     }
 }

@@ -99,6 +99,16 @@ impl Run {
             .unwrap_or_else(|| panic!("no run id in:\n{}", self.stderr));
         line.split_whitespace().next().expect("id").to_owned()
     }
+
+    /// The ids of the runs whose reports are on stdout (`Run ID …`), in order: one for
+    /// a single run, one per input of a matrix.
+    pub fn report_ids(&self) -> Vec<String> {
+        self.stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix("Run ")?.split_whitespace().next())
+            .map(str::to_owned)
+            .collect()
+    }
 }
 
 /// Whether a Docker engine answers. Without one, a test may skip (see `skip_without`).

@@ -505,16 +505,7 @@ fn a_playbooks_matrix_of_three_runs_on_the_swarm_each_on_its_own_overlay() {
         "{}",
         run.stdout
     );
-    let ids: Vec<String> = run
-        .stdout
-        .lines()
-        .filter_map(|l| {
-            l.strip_prefix("Run ")?
-                .split_whitespace()
-                .next()
-                .map(str::to_owned)
-        })
-        .collect();
+    let ids = run.report_ids();
     assert_eq!(ids.len(), 3, "{}", run.stdout);
     for (id, word) in ids.iter().zip(["one", "two", "three"]) {
         assert!(
