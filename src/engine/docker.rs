@@ -58,13 +58,6 @@ pub struct Engine {
     _ssh: Option<Arc<super::ssh::SshBridge>>,
 }
 
-/// Locks a mutex; a panic elsewhere while it was held does not make its data unusable.
-pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 /// How long an engine may take to answer its first calls (version and ping): a healthy
 /// one takes milliseconds, a busy or distant one a few seconds.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);

@@ -32,7 +32,7 @@ use crate::{
 
 use super::{
     BindMount, Capacity, CheckReport, ContainerSpec, Engine, EngineError, HealthVerdict, Liveness,
-    ObjectKind, Output, Progress, Report, Stream, TaskReport, TaskStatus, gc,
+    ObjectKind, Output, Progress, Report, Stream, TaskReport, TaskStatus, gc, lock,
     progress::StepProgress, run_dir,
 };
 
@@ -113,13 +113,6 @@ enum Outcome {
     Failed(String),
     /// Stopped because the run is stopping.
     Cancelled,
-}
-
-/// Locks a mutex; a panic elsewhere while it was held does not make its data unusable here.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 struct Executor<'a> {

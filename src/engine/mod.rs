@@ -26,3 +26,10 @@ pub use executor::{
 pub use progress::{Output, Progress, input_label, input_object};
 pub use report::{CheckReport, Report, TaskReport, TaskStatus};
 pub use swarm::SWARM_NO_GPU;
+
+/// Locks a mutex; a panic elsewhere while it was held does not make its data unusable.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -27,7 +27,7 @@ use tokio::{
     sync::{OwnedSemaphorePermit, Semaphore},
 };
 
-use super::docker::lock;
+use super::lock;
 
 /// The ssh command when `OPENMONO_SSH` does not name another (`ssh -F FILE`, say).
 const SSH: &str = "ssh";

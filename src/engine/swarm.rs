@@ -76,7 +76,7 @@ impl Engine {
             .unwrap_or_default();
         match self.task_container(&service, &name).await {
             Ok(container) => {
-                super::docker::lock(&self.services).insert(container.clone(), service);
+                super::lock(&self.services).insert(container.clone(), service);
                 Ok(container)
             }
             Err(e) => {
@@ -137,7 +137,7 @@ impl Engine {
     /// its container first, at once (the swarm would stop it with a grace period), then
     /// the service. `false` when `container` is not such a task container.
     pub(super) async fn remove_task_container(&self, container: &str) -> Result<bool, EngineError> {
-        let Some(service) = super::docker::lock(&self.services).remove(container) else {
+        let Some(service) = super::lock(&self.services).remove(container) else {
             return Ok(false);
         };
         self.remove_plain_container(container).await?;
@@ -147,7 +147,7 @@ impl Engine {
 
     /// Whether `container` is the task container of a service this connection made.
     pub(super) fn is_task_container(&self, container: &str) -> bool {
-        super::docker::lock(&self.services).contains_key(container)
+        super::lock(&self.services).contains_key(container)
     }
 
     /// Removes a service and its task containers; one that is gone counts as removed.

@@ -687,12 +687,7 @@ struct FillLock {
 }
 
 async fn fill_lock(name: &str) -> FillLock {
-    let gate = {
-        let mut gates = FILLS
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        std::sync::Arc::clone(gates.entry(name.to_owned()).or_default())
-    };
+    let gate = std::sync::Arc::clone(lock(&FILLS).entry(name.to_owned()).or_default());
     let process = gate.lock_owned().await;
     let name = name.to_owned();
     let machine = tokio::task::spawn_blocking(move || {
