@@ -397,6 +397,7 @@ pub fn main() -> ExitCode {
                     OutputFormat::Json => engine::Output::Json,
                 },
                 input: None,
+                node: None,
                 jobs,
                 model_timeout: Duration::from_secs(model_timeout),
                 run_id: engine::run_dir::new_run_id(),
@@ -591,7 +592,7 @@ fn plan(
             }
             let asked = ask_engine(&endpoint);
             // What a swarm would refuse, `plan` refuses too.
-            if let Some((_, Some(_))) = &asked
+            if let Some((_, Some(_), _)) = &asked
                 && let Some(model) = plan.steps.iter().find_map(|s| match s {
                     crate::step::Step::StartModel {
                         gpu: true, name, ..
@@ -619,11 +620,21 @@ fn plan(
             if endpoint.is_remote() && travels {
                 engine.push_str("\n  It is elsewhere: each workspace is copied into a volume of the run, and what the box changes in it is copied back after it");
             }
-            if let Some((_, Some(node))) = &asked {
+            if let Some((_, Some(node), nodes)) = &asked {
                 let _ = write!(
                     engine,
                     "\n  It is a swarm manager: networks are overlays, and containers and models run as services on its node {node}"
                 );
+                if !plan.matrix.is_empty() && nodes.len() > 1 {
+                    let names: Vec<String> = nodes.iter().map(ToString::to_string).collect();
+                    let _ = write!(
+                        engine,
+                        "\n  The matrix's runs are spread over {} nodes (its own, and those labelled {}): {}",
+                        nodes.len(),
+                        engine::NODE_ENGINE_LABEL,
+                        names.join(", ")
+                    );
+                }
             }
             plan.engine = Some(engine);
             let printed = print_out(&plan);
@@ -640,14 +651,23 @@ fn plan(
     }
 }
 
+/// The engine's machine's capacity, its node when it is a swarm manager, and the
+/// nodes a matrix's runs may go to (whose engines are not asked).
+type Asked = (engine::Capacity, Option<String>, Vec<engine::SwarmNode>);
+
 /// What `plan` asks the engine, if it answers within two seconds (`plan` needs no
-/// engine): its machine's capacity, and its node when it is a swarm manager.
-fn ask_engine(endpoint: &engine::Endpoint) -> Option<(engine::Capacity, Option<String>)> {
+/// engine).
+fn ask_engine(endpoint: &engine::Endpoint) -> Option<Asked> {
     runtime().ok().and_then(|rt| {
         rt.block_on(async {
             let ask = async {
                 let engine = engine::Engine::connect(endpoint).await?;
-                Ok::<_, engine::EngineError>((engine.capacity().await?, engine.swarm_node().await?))
+                let nodes = engine.run_nodes().await?.into_iter().flatten().collect();
+                Ok::<_, engine::EngineError>((
+                    engine.capacity().await?,
+                    engine.swarm_node().await?,
+                    nodes,
+                ))
             };
             tokio::time::timeout(Duration::from_secs(2), ask)
                 .await
@@ -840,14 +860,53 @@ fn gc(dry_run: bool, engine: &EngineArg) -> ExitCode {
         .unwrap_or_default();
     let collected = runtime.block_on(async {
         let engine = engine::Engine::connect(&endpoint).await?;
-        let dead = engine::gc::collect(&engine, dry_run, Duration::ZERO).await?;
-        let kept = engine::gc::kept_workspaces(&engine).await?;
-        // Without its own hash, gc could not tell its copy from the others'.
-        let stale = if current.is_empty() {
-            Vec::new()
-        } else {
-            engine::gc::stale_binaries(&engine, &current, dry_run).await?
-        };
+        // On a swarm manager, the nodes whose label names their own engine hold the
+        // containers and volumes of the runs placed there: each is visited too.
+        let mut engines = vec![(engine.clone(), String::new())];
+        for node in engine.run_nodes().await?.into_iter().flatten() {
+            if node.engine.is_none() {
+                continue;
+            }
+            match engine.on_node(&node).await {
+                Ok(on_node) => engines.push((on_node, format!(" on swarm node {node}"))),
+                Err(e) => print_err(&format!(
+                    "warning: swarm node {node} was not looked at: {}\n",
+                    engine::error_chain(&e)
+                )),
+            }
+        }
+        let (mut dead, mut kept, mut stale) = (Vec::new(), Vec::new(), Vec::new());
+        for (engine, place) in &engines {
+            engine::gc::merge(
+                &mut dead,
+                engine::gc::collect(engine, dry_run, Duration::ZERO).await?,
+            );
+            let at = |(volume, run)| (volume, run, place.clone());
+            kept.extend(
+                engine::gc::kept_workspaces(engine)
+                    .await?
+                    .into_iter()
+                    .map(at),
+            );
+            // Without its own hash, gc could not tell its copy from the others'.
+            if !current.is_empty() {
+                let found = engine::gc::stale_binaries(engine, &current, dry_run).await?;
+                stale.extend(found.into_iter().map(|volume| format!("{volume}{place}")));
+            }
+        }
+        // A node's own view of an overlay the manager removed goes a moment later:
+        // removing it again through the node waits for that.
+        if !dry_run {
+            let networks = dead
+                .iter()
+                .flat_map(|run| &run.objects)
+                .filter(|o| o.kind == engine::ObjectKind::Network);
+            for (network, (engine, _)) in
+                networks.flat_map(|n| engines.iter().skip(1).map(move |e| (n, e)))
+            {
+                engine.remove(network).await?;
+            }
+        }
         Ok::<_, engine::EngineError>((dead, kept, stale))
     });
     let (dead, kept, stale) = match collected {
@@ -875,10 +934,10 @@ fn gc(dry_run: bool, engine: &EngineArg) -> ExitCode {
             "{verb}: volume {volume} (the copy of another openmono binary, which runs kept)"
         );
     }
-    for (volume, run) in &kept {
+    for (volume, run, place) in &kept {
         let _ = writeln!(
             text,
-            "kept: volume {volume} holds what run {run} changed in its workspace; `openmono runs fetch {run}` brings it back (`docker volume rm {volume}` throws it away)"
+            "kept: volume {volume}{place} holds what run {run} changed in its workspace; `openmono runs fetch {run}` brings it back (`docker volume rm {volume}` throws it away)"
         );
     }
     print_out(&text)

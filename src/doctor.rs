@@ -100,6 +100,7 @@ pub async fn examine(endpoint: Result<Endpoint, EngineError>) -> Vec<Finding> {
                 findings.push(Finding::ok(format!(
                     "a swarm manager: runs become services on its node {node} (see the book's On a Docker Swarm)"
                 )));
+                findings.extend(node_findings(&engine).await);
             }
         }
         Err(e) => findings.push(Finding::error(
@@ -118,6 +119,52 @@ pub async fn examine(endpoint: Result<Endpoint, EngineError>) -> Vec<Finding> {
         });
     }
     findings.extend(host_findings(Path::new("/sys/fs/selinux/enforce")));
+    findings
+}
+
+/// Whether each node that a matrix's runs may go to (labelled with its own engine)
+/// answers as that node and has the images.
+async fn node_findings(manager: &Engine) -> Vec<Finding> {
+    let help = format!(
+        "a run placed on a node needs that node's own engine: fix the label (`docker node update --label-add {}=URL NODE`), or remove it and the node takes no runs",
+        crate::engine::NODE_ENGINE_LABEL
+    );
+    let Ok(nodes) = manager.run_nodes().await else {
+        return Vec::new();
+    };
+    let mut findings = Vec::new();
+    for node in nodes {
+        let node = match node {
+            Ok(node) if node.engine.is_some() => node,
+            Ok(_) => continue,
+            Err(why) => {
+                findings.push(Finding::warn(why, help.clone()));
+                continue;
+            }
+        };
+        let engine = match manager.on_node(&node).await {
+            Ok(engine) => engine,
+            Err(e) => {
+                findings.push(Finding::warn(
+                    format!("swarm node {node} takes no runs: {e}"),
+                    help.clone(),
+                ));
+                continue;
+            }
+        };
+        findings.push(Finding::ok(format!(
+            "swarm node {node} takes runs of a matrix: its engine {} answers",
+            engine.address()
+        )));
+        for image in IMAGES {
+            if !engine.image_exists(image).await.unwrap_or(false) {
+                findings.push(Finding::warn(
+                    format!("image {image} is not on swarm node {node}"),
+                    "each node needs the images its runs use: build them there, or `docker save IMAGE | docker -H NODE-ENGINE load`",
+                ));
+            }
+        }
+    }
     findings
 }
 

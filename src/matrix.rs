@@ -13,14 +13,17 @@ use std::{
     fmt::Write as _,
     path::Path,
     process::ExitCode,
-    sync::atomic::{AtomicBool, Ordering},
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use futures_util::StreamExt;
 
 use crate::{
     cli::{Vars, exit, load_plan, print_err, print_out, report, runtime},
-    engine::{self, ApplyOptions, Output, Report, input_label, input_object},
+    engine::{self, ApplyOptions, Output, Report, SwarmNode, input_label, input_object},
     plan::Plan,
     playbook::{Inputs, Playbook, VarType},
 };
@@ -168,8 +171,58 @@ pub(crate) fn apply(
         Ok(runtime) => runtime,
         Err(code) => return code,
     };
-    let ended = runtime.block_on(run_all(&runs, jobs));
+    let ended = runtime.block_on(async {
+        let nodes = spread_over(&options.endpoint).await;
+        run_all(&runs, jobs, &nodes).await
+    });
     ExitCode::from(summarize(&runs, ended, options.output == Output::Json))
+}
+
+/// The swarm nodes that runs are spread over when the engine is a swarm manager: its
+/// own node, and the nodes whose label names their own engine, when that engine
+/// answers as that node. None on a plain engine, or one that does not answer (each
+/// run says why).
+async fn spread_over(endpoint: &engine::Endpoint) -> Vec<SwarmNode> {
+    let Ok(manager) = engine::Engine::connect(endpoint).await else {
+        return Vec::new();
+    };
+    let Ok(nodes) = manager.run_nodes().await else {
+        return Vec::new();
+    };
+    let mut usable = Vec::new();
+    for node in nodes {
+        match node {
+            Ok(node) => match manager.on_node(&node).await {
+                Ok(_) => usable.push(node),
+                Err(e) => print_err(&format!(
+                    "warning: swarm node {node} takes no runs of this matrix: {}\n",
+                    engine::error_chain(&e)
+                )),
+            },
+            Err(why) => print_err(&format!(
+                "warning: a swarm node takes no runs of this matrix: {why}\n"
+            )),
+        }
+    }
+    usable
+}
+
+/// The node of `nodes` for a run whose containers need the node labels `wanted` (their
+/// `placement`s; a run stays on one node): of those that have them, the one with the
+/// fewest runs under way (`busy`), the first of those; counted as busier by one.
+/// `None` when there are no nodes to choose from, or none fits (the run goes to the
+/// node connected to, whose swarm then says why).
+fn place(
+    nodes: &[SwarmNode],
+    busy: &Mutex<Vec<usize>>,
+    wanted: &[(String, String)],
+) -> Option<usize> {
+    let mut busy = crate::engine::lock(busy);
+    let chosen = (0..nodes.len())
+        .filter(|&i| nodes[i].fits(wanted))
+        .min_by_key(|&i| busy[i])?;
+    busy[chosen] += 1;
+    Some(chosen)
 }
 
 /// What makes a matrix wrong before any planning: a saved plan, or a var set twice.
@@ -222,37 +275,64 @@ fn plan_all(
     Ok(runs)
 }
 
-/// Applies the runs, `jobs` at a time; the results in the runs' order.
-async fn run_all(runs: &[Run], jobs: usize) -> Vec<Ended> {
+/// Applies the runs, `jobs` at a time, each on the least busy of `nodes` that fits it
+/// (if any); the results in the runs' order, with the node each ran on.
+async fn run_all(
+    runs: &[Run],
+    jobs: usize,
+    nodes: &[SwarmNode],
+) -> Vec<(Ended, Option<SwarmNode>)> {
     let stopped = AtomicBool::new(false);
     let stopped = &stopped;
-    let mut results: Vec<(usize, Ended)> =
+    let busy = &Mutex::new(vec![0; nodes.len()]);
+    let mut results: Vec<(usize, Ended, Option<SwarmNode>)> =
         futures_util::stream::iter(runs.iter().enumerate().map(|(i, (_, plan, options))| {
             async move {
                 // After a signal, the inputs that have not started do not start.
                 if stopped.load(Ordering::SeqCst) {
-                    return (i, None);
+                    return (i, None, None);
                 }
-                let result = engine::apply(plan, options).await;
+                let wanted: Vec<(String, String)> = plan
+                    .steps
+                    .iter()
+                    .flat_map(|step| step.placement().iter().cloned())
+                    .collect();
+                let placed = place(nodes, busy, &wanted);
+                let options = ApplyOptions {
+                    node: placed.map(|n| nodes[n].clone()),
+                    ..options.clone()
+                };
+                let result = engine::apply(plan, &options).await;
+                if let Some(n) = placed {
+                    crate::engine::lock(busy)[n] -= 1;
+                }
                 if result.as_ref().is_ok_and(|r| r.interrupted) {
                     stopped.store(true, Ordering::SeqCst);
                 }
-                (i, Some(result))
+                (i, Some(result), options.node)
             }
         }))
         .buffer_unordered(jobs)
         .collect()
         .await;
-    results.sort_by_key(|(i, _)| *i);
-    results.into_iter().map(|(_, ended)| ended).collect()
+    results.sort_by_key(|(i, ..)| *i);
+    results
+        .into_iter()
+        .map(|(_, ended, node)| (ended, node))
+        .collect()
 }
 
 /// Prints each run's report and then the summary of all; returns the exit code: the
 /// worst of the runs'.
-fn summarize(runs: &[Run], ended: Vec<Ended>, json: bool) -> u8 {
+fn summarize(runs: &[Run], ended: Vec<(Ended, Option<SwarmNode>)>, json: bool) -> u8 {
     let mut summary = Vec::new();
     let mut code = exit::SUCCESS;
-    for ((label, _, options), ended) in runs.iter().zip(ended) {
+    // Where each ran is worth saying when the runs had more than one node to go to.
+    let spread = ended
+        .iter()
+        .filter_map(|(_, node)| node.as_ref())
+        .any(|node| node.engine.is_some());
+    for ((label, _, options), (ended, node)) in runs.iter().zip(ended) {
         // A run that never began, or could not, has no run id to look up.
         let run_id = matches!(ended, Some(Ok(_))).then_some(options.run_id.as_str());
         let (mark, note, this) = match ended {
@@ -280,14 +360,26 @@ fn summarize(runs: &[Run], ended: Vec<Ended>, json: bool) -> u8 {
             }
         };
         code = code.max(this);
-        summary.push((mark, label.as_str(), input_json(options), run_id, note));
+        let ran_on = node.filter(|_| spread && run_id.is_some());
+        summary.push((
+            mark,
+            label.as_str(),
+            input_json(options),
+            run_id,
+            ran_on,
+            note,
+        ));
     }
     let succeeded = summary.iter().filter(|(mark, ..)| *mark == "✓").count();
     if json {
         let runs: Vec<serde_json::Value> = summary
             .iter()
-            .map(|(mark, _, input, run_id, note)| {
-                serde_json::json!({ "input": input, "run_id": run_id, "succeeded": *mark == "✓", "note": note })
+            .map(|(mark, _, input, run_id, node, note)| {
+                let mut run = serde_json::json!({ "input": input, "run_id": run_id, "succeeded": *mark == "✓", "note": note });
+                if let (Some(node), Some(object)) = (node, run.as_object_mut()) {
+                    object.insert("node".to_owned(), serde_json::json!({ "id": node.id, "hostname": node.hostname }));
+                }
+                run
             })
             .collect();
         let _ = print_out(&format!(
@@ -305,10 +397,13 @@ fn summarize(runs: &[Run], ended: Vec<Ended>, json: bool) -> u8 {
             summary.len(),
             summary.len() - succeeded
         );
-        for (mark, input, _, run_id, note) in &summary {
-            let _ = match run_id {
-                None => writeln!(text, "  {mark} {input:width$}  {note}"),
-                Some(id) => writeln!(text, "  {mark} {input:width$}  run {id}: {note}"),
+        for (mark, input, _, run_id, node, note) in &summary {
+            let _ = match (run_id, node) {
+                (None, _) => writeln!(text, "  {mark} {input:width$}  {note}"),
+                (Some(id), None) => writeln!(text, "  {mark} {input:width$}  run {id}: {note}"),
+                (Some(id), Some(node)) => {
+                    writeln!(text, "  {mark} {input:width$}  run {id} on {node}: {note}")
+                }
             };
         }
         let _ = print_out(&text);
@@ -366,6 +461,44 @@ fn input_json(options: &ApplyOptions) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn node(id: &str, labels: &[(&str, &str)]) -> SwarmNode {
+        SwarmNode {
+            id: id.to_owned(),
+            hostname: format!("host-{id}"),
+            engine: None,
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_run_goes_to_the_least_busy_node_that_has_its_labels() {
+        let nodes = [
+            node("a", &[]),
+            node("b", &[("gpu", "yes")]),
+            node("c", &[("gpu", "yes"), ("disk", "ssd")]),
+        ];
+        let busy = Mutex::new(vec![0; 3]);
+        // Equally busy: the first; then the others, in turn.
+        assert_eq!(place(&nodes, &busy, &[]), Some(0));
+        assert_eq!(place(&nodes, &busy, &[]), Some(1));
+        assert_eq!(place(&nodes, &busy, &[]), Some(2));
+        assert_eq!(place(&nodes, &busy, &[]), Some(0));
+        assert_eq!(*busy.lock().unwrap(), [2, 1, 1]);
+        let gpu = [("gpu".to_owned(), "yes".to_owned())];
+        assert_eq!(place(&nodes, &busy, &gpu), Some(1));
+        assert_eq!(place(&nodes, &busy, &gpu), Some(2));
+        let both = [gpu[0].clone(), ("disk".to_owned(), "ssd".to_owned())];
+        assert_eq!(place(&nodes, &busy, &both), Some(2));
+        // No node has it, or there are no nodes: the node connected to takes it.
+        let none = [("gpu".to_owned(), "no".to_owned())];
+        assert_eq!(place(&nodes, &busy, &none), None);
+        assert_eq!(place(&[], &Mutex::new(Vec::new()), &[]), None);
+        assert_eq!(*busy.lock().unwrap(), [2, 2, 3]);
+    }
 
     #[test]
     fn every_combination_in_order() {

@@ -204,6 +204,17 @@ impl Step {
         }
     }
 
+    /// The node labels and values that the node this step's container runs on must
+    /// have (on a swarm); none for a step that runs no container of its own.
+    pub fn placement(&self) -> &[(String, String)] {
+        match self {
+            Self::StartContainer { placement, .. }
+            | Self::StartModel { placement, .. }
+            | Self::StartReplay { placement, .. } => placement,
+            _ => &[],
+        }
+    }
+
     /// Bytes a model server needs: its weights (the file) and its KV cache, when the
     /// file's header says how big that is.
     pub fn memory_estimate(&self) -> Option<u64> {

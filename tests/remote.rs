@@ -524,7 +524,8 @@ fn assert_fetch_from_the_wrong_engine_touches_nothing(project: &Project, id: &st
     wrong.expect_code(1);
     assert!(
         wrong.stderr.contains(&format!(
-            "this engine (unix:///var/run/docker.sock) has no volume {written} of run {id}: choose the engine the run used (--engine, DOCKER_HOST or a context)"
+            "this engine (unix:///var/run/docker.sock) has no volume {written} of run {id}; the run used {} (TLS): choose that engine (--engine, DOCKER_HOST or a context)",
+            RemoteEngine::get().expect("the remote engine").host
         )),
         "{}",
         wrong.stderr

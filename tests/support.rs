@@ -224,6 +224,9 @@ pub struct RemoteEngine {
     pub certs: PathBuf,
     /// Its Unix socket, for the `docker` CLI.
     pub socket: String,
+    /// For the swarm: the Unix socket of its worker node, and that node's id. The
+    /// worker is labelled with its engine, so a matrix's runs go there too.
+    pub worker: Option<(String, String)>,
 }
 
 impl RemoteEngine {
@@ -263,6 +266,7 @@ impl RemoteEngine {
                 host,
                 certs: PathBuf::from(certs),
                 socket,
+                worker: field("worker").zip(field("worker_node")),
             }),
             _ => match code {
                 Some(10) => Err("dockerd is not installed".to_owned()),
@@ -302,10 +306,19 @@ impl RemoteEngine {
         docker_lines(&all)
     }
 
-    /// Asserts that this engine holds nothing of run `id`.
+    /// Asserts that this engine (and the swarm's worker) holds nothing of run `id`.
     #[track_caller]
     pub fn assert_run_gone(&self, id: &str) {
-        assert_nothing_left_on(&["-H", &self.socket], &format!("dev.openmono.run={id}"));
+        self.assert_nothing_left(&format!("dev.openmono.run={id}"));
+    }
+
+    /// Asserts that this engine (and the swarm's worker) holds nothing labelled `label`.
+    #[track_caller]
+    pub fn assert_nothing_left(&self, label: &str) {
+        assert_nothing_left_on(&["-H", &self.socket], label);
+        if let Some((worker, _)) = &self.worker {
+            assert_nothing_left_on(&["-H", worker], label);
+        }
     }
 }
 

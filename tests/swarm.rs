@@ -1,9 +1,10 @@
-//! A Docker Swarm: a third `dockerd` on this machine made a single-node swarm manager
-//! (`images/remote-engine --swarm`, reached over TCP with TLS on 127.0.0.1), which
-//! leaves the swarm when the tests end. The same playbooks run there as services on
+//! A Docker Swarm of two nodes (`images/remote-engine --swarm`): a third `dockerd` on
+//! this machine, the manager, reached over TCP with TLS on 127.0.0.1, and a fourth in a
+//! network namespace of its own, a worker labelled with its engine's Unix socket. Both
+//! leave the swarm when the tests end. The same playbooks run there as services on
 //! internal overlay networks, with the same guarantees: the isolation suite's probes
-//! find no way out, signals and `gc` leave nothing, a matrix runs each input apart, and
-//! placement follows node labels.
+//! find no way out, signals and `gc` leave nothing on either node, a matrix runs each
+//! input apart and spreads the runs over both nodes, and placement follows node labels.
 
 use std::{sync::atomic::Ordering, time::Duration};
 
@@ -51,7 +52,7 @@ fn events(swarm: &RemoteEngine, id: &str, since: &str) -> Vec<String> {
         .collect()
 }
 
-/// The id of the swarm's one node.
+/// The id of the manager's node: the one openmono is connected to.
 fn node(swarm: &RemoteEngine) -> String {
     swarm
         .docker_lines(&["info", "--format", "{{.Swarm.NodeID}}"])
@@ -384,12 +385,45 @@ fn placement_runs_a_box_only_on_a_node_with_the_labels_it_asks_for() {
     unplaced.expect_code(1);
     assert!(
         unplaced.stdout.contains(
-            "  failure: container `box`: no node of the swarm can run it: no suitable node (scheduling constraints not satisfied on 1 node); it must run on the node openmono is connected to (which holds the run's files and runs its commands), and that node must have the labels its `placement` asks for\n"
+            "  failure: container `box`: no node of the swarm can run it: no suitable node (scheduling constraints not satisfied on 2 nodes); it must run on the run's node (which holds the run's files and runs its commands: the node openmono is connected to, or for a matrix one labelled dev.openmono.engine), and that node must have the labels its `placement` asks for\n"
         ),
         "{}",
         unplaced.stdout
     );
     swarm.assert_run_gone(&unplaced.run_id());
+    // A matrix's runs go only to the nodes that have the labels: here the worker.
+    let (_, worker) = swarm.worker.as_ref().expect("the swarm has a worker");
+    swarm.docker_lines(&[
+        "node",
+        "update",
+        "--label-add",
+        &format!("{label}=w"),
+        worker,
+    ]);
+    let _taken_off_too = NodeLabel {
+        label: label.clone(),
+        node: worker.clone(),
+        swarm,
+    };
+    project.file(
+        "openmono.kdl",
+        &format!(
+            "var \"word\"\n{}matrix \"word\" \"a\" \"b\"\n",
+            playbook("w")
+        ),
+    );
+    let placed = swarm.run(&project, &["apply", "--matrix-jobs", "2"]);
+    placed.expect_code(0);
+    let short: String = worker.chars().take(12).collect();
+    assert_eq!(
+        summary_nodes(&placed.stdout),
+        [short.as_str(); 2],
+        "{}",
+        placed.stdout
+    );
+    for id in placed.report_ids() {
+        swarm.assert_run_gone(&id);
+    }
 }
 
 #[test]
@@ -438,10 +472,7 @@ fn signals_and_gc_leave_nothing_on_the_swarm() {
                 gc.stdout
             );
         }
-        crate::support::assert_nothing_left_on(
-            &["-H", &swarm.socket],
-            &format!("dev.openmono.playbook={name}"),
-        );
+        swarm.assert_nothing_left(&format!("dev.openmono.playbook={name}"));
         eprintln!("{what}: {status}, nothing left");
     }
     // And once for sure while the boxes run: gc names and removes their services.
@@ -478,17 +509,32 @@ fn signals_and_gc_leave_nothing_on_the_swarm() {
         "{}",
         gc.stdout
     );
-    crate::support::assert_nothing_left_on(
-        &["-H", &swarm.socket],
-        &format!("dev.openmono.playbook={name}"),
-    );
+    swarm.assert_nothing_left(&format!("dev.openmono.playbook={name}"));
+}
+
+/// The short ids of the nodes the runs of a matrix's summary ran on, in its order.
+fn summary_nodes(stdout: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("Matrix of "))
+        .filter_map(|l| {
+            l.split_once(" on ")?
+                .1
+                .split_once("): ")?
+                .0
+                .rsplit_once(" (")
+                .map(|(_, id)| id.to_owned())
+        })
+        .collect()
 }
 
 #[test]
-fn a_playbooks_matrix_of_three_runs_on_the_swarm_each_on_its_own_overlay() {
+fn a_playbooks_matrix_of_three_runs_spreads_over_both_nodes_each_on_its_own_overlay() {
     let Some(swarm) = RemoteEngine::swarm() else {
         return;
     };
+    let (_, worker) = swarm.worker.as_ref().expect("the swarm has a worker");
+    let short = |id: &str| id.chars().take(12).collect::<String>();
     let project = Project::new();
     project.file(
         "openmono.kdl",
@@ -497,11 +543,32 @@ fn a_playbooks_matrix_of_three_runs_on_the_swarm_each_on_its_own_overlay() {
             crate::apply::SAYS_A_WORD
         ),
     );
+    let plan = swarm.run(&project, &["plan"]);
+    plan.expect_code(0);
+    assert!(
+        plan.stdout.contains(&format!(
+            "\n  The matrix's runs are spread over 2 nodes (its own, and those labelled dev.openmono.engine): {host} ({}), {host} ({})\n",
+            short(&node(swarm)),
+            short(worker),
+            host = swarm.docker_lines(&["info", "--format", "{{.Name}}"]).join("")
+        )),
+        "{}",
+        plan.stdout
+    );
     let run = swarm.run(&project, &["apply", "--matrix-jobs", "2"]);
     run.expect_code(0);
     assert!(
         run.stdout
             .contains("Matrix of 3 run(s): 3 succeeded, 0 did not\n"),
+        "{}",
+        run.stdout
+    );
+    // The first two start together, one on each node: the least busy takes a run.
+    let nodes = summary_nodes(&run.stdout);
+    assert_eq!(nodes.len(), 3, "{}", run.stdout);
+    assert_eq!(
+        nodes[..2],
+        [short(&node(swarm)), short(worker)],
         "{}",
         run.stdout
     );
@@ -526,6 +593,56 @@ fn a_playbooks_matrix_of_three_runs_on_the_swarm_each_on_its_own_overlay() {
         );
         swarm.assert_run_gone(id);
     }
+}
+
+#[test]
+fn gc_after_a_killed_matrix_removes_its_runs_from_every_node() {
+    let Some(swarm) = RemoteEngine::swarm() else {
+        return;
+    };
+    let project = Project::new();
+    let name = format!("swarm-killed-matrix-{}", std::process::id());
+    project.file(
+        "openmono.kdl",
+        &format!(
+            "playbook \"{name}\"\nvar \"word\"\nnetwork \"n\"\ncontainer \"box\" {{\n    image \"openmono/agent:latest\"\n    network \"n\"\n}}\ntask \"wait\" {{\n    run \"box\" \"sleep 60\"\n}}\nmatrix \"word\" \"one\" \"two\"\n"
+        ),
+    );
+    let mut child = swarm
+        .command(&project, "client", &["apply"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    let mut up = 0;
+    for line in std::io::BufRead::lines(stderr).map_while(Result::ok) {
+        if line.contains("✓ container `box`") {
+            up += 1;
+            if up == 2 {
+                break;
+            }
+        }
+    }
+    assert_eq!(up, 2, "both runs' boxes came up");
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    let (worker, _) = swarm.worker.as_ref().expect("the swarm has a worker");
+    let label = format!("label=dev.openmono.playbook={name}");
+    // One box on each node, left behind.
+    for engine in [&swarm.socket, worker] {
+        let boxes = crate::support::docker_lines(&["-H", engine, "ps", "-aq", "--filter", &label]);
+        assert_eq!(boxes.len(), 1, "on {engine}: {boxes:?}");
+    }
+    let gc = swarm.run(&project, &["gc"]);
+    gc.expect_code(0);
+    assert_eq!(
+        gc.stdout.matches("(its openmono, pid ").count(),
+        2,
+        "{}",
+        gc.stdout
+    );
+    swarm.assert_nothing_left(&format!("dev.openmono.playbook={name}"));
 }
 
 #[test]

@@ -48,7 +48,7 @@ pub struct EngineFacts {
 #[derive(Clone)]
 pub struct Engine {
     pub(super) docker: Docker,
-    endpoint: Endpoint,
+    pub(super) endpoint: Endpoint,
     /// The node's id when the engine is a swarm manager (asked once).
     pub(super) swarm: Arc<tokio::sync::OnceCell<Option<String>>>,
     /// Service ids, by the id of their task's container: the services this connection
@@ -56,6 +56,10 @@ pub struct Engine {
     pub(super) services: Arc<Mutex<HashMap<String, String>>>,
     /// The local socket that leads to an engine over ssh, while the engine is in use.
     _ssh: Option<Arc<super::ssh::SshBridge>>,
+    /// When this is the engine of one node of a swarm (a worker, say), the swarm's
+    /// manager: services and overlay networks are made and removed there, everything
+    /// else (containers, volumes, execs, logs) here.
+    pub(super) manager: Option<Arc<Engine>>,
 }
 
 /// How long an engine may take to answer its first calls (version and ping): a healthy
@@ -267,6 +271,7 @@ impl Engine {
                 swarm: Arc::default(),
                 services: Arc::default(),
                 _ssh: ssh,
+                manager: None,
             }),
             // ssh says why better than the broken pipe it leaves behind.
             Ok(Err(e)) => Err(match ssh.as_ref().and_then(|s| s.last_error()) {
@@ -278,6 +283,12 @@ impl Engine {
             }),
             Err(_) => Err(EngineError::no_answer(endpoint, CONNECT_TIMEOUT.as_secs())),
         }
+    }
+
+    /// Where services, overlay networks and swarm nodes are asked for: the swarm's
+    /// manager when this is one node's engine, else this engine.
+    pub(super) fn swarm_api(&self) -> &Docker {
+        self.manager.as_ref().map_or(&self.docker, |m| &m.docker)
     }
 
     /// Whether the engine may be on another machine, which cannot see this one's files.
@@ -402,21 +413,28 @@ impl Engine {
             ..Default::default()
         };
         let created = self
-            .docker
+            .swarm_api()
             .create_network(request)
             .await
             .map_err(EngineError::call(format!("create network `{name}`")))?;
         Ok(created.id)
     }
 
-    /// Removes a network; one that is already gone counts as removed.
+    /// Removes a network; one that is already gone counts as removed. On a node of a
+    /// swarm other than the manager, the node's own view of the overlay goes a moment
+    /// after the manager's: that is waited for, so that nothing of the run is left to
+    /// see on the node either.
     pub async fn remove_network(&self, id: &str) -> Result<(), EngineError> {
-        match self.docker.remove_network(id).await {
+        match self.swarm_api().remove_network(id).await {
             Err(e) if !is_not_found(&e) => {
-                Err(EngineError::call(format!("remove network `{id}`"))(e))
+                return Err(EngineError::call(format!("remove network `{id}`"))(e));
             }
-            _ => Ok(()),
+            _ => {}
         }
+        if self.manager.is_some() {
+            self.wait_network_gone(id).await;
+        }
+        Ok(())
     }
 
     /// Creates (does not start) a hardened container: no capabilities, no new
@@ -726,7 +744,7 @@ impl Engine {
     /// which has no route but to the network's own subnet: none is given for it.
     pub async fn network_gateways(&self, name: &str) -> Result<Vec<String>, EngineError> {
         let network = self
-            .docker
+            .swarm_api()
             .inspect_network(name, None)
             .await
             .map_err(EngineError::call(format!("inspect network `{name}`")))?;
@@ -1084,7 +1102,7 @@ impl Engine {
                 }),
         );
         objects.extend(
-            self.docker
+            self.swarm_api()
                 .list_networks(Some(
                     ListNetworksOptionsBuilder::default()
                         .filters(&filters)

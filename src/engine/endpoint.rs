@@ -42,6 +42,8 @@ pub enum Origin {
     DockerHost,
     /// `--engine URL`.
     Flag,
+    /// The `dev.openmono.engine` label of this swarm node (its hostname).
+    SwarmNode(String),
 }
 
 /// What named a Docker context.
@@ -113,6 +115,21 @@ impl Endpoint {
                 }
                 Ok(Self::local(Origin::Default))
             }
+        }
+    }
+
+    /// The engine of the swarm node `node`, as its `dev.openmono.engine` label names
+    /// it (`url`). Over TCP it is reached with the TLS files of the manager (`manager`),
+    /// as the nodes of one swarm share a CA; plain TCP is refused as everywhere.
+    pub fn for_node(url: &str, node: &str, manager: &Self) -> Result<Self, EngineError> {
+        let origin = Origin::SwarmNode(node.to_owned());
+        match (scheme(url), &manager.tls) {
+            ("tcp", Some(tls)) => Ok(Self {
+                host: url.to_owned(),
+                origin,
+                tls: Some(tls.clone()),
+            }),
+            _ => Self::from_url(url, origin, &Environment::default()),
         }
     }
 
@@ -273,6 +290,9 @@ impl fmt::Display for Origin {
             Self::Default => f.write_str("(the default: no --engine, DOCKER_HOST or context)"),
             Self::DockerHost => f.write_str("from DOCKER_HOST"),
             Self::Flag => f.write_str("from --engine"),
+            Self::SwarmNode(node) => {
+                write!(f, "from the label dev.openmono.engine of swarm node {node}")
+            }
             Self::Context { name, by } => {
                 write!(f, "from context `{name}` ")?;
                 match by {

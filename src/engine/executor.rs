@@ -64,6 +64,9 @@ pub struct ApplyOptions {
     /// The input of a run of a matrix (its vars, `lang=rust`): it tags every line and
     /// event, and the progress is plain lines, since several runs share the terminal.
     pub input: Option<Vec<(String, String)>>,
+    /// The swarm node to run on, when a matrix spreads its runs over a swarm; `None`:
+    /// the engine's own node.
+    pub node: Option<super::SwarmNode>,
 }
 
 /// How many steps run at the same time unless `--jobs` says otherwise.
@@ -152,10 +155,7 @@ struct Executor<'a> {
 pub async fn apply(plan: &Plan, options: &ApplyOptions) -> Result<Report, EngineError> {
     // Caught from here on: a signal before the steps begin stops the run before them.
     let signals = signal_streams();
-    if options.endpoint.is_remote() {
-        host_files_elsewhere(plan, &options.endpoint)?;
-    }
-    let engine = Engine::connect(&options.endpoint).await?;
+    let engine = run_engine(plan, options).await?;
     let mut missing: Vec<String> = Vec::new();
     let built = plan.built_images();
     // Each image once: ten containers of one image ask the engine once.
@@ -631,6 +631,21 @@ fn interrupted(transcript: &std::path::Path) {
     }
 }
 
+/// The engine a run uses: the one chosen, or on a swarm, the engine of the node the run
+/// is placed on. Host files are refused first when that engine is elsewhere.
+async fn run_engine(plan: &Plan, options: &ApplyOptions) -> Result<Engine, EngineError> {
+    let node_engine = options.node.as_ref().and_then(|n| n.engine.as_ref());
+    let endpoint = node_engine.unwrap_or(&options.endpoint);
+    if endpoint.is_remote() {
+        host_files_elsewhere(plan, endpoint)?;
+    }
+    let engine = Engine::connect(&options.endpoint).await?;
+    match &options.node {
+        Some(node) => engine.on_node(node).await,
+        None => Ok(engine),
+    }
+}
+
 /// Refuses a plan whose steps need this machine's folders on an engine elsewhere, which
 /// cannot see them: `mount`s. (The workspace, model files and replay scripts travel.)
 pub fn host_files_elsewhere(plan: &Plan, endpoint: &super::Endpoint) -> Result<(), EngineError> {
@@ -659,7 +674,7 @@ fn create_file(path: &Path) -> Result<File, String> {
 }
 
 /// An error and its causes on one line.
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -71,6 +71,28 @@ pub async fn collect(
     Ok(dead)
 }
 
+/// Adds the dead runs found on one more engine of a swarm to those found before: one
+/// run's objects together, each object once (services and networks are the swarm's,
+/// seen from every node).
+pub fn merge(dead: &mut Vec<DeadRun>, more: Vec<DeadRun>) {
+    for run in more {
+        match dead.iter_mut().find(|d| d.run == run.run) {
+            Some(known) => {
+                for object in run.objects {
+                    if !known
+                        .objects
+                        .iter()
+                        .any(|o| o.kind == object.kind && o.id == object.id)
+                    {
+                        known.objects.push(object);
+                    }
+                }
+            }
+            None => dead.push(run),
+        }
+    }
+}
+
 /// Workspace volumes that runs whose owner is gone kept on the engine (their changes
 /// could not be fetched): never removed here, only named, with their run's id.
 pub async fn kept_workspaces(engine: &Engine) -> Result<Vec<(String, String)>, EngineError> {
@@ -168,6 +190,51 @@ pub fn host_name() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runs_found_on_several_nodes_are_merged_with_each_object_once() {
+        let object = |kind, id: &str| EngineObject {
+            id: id.to_owned(),
+            kind,
+            labels: std::collections::HashMap::new(),
+            name: format!("openmono-{id}"),
+        };
+        let run = |run: &str, objects| DeadRun {
+            objects,
+            owner_pid: "7".to_owned(),
+            run: run.to_owned(),
+        };
+        let mut dead = vec![run(
+            "r1",
+            vec![
+                object(ObjectKind::Service, "s1"),
+                object(ObjectKind::Network, "n1"),
+            ],
+        )];
+        merge(
+            &mut dead,
+            vec![
+                run(
+                    "r1",
+                    vec![
+                        object(ObjectKind::Network, "n1"),
+                        object(ObjectKind::Volume, "v1"),
+                    ],
+                ),
+                run("r2", vec![object(ObjectKind::Container, "c2")]),
+            ],
+        );
+        let seen: Vec<(&str, Vec<&str>)> = dead
+            .iter()
+            .map(|d| {
+                (
+                    d.run.as_str(),
+                    d.objects.iter().map(|o| o.id.as_str()).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(seen, [("r1", vec!["s1", "n1", "v1"]), ("r2", vec!["c2"])]);
+    }
 
     #[test]
     fn this_process_is_alive_and_a_changed_start_time_is_not() {

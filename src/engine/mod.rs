@@ -20,12 +20,13 @@ pub use docker::{
 };
 pub use endpoint::{ContextChoice, DEFAULT_ENGINE, Endpoint, Environment, Origin, TlsFiles};
 pub use engine_error::EngineError;
+pub(crate) use executor::error_chain;
 pub use executor::{
     ApplyOptions, DEFAULT_JOBS, Lost, RUN_LABEL, SELF_PATH, Travelled, apply, host_files_elsewhere,
 };
 pub use progress::{Output, Progress, input_label, input_object};
 pub use report::{CheckReport, Report, TaskReport, TaskStatus};
-pub use swarm::SWARM_NO_GPU;
+pub use swarm::{NODE_ENGINE_LABEL, SWARM_NO_GPU, SwarmNode};
 
 /// Locks a mutex; a panic elsewhere while it was held does not make its data unusable.
 pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -10,16 +10,16 @@ use std::{collections::HashMap, time::Duration};
 use bollard::{
     models::{
         EndpointSpec, EndpointSpecModeEnum, HealthConfig, Limit, LocalNodeState,
-        NetworkAttachmentConfig, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated,
-        SystemInfo, TaskSpec, TaskSpecContainerSpec, TaskSpecContainerSpecDnsConfig,
-        TaskSpecContainerSpecPrivileges, TaskSpecPlacement, TaskSpecResources,
-        TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
+        NetworkAttachmentConfig, NodeSpecAvailabilityEnum, NodeState, ServiceSpec, ServiceSpecMode,
+        ServiceSpecModeReplicated, SystemInfo, TaskSpec, TaskSpecContainerSpec,
+        TaskSpecContainerSpecDnsConfig, TaskSpecContainerSpecPrivileges, TaskSpecPlacement,
+        TaskSpecResources, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
     },
     query_parameters::{ListServicesOptionsBuilder, ListTasksOptionsBuilder},
 };
 
 use super::{
-    EngineError,
+    Endpoint, EngineError,
     docker::{ContainerSpec, Engine, EngineObject, ObjectKind, is_not_found, mounts},
 };
 use crate::step::DEFAULT_PIDS;
@@ -35,6 +35,40 @@ pub const SWARM_NO_GPU: &str = "it asks for the engine's GPUs (`gpu-layers`), an
 
 /// How long a removed service's containers are looked for, at most.
 const LATE_TASKS: Duration = Duration::from_secs(15);
+
+/// The label of a swarm node that names the node's own engine, as a URL
+/// (`tcp://…`, `ssh://…`, `unix://…`). A run's volumes, execs and logs need the engine
+/// of the node it runs on, which a manager does not relay: the runs of a matrix are
+/// spread over the node openmono is connected to and the nodes that carry this label.
+pub const NODE_ENGINE_LABEL: &str = "dev.openmono.engine";
+
+/// A node of the swarm that can take runs, and how to reach its own engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwarmNode {
+    pub id: String,
+    pub hostname: String,
+    /// Its own engine, from its [`NODE_ENGINE_LABEL`]; `None` for the node openmono
+    /// is connected to.
+    pub engine: Option<Endpoint>,
+    pub labels: HashMap<String, String>,
+}
+
+impl SwarmNode {
+    /// Whether the node has every label `placement` asks for.
+    pub fn fits(&self, placement: &[(String, String)]) -> bool {
+        placement
+            .iter()
+            .all(|(label, value)| self.labels.get(label) == Some(value))
+    }
+}
+
+impl std::fmt::Display for SwarmNode {
+    /// `worker-1 (q5lkwqq0nf75)`: hostnames need not differ.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let short: String = self.id.chars().take(12).collect();
+        write!(f, "{} ({short})", self.hostname)
+    }
+}
 
 impl Engine {
     /// The id of the node this engine runs on when it is an active swarm manager (where
@@ -54,6 +88,98 @@ impl Engine {
             .cloned()
     }
 
+    /// The nodes of this manager's swarm that can take runs: its own, first, and those
+    /// that carry [`NODE_ENGINE_LABEL`] and can take work (ready and active), in the
+    /// swarm's order. A node whose label names no engine openmono can use is an `Err`
+    /// that says why. None on an engine that is not a swarm manager.
+    pub async fn run_nodes(&self) -> Result<Vec<Result<SwarmNode, String>>, EngineError> {
+        let Some(own) = self.swarm_node().await? else {
+            return Ok(Vec::new());
+        };
+        let mut nodes = self
+            .swarm_api()
+            .list_nodes(None::<bollard::query_parameters::ListNodesOptions>)
+            .await
+            .map_err(EngineError::call("list the swarm's nodes"))?;
+        // Its own node first: the one that takes a run when all are as busy.
+        nodes.sort_by_key(|node| node.id.as_deref() != Some(own.as_str()));
+        Ok(nodes
+            .into_iter()
+            .filter_map(|node| {
+                let id = node.id?;
+                let spec = node.spec?;
+                let ready = node.status.and_then(|s| s.state) == Some(NodeState::READY);
+                let active = spec.availability == Some(NodeSpecAvailabilityEnum::ACTIVE);
+                let hostname = node
+                    .description
+                    .and_then(|d| d.hostname)
+                    .unwrap_or_else(|| id.clone());
+                let mut labels = spec.labels.unwrap_or_default();
+                let url = labels.remove(NODE_ENGINE_LABEL);
+                let engine = match url {
+                    _ if id == own => None,
+                    Some(url) if ready && active => {
+                        match Endpoint::for_node(&url, &hostname, &self.endpoint) {
+                            Ok(engine) => Some(engine),
+                            Err(e) => return Some(Err(format!("node {hostname}: {e}"))),
+                        }
+                    }
+                    _ => return None,
+                };
+                Some(Ok(SwarmNode {
+                    id,
+                    hostname,
+                    engine,
+                    labels,
+                }))
+            })
+            .collect())
+    }
+
+    /// The engine of `node`, for a run placed there: its own engine for containers,
+    /// volumes and execs, and this manager for services and networks. Fails when that
+    /// engine cannot be reached or is not that node's.
+    pub async fn on_node(&self, node: &SwarmNode) -> Result<Self, EngineError> {
+        let Some(endpoint) = &node.engine else {
+            return Ok(self.clone());
+        };
+        let mut engine = Self::connect(endpoint).await?;
+        let info = engine
+            .docker
+            .info()
+            .await
+            .map_err(EngineError::call("ask the engine about itself"))?;
+        let found = info.swarm.and_then(|s| s.node_id).unwrap_or_default();
+        if found != node.id {
+            let is = if found.is_empty() {
+                "an engine that is in no swarm".to_owned()
+            } else {
+                format!("the engine of node {found}")
+            };
+            return Err(EngineError::Swarm(format!(
+                "swarm node {node} names its engine {} in its label {NODE_ENGINE_LABEL}, but that is {is}: correct the label (`docker node update --label-add {NODE_ENGINE_LABEL}=URL {}`)",
+                endpoint.address(),
+                node.id
+            )));
+        }
+        engine.swarm =
+            std::sync::Arc::new(tokio::sync::OnceCell::new_with(Some(Some(node.id.clone()))));
+        engine.manager = Some(std::sync::Arc::new(self.clone()));
+        Ok(engine)
+    }
+
+    /// Waits until this node no longer sees network `id`, which its manager removed;
+    /// at most [`LATE_TASKS`].
+    pub(super) async fn wait_network_gone(&self, id: &str) {
+        let deadline = tokio::time::Instant::now() + LATE_TASKS;
+        while tokio::time::Instant::now() < deadline {
+            match self.docker.inspect_network(id, None).await {
+                Err(e) if is_not_found(&e) => return,
+                _ => tokio::time::sleep(POLL).await,
+            }
+        }
+    }
+
     /// A service of one task for `spec`, placed on `node` (and wherever `spec`'s
     /// placement says); returns the engine id of its task's container once the swarm
     /// has started it. A task the swarm cannot place or start removes the service
@@ -68,7 +194,7 @@ impl Engine {
         }
         let name = spec.name.clone();
         let service = self
-            .docker
+            .swarm_api()
             .create_service(service_spec(spec, node), None)
             .await
             .map_err(EngineError::call(format!("create service `{name}`")))?
@@ -92,7 +218,7 @@ impl Engine {
         let filters = HashMap::from([("service".to_owned(), vec![service.to_owned()])]);
         loop {
             let tasks = self
-                .docker
+                .swarm_api()
                 .list_tasks(Some(
                     ListTasksOptionsBuilder::default().filters(&filters).build(),
                 ))
@@ -123,7 +249,7 @@ impl Engine {
                     // The scheduler says why it waits: no node meets the constraints.
                     (Some(TaskState::PENDING), _) if why.contains("no suitable node") => {
                         return Err(EngineError::Swarm(format!(
-                            "no node of the swarm can run it: {why}; it must run on the node openmono is connected to (which holds the run's files and runs its commands), and that node must have the labels its `placement` asks for"
+                            "no node of the swarm can run it: {why}; it must run on the run's node (which holds the run's files and runs its commands: the node openmono is connected to, or for a matrix one labelled {NODE_ENGINE_LABEL}), and that node must have the labels its `placement` asks for"
                         )));
                     }
                     _ => {}
@@ -160,7 +286,7 @@ impl Engine {
         service: &str,
         settled: bool,
     ) -> Result<(), EngineError> {
-        match self.docker.delete_service(service).await {
+        match self.swarm_api().delete_service(service).await {
             Err(e) if !is_not_found(&e) => {
                 return Err(EngineError::call(format!("remove service `{service}`"))(e));
             }
@@ -190,7 +316,7 @@ impl Engine {
         }
         let filters = HashMap::from([("label".to_owned(), vec![label.to_owned()])]);
         Ok(self
-            .docker
+            .swarm_api()
             .list_services(Some(
                 ListServicesOptionsBuilder::default()
                     .filters(&filters)

@@ -30,6 +30,10 @@ pub struct Travelled {
     pub sent: BTreeMap<String, Entry>,
     /// The volume's name on the engine.
     pub volume: String,
+    /// The engine that holds the volume, as its address reads (`tcp://…:2376 (TLS)`): a
+    /// matrix on a swarm places runs on other nodes than the one connected to.
+    #[serde(default)]
+    pub engine: Option<String>,
 }
 
 /// One thing in a workspace.
@@ -86,6 +90,7 @@ impl Executor<'_> {
             read_only: *read_only,
             sent,
             volume: volume.clone(),
+            engine: Some(self.engine.address()),
         };
         // The record is written once the copy is whole: a record always stands for a
         // workspace the box may have changed, never for a copy cut short (whose missing
@@ -195,8 +200,12 @@ impl Travelled {
             .await
             .map_err(|e| Lost::Files(error_chain(&e)))?;
         if owner.as_deref() != Some(run) {
+            let used = match &self.engine {
+                Some(used) => format!("; the run used {used}: choose that engine"),
+                None => ": choose the engine the run used".to_owned(),
+            };
             return Err(Lost::Files(format!(
-                "this engine ({}) has no volume {} of run {run}: choose the engine the run used (--engine, DOCKER_HOST or a context)",
+                "this engine ({}) has no volume {} of run {run}{used} (--engine, DOCKER_HOST or a context)",
                 engine.address(),
                 self.volume
             )));
