@@ -591,21 +591,6 @@ fn plan(
                 return report(&e, exit::ENVIRONMENT);
             }
             let asked = ask_engine(&endpoint);
-            // What a swarm would refuse, `plan` refuses too.
-            if let Some((_, Some(_), _)) = &asked
-                && let Some(model) = plan.steps.iter().find_map(|s| match s {
-                    crate::step::Step::StartModel {
-                        gpu: true, name, ..
-                    } => Some(name),
-                    _ => None,
-                })
-            {
-                print_err(&format!(
-                    "error: model `{model}`: {}\n",
-                    engine::SWARM_NO_GPU
-                ));
-                return ExitCode::from(exit::ENVIRONMENT);
-            }
             plan.memory = model_memory(&plan, asked.as_ref().map(|a| a.0));
             let travels = plan.steps.iter().any(|s| {
                 matches!(
@@ -625,6 +610,13 @@ fn plan(
                     engine,
                     "\n  It is a swarm manager: networks are overlays, and containers and models run as services on its node {node}"
                 );
+                if plan
+                    .steps
+                    .iter()
+                    .any(|s| matches!(s, crate::step::Step::StartModel { gpu: true, .. }))
+                {
+                    engine.push_str("\n  A model with `gpu-layers` runs as a container of its node's own engine instead, with that engine's GPUs, on the run's overlay (a swarm takes a service's GPU back whenever its node changes)");
+                }
                 if !plan.matrix.is_empty() && nodes.len() > 1 {
                     let names: Vec<String> = nodes.iter().map(ToString::to_string).collect();
                     let _ = write!(

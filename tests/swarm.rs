@@ -385,7 +385,7 @@ fn placement_runs_a_box_only_on_a_node_with_the_labels_it_asks_for() {
     unplaced.expect_code(1);
     assert!(
         unplaced.stdout.contains(
-            "  failure: container `box`: no node of the swarm can run it: no suitable node (scheduling constraints not satisfied on 2 nodes); it must run on the run's node (which holds the run's files and runs its commands: the node openmono is connected to, or for a matrix one labelled dev.openmono.engine), and that node must have the labels its `placement` asks for\n"
+            "  failure: container `box`: no node of the swarm can run it: no suitable node (scheduling constraints not satisfied on 2 nodes); its run's node (the node openmono is connected to, or for a matrix one labelled dev.openmono.engine) must have the labels its `placement` asks for\n"
         ),
         "{}",
         unplaced.stdout
@@ -645,33 +645,93 @@ fn gc_after_a_killed_matrix_removes_its_runs_from_every_node() {
     swarm.assert_nothing_left(&format!("dev.openmono.playbook={name}"));
 }
 
+/// A model on GPUs placed where `label`=yes, a box that asks it for its health, and two
+/// runs. `placement` is left out when `label` is empty.
+fn on_gpus(label: &str) -> String {
+    let placement = if label.is_empty() {
+        String::new()
+    } else {
+        format!("    placement \"{label}\" \"yes\"\n")
+    };
+    format!(
+        "var \"word\"\nnetwork \"n\"\nmodel \"m\" {{\n    gguf \"m.gguf\"\n    network \"n\"\n    gpu-layers 99\n{placement}}}\ncontainer \"box\" {{\n    image \"openmono/agent:latest\"\n    network \"n\"\n{placement}}}\ntask \"say\" {{\n    run \"box\" \"curl -sf --retry 30 --retry-delay 1 --retry-connrefused http://m:8080/health; echo; echo {{{{ var.word }}}}\"\n}}\nmatrix \"word\" \"one\" \"two\"\n"
+    )
+}
+
 #[test]
-fn a_model_that_wants_a_gpu_is_refused_on_the_swarm_and_leaves_nothing() {
+fn a_model_on_gpus_runs_as_a_container_of_its_nodes_engine_on_the_runs_overlay() {
     let Some(swarm) = RemoteEngine::swarm() else {
         return;
     };
+    let (_, worker) = swarm.worker.as_ref().expect("the swarm has a worker");
+    let short: String = worker.chars().take(12).collect();
+    let manager = node(swarm);
+    let label = format!("openmono-gpu-{}", std::process::id());
+    swarm.docker_lines(&[
+        "node",
+        "update",
+        "--label-add",
+        &format!("{label}=yes"),
+        worker,
+    ]);
+    let _taken_off = NodeLabel {
+        label: label.clone(),
+        node: worker.clone(),
+        swarm,
+    };
     let project = Project::new();
-    std::fs::write(project.path().join("m.gguf"), crate::support::tiny_gguf()).expect("write");
-    project.file(
-        "openmono.kdl",
-        "network \"n\"\nmodel \"m\" {\n    gguf \"m.gguf\"\n    network \"n\"\n    gpu-layers 1\n}\n",
+    openmono::gguf::fixture::write(
+        &project.path().join("m.gguf"),
+        openmono::gguf::fixture::SENTENCE,
+    )
+    .expect("fixture model");
+    // The manager's engine takes no requests for GPUs: one run there fails at once.
+    project.file("openmono.kdl", &on_gpus(""));
+    let plan = swarm.run(&project, &["plan", "--var", "word=one"]);
+    plan.expect_code(0);
+    assert!(
+        plan.stdout.contains("\n  A model with `gpu-layers` runs as a container of its node's own engine instead, with that engine's GPUs, on the run's overlay (a swarm takes a service's GPU back whenever its node changes)\n"),
+        "{}",
+        plan.stdout
     );
-    let plan = swarm.run(&project, &["plan"]);
-    plan.expect_code(3);
-    assert_eq!(
-        plan.stderr,
-        "error: model `m`: it asks for the engine's GPUs (`gpu-layers`), and openmono cannot give a swarm service a GPU yet: remove `gpu-layers`, or run it on an engine that is not a swarm manager\n"
-    );
-    let run = swarm.run(&project, &["apply"]);
+    let run = swarm.run(&project, &["apply", "--var", "word=one"]);
     run.expect_code(1);
     assert!(
-        run.stdout.contains(
-            "  failure: model `m`: it asks for the engine's GPUs (`gpu-layers`), and openmono cannot give a swarm service a GPU yet: remove `gpu-layers`, or run it on an engine that is not a swarm manager\n"
-        ),
+        run.stdout.contains("  failure: model `m`: the model offloads layers to a GPU (`gpu-layers`), and the engine has no GPU support: install the NVIDIA Container Toolkit for the engine, or remove `gpu-layers` ("),
         "{}",
         run.stdout
     );
     swarm.assert_run_gone(&run.run_id());
+    // Placed on the worker, which takes them: one run stays on the node connected to,
+    // which has not the label, and says so before the engine is asked for a container.
+    project.file("openmono.kdl", &on_gpus(&label));
+    let run = swarm.run(&project, &["apply", "--var", "word=one"]);
+    run.expect_code(1);
+    assert!(
+        run.stdout.contains(&format!("  failure: model `m`: no node of the swarm can run it: node {manager} has not {label}=yes; its run's node (the node openmono is connected to, or for a matrix one labelled dev.openmono.engine) must have the labels its `placement` asks for\n")),
+        "{}",
+        run.stdout
+    );
+    swarm.assert_run_gone(&run.run_id());
+    // A matrix's runs go to the worker: the model is a container of the worker's own
+    // engine, and the box (a service) reaches it by name on the run's overlay.
+    let run = swarm.run(&project, &["apply"]);
+    run.expect_code(0);
+    assert_eq!(
+        summary_nodes(&run.stdout),
+        [short.as_str(); 2],
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        run.stdout.matches("        {\"status\":\"ok\"}\n").count(),
+        2,
+        "{}",
+        run.stdout
+    );
+    for id in run.report_ids() {
+        swarm.assert_run_gone(&id);
+    }
 }
 
 #[test]

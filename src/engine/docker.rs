@@ -439,10 +439,18 @@ impl Engine {
 
     /// Creates (does not start) a hardened container: no capabilities, no new
     /// privileges, a process limit, never privileged, no network unless one is given.
-    /// On a swarm manager, it is a service's task container, started already.
+    /// On a swarm manager, it is a service's task container, started already, unless
+    /// it needs GPUs.
     pub async fn create_container(&self, spec: ContainerSpec) -> Result<String, EngineError> {
         if let Some(node) = self.swarm_node().await? {
-            return self.create_service(spec, &node).await;
+            if !spec.gpus {
+                return self.create_service(spec, &node).await;
+            }
+            // A swarm gives a service devices only as generic resources, and takes them
+            // back whenever their node changes (its enforcer rejects a task that holds
+            // one; a run's overlay reaching the node changes it): a model on GPUs is a
+            // container of the node's own engine, on the run's attachable overlay.
+            self.check_placement(&node, &spec.placement).await?;
         }
         // The engine joins one network at creation; the others are connected after.
         let (network_mode, networking_config) = match spec.networks.first() {

@@ -26,7 +26,7 @@ pub use executor::{
 };
 pub use progress::{Output, Progress, input_label, input_object};
 pub use report::{CheckReport, Report, TaskReport, TaskStatus};
-pub use swarm::{NODE_ENGINE_LABEL, SWARM_NO_GPU, SwarmNode};
+pub use swarm::{NODE_ENGINE_LABEL, SwarmNode};
 
 /// Locks a mutex; a panic elsewhere while it was held does not make its data unusable.
 pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -1,6 +1,7 @@
 //! The same calls on a Docker Swarm manager: a playbook's containers, models and replay
 //! servers become services of one task that never restarts, on overlay networks that
-//! are internal and attachable. Everything else (volumes, helpers, execs, logs) goes
+//! are internal and attachable (a model on GPUs is a container of its node's engine
+//! instead: see `Engine::create_container`). Everything else (volumes, helpers, execs, logs) goes
 //! through the node's own engine, so a run's services are placed on the node openmono
 //! is connected to, plus whatever placement the playbook asks for. With docker.rs, the
 //! only file that imports bollard.
@@ -30,9 +31,6 @@ pub(super) const SERVICE_ID: &str = "com.docker.swarm.service.id";
 /// How often a service's task is looked at while it is scheduled and started.
 const POLL: Duration = Duration::from_millis(100);
 
-/// Why a model that offloads layers to a GPU cannot run on a swarm.
-pub const SWARM_NO_GPU: &str = "it asks for the engine's GPUs (`gpu-layers`), and openmono cannot give a swarm service a GPU yet: remove `gpu-layers`, or run it on an engine that is not a swarm manager";
-
 /// How long a removed service's containers are looked for, at most.
 const LATE_TASKS: Duration = Duration::from_secs(15);
 
@@ -41,6 +39,13 @@ const LATE_TASKS: Duration = Duration::from_secs(15);
 /// of the node it runs on, which a manager does not relay: the runs of a matrix are
 /// spread over the node openmono is connected to and the nodes that carry this label.
 pub const NODE_ENGINE_LABEL: &str = "dev.openmono.engine";
+
+/// Why no node can run a container of the run: `why`, the swarm's words.
+fn unplaced(why: &str) -> EngineError {
+    EngineError::Swarm(format!(
+        "no node of the swarm can run it: {why}; its run's node (the node openmono is connected to, or for a matrix one labelled {NODE_ENGINE_LABEL}) must have the labels its `placement` asks for"
+    ))
+}
 
 /// A node of the swarm that can take runs, and how to reach its own engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,6 +173,36 @@ impl Engine {
         Ok(engine)
     }
 
+    /// Fails unless swarm node `node` has every label `placement` asks for: what the
+    /// swarm checks for a service, for a container of the node's own engine.
+    pub(super) async fn check_placement(
+        &self,
+        node: &str,
+        placement: &[(String, String)],
+    ) -> Result<(), EngineError> {
+        if placement.is_empty() {
+            return Ok(());
+        }
+        let found = self
+            .swarm_api()
+            .inspect_node(node)
+            .await
+            .map_err(EngineError::call(format!("inspect swarm node `{node}`")))?;
+        let labels = found.spec.and_then(|s| s.labels).unwrap_or_default();
+        let missing: Vec<String> = placement
+            .iter()
+            .filter(|(label, value)| labels.get(label) != Some(value))
+            .map(|(label, value)| format!("{label}={value}"))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(unplaced(&format!(
+            "node {node} has not {}",
+            missing.join(", ")
+        )))
+    }
+
     /// Waits until this node no longer sees network `id`, which its manager removed;
     /// at most [`LATE_TASKS`].
     pub(super) async fn wait_network_gone(&self, id: &str) {
@@ -189,9 +224,6 @@ impl Engine {
         spec: ContainerSpec,
         node: &str,
     ) -> Result<String, EngineError> {
-        if spec.gpus {
-            return Err(EngineError::Swarm(SWARM_NO_GPU.to_owned()));
-        }
         let name = spec.name.clone();
         let service = self
             .swarm_api()
@@ -248,9 +280,7 @@ impl Engine {
                     }
                     // The scheduler says why it waits: no node meets the constraints.
                     (Some(TaskState::PENDING), _) if why.contains("no suitable node") => {
-                        return Err(EngineError::Swarm(format!(
-                            "no node of the swarm can run it: {why}; it must run on the run's node (which holds the run's files and runs its commands: the node openmono is connected to, or for a matrix one labelled {NODE_ENGINE_LABEL}), and that node must have the labels its `placement` asks for"
-                        )));
+                        return Err(unplaced(&why));
                     }
                     _ => {}
                 }
