@@ -414,16 +414,7 @@ fn placement_runs_a_box_only_on_a_node_with_the_labels_it_asks_for() {
     );
     let placed = swarm.run(&project, &["apply", "--matrix-jobs", "2"]);
     placed.expect_code(0);
-    let short: String = worker.chars().take(12).collect();
-    assert_eq!(
-        summary_nodes(&placed.stdout),
-        [short.as_str(); 2],
-        "{}",
-        placed.stdout
-    );
-    for id in placed.report_ids() {
-        swarm.assert_run_gone(&id);
-    }
+    assert_all_ran_on_and_left_nothing(swarm, &placed, worker, 2);
 }
 
 #[test]
@@ -526,6 +517,20 @@ fn summary_nodes(stdout: &str) -> Vec<String> {
                 .map(|(_, id)| id.to_owned())
         })
         .collect()
+}
+
+/// The matrix in `run` had `runs` runs, all on `node`, and each left nothing behind.
+fn assert_all_ran_on_and_left_nothing(swarm: &RemoteEngine, run: &Run, node: &str, runs: usize) {
+    let short: String = node.chars().take(12).collect();
+    assert_eq!(
+        summary_nodes(&run.stdout),
+        vec![short; runs],
+        "{}",
+        run.stdout
+    );
+    for id in run.report_ids() {
+        swarm.assert_run_gone(&id);
+    }
 }
 
 #[test]
@@ -664,7 +669,6 @@ fn a_model_on_gpus_runs_as_a_container_of_its_nodes_engine_on_the_runs_overlay()
         return;
     };
     let (_, worker) = swarm.worker.as_ref().expect("the swarm has a worker");
-    let short: String = worker.chars().take(12).collect();
     let manager = node(swarm);
     let label = format!("openmono-gpu-{}", std::process::id());
     swarm.docker_lines(&[
@@ -718,20 +722,12 @@ fn a_model_on_gpus_runs_as_a_container_of_its_nodes_engine_on_the_runs_overlay()
     let run = swarm.run(&project, &["apply"]);
     run.expect_code(0);
     assert_eq!(
-        summary_nodes(&run.stdout),
-        [short.as_str(); 2],
-        "{}",
-        run.stdout
-    );
-    assert_eq!(
         run.stdout.matches("        {\"status\":\"ok\"}\n").count(),
         2,
         "{}",
         run.stdout
     );
-    for id in run.report_ids() {
-        swarm.assert_run_gone(&id);
-    }
+    assert_all_ran_on_and_left_nothing(swarm, &run, worker, 2);
 }
 
 #[test]

@@ -425,11 +425,22 @@ impl Engine {
     /// after the manager's: that is waited for, so that nothing of the run is left to
     /// see on the node either.
     pub async fn remove_network(&self, id: &str) -> Result<(), EngineError> {
-        match self.swarm_api().remove_network(id).await {
-            Err(e) if !is_not_found(&e) => {
-                return Err(EngineError::call(format!("remove network `{id}`"))(e));
+        // A container of a node's own engine on an overlay (a model on GPUs) holds a
+        // network attachment task of the swarm, which goes a moment after the container.
+        let deadline = tokio::time::Instant::now() + super::swarm::LATE_TASKS;
+        loop {
+            match self.swarm_api().remove_network(id).await {
+                Err(e)
+                    if e.to_string().contains("is in use by task")
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(super::swarm::POLL).await;
+                }
+                Err(e) if !is_not_found(&e) => {
+                    return Err(EngineError::call(format!("remove network `{id}`"))(e));
+                }
+                _ => break,
             }
-            _ => {}
         }
         if self.manager.is_some() {
             self.wait_network_gone(id).await;
@@ -1011,6 +1022,8 @@ impl Engine {
             .and_then(|n| n.containers)
             .map(|c| {
                 c.into_iter()
+                    // An overlay's load balancer on this node: the engine's own.
+                    .filter(|(id, _)| !id.starts_with("lb-"))
                     .map(|(id, e)| {
                         let name = e.name.unwrap_or_else(|| id.clone());
                         (id, name)

@@ -29,10 +29,10 @@ use crate::step::DEFAULT_PIDS;
 pub(super) const SERVICE_ID: &str = "com.docker.swarm.service.id";
 
 /// How often a service's task is looked at while it is scheduled and started.
-const POLL: Duration = Duration::from_millis(100);
+pub(super) const POLL: Duration = Duration::from_millis(100);
 
 /// How long a removed service's containers are looked for, at most.
-const LATE_TASKS: Duration = Duration::from_secs(15);
+pub(super) const LATE_TASKS: Duration = Duration::from_secs(15);
 
 /// The label of a swarm node that names the node's own engine, as a URL
 /// (`tcp://…`, `ssh://…`, `unix://…`). A run's volumes, execs and logs need the engine
