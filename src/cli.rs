@@ -62,21 +62,7 @@ pub struct Arguments {
 pub enum Command {
     /// Show every step `apply` would take, teardown included; touches nothing
     #[command(after_help = concat!("Example:\n  openmono plan playbooks/hello-agent.kdl\n\n", footer!()))]
-    Plan {
-        /// The playbook (when openmono.kdl is not there: the built-in starter of `init`)
-        #[arg(default_value = "openmono.kdl")]
-        file: PathBuf,
-        /// Also save the plan to this file, for `openmono apply FILE` to run exactly it
-        #[arg(long, value_name = "FILE")]
-        out: Option<PathBuf>,
-        /// Exit 0 when there is nothing to do, 2 when there are steps, 1 on any error
-        #[arg(long)]
-        detailed_exitcode: bool,
-        #[command(flatten)]
-        engine: EngineArg,
-        #[command(flatten)]
-        vars: Vars,
-    },
+    Plan(PlanArgs),
     /// Run the playbook on the Docker engine, then remove everything it created
     #[command(after_help = concat!("Example:\n  openmono apply playbooks/hello-agent.kdl\n\n", footer!()))]
     Apply {
@@ -260,6 +246,28 @@ impl EngineArg {
     }
 }
 
+/// `openmono plan`'s arguments.
+#[derive(clap::Args, Debug)]
+pub struct PlanArgs {
+    /// The playbook (when openmono.kdl is not there: the built-in starter of `init`)
+    #[arg(default_value = "openmono.kdl")]
+    file: PathBuf,
+    /// Also save the plan to this file, for `openmono apply FILE` to run exactly it
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Exit 0 when there is nothing to do, 2 when there are steps, 1 on any error
+    #[arg(long)]
+    detailed_exitcode: bool,
+    /// The matrix `apply --matrix` would run (repeatable); the plan shows its first
+    /// input and says how many runs it makes
+    #[arg(long, value_name = "NAME=A,B,…", value_parser = parse_matrix)]
+    matrix: Vec<(String, Vec<String>)>,
+    #[command(flatten)]
+    engine: EngineArg,
+    #[command(flatten)]
+    vars: Vars,
+}
+
 /// The values of a playbook's `var`s.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct Vars {
@@ -339,13 +347,7 @@ pub fn main() -> ExitCode {
         agent::init::no_new_privileges();
     }
     match arguments.command {
-        Command::Plan {
-            file,
-            out,
-            detailed_exitcode,
-            engine,
-            vars,
-        } => plan(&file, out.as_deref(), detailed_exitcode, &engine, &vars),
+        Command::Plan(args) => plan_command(args),
         Command::Validate { files, vars } => validate(&files, &vars),
         Command::Graph { file, format } => graph(&file, format),
         Command::Fmt { files, check } => fmt(&files, check),
@@ -570,12 +572,49 @@ pub(crate) fn load_plan(
     Ok((plan, playbook.source))
 }
 
+/// `openmono plan`, with or without `--matrix`.
+fn plan_command(args: PlanArgs) -> ExitCode {
+    let PlanArgs {
+        file,
+        out,
+        detailed_exitcode,
+        matrix,
+        engine,
+        vars,
+    } = args;
+    let (file, out, engine, vars) = (file.as_path(), out.as_deref(), &engine, &vars);
+    if matrix.is_empty() {
+        return plan(file, out, detailed_exitcode, engine, vars, None);
+    }
+    let fail = if detailed_exitcode {
+        ExitCode::from(1)
+    } else {
+        ExitCode::from(exit::PLAYBOOK)
+    };
+    if out.is_some() {
+        print_err(
+            "error: a saved plan is one run: --out takes no --matrix (fix each var with --var)\n",
+        );
+        return fail;
+    }
+    match crate::matrix::for_plan(file, vars, matrix) {
+        Ok((first, axes)) => plan(file, None, detailed_exitcode, engine, &first, Some(axes)),
+        Err(problem) => {
+            print_err(&format!("error: {problem}\n"));
+            fail
+        }
+    }
+}
+
+/// `matrix`: the one `--matrix` gave (with its first input in `vars`), which replaces
+/// the playbook's own.
 fn plan(
     file: &std::path::Path,
     out: Option<&std::path::Path>,
     detailed_exitcode: bool,
     engine: &EngineArg,
     vars: &Vars,
+    matrix: Option<crate::matrix::Axes>,
 ) -> ExitCode {
     let planned = match out {
         None => load_plan(file, &vars.inputs(PLAN_RUN_ID)).map(|(plan, _)| plan),
@@ -584,6 +623,9 @@ fn plan(
     .and_then(|plan| Ok((plan, engine.endpoint()?)));
     match planned {
         Ok((mut plan, endpoint)) => {
+            if let Some(matrix) = matrix {
+                plan.matrix = matrix;
+            }
             // What `apply` would refuse on this engine, `plan` refuses too.
             if endpoint.is_remote()
                 && let Err(e) = engine::host_files_elsewhere(&plan, &endpoint)

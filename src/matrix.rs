@@ -225,6 +225,23 @@ fn place(
     Some(chosen)
 }
 
+/// A matrix: each var with its values.
+pub(crate) type Axes = Vec<(String, Vec<String>)>;
+
+/// `plan --matrix`: the vars that plan the matrix's first input (each var's first value
+/// given), and the matrix that `apply` with the same flags runs.
+pub(crate) fn for_plan(file: &Path, vars: &Vars, given: Axes) -> Result<(Vars, Axes), String> {
+    check(file, vars, &given)?;
+    let axes = effective(file, vars, given)?;
+    runs(&axes)?;
+    let mut first = vars.clone();
+    first.values.extend(
+        axes.iter()
+            .map(|(name, values)| (name.clone(), values[0].clone())),
+    );
+    Ok((first, axes))
+}
+
 /// What makes a matrix wrong before any planning: a saved plan, or a var set twice.
 fn check(file: &Path, vars: &Vars, matrix: &[(String, Vec<String>)]) -> Result<(), String> {
     if file.extension().is_some_and(|e| e == "json") {

@@ -942,11 +942,63 @@ fn a_matrix_is_planned_for_its_first_input_and_too_large_a_one_is_refused() {
             "{command}"
         );
     }
-    // A --matrix of a var the playbook does not have names that flag.
-    let unknown = project.run(&["apply", "big.kdl", "--matrix", "zz=1,2", "--var", "a=1"]);
-    unknown.expect_code(2);
-    assert_eq!(
-        unknown.stderr,
-        "error: --matrix zz=…: the playbook has no var `zz` (declare it: `var \"zz\"`)\n"
+    // A --matrix of a var the playbook does not have names that flag, in plan and apply.
+    for command in ["plan", "apply"] {
+        let unknown = project.run(&[command, "big.kdl", "--matrix", "zz=1,2", "--var", "a=1"]);
+        unknown.expect_code(2);
+        assert_eq!(
+            unknown.stderr,
+            "error: --matrix zz=…: the playbook has no var `zz` (declare it: `var \"zz\"`)\n",
+            "{command}"
+        );
+    }
+}
+
+#[test]
+fn plan_with_matrix_shows_the_runs_apply_with_the_same_flags_makes() {
+    let project = Project::new();
+    project.file(
+        "openmono.kdl",
+        "var \"word\"\nvar \"n\" type=\"int\"\nmatrix \"n\" 1 2\ncontainer \"box\" {\n    image \"openmono/agent:latest\"\n    env \"WORD\" \"{{ var.word }}-{{ var.n }}\"\n}\n",
     );
+    // --matrix adds a var to the playbook's own matrix, or replaces its values.
+    let plan = project.run(&["plan", "--matrix", "word=x,y,z"]);
+    plan.expect_code(0);
+    assert!(
+        plan.stdout.contains("\n  Matrix: n = 1, 2; word = x, y, z: `apply` makes 6 run(s), each apart; this plan is for n=1 word=x (`--var` plans another)\n")
+            && plan.stdout.contains("\n      env WORD=x-1\n"),
+        "{}",
+        plan.stdout
+    );
+    let plan = project.run(&["plan", "--matrix", "n=7,8,9", "--var", "word=w"]);
+    plan.expect_code(0);
+    assert!(
+        plan.stdout.contains("\n  Matrix: n = 7, 8, 9: `apply` makes 3 run(s), each apart; this plan is for n=7 (`--var` plans another)\n")
+            && plan.stdout.contains("\n      env WORD=w-7\n"),
+        "{}",
+        plan.stdout
+    );
+    // What apply refuses, plan refuses: a var set twice; and a saved plan is one run.
+    let twice = project.run(&["plan", "--matrix", "word=x", "--var", "word=y"]);
+    twice.expect_code(2);
+    assert_eq!(
+        twice.stderr,
+        "error: `word` is set by both --var and --matrix: keep one\n"
+    );
+    let saved = project.run(&["plan", "--matrix", "word=x", "--out", "p.json"]);
+    saved.expect_code(2);
+    assert_eq!(
+        saved.stderr,
+        "error: a saved plan is one run: --out takes no --matrix (fix each var with --var)\n"
+    );
+    assert!(!project.path().join("p.json").exists());
+    let detailed = project.run(&[
+        "plan",
+        "--matrix",
+        "word=x",
+        "--var",
+        "word=y",
+        "--detailed-exitcode",
+    ]);
+    detailed.expect_code(1);
 }
