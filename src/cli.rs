@@ -909,12 +909,10 @@ fn gc(dry_run: bool, engine: &EngineArg) -> ExitCode {
                 )),
             }
         }
-        let (mut dead, mut kept, mut stale) = (Vec::new(), Vec::new(), Vec::new());
+        let all: Vec<engine::Engine> = engines.iter().map(|(e, _)| e.clone()).collect();
+        let dead = engine::gc::collect(&all, dry_run, Duration::ZERO, GC_PATIENCE).await?;
+        let (mut kept, mut stale) = (Vec::new(), Vec::new());
         for (engine, place) in &engines {
-            engine::gc::merge(
-                &mut dead,
-                engine::gc::collect(engine, dry_run, Duration::ZERO).await?,
-            );
             let at = |(volume, run)| (volume, run, place.clone());
             kept.extend(
                 engine::gc::kept_workspaces(engine)
@@ -926,19 +924,6 @@ fn gc(dry_run: bool, engine: &EngineArg) -> ExitCode {
             if !current.is_empty() {
                 let found = engine::gc::stale_binaries(engine, &current, dry_run).await?;
                 stale.extend(found.into_iter().map(|volume| format!("{volume}{place}")));
-            }
-        }
-        // A node's own view of an overlay the manager removed goes a moment later:
-        // removing it again through the node waits for that.
-        if !dry_run {
-            let networks = dead
-                .iter()
-                .flat_map(|run| &run.objects)
-                .filter(|o| o.kind == engine::ObjectKind::Network);
-            for (network, (engine, _)) in
-                networks.flat_map(|n| engines.iter().skip(1).map(move |e| (n, e)))
-            {
-                engine.remove(network).await?;
             }
         }
         Ok::<_, engine::EngineError>((dead, kept, stale))
@@ -958,6 +943,9 @@ fn gc(dry_run: bool, engine: &EngineArg) -> ExitCode {
         for object in &run.objects {
             let _ = writeln!(text, "  {} {}", object.kind, object.name);
         }
+        for why in &run.failed {
+            let _ = writeln!(text, "  could not remove {why}");
+        }
     }
     if dead.is_empty() {
         text.push_str("nothing left behind by killed runs\n");
@@ -974,8 +962,15 @@ fn gc(dry_run: bool, engine: &EngineArg) -> ExitCode {
             "kept: volume {volume}{place} holds what run {run} changed in its workspace; `openmono runs fetch {run}` brings it back (`docker volume rm {volume}` throws it away)"
         );
     }
-    print_out(&text)
+    let printed = print_out(&text);
+    if dead.iter().any(|run| !run.failed.is_empty()) {
+        return ExitCode::from(exit::RUN_FAILED);
+    }
+    printed
 }
+
+/// How long `gc` waits for a swarm to let go of an overlay whose containers it removed.
+const GC_PATIENCE: Duration = Duration::from_secs(15);
 
 /// `openmono runs`, and its `show` and `fetch`.
 fn runs(command: Option<RunsCommand>) -> ExitCode {

@@ -1373,28 +1373,49 @@ fn the_binary_goes_once_into_a_volume_named_by_its_hash_that_outlives_runs_and_g
         });
     let volume = format!("openmono-file-{}-openmono", &hash[..16]);
     assert_eq!(mounted, [format!("/.openmono {volume}")]);
-    // The copy another openmono binary left, which no box uses.
+    // The copy another openmono binary left, which no box uses; a run of that binary,
+    // alive on another host that shares the engine, has an object there.
     let other = "openmono-file-0123456789abcdef-openmono";
+    let other_hash = format!("0123456789abcdef{}", "0".repeat(48));
     for name in [other, &format!("{other}.whole")] {
         docker_lines(&[
             "volume",
             "create",
             "--label",
-            &format!("dev.openmono.file=0123456789abcdef{}", "0".repeat(48)),
+            &format!("dev.openmono.file={other_hash}"),
             name,
         ]);
     }
-    // Killed: no teardown. gc removes the run's objects and the other binary's copy,
-    // and leaves this binary's volume, and the marker that says it is whole.
+    let live = format!("openmono-test-live-{}", std::process::id());
+    docker_lines(&[
+        "volume",
+        "create",
+        "--label",
+        &format!("dev.openmono.run=live{}", std::process::id()),
+        "--label",
+        "dev.openmono.owner-host=elsewhere.invalid",
+        "--label",
+        &format!("dev.openmono.binary={other_hash}"),
+        &live,
+    ]);
+    // Killed: no teardown. gc removes the run's objects and leaves this binary's volume,
+    // and the marker that says it is whole; and the other binary's copy while its run
+    // is alive.
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
     Project::new().run(&["gc"]).expect_code(0);
     assert_run_gone(&id);
-    let all = docker_lines(&["volume", "ls", "-q"]);
-    assert!(
-        !all.iter().any(|v| v.starts_with(other)),
-        "the other binary's copy is left: {all:?}"
-    );
+    let others = || {
+        docker_lines(&["volume", "ls", "-q"])
+            .into_iter()
+            .filter(|v| v.starts_with(other))
+            .count()
+    };
+    assert_eq!(others(), 2, "the live run's binary went");
+    // That run is over: its binary's copy goes.
+    docker_lines(&["volume", "rm", &live]);
+    Project::new().run(&["gc"]).expect_code(0);
+    assert_eq!(others(), 0, "the other binary's copy is left");
     let kept = |name: &str| {
         docker_lines(&[
             "volume",

@@ -728,6 +728,47 @@ fn a_model_on_gpus_runs_as_a_container_of_its_nodes_engine_on_the_runs_overlay()
         run.stdout
     );
     assert_all_ran_on_and_left_nothing(swarm, &run, worker, 2);
+    // Killed while both runs' models are up, each a container of the worker's engine
+    // that holds the run's overlay: gc removes every box before any overlay.
+    let name = format!("swarm-gpu-killed-{}", std::process::id());
+    project.file(
+        "openmono.kdl",
+        &format!("playbook \"{name}\"\n{}", on_gpus(&label)).replace(
+            "curl -sf --retry 30 --retry-delay 1 --retry-connrefused http://m:8080/health; echo; echo {{ var.word }}",
+            "sleep 60",
+        ),
+    );
+    let mut child = swarm
+        .command(&project, "client", &["apply"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    let up = std::io::BufRead::lines(stderr)
+        .map_while(Result::ok)
+        .filter(|line| line.contains("✓ container `box`"))
+        .take(2)
+        .count();
+    assert_eq!(up, 2, "both runs' boxes came up");
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    let (worker_socket, _) = swarm.worker.as_ref().expect("the swarm has a worker");
+    let models = crate::support::docker_lines(&[
+        "-H",
+        worker_socket,
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=dev.openmono.playbook={name}"),
+        "--filter",
+        "label=dev.openmono.kind=model",
+    ]);
+    assert_eq!(models.len(), 2, "{models:?}");
+    let gc = swarm.run(&project, &["gc"]);
+    gc.expect_code(0);
+    assert!(!gc.stdout.contains("could not remove"), "{}", gc.stdout);
+    swarm.assert_nothing_left(&format!("dev.openmono.playbook={name}"));
 }
 
 #[test]

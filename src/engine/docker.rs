@@ -425,9 +425,15 @@ impl Engine {
     /// after the manager's: that is waited for, so that nothing of the run is left to
     /// see on the node either.
     pub async fn remove_network(&self, id: &str) -> Result<(), EngineError> {
+        self.remove_network_within(id, super::swarm::LATE_TASKS)
+            .await
+    }
+
+    /// [`Self::remove_network`], waiting at most `patience` for the swarm to let go.
+    async fn remove_network_within(&self, id: &str, patience: Duration) -> Result<(), EngineError> {
         // A container of a node's own engine on an overlay (a model on GPUs) holds a
         // network attachment task of the swarm, which goes a moment after the container.
-        let deadline = tokio::time::Instant::now() + super::swarm::LATE_TASKS;
+        let deadline = tokio::time::Instant::now() + patience;
         loop {
             match self.swarm_api().remove_network(id).await {
                 Err(e)
@@ -1159,6 +1165,18 @@ impl Engine {
                 }),
         );
         Ok(objects)
+    }
+
+    /// [`Self::remove`], waiting at most `patience` for the swarm to let go of a network.
+    pub async fn remove_within(
+        &self,
+        object: &EngineObject,
+        patience: Duration,
+    ) -> Result<(), EngineError> {
+        match object.kind {
+            ObjectKind::Network => self.remove_network_within(&object.id, patience).await,
+            _ => self.remove(object).await,
+        }
     }
 
     /// Removes one object; one that is already gone counts as removed.

@@ -45,6 +45,9 @@ pub const RUN_LABEL: &str = "dev.openmono.run";
 pub const FILE_LABEL: &str = "dev.openmono.file";
 /// How the volume of openmono's binary is named: `openmono-file-<16 hex>` then this.
 pub const BINARY_VOLUME: &str = "-openmono";
+/// The label of a run's objects that names the SHA-256 of the openmono binary that runs
+/// it: `gc` leaves the copy of that binary alone while the run is alive.
+pub const BINARY_LABEL: &str = "dev.openmono.binary";
 
 /// Settings of one `apply`.
 #[derive(Debug, Clone)]
@@ -180,7 +183,14 @@ pub async fn apply(plan: &Plan, options: &ApplyOptions) -> Result<Report, Engine
     // For the default limits of every container, and to warn of models that will not fit.
     let capacity = async { engine.capacity().await.unwrap_or_default() };
     // Runs whose openmono was killed left their objects; reap them before adding ours.
-    let reaped = gc::collect(&engine, false, Duration::from_mins(1));
+    // What cannot go at once (an overlay that a node's container still holds) is left
+    // to `openmono gc`, which sees every node.
+    let reaped = gc::collect(
+        std::slice::from_ref(&engine),
+        false,
+        Duration::from_mins(1),
+        Duration::ZERO,
+    );
     // The binary, and its hash, which names the volume that holds its copy on the engine.
     let own = tokio::task::spawn_blocking(|| {
         let bytes = std::env::current_exe().and_then(std::fs::read)?;
@@ -247,14 +257,7 @@ pub async fn apply(plan: &Plan, options: &ApplyOptions) -> Result<Report, Engine
             crate::step::human_bytes(capacity.memory)
         ));
     }
-    for dead in &reaped {
-        executor.progress.line(&format!(
-            "Removed {} object(s) left by run {} (its openmono, pid {}, is gone)",
-            dead.objects.len(),
-            dead.run,
-            dead.owner_pid
-        ));
-    }
+    say_reaped(&executor.progress, &reaped);
     Ok(executor.run(signals).await)
 }
 
@@ -594,11 +597,31 @@ impl Executor<'_> {
                 self.plan.playbook.clone(),
             ),
             ("dev.openmono.resource".to_owned(), resource.to_owned()),
+            (BINARY_LABEL.to_owned(), self.self_hash.clone()),
             (gc::OWNER_PID.to_owned(), std::process::id().to_string()),
             (gc::OWNER_START.to_owned(), self.owner_start.clone()),
             (gc::OWNER_HOST.to_owned(), self.host.clone()),
             (gc::STARTED.to_owned(), self.started.to_string()),
         ])
+    }
+}
+
+/// The progress lines for what `apply` removed of dead runs before its own.
+fn say_reaped(progress: &Progress, reaped: &[gc::DeadRun]) {
+    for dead in reaped {
+        progress.line(&format!(
+            "Removed {} object(s) left by run {} (its openmono, pid {}, is gone)",
+            dead.objects.len() - dead.failed.len(),
+            dead.run,
+            dead.owner_pid
+        ));
+        if !dead.failed.is_empty() {
+            progress.line(&format!(
+                "warning: some of what run {} left is still there (`openmono gc` removes it): {}",
+                dead.run,
+                dead.failed.join("; ")
+            ));
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use super::{
     Engine, EngineError, EngineObject, ObjectKind,
-    executor::{BINARY_VOLUME, FILE_LABEL, RUN_LABEL},
+    executor::{BINARY_LABEL, BINARY_VOLUME, FILE_LABEL, RUN_LABEL},
 };
 
 /// Labels that name a run's owner process.
@@ -25,14 +25,69 @@ pub struct DeadRun {
     pub objects: Vec<EngineObject>,
     pub owner_pid: String,
     pub run: String,
+    /// Objects that could not be removed, each with why.
+    pub failed: Vec<String>,
 }
 
-/// Finds the runs whose owner is gone and that started at least `min_age` ago and,
-/// unless `dry_run`, removes their objects (containers, then networks, then volumes).
-/// Returns what was (or would be) removed.
+/// Finds, on each of `engines` (one engine, or a swarm's manager and the nodes it
+/// reaches), the runs whose owner is gone and that started at least `min_age` ago and,
+/// unless `dry_run`, removes their objects: services and containers on every engine
+/// first, then networks, then volumes, so that no overlay is removed while a node's
+/// container is still on it. A network that the swarm still holds is waited for at most
+/// `patience`. A removal that fails is noted in its run and the rest goes on. Returns
+/// each run once, with what was (or would be) removed.
 pub async fn collect(
-    engine: &Engine,
+    engines: &[Engine],
     dry_run: bool,
+    min_age: std::time::Duration,
+    patience: std::time::Duration,
+) -> Result<Vec<DeadRun>, EngineError> {
+    let mut found: Vec<(usize, DeadRun)> = Vec::new();
+    for (i, engine) in engines.iter().enumerate() {
+        found.extend(
+            dead_runs(engine, min_age)
+                .await?
+                .into_iter()
+                .map(|r| (i, r)),
+        );
+    }
+    if !dry_run {
+        let phases: [&[ObjectKind]; 3] = [
+            &[ObjectKind::Service, ObjectKind::Container],
+            &[ObjectKind::Network],
+            &[ObjectKind::Volume],
+        ];
+        for phase in phases {
+            for (
+                i,
+                DeadRun {
+                    objects, failed, ..
+                },
+            ) in &mut found
+            {
+                for object in objects.iter().filter(|o| phase.contains(&o.kind)) {
+                    if let Err(e) = engines[*i].remove_within(object, patience).await {
+                        failed.push(format!(
+                            "{} {}: {}",
+                            object.kind,
+                            object.name,
+                            super::error_chain(&e)
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    let mut dead = Vec::new();
+    for (_, run) in found {
+        merge(&mut dead, vec![run]);
+    }
+    Ok(dead)
+}
+
+/// The runs on `engine` whose owner is gone and that started at least `min_age` ago.
+async fn dead_runs(
+    engine: &Engine,
     min_age: std::time::Duration,
 ) -> Result<Vec<DeadRun>, EngineError> {
     let now = now_secs();
@@ -57,15 +112,11 @@ pub async fn collect(
         {
             continue;
         }
-        if !dry_run {
-            for object in &objects {
-                engine.remove(object).await?;
-            }
-        }
         dead.push(DeadRun {
             objects,
             owner_pid,
             run,
+            failed: Vec::new(),
         });
     }
     Ok(dead)
@@ -78,6 +129,11 @@ pub fn merge(dead: &mut Vec<DeadRun>, more: Vec<DeadRun>) {
     for run in more {
         match dead.iter_mut().find(|d| d.run == run.run) {
             Some(known) => {
+                for why in run.failed {
+                    if !known.failed.contains(&why) {
+                        known.failed.push(why);
+                    }
+                }
                 for object in run.objects {
                     if !known
                         .objects
@@ -119,12 +175,14 @@ pub async fn kept_workspaces(engine: &Engine) -> Result<Vec<(String, String)>, E
 /// The copies of other openmono binaries that runs kept on the engine (a volume each,
 /// and its marker), none of which this binary (`current`, its SHA-256) uses: removed
 /// unless `dry_run`, and named. A copy that a box still mounts is left: the engine
-/// refuses, and its marker stays with it.
+/// refuses, and its marker stays with it. So is the copy of a binary whose run is alive
+/// (it labels its objects with its binary), which may mount it any moment.
 pub async fn stale_binaries(
     engine: &Engine,
     current: &str,
     dry_run: bool,
 ) -> Result<Vec<String>, EngineError> {
+    let in_use = binaries_in_use(engine).await?;
     let copies: Vec<EngineObject> = engine
         .objects(FILE_LABEL)
         .await?
@@ -132,7 +190,9 @@ pub async fn stale_binaries(
         .filter(|o| {
             o.kind == ObjectKind::Volume
                 && o.name.ends_with(BINARY_VOLUME)
-                && o.labels.get(FILE_LABEL).is_some_and(|hash| hash != current)
+                && o.labels
+                    .get(FILE_LABEL)
+                    .is_some_and(|hash| hash != current && !in_use.contains(hash))
         })
         .collect();
     let mut removed = Vec::new();
@@ -150,6 +210,26 @@ pub async fn stale_binaries(
         }
     }
     Ok(removed)
+}
+
+/// The binaries (their SHA-256) of the runs on `engine` whose owner is alive, on this
+/// host or another: such a run may be about to mount its binary's copy.
+async fn binaries_in_use(engine: &Engine) -> Result<Vec<String>, EngineError> {
+    let host = host_name();
+    Ok(engine
+        .objects(RUN_LABEL)
+        .await?
+        .into_iter()
+        .filter(|object| {
+            let labels = &object.labels;
+            labels.get(OWNER_HOST).is_some_and(|h| *h != host)
+                || owner_alive(
+                    labels.get(OWNER_PID).map_or("", String::as_str),
+                    labels.get(OWNER_START),
+                )
+        })
+        .filter_map(|mut object| object.labels.remove(BINARY_LABEL))
+        .collect())
 }
 
 /// Whether process `pid` is running and is the one that started the run (a pid can be
@@ -203,6 +283,7 @@ mod tests {
             objects,
             owner_pid: "7".to_owned(),
             run: run.to_owned(),
+            failed: Vec::new(),
         };
         let mut dead = vec![run(
             "r1",

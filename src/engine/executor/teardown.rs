@@ -68,12 +68,16 @@ impl Executor<'_> {
                 | Created::Volume { name } => name.clone(),
             })
             .collect();
+        // A network the swarm took for removal can still be listed once more: gone.
+        let mut gone = removed.clone();
         let swept = match self.engine.objects(&label).await {
             Ok(objects) if objects.is_empty() => Ok(objects),
             Ok(objects) => {
                 for object in objects {
-                    if self.engine.remove(&object).await.is_ok() && !removed.contains(&object.name)
-                    {
+                    if self.engine.remove(&object).await.is_err() {
+                        continue;
+                    }
+                    if !removed.contains(&object.name) {
                         match object.kind {
                             ObjectKind::Service | ObjectKind::Container => {
                                 report.removed_containers += 1;
@@ -82,15 +86,18 @@ impl Executor<'_> {
                             ObjectKind::Volume => report.removed_volumes += 1,
                         }
                     }
+                    gone.push(object.name);
                 }
                 self.engine.objects(&label).await
             }
             Err(_) => self.engine.objects(&label).await,
         };
         match swept {
-            Ok(left) => report
-                .leftovers
-                .extend(left.iter().map(|o| format!("{} {}", o.kind, o.name))),
+            Ok(left) => report.leftovers.extend(
+                left.iter()
+                    .filter(|o| !(o.kind == ObjectKind::Network && gone.contains(&o.name)))
+                    .map(|o| format!("{} {}", o.kind, o.name)),
+            ),
             Err(e) => report
                 .leftovers
                 .push(format!("unknown: {}", error_chain(&e))),
