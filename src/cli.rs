@@ -659,15 +659,40 @@ fn plan(
                 {
                     engine.push_str("\n  A model with `gpu-layers` runs as a container of its node's own engine instead, with that engine's GPUs, on the run's overlay (a swarm takes a service's GPU back whenever its node changes)");
                 }
+                // Those whose labels fit every `placement` of the run.
+                let wanted: Vec<(String, String)> = plan
+                    .steps
+                    .iter()
+                    .flat_map(|s| s.placement().iter().cloned())
+                    .collect();
+                let fitting: Vec<String> = nodes
+                    .iter()
+                    .filter(|n| n.fits(&wanted))
+                    .map(ToString::to_string)
+                    .collect();
                 if !plan.matrix.is_empty() && nodes.len() > 1 {
-                    let names: Vec<String> = nodes.iter().map(ToString::to_string).collect();
-                    let _ = write!(
-                        engine,
-                        "\n  The matrix's runs are spread over {} nodes (its own, and those labelled {}): {}",
-                        nodes.len(),
-                        engine::NODE_ENGINE_LABEL,
-                        names.join(", ")
-                    );
+                    let _ = if fitting.len() == nodes.len() {
+                        write!(
+                            engine,
+                            "\n  The matrix's runs are spread over {} nodes (its own, and those labelled {}): {}",
+                            nodes.len(),
+                            engine::NODE_ENGINE_LABEL,
+                            fitting.join(", ")
+                        )
+                    } else {
+                        write!(
+                            engine,
+                            "\n  The matrix's runs are spread over {} of the {} nodes that take runs (its own, and those labelled {}), those with the labels its `placement`s ask for: {}",
+                            fitting.len(),
+                            nodes.len(),
+                            engine::NODE_ENGINE_LABEL,
+                            if fitting.is_empty() {
+                                "none".to_owned()
+                            } else {
+                                fitting.join(", ")
+                            }
+                        )
+                    };
                 }
             }
             plan.engine = Some(engine);

@@ -171,8 +171,14 @@ pub(crate) fn apply(
         Ok(runtime) => runtime,
         Err(code) => return code,
     };
+    let mut images: Vec<&String> = runs
+        .iter()
+        .flat_map(|(_, plan, _)| plan.engine_images())
+        .collect();
+    images.sort();
+    images.dedup();
     let ended = runtime.block_on(async {
-        let nodes = spread_over(&options.endpoint).await;
+        let nodes = spread_over(&options.endpoint, &images).await;
         run_all(&runs, jobs, &nodes).await
     });
     ExitCode::from(summarize(&runs, ended, options.output == Output::Json))
@@ -180,9 +186,9 @@ pub(crate) fn apply(
 
 /// The swarm nodes that runs are spread over when the engine is a swarm manager: its
 /// own node, and the nodes whose label names their own engine, when that engine
-/// answers as that node. None on a plain engine, or one that does not answer (each
-/// run says why).
-async fn spread_over(endpoint: &engine::Endpoint) -> Vec<SwarmNode> {
+/// answers as that node and has the `images` the runs need. None on a plain engine, or
+/// one that does not answer (each run says why).
+async fn spread_over(endpoint: &engine::Endpoint, images: &[&String]) -> Vec<SwarmNode> {
     let Ok(manager) = engine::Engine::connect(endpoint).await else {
         return Vec::new();
     };
@@ -193,7 +199,27 @@ async fn spread_over(endpoint: &engine::Endpoint) -> Vec<SwarmNode> {
     for node in nodes {
         match node {
             Ok(node) => match manager.on_node(&node).await {
-                Ok(_) => usable.push(node),
+                Ok(engine) => {
+                    let mut lacking = Vec::new();
+                    for image in images {
+                        if !engine.image_exists(image).await.unwrap_or(false) {
+                            lacking.push(format!("`{image}`"));
+                        }
+                    }
+                    if lacking.is_empty() {
+                        usable.push(node);
+                    } else {
+                        print_err(&format!(
+                            "warning: swarm node {node} takes no runs of this matrix: its engine has no {} {} (copy one there: `docker save IMAGE | docker -H ENGINE load`)\n",
+                            if lacking.len() == 1 {
+                                "image"
+                            } else {
+                                "images"
+                            },
+                            lacking.join(", ")
+                        ));
+                    }
+                }
                 Err(e) => print_err(&format!(
                     "warning: swarm node {node} takes no runs of this matrix: {}\n",
                     engine::error_chain(&e)

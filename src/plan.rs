@@ -75,6 +75,26 @@ impl Plan {
             .collect()
     }
 
+    /// The images the engine must have before the run: those of its containers, models
+    /// and replay servers that it does not build itself; each once, in order.
+    pub fn engine_images(&self) -> Vec<&String> {
+        let built = self.built_images();
+        let mut images: Vec<&String> = self
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::StartContainer { image, .. }
+                | Step::StartModel { image, .. }
+                | Step::StartReplay { image, .. } => Some(image),
+                _ => None,
+            })
+            .filter(|image| !built.contains(image))
+            .collect();
+        images.sort();
+        images.dedup();
+        images
+    }
+
     /// Orders and resolves a decoded playbook.
     pub fn new(playbook: &Playbook) -> Result<Self, PlanningError> {
         let src = || playbook.source.named();

@@ -1346,6 +1346,36 @@ task "ask" after="look" {{
     assert_run_gone(&run.run_id());
 }
 
+/// The copy another openmono binary left (its volume and marker; the name is the
+/// prefix of both), which no box uses, and an object of a run of that binary alive on
+/// another host that shares the engine (a volume's name).
+fn another_binarys_copy_and_its_live_run() -> (&'static str, String) {
+    let other = "openmono-file-0123456789abcdef-openmono";
+    let other_hash = format!("0123456789abcdef{}", "0".repeat(48));
+    for name in [other, &format!("{other}.whole")] {
+        docker_lines(&[
+            "volume",
+            "create",
+            "--label",
+            &format!("dev.openmono.file={other_hash}"),
+            name,
+        ]);
+    }
+    let live = format!("openmono-test-live-{}", std::process::id());
+    docker_lines(&[
+        "volume",
+        "create",
+        "--label",
+        &format!("dev.openmono.run=live{}", std::process::id()),
+        "--label",
+        "dev.openmono.owner-host=elsewhere.invalid",
+        "--label",
+        &format!("dev.openmono.binary={other_hash}"),
+        &live,
+    ]);
+    (other, live)
+}
+
 #[test]
 fn the_binary_goes_once_into_a_volume_named_by_its_hash_that_outlives_runs_and_gc() {
     if !docker() {
@@ -1373,31 +1403,7 @@ fn the_binary_goes_once_into_a_volume_named_by_its_hash_that_outlives_runs_and_g
         });
     let volume = format!("openmono-file-{}-openmono", &hash[..16]);
     assert_eq!(mounted, [format!("/.openmono {volume}")]);
-    // The copy another openmono binary left, which no box uses; a run of that binary,
-    // alive on another host that shares the engine, has an object there.
-    let other = "openmono-file-0123456789abcdef-openmono";
-    let other_hash = format!("0123456789abcdef{}", "0".repeat(48));
-    for name in [other, &format!("{other}.whole")] {
-        docker_lines(&[
-            "volume",
-            "create",
-            "--label",
-            &format!("dev.openmono.file={other_hash}"),
-            name,
-        ]);
-    }
-    let live = format!("openmono-test-live-{}", std::process::id());
-    docker_lines(&[
-        "volume",
-        "create",
-        "--label",
-        &format!("dev.openmono.run=live{}", std::process::id()),
-        "--label",
-        "dev.openmono.owner-host=elsewhere.invalid",
-        "--label",
-        &format!("dev.openmono.binary={other_hash}"),
-        &live,
-    ]);
+    let (other, live) = another_binarys_copy_and_its_live_run();
     // Killed: no teardown. gc removes the run's objects and leaves this binary's volume,
     // and the marker that says it is whole; and the other binary's copy while its run
     // is alive.

@@ -650,6 +650,45 @@ fn gc_after_a_killed_matrix_removes_its_runs_from_every_node() {
     swarm.assert_nothing_left(&format!("dev.openmono.playbook={name}"));
 }
 
+#[test]
+fn a_node_without_the_runs_images_takes_no_runs_and_says_why() {
+    let Some(swarm) = RemoteEngine::swarm() else {
+        return;
+    };
+    let (_, worker) = swarm.worker.as_ref().expect("the swarm has a worker");
+    let short: String = worker.chars().take(12).collect();
+    // An image only the manager has.
+    let image = format!("openmono-test/only-manager-{}:1", std::process::id());
+    swarm.docker_lines(&["tag", "openmono/agent:latest", &image]);
+    let project = Project::new();
+    project.file(
+        "openmono.kdl",
+        &crate::apply::SAYS_A_WORD.replace("openmono/agent:latest", &image),
+    );
+    let run = swarm.run(&project, &["apply", "--matrix", "word=one,two"]);
+    swarm.docker_lines(&["image", "rm", &image]);
+    run.expect_code(0);
+    let host = swarm
+        .docker_lines(&["info", "--format", "{{.Name}}"])
+        .join("");
+    assert!(
+        run.stderr.contains(&format!("warning: swarm node {host} ({short}) takes no runs of this matrix: its engine has no image `{image}` (copy one there: `docker save IMAGE | docker -H ENGINE load`)\n")),
+        "{}",
+        run.stderr
+    );
+    // Both on the manager's node: the summary names no node when only one took runs.
+    assert!(
+        run.stdout
+            .contains("Matrix of 2 run(s): 2 succeeded, 0 did not\n")
+            && !run.stdout.contains(&short),
+        "{}",
+        run.stdout
+    );
+    for id in run.report_ids() {
+        swarm.assert_run_gone(&id);
+    }
+}
+
 /// A model on GPUs placed where `label`=yes, a box that asks it for its health, and two
 /// runs. `placement` is left out when `label` is empty.
 fn on_gpus(label: &str) -> String {
@@ -663,14 +702,11 @@ fn on_gpus(label: &str) -> String {
     )
 }
 
-#[test]
-fn a_model_on_gpus_runs_as_a_container_of_its_nodes_engine_on_the_runs_overlay() {
-    let Some(swarm) = RemoteEngine::swarm() else {
-        return;
-    };
+/// A label (`openmono-gpu-PID-WHAT=yes`) on the worker, taken off when dropped, and a
+/// project with the fixture model as `m.gguf`.
+fn gpus_on_the_worker<'a>(swarm: &'a RemoteEngine, what: &str) -> (NodeLabel<'a>, Project) {
     let (_, worker) = swarm.worker.as_ref().expect("the swarm has a worker");
-    let manager = node(swarm);
-    let label = format!("openmono-gpu-{}", std::process::id());
+    let label = format!("openmono-gpu-{}-{what}", std::process::id());
     swarm.docker_lines(&[
         "node",
         "update",
@@ -678,17 +714,30 @@ fn a_model_on_gpus_runs_as_a_container_of_its_nodes_engine_on_the_runs_overlay()
         &format!("{label}=yes"),
         worker,
     ]);
-    let _taken_off = NodeLabel {
-        label: label.clone(),
-        node: worker.clone(),
-        swarm,
-    };
     let project = Project::new();
     openmono::gguf::fixture::write(
         &project.path().join("m.gguf"),
         openmono::gguf::fixture::SENTENCE,
     )
     .expect("fixture model");
+    let taken_off = NodeLabel {
+        label,
+        node: worker.clone(),
+        swarm,
+    };
+    (taken_off, project)
+}
+
+#[test]
+fn a_model_on_gpus_runs_as_a_container_of_its_nodes_engine_on_the_runs_overlay() {
+    let Some(swarm) = RemoteEngine::swarm() else {
+        return;
+    };
+    let (_, worker) = swarm.worker.as_ref().expect("the swarm has a worker");
+    let manager = node(swarm);
+    let short: String = worker.chars().take(12).collect();
+    let (gpu, project) = gpus_on_the_worker(swarm, "runs");
+    let label = gpu.label.clone();
     // The manager's engine takes no requests for GPUs: one run there fails at once.
     project.file("openmono.kdl", &on_gpus(""));
     let plan = swarm.run(&project, &["plan", "--var", "word=one"]);
@@ -709,10 +758,20 @@ fn a_model_on_gpus_runs_as_a_container_of_its_nodes_engine_on_the_runs_overlay()
     // Placed on the worker, which takes them: one run stays on the node connected to,
     // which has not the label, and says so before the engine is asked for a container.
     project.file("openmono.kdl", &on_gpus(&label));
+    let plan = swarm.run(&project, &["plan"]);
+    plan.expect_code(0);
+    assert!(
+        plan.stdout.contains(&format!(
+            "\n  The matrix's runs are spread over 1 of the 2 nodes that take runs (its own, and those labelled dev.openmono.engine), those with the labels its `placement`s ask for: {} ({short})\n",
+            swarm.docker_lines(&["info", "--format", "{{.Name}}"]).join("")
+        )),
+        "{}",
+        plan.stdout
+    );
     let run = swarm.run(&project, &["apply", "--var", "word=one"]);
     run.expect_code(1);
     assert!(
-        run.stdout.contains(&format!("  failure: model `m`: no node of the swarm can run it: node {manager} has not {label}=yes; its run's node (the node openmono is connected to, or for a matrix one labelled dev.openmono.engine) must have the labels its `placement` asks for\n")),
+        run.stdout.contains(&format!("  failure: model `m`: its run's node {manager} has not {label}=yes: one run goes to the node openmono is connected to, and a matrix's runs to the nodes labelled dev.openmono.engine that have every label its `placement`s ask for\n")),
         "{}",
         run.stdout
     );
@@ -728,6 +787,15 @@ fn a_model_on_gpus_runs_as_a_container_of_its_nodes_engine_on_the_runs_overlay()
         run.stdout
     );
     assert_all_ran_on_and_left_nothing(swarm, &run, worker, 2);
+}
+
+#[test]
+fn gc_after_a_killed_matrix_with_models_on_gpus_removes_every_box_before_any_overlay() {
+    let Some(swarm) = RemoteEngine::swarm() else {
+        return;
+    };
+    let (gpu, project) = gpus_on_the_worker(swarm, "killed");
+    let label = gpu.label.clone();
     // Killed while both runs' models are up, each a container of the worker's engine
     // that holds the run's overlay: gc removes every box before any overlay.
     let name = format!("swarm-gpu-killed-{}", std::process::id());

@@ -1233,13 +1233,17 @@ fn is_being_removed(e: &BollardError) -> bool {
 }
 
 pub(super) fn is_not_found(e: &BollardError) -> bool {
-    matches!(
-        e,
+    match e {
         BollardError::DockerResponseServerError {
-            status_code: 404,
-            ..
-        }
-    )
+            status_code: 404, ..
+        } => true,
+        // A swarm manager says so with a 500 about an overlay it is removing already.
+        BollardError::DockerResponseServerError {
+            status_code: 500,
+            message,
+        } => message.starts_with("network ") && message.ends_with(" not found"),
+        _ => false,
+    }
 }
 
 /// Splits an exec's byte chunks into lines per stream; a line may span chunks.

@@ -166,13 +166,15 @@ pub enum EngineError {
         source: bollard::errors::Error,
     },
 
-    #[error("{what} not on this engine")]
+    #[error("{what} not on {engine}")]
     #[diagnostic(code(openmono::engine::image_missing))]
     ImageMissing {
         #[help]
         help: String,
         /// The missing images, each in backticks: "image `a` is" or "images `a`, `b` are".
         what: String,
+        /// Which engine: "this engine", or a swarm node's.
+        engine: String,
     },
 
     #[error("cannot create the run's folder `{path}`")]
@@ -300,7 +302,7 @@ impl EngineError {
     }
 
     /// Images a plan needs that the engine lacks, with how to get each kind.
-    pub fn image_missing(images: &[String]) -> Self {
+    pub fn image_missing(images: &[String], engine: &str) -> Self {
         let names = images
             .iter()
             .map(|i| format!("`{i}`"))
@@ -327,6 +329,7 @@ impl EngineError {
         Self::ImageMissing {
             help: help.join("; "),
             what,
+            engine: engine.to_owned(),
         }
     }
 }
@@ -451,7 +454,7 @@ mod tests {
 
     #[test]
     fn a_missing_image_says_how_to_get_it() {
-        let ours = EngineError::image_missing(&["openmono/agent:latest".into()]);
+        let ours = EngineError::image_missing(&["openmono/agent:latest".into()], "this engine");
         assert_eq!(
             ours.to_string(),
             "image `openmono/agent:latest` is not on this engine"
@@ -460,8 +463,10 @@ mod tests {
             ours.help().map(|h| h.to_string()).as_deref(),
             Some("as root, `images/setup` builds openmono's images without a registry")
         );
-        let both =
-            EngineError::image_missing(&["me/rust:1".into(), "openmono/agent:latest".into()]);
+        let both = EngineError::image_missing(
+            &["me/rust:1".into(), "openmono/agent:latest".into()],
+            "this engine",
+        );
         assert_eq!(
             both.to_string(),
             "images `me/rust:1`, `openmono/agent:latest` are not on this engine"

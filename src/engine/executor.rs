@@ -160,21 +160,8 @@ pub async fn apply(plan: &Plan, options: &ApplyOptions) -> Result<Report, Engine
     let signals = signal_streams();
     let engine = run_engine(plan, options).await?;
     let mut missing: Vec<String> = Vec::new();
-    let built = plan.built_images();
     // Each image once: ten containers of one image ask the engine once.
-    let mut images: Vec<&String> = plan
-        .steps
-        .iter()
-        .filter_map(|s| match s {
-            Step::StartContainer { image, .. }
-            | Step::StartModel { image, .. }
-            | Step::StartReplay { image, .. } => Some(image),
-            _ => None,
-        })
-        .filter(|image| !built.contains(image))
-        .collect();
-    images.sort();
-    images.dedup();
+    let images = plan.engine_images();
     // The engine answers these at once; asked one after the other they were a third
     // of the time before the first step.
     let present =
@@ -206,7 +193,11 @@ pub async fn apply(plan: &Plan, options: &ApplyOptions) -> Result<Report, Engine
         }
     }
     if !missing.is_empty() {
-        return Err(EngineError::image_missing(&missing));
+        let engine = match options.node.as_ref().filter(|n| n.engine.is_some()) {
+            Some(node) => format!("the engine of swarm node {node}"),
+            None => "this engine".to_owned(),
+        };
+        return Err(EngineError::image_missing(&missing, &engine));
     }
     let (self_binary, self_hash) = own
         .map_err(std::io::Error::other)

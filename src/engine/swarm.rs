@@ -197,8 +197,8 @@ impl Engine {
         if missing.is_empty() {
             return Ok(());
         }
-        Err(unplaced(&format!(
-            "node {node} has not {}",
+        Err(EngineError::Swarm(format!(
+            "its run's node {node} has not {}: one run goes to the node openmono is connected to, and a matrix's runs to the nodes labelled {NODE_ENGINE_LABEL} that have every label its `placement`s ask for",
             missing.join(", ")
         )))
     }
