@@ -1003,6 +1003,87 @@ fn a_third_signal_quits_at_once_and_gc_removes_what_is_left() {
 }
 
 #[test]
+fn signals_to_a_matrix_are_said_once_and_a_third_names_what_every_run_leaves() {
+    if !docker() {
+        return;
+    }
+    let project = Project::new();
+    project.file(
+        "openmono.kdl",
+        &format!("var \"word\"\nmatrix \"word\" \"a\" \"b\"\n{STUBBORN}"),
+    );
+    let mut child = project
+        .command(&["apply", "--matrix-jobs", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let (send, lines) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = send.send(line);
+        }
+    });
+    // Both runs' tasks are under way; their ids come first.
+    let mut seen = Vec::new();
+    while seen
+        .iter()
+        .filter(|l: &&String| l.contains("▶ run task `long`"))
+        .count()
+        < 2
+    {
+        seen.push(
+            lines
+                .recv_timeout(std::time::Duration::from_mins(2))
+                .expect("both tasks start"),
+        );
+    }
+    let ids: Vec<String> = seen
+        .iter()
+        .filter_map(|l| {
+            l.split("] Run ")
+                .nth(1)?
+                .split_whitespace()
+                .next()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(ids.len(), 2, "{seen:?}");
+    signal(&child, libc::SIGINT);
+    wait_for_line(&lines, "openmono: stopping; tearing down");
+    signal(&child, libc::SIGTERM);
+    signal(&child, libc::SIGHUP);
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(130));
+    let rest: Vec<String> = lines.try_iter().collect();
+    let all = rest.join("\n");
+    // One line per signal, not one per run.
+    assert_eq!(all.matches("openmono: stopping").count(), 0, "{all}");
+    assert!(
+        all.matches("openmono: skipping grace periods").count() <= 1,
+        "{all}"
+    );
+    for id in &ids {
+        assert!(all.contains(&format!("run {id} left")), "{id}: {all}");
+    }
+    assert!(
+        all.contains(&format!(
+            "(they carry the labels dev.openmono.run={}, dev.openmono.run={})",
+            ids[0], ids[1]
+        )) || all.contains(&format!(
+            "(they carry the labels dev.openmono.run={}, dev.openmono.run={})",
+            ids[1], ids[0]
+        )),
+        "{all}"
+    );
+    project.run(&["gc"]).expect_code(0);
+    for id in &ids {
+        assert_run_gone(id);
+    }
+}
+
+#[test]
 fn independent_steps_run_at_the_same_time_and_jobs_bounds_them() {
     if !docker() {
         return;

@@ -107,6 +107,9 @@ impl std::fmt::Display for Created {
     }
 }
 
+/// What a run created and has not removed yet, shared with its signal listener.
+type CreatedList = Arc<Mutex<Vec<Created>>>;
+
 /// Why the steps stopped before the end.
 enum Stop {
     Failed(String),
@@ -131,7 +134,7 @@ struct Executor<'a> {
     started: u64,
     /// What the run created and teardown has not removed yet; the signal listener reads
     /// it to say what is left when a third signal ends openmono at once.
-    created: Arc<Mutex<Vec<Created>>>,
+    created: CreatedList,
     /// Engine ids of containers and names of networks, by playbook name.
     containers: Mutex<HashMap<String, String>>,
     dir: PathBuf,
@@ -721,15 +724,35 @@ fn signal_streams() -> Vec<tokio::signal::unix::Signal> {
     .collect()
 }
 
+/// The runs under way in this process (a matrix runs several), with what each created:
+/// a third signal says what every one of them leaves.
+static LIVE: Mutex<Vec<(String, CreatedList)>> = Mutex::new(Vec::new());
+
+/// How many signals this process has said something about: every run hears each signal,
+/// and one line says it.
+static SAID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// A run's place in [`LIVE`], given up when its listener ends.
+struct Live(String);
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        lock(&LIVE).retain(|(run, _)| *run != self.0);
+    }
+}
+
 /// Counts Ctrl-C, SIGTERM, SIGHUP (the terminal went away) and SIGQUIT into `signals`:
 /// the first stops the run and tears down gracefully, the second skips grace periods,
-/// the third ends openmono at once and says what is left on the engine.
+/// the third ends openmono at once and says what is left on the engine, of every run
+/// under way in this process.
 async fn listen(
     signals: tokio::sync::watch::Sender<u32>,
     mut streams: Vec<tokio::signal::unix::Signal>,
-    created: Arc<Mutex<Vec<Created>>>,
+    created: CreatedList,
     run_id: String,
 ) {
+    lock(&LIVE).push((run_id.clone(), created));
+    let _live = Live(run_id);
     if streams.is_empty() {
         // No handler could be installed: never resolve rather than resolve at once.
         std::future::pending::<()>().await;
@@ -740,29 +763,81 @@ async fn listen(
         futures_util::future::select_all(waits).await;
         count += 1;
         let _ = signals.send(count);
+        if SAID.fetch_max(count, std::sync::atomic::Ordering::SeqCst) >= count {
+            continue;
+        }
         match count {
             1 => eprintln!(
                 "openmono: stopping; tearing down (again to skip grace periods, a third time to quit at once)"
             ),
             2 => eprintln!("openmono: skipping grace periods; still removing everything"),
             _ => {
-                let left: Vec<String> = lock(&created)
-                    .iter()
-                    .rev()
-                    .map(|object| format!("\n  {object}"))
-                    .collect();
-                let none = if left.is_empty() {
-                    " nothing it knows of"
-                } else {
-                    ""
-                };
-                // Removals under way may finish after this line: "not yet removed".
-                eprintln!(
-                    "openmono: quit at once; run {run_id} left{none}{}\n(as far as it knows: what teardown was removing at this moment may be gone already)\nremove what is left with `openmono gc` (it carries the label {RUN_LABEL}={run_id})",
-                    left.concat()
-                );
+                eprintln!("{}", quit_note(&lock(&LIVE)));
                 std::process::exit(130);
             }
         }
+    }
+}
+
+/// What openmono says when it quits at once: what each run under way leaves.
+fn quit_note(live: &[(String, CreatedList)]) -> String {
+    use std::fmt::Write as _;
+    let mut text = String::from("openmono: quit at once;");
+    let mut ids = Vec::new();
+    for (i, (run_id, created)) in live.iter().enumerate() {
+        let left: Vec<String> = lock(created)
+            .iter()
+            .rev()
+            .map(|object| format!("\n  {object}"))
+            .collect();
+        let none = if left.is_empty() {
+            " nothing it knows of"
+        } else {
+            ""
+        };
+        let sep = if i == 0 { " " } else { "\n" };
+        let _ = write!(text, "{sep}run {run_id} left{none}{}", left.concat());
+        ids.push(format!("{RUN_LABEL}={run_id}"));
+    }
+    // Removals under way may finish after this line: "not yet removed".
+    let carries = if ids.len() == 1 {
+        "it carries the label"
+    } else {
+        "they carry the labels"
+    };
+    let _ = write!(
+        text,
+        "\n(as far as it knows: what teardown was removing at this moment may be gone already)\nremove what is left with `openmono gc` ({carries} {})",
+        ids.join(", ")
+    );
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quitting_at_once_names_what_every_run_under_way_leaves() {
+        let created = |objects: Vec<Created>| Arc::new(Mutex::new(objects));
+        let one = created(vec![
+            Created::Network {
+                id: "n1".into(),
+                name: "openmono-aaa-n".into(),
+            },
+            Created::Container {
+                id: "c1".into(),
+                log: None,
+                name: "openmono-aaa-box".into(),
+            },
+        ]);
+        let live = vec![
+            ("aaa".to_owned(), one),
+            ("bbb".to_owned(), created(Vec::new())),
+        ];
+        assert_eq!(
+            quit_note(&live),
+            "openmono: quit at once; run aaa left\n  container openmono-aaa-box\n  network openmono-aaa-n\nrun bbb left nothing it knows of\n(as far as it knows: what teardown was removing at this moment may be gone already)\nremove what is left with `openmono gc` (they carry the labels dev.openmono.run=aaa, dev.openmono.run=bbb)"
+        );
     }
 }
