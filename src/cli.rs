@@ -332,7 +332,7 @@ impl Command {
 }
 
 /// What `plan` shows where a template uses the run's id, which `apply` makes up.
-const PLAN_RUN_ID: &str = "<run-id>";
+pub(crate) const PLAN_RUN_ID: &str = "<run-id>";
 
 /// Parses the command line and runs it.
 #[must_use]
@@ -522,6 +522,15 @@ pub(crate) fn load_plan(
     file: &std::path::Path,
     inputs: &Inputs,
 ) -> Result<(Plan, playbook::Source), ExitCode> {
+    plan_playbook(load_playbook(file, inputs)?, inputs)
+}
+
+/// Reads and decodes `file` (the built-in starter when it is the default and absent),
+/// and says what it warns of.
+pub(crate) fn load_playbook(
+    file: &std::path::Path,
+    inputs: &Inputs,
+) -> Result<playbook::Playbook, ExitCode> {
     let decoded = if file == std::path::Path::new(crate::init::PLAYBOOK) && !file.exists() {
         // No playbook here: the starter that `openmono init` would write.
         print_err(&format!(
@@ -537,7 +546,20 @@ pub(crate) fn load_plan(
     if let Some(warnings) = decoded.warnings() {
         print_err(&render_diagnostic(&warnings));
     }
-    let mut playbook = decoded.playbook;
+    for (set, meant) in playbook::miscased_environment(&decoded.playbook, inputs) {
+        print_err(&format!(
+            "warning: {set} sets no var of this playbook and is ignored: var names are case-sensitive; did you mean {meant}?\n"
+        ));
+    }
+    Ok(decoded.playbook)
+}
+
+/// Renders a decoded playbook with `inputs` (a matrix var that nothing gives takes its
+/// first value) and plans it.
+pub(crate) fn plan_playbook(
+    mut playbook: playbook::Playbook,
+    inputs: &Inputs,
+) -> Result<(Plan, playbook::Source), ExitCode> {
     // A matrix var that nothing gives: `plan` and `validate` take its first value.
     let open = crate::matrix::open_axes(&playbook, inputs);
     if let Err(problem) = crate::matrix::runs(&open) {
@@ -556,11 +578,6 @@ pub(crate) fn load_plan(
         with_first = first;
         &with_first
     };
-    for (set, meant) in playbook::miscased_environment(&playbook, inputs) {
-        print_err(&format!(
-            "warning: {set} sets no var of this playbook and is ignored: var names are case-sensitive; did you mean {meant}?\n"
-        ));
-    }
     if let Err(errors) = playbook::render(&mut playbook, inputs) {
         return Err(report(
             &playbook::Problems::new(playbook.source.named(), errors),
@@ -620,12 +637,16 @@ fn plan(
         None => load_plan(file, &vars.inputs(PLAN_RUN_ID)).map(|(plan, _)| plan),
         Some(out) => save_plan(file, out, vars),
     }
-    .and_then(|plan| Ok((plan, engine.endpoint()?)));
+    .and_then(|mut plan| {
+        if let Some(matrix) = matrix {
+            plan.matrix = matrix;
+        }
+        // The plan shows the first input; the others must plan too, as for `apply`.
+        crate::matrix::plan_other_inputs(file, vars, &plan.matrix)?;
+        Ok((plan, engine.endpoint()?))
+    });
     match planned {
         Ok((mut plan, endpoint)) => {
-            if let Some(matrix) = matrix {
-                plan.matrix = matrix;
-            }
             // What `apply` would refuse on this engine, `plan` refuses too.
             if endpoint.is_remote()
                 && let Err(e) = engine::host_files_elsewhere(&plan, &endpoint)
@@ -828,7 +849,9 @@ fn validate(files: &[PathBuf], vars: &Vars) -> ExitCode {
     let inputs = vars.inputs(PLAN_RUN_ID);
     let mut failed = false;
     for file in files {
-        if load_plan(file, &inputs).is_err() {
+        let planned = load_plan(file, &inputs)
+            .and_then(|(plan, _)| crate::matrix::plan_other_inputs(file, vars, &plan.matrix));
+        if planned.is_err() {
             failed = true;
         } else {
             print_err(&format!("{}: ok\n", file.display()));

@@ -22,7 +22,7 @@ use std::{
 use futures_util::StreamExt;
 
 use crate::{
-    cli::{Vars, exit, load_plan, print_err, print_out, report, runtime},
+    cli::{Vars, exit, load_playbook, plan_playbook, print_err, print_out, report, runtime},
     engine::{self, ApplyOptions, Output, Report, SwarmNode, input_label, input_object},
     plan::Plan,
     playbook::{Inputs, Playbook, VarType},
@@ -290,6 +290,37 @@ fn check(file: &Path, vars: &Vars, matrix: &[(String, Vec<String>)]) -> Result<(
     Ok(())
 }
 
+/// Plans every input of `axes` but the first (which the caller planned), as `apply`
+/// would before starting any: the first that does not plan is reported, with its input.
+pub(crate) fn plan_other_inputs(
+    file: &Path,
+    vars: &Vars,
+    axes: &[(String, Vec<String>)],
+) -> Result<(), ExitCode> {
+    let inputs = combinations(axes);
+    if inputs.len() < 2 {
+        return Ok(());
+    }
+    // Read once (its warnings were said with the first input).
+    let playbook = crate::playbook::load(file)
+        .map_err(|e| report(&e, exit::PLAYBOOK))?
+        .playbook;
+    for input in inputs.into_iter().skip(1) {
+        let mut vars = vars.clone();
+        vars.values
+            .retain(|(name, _)| !input.iter().any(|(axis, _)| axis == name));
+        vars.values.extend(input.iter().cloned());
+        let inputs = vars.inputs(crate::cli::PLAN_RUN_ID);
+        plan_playbook(playbook.clone(), &inputs).inspect_err(|_| {
+            print_err(&format!(
+                "(with the matrix input {}: `apply` would start no run)\n",
+                input_label(&input)
+            ));
+        })?;
+    }
+    Ok(())
+}
+
 /// Plans every input; the first that does not plan stops them all.
 fn plan_all(
     file: &Path,
@@ -298,16 +329,19 @@ fn plan_all(
     matrix: &[(String, Vec<String>)],
 ) -> Result<Vec<Run>, ExitCode> {
     let mut runs = Vec::new();
+    // Read once: each input renders and plans its own copy.
+    let playbook = load_playbook(file, &vars.inputs(""))?;
     for input in combinations(matrix) {
         let label = input_label(&input);
         let run_id = engine::run_dir::new_run_id();
         let mut vars = vars.clone();
         vars.values.extend(input.iter().cloned());
-        let (plan, _) = load_plan(file, &vars.inputs(&run_id)).inspect_err(|_| {
-            print_err(&format!(
-                "(with the matrix input {label}; no run started)\n"
-            ));
-        })?;
+        let (plan, _) =
+            plan_playbook(playbook.clone(), &vars.inputs(&run_id)).inspect_err(|_| {
+                print_err(&format!(
+                    "(with the matrix input {label}; no run started)\n"
+                ));
+            })?;
         let options = ApplyOptions {
             input: Some(input),
             run_id,

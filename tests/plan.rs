@@ -1002,3 +1002,36 @@ fn plan_with_matrix_shows_the_runs_apply_with_the_same_flags_makes() {
     ]);
     detailed.expect_code(1);
 }
+
+#[test]
+fn every_input_of_a_matrix_is_checked_by_validate_and_plan_as_by_apply() {
+    let project = Project::new();
+    project.file(
+        "openmono.kdl",
+        "var \"p\" type=\"path\"\ncontainer \"box\" {\n    image \"openmono/agent:latest\"\n    workspace \"{{ var.p }}\"\n}\nmatrix \"p\" \".\" \"missing\"\n",
+    );
+    let dir = std::fs::canonicalize(project.path()).expect("canonical");
+    let said = format!(
+        "(with the matrix input p={}/missing: `apply` would start no run)\n",
+        dir.display()
+    );
+    // --matrix gives the values as they are written (the var makes them paths).
+    let given = "(with the matrix input p=missing: `apply` would start no run)\n".to_owned();
+    for (command, said) in [
+        (&["validate", "openmono.kdl"][..], &said),
+        (&["plan"], &said),
+        (&["plan", "--matrix", "p=.,missing"], &given),
+    ] {
+        let run = project.run(command);
+        run.expect_code(2);
+        assert!(
+            run.stderr.contains("× workspace `") && run.stderr.ends_with(said.as_str()),
+            "{command:?}: {}",
+            run.stderr
+        );
+    }
+    // The first input alone plans.
+    project.run(&["plan", "--var", "p=."]).expect_code(0);
+    std::fs::create_dir(project.path().join("missing")).expect("mkdir");
+    project.run(&["validate", "openmono.kdl"]).expect_code(0);
+}
