@@ -226,7 +226,7 @@ async fn spread_over(endpoint: &engine::Endpoint, images: &[&String]) -> Vec<Swa
                 )),
             },
             Err(why) => print_err(&format!(
-                "warning: a swarm node takes no runs of this matrix: {why}\n"
+                "warning: {why}; it takes no runs of this matrix\n"
             )),
         }
     }

@@ -265,6 +265,10 @@ impl Executor<'_> {
                     "playbook": self.plan.playbook,
                     "dir": self.dir.display().to_string(),
                     "steps": self.plan.steps.iter().map(Step::label).collect::<Vec<_>>(),
+                    // On a swarm, for a matrix's run: the node it was placed on.
+                    "node": self.options.node.as_ref().map(|node| {
+                        serde_json::json!({ "id": node.id, "hostname": node.hostname })
+                    }),
                 }),
             );
         } else {

@@ -126,7 +126,12 @@ impl Engine {
                     Some(url) if ready && active => {
                         match Endpoint::for_node(&url, &hostname, &self.endpoint) {
                             Ok(engine) => Some(engine),
-                            Err(e) => return Some(Err(format!("node {hostname}: {e}"))),
+                            Err(e) => {
+                                let short: String = id.chars().take(12).collect();
+                                return Some(Err(format!(
+                                    "swarm node {hostname} ({short}): its label {NODE_ENGINE_LABEL}: {e}"
+                                )));
+                            }
                         }
                     }
                     _ => return None,
@@ -162,7 +167,7 @@ impl Engine {
                 format!("the engine of node {found}")
             };
             return Err(EngineError::Swarm(format!(
-                "swarm node {node} names its engine {} in its label {NODE_ENGINE_LABEL}, but that is {is}: correct the label (`docker node update --label-add {NODE_ENGINE_LABEL}=URL {}`)",
+                "its label {NODE_ENGINE_LABEL} names the engine {}, but that is {is}: correct the label (`docker node update --label-add {NODE_ENGINE_LABEL}=URL {}`)",
                 endpoint.address(),
                 node.id
             )));
