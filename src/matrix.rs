@@ -178,28 +178,88 @@ pub(crate) fn apply(
     images.sort();
     images.dedup();
     let ended = runtime.block_on(async {
-        let nodes = spread_over(&options.endpoint, &images).await;
-        run_all(&runs, jobs, &nodes).await
+        let spread = spread_over(&options.endpoint, &images).await;
+        reap(&spread.engines).await;
+        if let Some(problem) = unplaceable(&runs, &spread.nodes) {
+            print_err(&format!("error: {problem}\n"));
+            return None;
+        }
+        Some(run_all(&runs, jobs, &spread.nodes).await)
     });
-    ExitCode::from(summarize(&runs, ended, options.output == Output::Json))
+    match ended {
+        Some(ended) => ExitCode::from(summarize(&runs, ended, options.output == Output::Json)),
+        None => ExitCode::from(exit::ENVIRONMENT),
+    }
+}
+
+/// Where a matrix's runs may go: the nodes they are spread over, and the engines the
+/// matrix reaps on before them (the one connected to, and each labelled node's that
+/// answers).
+#[derive(Default)]
+struct Spread {
+    nodes: Vec<SwarmNode>,
+    engines: Vec<engine::Engine>,
+}
+
+/// Removes what killed runs left, once for the whole matrix, on every engine its runs
+/// may use, as `apply` does before one run: each object goes from the engine that has
+/// it, every box before any network.
+async fn reap(engines: &[engine::Engine]) {
+    // An engine that does not answer is each run's to report.
+    let patience = std::time::Duration::from_secs(15);
+    if let Ok(dead) = engine::gc::collect(engines, false, engine::REAP_AGE, patience).await {
+        for line in engine::gc::reaped_lines(&dead) {
+            print_err(&format!("{line}\n"));
+        }
+    }
+}
+
+/// Why the runs cannot start on a swarm: one needs labels that no node taking runs has
+/// (the warnings before say which nodes take none, and why).
+fn unplaceable(runs: &[Run], nodes: &[SwarmNode]) -> Option<String> {
+    if nodes.is_empty() {
+        return None;
+    }
+    runs.iter().find_map(|(label, plan, _)| {
+        let wanted: Vec<(String, String)> = plan
+            .steps
+            .iter()
+            .flat_map(|step| step.placement().iter().cloned())
+            .collect();
+        (!nodes.iter().any(|node| node.fits(&wanted))).then(|| {
+            let labels: Vec<String> = wanted.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            format!(
+                "no node of the swarm that takes this matrix's runs has the labels that the run {label} asks for ({}): no run started",
+                labels.join(", ")
+            )
+        })
+    })
 }
 
 /// The swarm nodes that runs are spread over when the engine is a swarm manager: its
 /// own node, and the nodes whose label names their own engine, when that engine
 /// answers as that node and has the `images` the runs need. None on a plain engine, or
-/// one that does not answer (each run says why).
-async fn spread_over(endpoint: &engine::Endpoint, images: &[&String]) -> Vec<SwarmNode> {
+/// one that does not answer (each run says why). The engines: the one connected to,
+/// and every labelled node's that answers.
+async fn spread_over(endpoint: &engine::Endpoint, images: &[&String]) -> Spread {
     let Ok(manager) = engine::Engine::connect(endpoint).await else {
-        return Vec::new();
+        return Spread::default();
     };
+    let mut engines = vec![manager.clone()];
     let Ok(nodes) = manager.run_nodes().await else {
-        return Vec::new();
+        return Spread {
+            nodes: Vec::new(),
+            engines,
+        };
     };
     let mut usable = Vec::new();
     for node in nodes {
         match node {
             Ok(node) => match manager.on_node(&node).await {
                 Ok(engine) => {
+                    if node.engine.is_some() {
+                        engines.push(engine.clone());
+                    }
                     let mut lacking = Vec::new();
                     for image in images {
                         if !engine.image_exists(image).await.unwrap_or(false) {
@@ -230,7 +290,10 @@ async fn spread_over(endpoint: &engine::Endpoint, images: &[&String]) -> Vec<Swa
             )),
         }
     }
-    usable
+    Spread {
+        nodes: usable,
+        engines,
+    }
 }
 
 /// The node of `nodes` for a run whose containers need the node labels `wanted` (their
@@ -404,11 +467,8 @@ async fn run_all(
 fn summarize(runs: &[Run], ended: Vec<(Ended, Option<SwarmNode>)>, json: bool) -> u8 {
     let mut summary = Vec::new();
     let mut code = exit::SUCCESS;
-    // Where each ran is worth saying when the runs had more than one node to go to.
-    let spread = ended
-        .iter()
-        .filter_map(|(_, node)| node.as_ref())
-        .any(|node| node.engine.is_some());
+    // Where each ran is worth saying on a swarm (its runs have nodes).
+    let spread = ended.iter().any(|(_, node)| node.is_some());
     for ((label, _, options), (ended, node)) in runs.iter().zip(ended) {
         // A run that never began, or could not, has no run id to look up.
         let run_id = matches!(ended, Some(Ok(_))).then_some(options.run_id.as_str());

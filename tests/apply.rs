@@ -1975,6 +1975,50 @@ fn a_task_stopped_by_another_task_failing_is_cancelled_in_the_json_report() {
 pub const SAYS_A_WORD: &str = "var \"word\"\nnetwork \"n\"\ncontainer \"box\" {\n    image \"openmono/agent:latest\"\n    network \"n\"\n}\ntask \"say\" {\n    run \"box\" \"echo {{ var.word }}; test {{ var.word }} != bad\"\n}\n";
 
 #[test]
+fn a_matrix_reaps_what_killed_runs_left_once_before_its_runs() {
+    if !docker() {
+        return;
+    }
+    // A run killed two minutes ago: its owner is gone (a process that has ended).
+    let mut gone = std::process::Command::new("true").spawn().expect("spawn");
+    let pid = gone.id();
+    gone.wait().expect("reap");
+    let run = format!("dead{}", std::process::id());
+    let volume = format!("openmono-test-{run}");
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        - 120;
+    docker_lines(&[
+        "volume",
+        "create",
+        "--label",
+        &format!("dev.openmono.run={run}"),
+        "--label",
+        &format!("dev.openmono.owner-pid={pid}"),
+        "--label",
+        &format!("dev.openmono.started={started}"),
+        &volume,
+    ]);
+    let project = Project::new();
+    project.file("openmono.kdl", SAYS_A_WORD);
+    let applied = project.run(&["apply", "--matrix", "word=one,two", "--matrix-jobs", "2"]);
+    applied.expect_code(0);
+    // Once for the matrix (another test's apply may have reaped it first), not per run.
+    let said = applied
+        .stderr
+        .matches(&format!("Removed 1 object(s) left by run {run} "))
+        .count();
+    assert!(said <= 1, "{}", applied.stderr);
+    assert!(
+        !docker_lines(&["volume", "ls", "-q"]).contains(&volume),
+        "{}",
+        applied.stderr
+    );
+}
+
+#[test]
 fn a_matrix_runs_the_playbook_once_per_input_each_on_its_own_network() {
     if !docker() {
         return;

@@ -676,17 +676,30 @@ fn a_node_without_the_runs_images_takes_no_runs_and_says_why() {
         "{}",
         run.stderr
     );
-    // Both on the manager's node: the summary names no node when only one took runs.
+    // Both on the manager's node.
     assert!(
         run.stdout
-            .contains("Matrix of 2 run(s): 2 succeeded, 0 did not\n")
-            && !run.stdout.contains(&short),
+            .contains("Matrix of 2 run(s): 2 succeeded, 0 did not\n"),
         "{}",
         run.stdout
     );
-    for id in run.report_ids() {
-        swarm.assert_run_gone(&id);
-    }
+    assert_all_ran_on_and_left_nothing(swarm, &run, &node(swarm), 2);
+    // Labels that no node taking runs has: refused before any run.
+    project.file(
+        "openmono.kdl",
+        &crate::apply::SAYS_A_WORD.replace(
+            "    network \"n\"\n}",
+            "    network \"n\"\n    placement \"openmono-test-nowhere\" \"yes\"\n}",
+        ),
+    );
+    let refused = swarm.run(&project, &["apply", "--matrix", "word=one,two"]);
+    refused.expect_code(3);
+    assert!(
+        refused.stderr.ends_with("error: no node of the swarm that takes this matrix's runs has the labels that the run word=one asks for (openmono-test-nowhere=yes): no run started\n"),
+        "{}",
+        refused.stderr
+    );
+    assert!(refused.stdout.is_empty(), "{}", refused.stdout);
 }
 
 /// A model on GPUs placed where `label`=yes, a box that asks it for its health, and two

@@ -72,6 +72,10 @@ pub struct ApplyOptions {
     pub node: Option<super::SwarmNode>,
 }
 
+/// How long ago a dead run must have started for `apply` to reap it (one killed a
+/// moment ago is `openmono gc`'s to reap).
+pub const REAP_AGE: Duration = Duration::from_mins(1);
+
 /// How many steps run at the same time unless `--jobs` says otherwise.
 pub const DEFAULT_JOBS: usize = 8;
 
@@ -174,13 +178,21 @@ pub async fn apply(plan: &Plan, options: &ApplyOptions) -> Result<Report, Engine
     let capacity = async { engine.capacity().await.unwrap_or_default() };
     // Runs whose openmono was killed left their objects; reap them before adding ours.
     // What cannot go at once (an overlay that a node's container still holds) is left
-    // to `openmono gc`, which sees every node.
-    let reaped = gc::collect(
-        std::slice::from_ref(&engine),
-        false,
-        Duration::from_mins(1),
-        Duration::ZERO,
-    );
+    // to `openmono gc`, which sees every node. A matrix reaps once, before its runs.
+    let reap = options.input.is_none();
+    let reaped = async {
+        if reap {
+            gc::collect(
+                std::slice::from_ref(&engine),
+                false,
+                REAP_AGE,
+                Duration::ZERO,
+            )
+            .await
+        } else {
+            Ok(Vec::new())
+        }
+    };
     // The binary, and its hash, which names the volume that holds its copy on the engine.
     let own = tokio::task::spawn_blocking(|| {
         let bytes = std::env::current_exe().and_then(std::fs::read)?;
@@ -606,20 +618,8 @@ impl Executor<'_> {
 
 /// The progress lines for what `apply` removed of dead runs before its own.
 fn say_reaped(progress: &Progress, reaped: &[gc::DeadRun]) {
-    for dead in reaped {
-        progress.line(&format!(
-            "Removed {} object(s) left by run {} (its openmono, pid {}, is gone)",
-            dead.objects.len() - dead.failed.len(),
-            dead.run,
-            dead.owner_pid
-        ));
-        if !dead.failed.is_empty() {
-            progress.line(&format!(
-                "warning: some of what run {} left is still there (`openmono gc` removes it): {}",
-                dead.run,
-                dead.failed.join("; ")
-            ));
-        }
+    for line in gc::reaped_lines(reaped) {
+        progress.line(&line);
     }
 }
 

@@ -67,12 +67,17 @@ pub async fn collect(
             {
                 for object in objects.iter().filter(|o| phase.contains(&o.kind)) {
                     if let Err(e) = engines[*i].remove_within(object, patience).await {
-                        failed.push(format!(
-                            "{} {}: {}",
-                            object.kind,
-                            object.name,
-                            super::error_chain(&e)
-                        ));
+                        let why = super::error_chain(&e);
+                        // The swarm holds an overlay for a box that no engine here has.
+                        let hint = if why.contains("is in use by task") {
+                            format!(
+                                " (a box on a swarm node that was not visited holds it: label that node {}=URL of its engine)",
+                                super::NODE_ENGINE_LABEL
+                            )
+                        } else {
+                            String::new()
+                        };
+                        failed.push(format!("{} {}: {why}{hint}", object.kind, object.name));
                     }
                 }
             }
@@ -120,6 +125,27 @@ async fn dead_runs(
         });
     }
     Ok(dead)
+}
+
+/// What reaping says: a line for each dead run, and one for what it could not remove.
+pub fn reaped_lines(dead: &[DeadRun]) -> Vec<String> {
+    let mut lines = Vec::new();
+    for run in dead {
+        lines.push(format!(
+            "Removed {} object(s) left by run {} (its openmono, pid {}, is gone)",
+            run.objects.len() - run.failed.len(),
+            run.run,
+            run.owner_pid
+        ));
+        if !run.failed.is_empty() {
+            lines.push(format!(
+                "warning: some of what run {} left is still there (`openmono gc` removes it): {}",
+                run.run,
+                run.failed.join("; ")
+            ));
+        }
+    }
+    lines
 }
 
 /// Adds the dead runs found on one more engine of a swarm to those found before: one

@@ -22,7 +22,8 @@ pub use endpoint::{ContextChoice, DEFAULT_ENGINE, Endpoint, Environment, Origin,
 pub use engine_error::EngineError;
 pub(crate) use executor::error_chain;
 pub use executor::{
-    ApplyOptions, DEFAULT_JOBS, Lost, RUN_LABEL, SELF_PATH, Travelled, apply, host_files_elsewhere,
+    ApplyOptions, DEFAULT_JOBS, Lost, REAP_AGE, RUN_LABEL, SELF_PATH, Travelled, apply,
+    host_files_elsewhere,
 };
 pub use progress::{Output, Progress, input_label, input_object};
 pub use report::{CheckReport, Report, TaskReport, TaskStatus};
