@@ -469,29 +469,11 @@ fn signals_and_gc_leave_nothing_on_the_swarm() {
     // And once for sure while the boxes run: gc names and removes their services.
     let name = format!("swarm-killed-{}", std::process::id());
     project.file("openmono.kdl", &crate::faults::playbook(&name));
-    let mut child = swarm
-        .command(&project, "client", &["apply"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
-    let mut id = None;
-    for line in std::io::BufRead::lines(stderr).map_while(Result::ok) {
-        if id.is_none() {
-            id = line
-                .split("Run ")
-                .nth(1)
-                .and_then(|rest| rest.split_whitespace().next())
-                .map(str::to_owned);
-        }
-        if line.contains("✓ container `a`") {
-            break;
-        }
-    }
-    let id = id.expect("a run id");
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reap");
+    let seen = kill_once_seen(swarm, &project, "✓ container `a`", 1);
+    let id = seen
+        .iter()
+        .find_map(|line| line.split("Run ").nth(1)?.split_whitespace().next())
+        .expect("a run id");
     let gc = swarm.run(&project, &["gc"]);
     gc.expect_code(0);
     assert!(
@@ -501,6 +483,39 @@ fn signals_and_gc_leave_nothing_on_the_swarm() {
         gc.stdout
     );
     swarm.assert_nothing_left(&format!("dev.openmono.playbook={name}"));
+}
+
+/// Starts `apply` on the swarm and SIGKILLs it once `times` lines of its stderr hold
+/// `text`; returns the lines it printed until then.
+fn kill_once_seen(
+    swarm: &RemoteEngine,
+    project: &Project,
+    text: &str,
+    times: usize,
+) -> Vec<String> {
+    let mut child = swarm
+        .command(project, "client", &["apply"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    let mut seen = Vec::new();
+    for line in std::io::BufRead::lines(stderr).map_while(Result::ok) {
+        seen.push(line);
+        if seen.iter().filter(|l| l.contains(text)).count() == times {
+            break;
+        }
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    assert_eq!(
+        seen.iter().filter(|l| l.contains(text)).count(),
+        times,
+        "{}",
+        seen.join("\n")
+    );
+    seen
 }
 
 /// The short ids of the nodes the runs of a matrix's summary ran on, in its order.
@@ -613,25 +628,7 @@ fn gc_after_a_killed_matrix_removes_its_runs_from_every_node() {
             "playbook \"{name}\"\nvar \"word\"\nnetwork \"n\"\ncontainer \"box\" {{\n    image \"openmono/agent:latest\"\n    network \"n\"\n}}\ntask \"wait\" {{\n    run \"box\" \"sleep 60\"\n}}\nmatrix \"word\" \"one\" \"two\"\n"
         ),
     );
-    let mut child = swarm
-        .command(&project, "client", &["apply"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
-    let mut up = 0;
-    for line in std::io::BufRead::lines(stderr).map_while(Result::ok) {
-        if line.contains("✓ container `box`") {
-            up += 1;
-            if up == 2 {
-                break;
-            }
-        }
-    }
-    assert_eq!(up, 2, "both runs' boxes came up");
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reap");
+    kill_once_seen(swarm, &project, "✓ container `box`", 2);
     let (worker, _) = swarm.worker.as_ref().expect("the swarm has a worker");
     let label = format!("label=dev.openmono.playbook={name}");
     // One box on each node, left behind.
@@ -819,21 +816,7 @@ fn gc_after_a_killed_matrix_with_models_on_gpus_removes_every_box_before_any_ove
             "sleep 60",
         ),
     );
-    let mut child = swarm
-        .command(&project, "client", &["apply"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
-    let up = std::io::BufRead::lines(stderr)
-        .map_while(Result::ok)
-        .filter(|line| line.contains("✓ container `box`"))
-        .take(2)
-        .count();
-    assert_eq!(up, 2, "both runs' boxes came up");
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reap");
+    kill_once_seen(swarm, &project, "✓ container `box`", 2);
     let (worker_socket, _) = swarm.worker.as_ref().expect("the swarm has a worker");
     let models = crate::support::docker_lines(&[
         "-H",
