@@ -681,11 +681,7 @@ fn plan(
                     engine.push_str("\n  A model with `gpu-layers` runs as a container of its node's own engine instead, with that engine's GPUs, on the run's overlay (a swarm takes a service's GPU back whenever its node changes)");
                 }
                 // Those whose labels fit every `placement` of the run.
-                let wanted: Vec<(String, String)> = plan
-                    .steps
-                    .iter()
-                    .flat_map(|s| s.placement().iter().cloned())
-                    .collect();
+                let wanted = plan.placement();
                 let fitting: Vec<String> = nodes
                     .iter()
                     .filter(|n| n.fits(&wanted))
@@ -958,7 +954,7 @@ fn gc(dry_run: bool, engine: &EngineArg) -> ExitCode {
             }
         }
         let all: Vec<engine::Engine> = engines.iter().map(|(e, _)| e.clone()).collect();
-        let dead = engine::gc::collect(&all, dry_run, Duration::ZERO, GC_PATIENCE).await?;
+        let dead = engine::gc::collect(&all, dry_run, Duration::ZERO, engine::gc::PATIENCE).await?;
         let (mut kept, mut stale) = (Vec::new(), Vec::new());
         for (engine, place) in &engines {
             let at = |(volume, run)| (volume, run, place.clone());
@@ -1016,9 +1012,6 @@ fn gc(dry_run: bool, engine: &EngineArg) -> ExitCode {
     }
     printed
 }
-
-/// How long `gc` waits for a swarm to let go of an overlay whose containers it removed.
-const GC_PATIENCE: Duration = Duration::from_secs(15);
 
 /// `openmono runs`, and its `show` and `fetch`.
 fn runs(command: Option<RunsCommand>) -> ExitCode {

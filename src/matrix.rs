@@ -206,8 +206,8 @@ struct Spread {
 /// it, every box before any network.
 async fn reap(engines: &[engine::Engine]) {
     // An engine that does not answer is each run's to report.
-    let patience = std::time::Duration::from_secs(15);
-    if let Ok(dead) = engine::gc::collect(engines, false, engine::REAP_AGE, patience).await {
+    let reaped = engine::gc::collect(engines, false, engine::REAP_AGE, engine::gc::PATIENCE);
+    if let Ok(dead) = reaped.await {
         for line in engine::gc::reaped_lines(&dead) {
             print_err(&format!("{line}\n"));
         }
@@ -221,11 +221,7 @@ fn unplaceable(runs: &[Run], nodes: &[SwarmNode]) -> Option<String> {
         return None;
     }
     runs.iter().find_map(|(label, plan, _)| {
-        let wanted: Vec<(String, String)> = plan
-            .steps
-            .iter()
-            .flat_map(|step| step.placement().iter().cloned())
-            .collect();
+        let wanted = plan.placement();
         (!nodes.iter().any(|node| node.fits(&wanted))).then(|| {
             let labels: Vec<String> = wanted.iter().map(|(k, v)| format!("{k}={v}")).collect();
             format!(
@@ -432,11 +428,7 @@ async fn run_all(
                 if stopped.load(Ordering::SeqCst) {
                     return (i, None, None);
                 }
-                let wanted: Vec<(String, String)> = plan
-                    .steps
-                    .iter()
-                    .flat_map(|step| step.placement().iter().cloned())
-                    .collect();
+                let wanted = plan.placement();
                 let placed = place(nodes, busy, &wanted);
                 let options = ApplyOptions {
                     node: placed.map(|n| nodes[n].clone()),

@@ -75,6 +75,15 @@ impl Plan {
             .collect()
     }
 
+    /// The node labels that a run's node must have on a swarm: every step's `placement`
+    /// (a run stays on one node).
+    pub fn placement(&self) -> Vec<(String, String)> {
+        self.steps
+            .iter()
+            .flat_map(|step| step.placement().iter().cloned())
+            .collect()
+    }
+
     /// The images the engine must have before the run: those of its containers, models
     /// and replay servers that it does not build itself; each once, in order.
     pub fn engine_images(&self) -> Vec<&String> {

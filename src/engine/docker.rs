@@ -437,7 +437,7 @@ impl Engine {
         loop {
             match self.swarm_api().remove_network(id).await {
                 Err(e)
-                    if e.to_string().contains("is in use by task")
+                    if e.to_string().contains(HELD_BY_SWARM)
                         && tokio::time::Instant::now() < deadline =>
                 {
                     tokio::time::sleep(super::swarm::POLL).await;
@@ -1167,6 +1167,11 @@ impl Engine {
         Ok(objects)
     }
 
+    /// Removes one object; one that is already gone counts as removed.
+    pub async fn remove(&self, object: &EngineObject) -> Result<(), EngineError> {
+        self.remove_within(object, super::swarm::LATE_TASKS).await
+    }
+
     /// [`Self::remove`], waiting at most `patience` for the swarm to let go of a network.
     pub async fn remove_within(
         &self,
@@ -1174,17 +1179,9 @@ impl Engine {
         patience: Duration,
     ) -> Result<(), EngineError> {
         match object.kind {
-            ObjectKind::Network => self.remove_network_within(&object.id, patience).await,
-            _ => self.remove(object).await,
-        }
-    }
-
-    /// Removes one object; one that is already gone counts as removed.
-    pub async fn remove(&self, object: &EngineObject) -> Result<(), EngineError> {
-        match object.kind {
             ObjectKind::Service => self.remove_service(&object.id, false).await,
             ObjectKind::Container => self.remove_container(&object.id).await,
-            ObjectKind::Network => self.remove_network(&object.id).await,
+            ObjectKind::Network => self.remove_network_within(&object.id, patience).await,
             ObjectKind::Volume => self.remove_volume(&object.id).await,
         }
     }
@@ -1231,6 +1228,10 @@ fn is_being_removed(e: &BollardError) -> bool {
         } if message.contains("already in progress")
     )
 }
+
+/// What a swarm manager says of an overlay that a task still holds (a node's own
+/// container on it, or the attachment task that lingers a moment after it).
+pub(super) const HELD_BY_SWARM: &str = "is in use by task";
 
 pub(super) fn is_not_found(e: &BollardError) -> bool {
     match e {

@@ -19,6 +19,22 @@ pub const OWNER_HOST: &str = "dev.openmono.owner-host";
 /// When the run started, in seconds since the Unix epoch.
 pub const STARTED: &str = "dev.openmono.started";
 
+/// How long reaping waits for a swarm to let go of an overlay whose boxes it removed.
+pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Whether a run's objects (their labels) are not for this process to reap: its owner
+/// is on another host sharing the engine, or alive here.
+fn owned_elsewhere_or_alive(
+    labels: &std::collections::HashMap<String, String>,
+    host: &str,
+) -> bool {
+    labels.get(OWNER_HOST).is_some_and(|h| h != host)
+        || owner_alive(
+            labels.get(OWNER_PID).map_or("", String::as_str),
+            labels.get(OWNER_START),
+        )
+}
+
 /// The objects of one dead run.
 #[derive(Debug)]
 pub struct DeadRun {
@@ -69,7 +85,7 @@ pub async fn collect(
                     if let Err(e) = engines[*i].remove_within(object, patience).await {
                         let why = super::error_chain(&e);
                         // The swarm holds an overlay for a box that no engine here has.
-                        let hint = if why.contains("is in use by task") {
+                        let hint = if why.contains(super::docker::HELD_BY_SWARM) {
                             format!(
                                 " (a box on a swarm node that was not visited holds it: label that node {}=URL of its engine)",
                                 super::NODE_ENGINE_LABEL
@@ -111,9 +127,8 @@ async fn dead_runs(
             .get(STARTED)
             .and_then(|s| s.parse::<u64>().ok())
             .unwrap_or(0);
-        if labels.get(OWNER_HOST).is_some_and(|h| *h != host)
-            || now.saturating_sub(started) < min_age.as_secs()
-            || owner_alive(&owner_pid, labels.get(OWNER_START))
+        if now.saturating_sub(started) < min_age.as_secs()
+            || owned_elsewhere_or_alive(labels, &host)
         {
             continue;
         }
@@ -246,14 +261,7 @@ async fn binaries_in_use(engine: &Engine) -> Result<Vec<String>, EngineError> {
         .objects(RUN_LABEL)
         .await?
         .into_iter()
-        .filter(|object| {
-            let labels = &object.labels;
-            labels.get(OWNER_HOST).is_some_and(|h| *h != host)
-                || owner_alive(
-                    labels.get(OWNER_PID).map_or("", String::as_str),
-                    labels.get(OWNER_START),
-                )
-        })
+        .filter(|object| owned_elsewhere_or_alive(&object.labels, &host))
         .filter_map(|mut object| object.labels.remove(BINARY_LABEL))
         .collect())
 }

@@ -40,13 +40,6 @@ pub(super) const LATE_TASKS: Duration = Duration::from_secs(15);
 /// spread over the node openmono is connected to and the nodes that carry this label.
 pub const NODE_ENGINE_LABEL: &str = "dev.openmono.engine";
 
-/// Why no node can run a container of the run: `why`, the swarm's words.
-fn unplaced(why: &str) -> EngineError {
-    EngineError::Swarm(format!(
-        "no node of the swarm can run it: {why}; its run's node (the node openmono is connected to, or for a matrix one labelled {NODE_ENGINE_LABEL}) must have the labels its `placement` asks for"
-    ))
-}
-
 /// A node of the swarm that can take runs, and how to reach its own engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SwarmNode {
@@ -285,7 +278,9 @@ impl Engine {
                     }
                     // The scheduler says why it waits: no node meets the constraints.
                     (Some(TaskState::PENDING), _) if why.contains("no suitable node") => {
-                        return Err(unplaced(&why));
+                        return Err(EngineError::Swarm(format!(
+                            "no node of the swarm can run it: {why}; its run's node (the node openmono is connected to, or for a matrix one labelled {NODE_ENGINE_LABEL}) must have the labels its `placement` asks for"
+                        )));
                     }
                     _ => {}
                 }
